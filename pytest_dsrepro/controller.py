@@ -1,0 +1,409 @@
+"""The host side of ``--in-docker``: one image, one container per group of container items,
+and every report the containers send replayed through the host's own hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro import engine
+from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.image import BuildPlan, ImageResult, ensure_image, find_image
+from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+from pytest_dsrepro.remote import RemoteCollection
+from pytest_dsrepro.settings import Settings
+
+POLL_SECONDS = 0.5
+
+
+@dataclasses.dataclass
+class GroupOutcome:
+    """What one container run left to do."""
+
+    rerun: list[pytest.Item]
+    stop: bool = False
+
+
+def _requirements(items: list[pytest.Item]) -> list[str]:
+    needed = ["pytest", "yaml"]
+    if any(getattr(item, "is_notebook", False) for item in items):
+        needed += ["nbclient", "nbformat", "ipykernel"]
+    return needed
+
+
+class Controller:
+    """Registered as the ``dsrepro-controller`` plugin for a host session with ``--in-docker``."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.session_id = uuid.uuid4().hex[:12]
+        self._client: Any = None
+        self._image: ImageResult | None = None
+        self._scratch: Path | None = None
+        self._own_scratch = False
+        self.containers_started = 0
+        self._collection: RemoteCollection | None = None
+
+    # -- engine and image -------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is None:
+            reporter.write_line(f"dsrepro: {line}")
+            return
+        with capture.global_and_fixture_disabled():  # builds also happen while collecting
+            reporter.write_line(f"dsrepro: {line}")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = engine.connect()
+            swept = engine.sweep(self._client)
+            if swept:
+                self.say(f"removed {len(swept)} container(s) left by killed sessions")
+        return self._client
+
+    def image(self) -> ImageResult:
+        """The image container items run in, built once per session."""
+        if self._image is None:
+            s = self.settings
+            if s.image:
+                found = find_image(self.client, s.image)
+                if found is None:
+                    raise DsreproUsageError(
+                        f"image {s.image} (dsrepro_image) is not in the engine; build or pull it"
+                    )
+                self.say(f"image {s.image} (given)")
+                self._image = ImageResult(s.image, found.id, False, 0.0)
+            else:
+                plan = BuildPlan(
+                    project=s.project, context=s.context, dockerfile=s.dockerfile,
+                    build_args=s.build_args, target=s.target, network=s.build_network,
+                )
+                verbose = self.config.get_verbosity() > 0
+                self._image = ensure_image(self.client, plan, rebuild=s.rebuild, say=self.say,
+                                           verbose=verbose)
+        return self._image
+
+    def scratch(self) -> Path:
+        if self._scratch is None:
+            if self.settings.scratch is not None:
+                self._scratch = self.settings.scratch
+                self._scratch.mkdir(parents=True, exist_ok=True)
+            else:
+                self._scratch = Path(tempfile.mkdtemp(prefix="dsrepro-scratch-")).resolve()
+                self._own_scratch = True
+        return self._scratch
+
+    def close(self) -> None:
+        if self._own_scratch and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._client is not None:
+            self._client.close()
+
+    # -- starting containers -----------------------------------------------------------------
+
+    def run_config(self) -> RunConfig:
+        import os
+
+        s = self.settings
+        image = self.image()
+        image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
+        invocation = Path(self.config.invocation_params.dir)
+        workdir = invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
+        return RunConfig(
+            image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
+            scratch=self.scratch(), writable=self.writable_folders(),
+            env={name: os.environ[name] for name in s.env if name in os.environ},
+            labels=engine.session_labels(self.session_id), image_env=image_env,
+        )
+
+    def writable_folders(self) -> tuple[Path, ...]:
+        return ()
+
+    def worker_args(self) -> list[str]:
+        """Arguments of the pytest session inside: same rootdir, ini and report style."""
+        option = self.config.option
+        args = ["--rootdir", str(self.settings.rootdir), "-p", "no:cacheprovider",
+                "-o", "addopts="]
+        if self.config.inipath is not None:
+            args += ["-c", str(self.config.inipath)]
+        for override in getattr(option, "override_ini", None) or []:
+            args += ["-o", override]
+        verbosity = self.config.get_verbosity()
+        if verbosity > 0:
+            args.append("-" + "v" * verbosity)
+        args += [f"--tb={option.tbstyle}", f"--capture={option.capture}"]
+        if option.showlocals:
+            args.append("--showlocals")
+        if option.runxfail:
+            args.append("--runxfail")
+        if self.settings.update:
+            args.append("--dsrepro-update")
+        return args
+
+    def start(self, spec: ContainerSpec, args: list[str], require: list[str]) -> WorkerContainer:
+        run = self.run_config()
+        command = [run.python, "-m", "pytest_dsrepro.launch", "--require", ",".join(require),
+                   "--", *args]
+        worker = WorkerContainer(self.client, container_options(run, spec, command))
+        self.containers_started += 1
+        worker.start()
+        return worker
+
+    # -- collecting inside --------------------------------------------------------------------
+
+    def remote_collection(self) -> RemoteCollection:
+        """Items of ``dsrepro_container_paths``, collected once inside the container."""
+        if self._collection is None:
+            paths = [str(p) for p in self.settings.container_paths if p.exists()]
+            spec = ContainerSpec(cpus=self.settings.cpus, memory=self.settings.memory,
+                                 network=self.settings.network)
+            worker = self.start(spec, [*self.worker_args(), "--collect-only", "-q", *paths],
+                                ["pytest", "yaml"])
+            items: list[dict[str, Any]] | None = None
+            errors: dict[str, str] = {}
+            try:
+                while True:
+                    event = worker.next_event(None)
+                    kind = event["e"]
+                    if kind == "start" and event.get("missing"):
+                        raise self._missing(event["missing"])
+                    if kind == "collected":
+                        items = event["items"]
+                    elif kind == "collectreport":
+                        report = self.config.hook.pytest_report_from_serializable(
+                            config=self.config, data=event["data"])
+                        errors[report.nodeid] = report.longreprtext
+                    elif kind == "_eof":
+                        break
+                ending = worker.ending()
+            finally:
+                worker.kill()
+                worker.remove()
+            if items is None:
+                tail = "\n".join(ending.log_tail[-LOG_LINES:])
+                raise DsreproUsageError(
+                    f"collecting {', '.join(paths)} inside the container failed "
+                    f"(exit code {ending.exit_code}):\n{tail}"
+                )
+            self._collection = RemoteCollection(items, errors)
+        return self._collection
+
+    def _missing(self, packages: list[str]) -> DsreproUsageError:
+        return DsreproUsageError(
+            f"the image {self.image().tag} lacks {', '.join(packages)}, which container items "
+            f"need.\n  Add to its Dockerfile: RUN pip install {' '.join(packages)}"
+        )
+
+    # -- the session's loop ------------------------------------------------------------------
+
+    def runtestloop(self, session: pytest.Session) -> bool:
+        """Host items run here as usual; container items run group by group in containers."""
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                "during collection"
+            )
+        if session.config.option.collectonly:
+            return True
+        in_container = [item for item in session.items if SPEC_KEY in item.stash]
+        on_host = [item for item in session.items if SPEC_KEY not in item.stash]
+        if in_container:
+            self.image()
+        for index, item in enumerate(on_host):
+            nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self._raise_if_stopping(session)
+        groups: dict[tuple[Any, ...], tuple[ContainerSpec, list[pytest.Item]]] = {}
+        for item in in_container:
+            spec = item.stash[SPEC_KEY]
+            groups.setdefault(spec.group, (spec, []))[1].append(item)
+        previous = _terminate_as_interrupt()
+        try:
+            for spec, items in groups.values():
+                if not self.run_group(session, spec, items):
+                    break
+        finally:
+            _restore_terminate(previous)
+        self._raise_if_stopping(session)
+        return True
+
+    def _raise_if_stopping(self, session: pytest.Session) -> None:
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+
+    # -- running items -----------------------------------------------------------------------
+
+    def run_group(self, session: pytest.Session, spec: ContainerSpec,
+                  items: list[pytest.Item]) -> bool:
+        """Run one group's items, in fresh containers after a timeout; False to stop."""
+        pending = list(items)
+        while pending:
+            worker = self.start(spec, [*self.worker_args(), *(i.nodeid for i in pending)],
+                                _requirements(pending))
+            try:
+                outcome = self._replay(session, spec, worker, pending)
+            finally:
+                worker.kill()
+                worker.remove()
+            if outcome.stop:
+                return False
+            pending = outcome.rerun
+        return True
+
+    def _replay(self, session: pytest.Session, spec: ContainerSpec, worker: WorkerContainer,
+                items: list[pytest.Item]) -> GroupOutcome:
+        hook = self.config.hook
+        by_id = {item.nodeid: item for item in items}
+        done: set[str] = set()
+        current: pytest.Item | None = None
+        started = 0.0
+        finished = False
+        while True:
+            timeout = _item_timeout(current, spec)
+            wait = POLL_SECONDS
+            if current is not None and timeout is not None:
+                wait = max(0.05, min(POLL_SECONDS, started + timeout - time.monotonic()))
+            try:
+                event = worker.next_event(wait)
+            except queue.Empty:
+                if current is not None and timeout is not None \
+                        and time.monotonic() - started >= timeout:
+                    worker.kill()
+                    self._fail(current, "call", f"timeout: the item ran longer than {timeout:g}s;"
+                               " its container was stopped", time.monotonic() - started)
+                    done.add(current.nodeid)
+                    if self._should_stop(session):
+                        return GroupOutcome([], stop=True)
+                    return GroupOutcome([i for i in items if i.nodeid not in done])
+                continue
+            kind = event["e"]
+            if kind == "start" and event.get("missing"):
+                raise self._missing(event["missing"])
+            elif kind == "logstart":
+                current = by_id.get(event["nodeid"])
+                started = time.monotonic()
+                hook.pytest_runtest_logstart(nodeid=event["nodeid"],
+                                             location=tuple(event["location"]))
+            elif kind == "report":
+                report = hook.pytest_report_from_serializable(config=self.config,
+                                                              data=event["data"])
+                hook.pytest_runtest_logreport(report=report)
+            elif kind == "collectreport":
+                report = hook.pytest_report_from_serializable(config=self.config,
+                                                              data=event["data"])
+                hook.pytest_collectreport(report=report)
+            elif kind == "logfinish":
+                hook.pytest_runtest_logfinish(nodeid=event["nodeid"],
+                                              location=tuple(event["location"]))
+                done.add(event["nodeid"])
+                current = None
+                if self._should_stop(session):
+                    worker.kill()
+                    return GroupOutcome([], stop=True)
+            elif kind == "finish":
+                finished = True
+            elif kind == "_eof":
+                break
+        return self._after_exit(session, worker, items, done, current, finished)
+
+    def _after_exit(self, session: pytest.Session, worker: WorkerContainer,
+                    items: list[pytest.Item], done: set[str], current: pytest.Item | None,
+                    finished: bool) -> GroupOutcome:
+        ending = worker.ending()
+        rest = [i for i in items if i.nodeid not in done and i is not current]
+        tail = "\n".join(ending.log_tail[-LOG_LINES:])
+        if current is not None:
+            if ending.oom_killed:
+                limit = _limit_text(current, self.settings)
+                message = f"killed: out of memory (limit {limit})"
+            else:
+                message = (f"the container exited with code {ending.exit_code} while this item "
+                           f"ran; its last log lines:\n{tail}")
+            self._fail(current, "call", message, 0.0)
+            if ending.oom_killed:
+                return GroupOutcome(rest, stop=self._should_stop(session))
+        if rest:
+            if finished and ending.exit_code == 0:
+                reason = "the container's pytest session did not run this item"
+            else:
+                reason = (f"the container stopped (exit code {ending.exit_code}) before this "
+                          "item ran")
+            for item in rest:
+                self._fail(item, "setup", f"{reason}; its last log lines:\n{tail}", 0.0)
+                if self._should_stop(session):
+                    return GroupOutcome([], stop=True)
+        return GroupOutcome([], stop=self._should_stop(session))
+
+    def _should_stop(self, session: pytest.Session) -> bool:
+        return bool(session.shouldfail or session.shouldstop)
+
+    def _fail(self, item: pytest.Item, when: str, message: str, duration: float) -> None:
+        """Report a failure the container could not report itself."""
+        hook = self.config.hook
+        if when == "setup":
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        now = time.time()
+        report = pytest.TestReport(
+            nodeid=item.nodeid, location=item.location,
+            keywords={k: 1 for k in item.keywords}, outcome="failed", longrepr=message,
+            when=when,  # type: ignore[arg-type]
+            duration=duration, start=now - duration, stop=now,
+        )
+        hook.pytest_runtest_logreport(report=report)
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+LOG_LINES = 20
+
+
+def _item_timeout(item: pytest.Item | None, spec: ContainerSpec) -> float | None:
+    if item is None:
+        return None
+    own = item.stash.get(SPEC_KEY, None)
+    return own.timeout if own is not None else spec.timeout
+
+
+def _limit_text(item: pytest.Item, settings: Settings) -> str:
+    spec = item.stash.get(SPEC_KEY, None)
+    memory = spec.memory if spec is not None else settings.memory
+    if not memory:
+        return "none set: the engine's memory"
+    return f"{memory // 1024**2}m"
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM raises KeyboardInterrupt while containers run, so they are removed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _restore_terminate(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,17 @@
+"""Errors the user sees as one or two plain lines, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class DsreproUsageError(pytest.UsageError):
+    """Bad configuration or environment: pytest prints ``ERROR: <message>`` and exits with 4."""
+
+
+class EngineError(DsreproUsageError):
+    """The Docker engine cannot be reached or refused a request."""
+
+
+class BuildError(DsreproUsageError):
+    """The project's image could not be built."""

@@ -1,0 +1,255 @@
+"""The project's image: a content hash of everything the engine would receive, a tag from it,
+and a build that streams its steps, fails with the step's log and tags nothing half-built."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+import subprocess
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_dsrepro.errors import BuildError, DsreproUsageError
+
+HASH_VERSION = "dsrepro-image-hash-1"
+LABEL_HASH = "dsrepro.hash"
+LABEL_COMMIT = "dsrepro.commit"
+TAIL_LINES = 30
+
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """What to build: the inputs the hash covers plus how to run the build."""
+
+    project: str
+    context: Path
+    dockerfile: Path
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    network: str | None = None
+
+    def check(self) -> None:
+        """Missing inputs are a usage error that says what to do."""
+        if not self.context.is_dir():
+            raise DsreproUsageError(
+                f"build context {self.context} is not a folder; set dsrepro_context"
+            )
+        if not self.dockerfile.is_file():
+            raise DsreproUsageError(
+                f"no Dockerfile at {self.dockerfile}; add one, set dsrepro_dockerfile, "
+                "or name a ready image with dsrepro_image"
+            )
+
+
+def _dockerignore(context: Path) -> list[str]:
+    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them."""
+    path = context / ".dockerignore"
+    if not path.exists():
+        return []
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(plan: BuildPlan) -> list[str]:
+    """Every path the engine receives, relative to the context, with the SDK's own rules."""
+    from docker.utils.build import exclude_paths
+
+    try:
+        inside = plan.dockerfile.resolve().relative_to(plan.context.resolve()).as_posix()
+    except ValueError:
+        inside = None  # the SDK sends an outside Dockerfile separately; it is hashed anyway
+    paths = exclude_paths(str(plan.context), _dockerignore(plan.context), dockerfile=inside)
+    return sorted(paths)
+
+
+def _file_digest(path: str) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.digest()
+
+
+def content_hash(plan: BuildPlan) -> str:
+    """sha256 over the Dockerfile, build args, target and each context file's path, mode and
+    content."""
+    digest = hashlib.sha256(HASH_VERSION.encode())
+    digest.update(b"\0dockerfile\0" + plan.dockerfile.read_bytes())
+    for key, value in sorted(plan.build_args):
+        digest.update(f"\0arg\0{key}={value}".encode())
+    digest.update(f"\0target\0{plan.target or ''}".encode())
+    root = str(plan.context)
+    for rel in context_files(plan):
+        full = os.path.join(root, rel)
+        try:
+            info = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        digest.update(f"\0file\0{rel}\0{info.st_mode:o}\0".encode())
+        if stat.S_ISREG(info.st_mode):
+            digest.update(_file_digest(full))
+        elif stat.S_ISLNK(info.st_mode):
+            digest.update(os.readlink(full).encode())
+    return digest.hexdigest()
+
+
+def tag_for(plan: BuildPlan, digest: str) -> str:
+    return f"dsrepro/{plan.project}:{digest[:16]}"
+
+
+def git_commit(folder: Path) -> str:
+    """The commit checked out in ``folder``, with ``-dirty`` for local changes; '' without git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("-dirty" if dirty else "")
+
+
+def find_image(client: Any, tag: str) -> Any | None:
+    import docker.errors
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _lock_path(tag: str) -> Path:
+    name = hashlib.sha256(tag.encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "dsrepro-locks"
+    folder.mkdir(mode=0o777, exist_ok=True)
+    return folder / f"build-{name}.lock"
+
+
+@dataclasses.dataclass
+class ImageResult:
+    tag: str
+    id: str
+    built: bool
+    seconds: float
+
+
+def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbose: bool
+                 ) -> ImageResult:
+    """Reuse the image with this content hash, or build it once even across processes."""
+    from filelock import FileLock
+
+    plan.check()
+    start = time.monotonic()
+    digest = content_hash(plan)
+    tag = tag_for(plan, digest)
+    if not rebuild:
+        image = find_image(client, tag)
+        if image is not None:
+            say(f"image {tag} (cached)")
+            return ImageResult(tag, image.id, False, time.monotonic() - start)
+    lock = FileLock(str(_lock_path(tag)), mode=0o666)
+    try:
+        lock.acquire(timeout=0)
+    except Exception:
+        say(f"image {tag}: another process is building it; waiting")
+        lock.acquire()
+    try:
+        if not rebuild:
+            image = find_image(client, tag)
+            if image is not None:
+                say(f"image {tag} (cached, built by another process)")
+                return ImageResult(tag, image.id, False, time.monotonic() - start)
+        say(f"image {tag}: building from {plan.dockerfile.name}")
+        image_id = _build(client, plan, tag, digest, say, verbose)
+    finally:
+        lock.release()
+    seconds = time.monotonic() - start
+    say(f"image {tag} built in {seconds:.1f}s")
+    return ImageResult(tag, image_id, True, seconds)
+
+
+def _from_images(dockerfile: Path) -> list[str]:
+    images = []
+    for line in dockerfile.read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "FROM":
+            names = [w for w in words[1:] if not w.startswith("--")]
+            if names:
+                images.append(names[0])
+    return images
+
+
+def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbose: bool) -> str:
+    import docker.errors
+
+    labels = {LABEL_HASH: digest}
+    commit = git_commit(plan.context)
+    if commit:
+        labels[LABEL_COMMIT] = commit
+    step = ""
+    step_log: deque[str] = deque(maxlen=TAIL_LINES)
+    image_id = ""
+    try:
+        stream = client.api.build(
+            path=str(plan.context), dockerfile=str(plan.dockerfile.resolve()), tag=tag,
+            buildargs=dict(plan.build_args) or None, target=plan.target,
+            network_mode=plan.network, labels=labels, rm=True, forcerm=True, decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise _step_failed(plan, step, str(chunk["error"]).strip(), list(step_log))
+            if "aux" in chunk and isinstance(chunk["aux"], dict):
+                image_id = chunk["aux"].get("ID", image_id)
+            text = chunk.get("stream") or chunk.get("status") or ""
+            for line in str(text).splitlines():
+                line = line.rstrip()
+                if not line:
+                    continue
+                if line.startswith("Step "):
+                    step = line
+                    step_log.clear()
+                    say(f"  {line}")
+                    continue
+                step_log.append(line)
+                if verbose:
+                    say(f"    {line}")
+    except docker.errors.APIError as exc:
+        raise _step_failed(plan, step, exc.explanation or str(exc), list(step_log)) from None
+    image = find_image(client, tag)
+    if image is None:
+        raise BuildError(f"the build of {tag} ended without an image; rerun with -v for its log")
+    return str(image.id or image_id)
+
+
+def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> BuildError:
+    where = step or "the start"
+    words = step.split(":", 1)[1].split() if ":" in step else []
+    pull_words = ("pull", "manifest", "repository", "not found", "no such host")
+    at_from = bool(words) and words[0].upper() == "FROM"
+    if at_from or (not step and any(word in error.lower() for word in pull_words)):
+        bases = _from_images(plan.dockerfile)
+        base = words[1] if len(words) > 1 else (bases[0] if bases else "?")
+        return BuildError(
+            f"image build failed at {where}: the base image {base} is neither present nor "
+            f"pullable ({error}).\n  Pull or load {base} into the engine, or change FROM."
+        )
+    log = "".join(f"\n  | {line}" for line in tail)
+    return BuildError(
+        f"image build failed at {where}: {error}"
+        + (f"\n  last {len(tail)} lines of its output:{log}" if tail else "")
+        + "\n  Nothing was tagged; fix the step and rerun."
+    )

@@ -1,0 +1,114 @@
+"""The ``container`` marker: its signature, strict parsing, and the settings it resolves to."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, Union
+
+import pytest
+
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.settings import Settings, parse_memory, parse_positive
+
+SIGNATURE = "container(gpu=False, timeout=None, cpus=None, memory=None, network=None)"
+DESCRIPTION = (
+    f"{SIGNATURE}: run this test inside the project's Docker image under --in-docker; "
+    "gpu=True/N/[ids] requests GPUs, timeout in seconds, cpus and memory ('2g') limit the "
+    "container, network='bridge' gives it a network."
+)
+KEYWORDS = ("gpu", "timeout", "cpus", "memory", "network")
+
+Gpu = Union[bool, int, tuple[str, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """What one container item asks of its container."""
+
+    gpu: Gpu = False
+    timeout: float | None = None
+    cpus: float | None = None
+    memory: int | None = None
+    network: str = "none"
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """Items with equal groups share one container."""
+        return (self.gpu, self.cpus, self.memory, self.network)
+
+    def describe(self) -> str:
+        """Short words for the terminal: ``gpu=all, memory=512m``."""
+        parts = []
+        if self.gpu:
+            parts.append(f"gpu={gpu_text(self.gpu)}")
+        if self.cpus:
+            parts.append(f"cpus={self.cpus:g}")
+        if self.memory:
+            parts.append(f"memory={self.memory // 1024**2}m")
+        if self.network != "none":
+            parts.append(f"network={self.network}")
+        return ", ".join(parts) or "default"
+
+
+def gpu_text(gpu: Gpu) -> str:
+    if gpu is True:
+        return "all"
+    if isinstance(gpu, tuple):
+        return ",".join(gpu)
+    return str(gpu)
+
+
+def parse_gpu(value: Any, where: str) -> Gpu:
+    """``True``/``False``, a count, or a list of device ids."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if value < 0:
+            raise DsreproUsageError(f"{where}: gpu={value} must not be negative")
+        return value if value else False
+    if isinstance(value, str):
+        return (value,) if value.lower() != "all" else True
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+        return tuple(str(v) for v in value)
+    raise DsreproUsageError(f"{where}: gpu={value!r} must be True, a count or a list of ids")
+
+
+def check_keywords(keywords: Iterable[str], where: str) -> None:
+    """An unknown keyword is a usage error that names it."""
+    unknown = sorted(set(keywords) - set(KEYWORDS))
+    if unknown:
+        raise DsreproUsageError(
+            f"{where}: unknown keyword {', '.join(unknown)} in @pytest.mark.{SIGNATURE}"
+        )
+
+
+def resolve(item: pytest.Item, settings: Settings, extra: dict[str, Any] | None = None) -> ContainerSpec:
+    """The item's container settings: closest marker wins, over ``extra``, over the ini defaults."""
+    where = item.nodeid
+    values: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("container"))):
+        if mark.args:
+            raise DsreproUsageError(f"{where}: @pytest.mark.container takes keywords only")
+        check_keywords(mark.kwargs, where)
+        values.update(mark.kwargs)
+    merged = dict(extra or {})
+    merged.update(values)
+    timeout = merged.get("timeout")
+    cpus = merged.get("cpus")
+    memory = merged.get("memory")
+    network = merged.get("network")
+    if network is True:
+        network = "bridge"
+    elif network is False:
+        network = "none"
+    return ContainerSpec(
+        gpu=parse_gpu(merged.get("gpu", False), where),
+        timeout=parse_positive(timeout, "timeout") if timeout is not None else settings.timeout,
+        cpus=parse_positive(cpus, "cpus") if cpus is not None else settings.cpus,
+        memory=parse_memory(str(memory)) if memory is not None else settings.memory,
+        network=str(network) if network is not None else settings.network,
+    )
+
+
+SPEC_KEY = pytest.StashKey[ContainerSpec]()

@@ -1,0 +1,98 @@
+"""The pytest plugin: options, markers and hook routing. The work lives in the other modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dsrepro import markers
+from pytest_dsrepro.settings import Settings, add_options
+from pytest_dsrepro.worker import is_worker
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.controller import Controller
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+CONTROLLER_NAME = "dsrepro-controller"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", markers.DESCRIPTION)
+    settings = Settings.from_config(config)
+    config.stash[SETTINGS_KEY] = settings
+    if settings.in_docker and not is_worker(config):
+        from pytest_dsrepro.controller import Controller
+
+        config.pluginmanager.register(Controller(config, settings), CONTROLLER_NAME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    controller = controller_of(config)
+    if controller is not None:
+        controller.close()
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    return config.stash[SETTINGS_KEY]
+
+
+def controller_of(config: pytest.Config) -> Controller | None:
+    plugin: Controller | None = config.pluginmanager.get_plugin(CONTROLLER_NAME)
+    return plugin
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if is_worker(config):
+        return ["dsrepro: worker inside the project's container"]
+    if controller_of(config) is None:
+        return ["dsrepro: container items run on the host (use --in-docker to run them in "
+                "the project's image)"]
+    from pytest_dsrepro.engine import engine_address
+
+    return [f"dsrepro: container items run in the project's image (engine {engine_address()})"]
+
+
+def _under(path: Path, folders: tuple[Path, ...]) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
+    config = parent.config
+    settings = settings_of(config)
+    if controller_of(config) is not None and _under(module_path, settings.container_paths):
+        from pytest_dsrepro.remote import ContainerModule
+
+        return ContainerModule.from_parent(parent, path=module_path)
+    return None
+
+
+def is_container_item(item: pytest.Item, settings: Settings) -> bool:
+    """Marked items, notebooks and items of ``dsrepro_container_paths``."""
+    if item.get_closest_marker("container") is not None:
+        return True
+    if getattr(item, "is_notebook", False):
+        return True
+    return _under(Path(item.path), settings.container_paths)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    settings = settings_of(config)
+    for item in items:
+        if is_container_item(item, settings):
+            extra = getattr(item, "container_settings", None)
+            item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    controller = controller_of(session.config)
+    if controller is None:
+        return None
+    return controller.runtestloop(session)

@@ -1,0 +1,241 @@
+"""Every option of the plugin, resolved once: command line over environment over ini."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from pytest_dsrepro.errors import DsreproUsageError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory(text: str) -> int:
+    """``"512m"``, ``"2g"``, ``"1.5GB"`` or plain bytes, as a number of bytes."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise DsreproUsageError(f"memory limit {text!r} is not a size like 512m or 2g")
+    number, unit = match.groups()
+    value = int(float(number) * _UNITS[unit.lower()])
+    if value < 6 * 1024**2:
+        raise DsreproUsageError(f"memory limit {text!r} is below Docker's minimum of 6m")
+    return value
+
+
+def parse_positive(text: str, what: str = "value") -> float:
+    """A number above zero."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise DsreproUsageError(f"{what} {text!r} is not a number") from None
+    if value <= 0:
+        raise DsreproUsageError(f"{what} {text!r} must be above zero")
+    return value
+
+
+def parse_key_values(lines: list[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines as a dict, in order; a line without ``=`` is an error."""
+    result: dict[str, str] = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise DsreproUsageError(f"{what} {line!r} is not KEY=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` and ``0/false/no/off``."""
+    lowered = str(text).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise DsreproUsageError(f"{text!r} is not a boolean (use true or false)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its ``--dsrepro-*`` flag, ``dsrepro_*`` ini name and ``DSREPRO_*`` variable."""
+
+    name: str
+    help: str
+    kind: str = "string"  # string | bool | linelist | action
+    default: Any = None
+    flag: str | None = ""  # "" means --dsrepro-<name>; None means no flag
+    ini: bool = True
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return f"dsrepro_{self.name}"
+
+    @property
+    def flag_name(self) -> str | None:
+        if self.flag is None:
+            return None
+        return self.flag or "--dsrepro-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "DSREPRO_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("in_docker", "run container items inside the project's image", "bool", False,
+           flag="--in-docker"),
+    Option("update", "record or refresh baselines (inside the container with --in-docker)",
+           "action", False, ini=False),
+    Option("image", "use this image as it is; build nothing", metavar="IMAGE"),
+    Option("dockerfile", "Dockerfile to build, relative to the rootdir (default: Dockerfile)",
+           metavar="PATH"),
+    Option("context", "build context folder, relative to the rootdir (default: the rootdir)",
+           metavar="PATH"),
+    Option("build_args", "build arguments, KEY=VALUE (ini: one a line)", "linelist", (),
+           flag="--dsrepro-build-arg", metavar="KEY=VALUE"),
+    Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE"),
+    Option("build_network", "network mode of the build, e.g. host", metavar="MODE"),
+    Option("rebuild", "build the image even when one with the same content hash exists",
+           "action", False, ini=False),
+    Option("project", "project name used in the image tag (default: the rootdir's name)",
+           metavar="NAME"),
+    Option("container_paths", "test files and folders collected only inside the container",
+           "linelist", (), flag=None),
+    Option("network", "network of run containers: none (default), bridge, host or a network",
+           metavar="MODE"),
+    Option("env", "host environment variables passed into containers, by name",
+           "linelist", (), metavar="NAME"),
+    Option("cpus", "CPU limit of run containers, e.g. 1.5", metavar="N"),
+    Option("memory", "memory limit of run containers, e.g. 2g", metavar="SIZE"),
+    Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
+    Option("scratch", "writable scratch folder shared with containers (default: a temporary "
+           "folder removed at the end)", metavar="DIR"),
+    Option("python", "Python command inside the image (default: python)", metavar="CMD"),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option's flag and ini twin in the ``dsrepro`` group."""
+    group = parser.getgroup("dsrepro", "reproducibility in the project's Docker image")
+    for option in OPTIONS:
+        flag = option.flag_name
+        if flag is not None:
+            if option.kind in ("bool", "action"):
+                group.addoption(flag, action="store_true", dest=option.dest, default=None,
+                                help=option.help)
+            elif option.kind == "linelist":
+                group.addoption(flag, action="append", dest=option.dest, default=None,
+                                metavar=option.metavar, help=option.help)
+            else:
+                group.addoption(flag, action="store", dest=option.dest, default=None,
+                                metavar=option.metavar, help=option.help)
+        if option.ini:
+            ini_type = {"bool": "bool", "linelist": "linelist"}.get(option.kind, "string")
+            parser.addini(option.dest, option.help, type=ini_type,  # type: ignore[arg-type]
+                          default=option.default if option.kind != "linelist" else [])
+
+
+def raw_value(config: pytest.Config, name: str) -> Any:
+    """One option's value: command line, else ``DSREPRO_*`` variable, else ini, else default."""
+    option = BY_NAME[name]
+    cli = config.getoption(option.dest, default=None)
+    if cli is not None and cli != []:
+        return cli
+    env = os.environ.get(option.env)
+    if env is not None and env != "":
+        if option.kind in ("bool", "action"):
+            return parse_bool(env)
+        if option.kind == "linelist":
+            return [part for part in re.split(r"[\n,]", env) if part.strip()]
+        return env
+    if option.ini:
+        value = config.getini(option.dest)
+        if value not in (None, "", []):
+            return value
+    return option.default
+
+
+def _optional(value: Any, convert: Callable[[Any], Any]) -> Any:
+    return None if value in (None, "") else convert(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved options of one session."""
+
+    rootdir: Path
+    in_docker: bool = False
+    update: bool = False
+    image: str | None = None
+    dockerfile: Path = Path("Dockerfile")
+    context: Path = Path(".")
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    build_network: str | None = None
+    rebuild: bool = False
+    project: str = "project"
+    container_paths: tuple[Path, ...] = ()
+    network: str = "none"
+    env: tuple[str, ...] = ()
+    cpus: float | None = None
+    memory: int | None = None
+    memory_text: str | None = None
+    timeout: float | None = None
+    scratch: Path | None = None
+    python: str = "python"
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Resolve and validate every option; raise :class:`DsreproUsageError` on bad input."""
+        root = Path(config.rootpath)
+
+        def path(name: str, default: str) -> Path:
+            value = raw_value(config, name) or default
+            candidate = Path(value)
+            return candidate if candidate.is_absolute() else root / candidate
+
+        memory_text = raw_value(config, "memory")
+        paths = raw_value(config, "container_paths") or ()
+        scratch = raw_value(config, "scratch")
+        return cls(
+            rootdir=root,
+            in_docker=bool(raw_value(config, "in_docker")),
+            update=bool(raw_value(config, "update")),
+            image=raw_value(config, "image"),
+            dockerfile=path("dockerfile", "Dockerfile"),
+            context=path("context", "."),
+            build_args=tuple(
+                parse_key_values(list(raw_value(config, "build_args")), "build arg").items()
+            ),
+            target=raw_value(config, "target"),
+            build_network=raw_value(config, "build_network"),
+            rebuild=bool(raw_value(config, "rebuild")),
+            project=project_name(raw_value(config, "project") or root.name),
+            container_paths=tuple(root / p for p in paths),
+            network=raw_value(config, "network") or "none",
+            env=tuple(raw_value(config, "env")),
+            cpus=_optional(raw_value(config, "cpus"), lambda v: parse_positive(v, "cpus")),
+            memory=_optional(memory_text, parse_memory),
+            memory_text=memory_text or None,
+            timeout=_optional(raw_value(config, "timeout"),
+                              lambda v: parse_positive(v, "timeout")),
+            scratch=Path(scratch).resolve() if scratch else None,
+            python=raw_value(config, "python") or "python",
+        )
+
+
+def project_name(text: str) -> str:
+    """A name usable as a Docker repository component."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return name or "project"
