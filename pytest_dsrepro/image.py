@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import tempfile
@@ -20,8 +21,12 @@ HASH_VERSION = "dsrepro-image-hash-1"
 LABEL_HASH = "dsrepro.hash"
 LABEL_COMMIT = "dsrepro.commit"
 TAIL_LINES = 30
+# Files that running tests on the host creates: never sent, so they never force a rebuild.
+ALWAYS_IGNORED = ("**/.pytest_cache", "**/__pycache__", "**/*.pyc", "**/.ipynb_checkpoints")
 
 Say = Callable[[str], None]
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,25 +53,38 @@ class BuildPlan:
             )
 
 
-def _dockerignore(context: Path) -> list[str]:
-    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them."""
+def ignore_patterns(context: Path) -> list[str]:
+    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them, plus
+    :data:`ALWAYS_IGNORED`."""
     path = context / ".dockerignore"
-    if not path.exists():
-        return []
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
+    lines = [line.strip() for line in path.read_text().splitlines()] if path.exists() else []
+    return [*ALWAYS_IGNORED, *(line for line in lines if line and not line.startswith("#"))]
+
+
+def _dockerfile_in_context(plan: BuildPlan) -> str | None:
+    try:
+        return plan.dockerfile.resolve().relative_to(plan.context.resolve()).as_posix()
+    except ValueError:
+        return None  # sent separately by the SDK; hashed anyway
 
 
 def context_files(plan: BuildPlan) -> list[str]:
     """Every path the engine receives, relative to the context, with the SDK's own rules."""
     from docker.utils.build import exclude_paths
 
-    try:
-        inside = plan.dockerfile.resolve().relative_to(plan.context.resolve()).as_posix()
-    except ValueError:
-        inside = None  # the SDK sends an outside Dockerfile separately; it is hashed anyway
-    paths = exclude_paths(str(plan.context), _dockerignore(plan.context), dockerfile=inside)
+    paths = exclude_paths(str(plan.context), ignore_patterns(plan.context),
+                          dockerfile=_dockerfile_in_context(plan))
     return sorted(paths)
+
+
+def context_archive(plan: BuildPlan) -> tuple[Any, str]:
+    """The tar the engine receives (exactly the files hashed) and the Dockerfile's name in it."""
+    from docker.api.build import process_dockerfile
+    from docker.utils.build import tar
+
+    dockerfile = process_dockerfile(str(plan.dockerfile.resolve()), str(plan.context))
+    archive = tar(str(plan.context), exclude=ignore_patterns(plan.context), dockerfile=dockerfile)
+    return archive, dockerfile[0]
 
 
 def _file_digest(path: str) -> bytes:
@@ -174,7 +192,7 @@ def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbo
                 say(f"image {tag} (cached, built by another process)")
                 return ImageResult(tag, image.id, False, time.monotonic() - start)
         say(f"image {tag}: building from {plan.dockerfile.name}")
-        image_id = _build(client, plan, tag, digest, say, verbose)
+        image_id = _build(client, plan, tag, digest, say, verbose, nocache=rebuild)
     finally:
         lock.release()
     seconds = time.monotonic() - start
@@ -193,7 +211,8 @@ def _from_images(dockerfile: Path) -> list[str]:
     return images
 
 
-def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbose: bool) -> str:
+def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbose: bool,
+           nocache: bool) -> str:
     import docker.errors
 
     labels = {LABEL_HASH: digest}
@@ -203,11 +222,13 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
     step = ""
     step_log: deque[str] = deque(maxlen=TAIL_LINES)
     image_id = ""
+    archive, dockerfile = context_archive(plan)
     try:
         stream = client.api.build(
-            path=str(plan.context), dockerfile=str(plan.dockerfile.resolve()), tag=tag,
+            fileobj=archive, custom_context=True, dockerfile=dockerfile, tag=tag,
             buildargs=dict(plan.build_args) or None, target=plan.target,
             network_mode=plan.network, labels=labels, rm=True, forcerm=True, decode=True,
+            nocache=nocache,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -216,8 +237,8 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
                 image_id = chunk["aux"].get("ID", image_id)
             text = chunk.get("stream") or chunk.get("status") or ""
             for line in str(text).splitlines():
-                line = line.rstrip()
-                if not line:
+                line = _ANSI.sub("", line).rstrip()
+                if not line or _NOISE.match(line):
                     continue
                 if line.startswith("Step "):
                     step = line
@@ -229,6 +250,8 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
                     say(f"    {line}")
     except docker.errors.APIError as exc:
         raise _step_failed(plan, step, exc.explanation or str(exc), list(step_log)) from None
+    finally:
+        archive.close()
     image = find_image(client, tag)
     if image is None:
         raise BuildError(f"the build of {tag} ended without an image; rerun with -v for its log")
@@ -249,7 +272,7 @@ def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> Bui
         )
     log = "".join(f"\n  | {line}" for line in tail)
     return BuildError(
-        f"image build failed at {where}: {error}"
+        f"image build failed at {where}\n  {error}"
         + (f"\n  last {len(tail)} lines of its output:{log}" if tail else "")
         + "\n  Nothing was tagged; fix the step and rerun."
     )

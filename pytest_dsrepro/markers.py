@@ -94,6 +94,15 @@ def resolve(item: pytest.Item, settings: Settings, extra: dict[str, Any] | None 
         values.update(mark.kwargs)
     merged = dict(extra or {})
     merged.update(values)
+    try:
+        return _spec(merged, settings, where)
+    except DsreproUsageError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise DsreproUsageError(f"{where}: {exc}") from None
+
+
+def _spec(merged: dict[str, Any], settings: Settings, where: str) -> ContainerSpec:
     timeout = merged.get("timeout")
     cpus = merged.get("cpus")
     memory = merged.get("memory")

@@ -104,7 +104,7 @@ OPTIONS: tuple[Option, ...] = (
            flag="--dsrepro-build-arg", metavar="KEY=VALUE"),
     Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE"),
     Option("build_network", "network mode of the build, e.g. host", metavar="MODE"),
-    Option("rebuild", "build the image even when one with the same content hash exists",
+    Option("rebuild", "build the image anew, without the engine's layer cache",
            "action", False, ini=False),
     Option("project", "project name used in the image tag (default: the rootdir's name)",
            metavar="NAME"),

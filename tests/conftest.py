@@ -1,0 +1,115 @@
+"""Shared fixtures: the real Docker engine, a base image with the worker's packages, and small
+projects written with pytester."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import io
+import uuid
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro.settings import project_name
+
+pytest_plugins = ["pytester"]
+
+REQUIRE_DOCKER = os.environ.get("DSREPRO_REQUIRE_DOCKER", "") not in ("", "0", "false")
+BASE_FROM = os.environ.get("DSREPRO_TEST_FROM", "python:3.11-slim")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A client of the real engine; without one, a skip, or a failure under DSREPRO_REQUIRE_DOCKER."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        message = f"no Docker engine: {exc}"
+        if REQUIRE_DOCKER:
+            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
+        pytest.skip(message)
+    yield client
+    client.close()
+
+
+def worker_requirements() -> str:
+    """The packages the worker needs, pytest at the host's version (same report format)."""
+    return f"pytest=={pytest.__version__} pyyaml nbclient nbformat ipykernel"
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any) -> str:
+    """``dsrepro-test/base``: the Python base image with the worker's packages, built once."""
+    dockerfile = textwrap.dedent(f"""\
+        FROM {BASE_FROM}
+        RUN pip install --no-cache-dir {worker_requirements()}
+        """)
+    tag = "dsrepro-test/base:" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12]
+    try:
+        docker_client.images.get(tag)
+        return tag
+    except Exception:
+        pass
+    try:
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag,
+                                   network_mode="host", rm=True, forcerm=True)
+    except Exception as exc:
+        pytest.fail(f"building {tag} failed: {exc}", pytrace=False)
+    return tag
+
+
+class Project:
+    """A small user project in pytester's folder, with a Dockerfile FROM the base image."""
+
+    def __init__(self, pytester: pytest.Pytester, base: str) -> None:
+        self.pytester = pytester
+        self.base = base
+        self.path: Path = pytester.path
+        self.name = project_name(self.path.name)
+        # a unique file keeps images of earlier test sessions from being reused
+        (self.path / "project-id.txt").write_text(uuid.uuid4().hex + "\n")
+        # pytester puts each run's basetemp in the project folder
+        self.ignore()
+
+    def ignore(self, *patterns: str) -> None:
+        (self.path / ".dockerignore").write_text("\n".join(["runpytest-*", *patterns]) + "\n")
+
+    def dockerfile(self, *lines: str) -> None:
+        body = "\n".join([f"FROM {self.base}", *lines]) + "\n"
+        (self.path / "Dockerfile").write_text(body)
+
+    def ini(self, **options: str | list[str]) -> None:
+        lines = ["[tool.pytest.ini_options]"]
+        for key, value in options.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+        (self.path / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+    def run(self, *args: str, **kwargs: Any) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, **kwargs)
+
+    def images(self, client: Any) -> list[Any]:
+        return client.images.list(name=f"dsrepro/{self.name}")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, base_image: str, docker_client: Any) -> Iterator[Project]:
+    proj = Project(pytester, base_image)
+    proj.dockerfile()
+    proj.ini()
+    yield proj
+    for image in proj.images(docker_client):
+        for tag in image.tags:
+            docker_client.images.remove(tag, force=True)

@@ -1,0 +1,143 @@
+"""Building the project's image on the real engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from conftest import Project
+
+pytestmark = pytest.mark.usefixtures("docker_client")
+
+MARKED = """
+import pytest
+
+@pytest.mark.container
+def test_inside():
+    pass
+"""
+
+
+def test_cache_hit_and_rebuild_on_change(project: Project, docker_client: Any) -> None:
+    project.pytester.makepyfile(test_one=MARKED)
+    project.ignore("notes")
+    (project.path / "notes").mkdir()
+    (project.path / "notes" / "a.txt").write_text("one")
+
+    first = project.run("--in-docker")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["dsrepro: image dsrepro/*:* building from Dockerfile",
+                                "dsrepro:   Step 1/*", "dsrepro: image dsrepro/* built in *s"])
+    tag = project.images(docker_client)[0].tags[0]
+
+    second = project.run("--in-docker")
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines([f"dsrepro: image {tag} (cached)"])
+    assert "building" not in second.stdout.str()
+
+    (project.path / "notes" / "a.txt").write_text("two")  # ignored by .dockerignore
+    project.run("--in-docker").stdout.fnmatch_lines([f"dsrepro: image {tag} (cached)"])
+
+    (project.path / "data.csv").write_text("x\n1\n")  # a new file in the context
+    changed = project.run("--in-docker")
+    changed.stdout.fnmatch_lines(["dsrepro: image dsrepro/* built in *s"])
+    assert tag not in changed.stdout.str()
+
+    image = docker_client.images.get(project.images(docker_client)[0].tags[0])
+    assert len(image.labels["dsrepro.hash"]) == 64
+
+
+def test_build_arg_change_rebuilds(project: Project) -> None:
+    project.dockerfile("ARG SEED=0", "RUN echo seed=$SEED")
+    project.pytester.makepyfile(test_one=MARKED)
+    project.run("--in-docker", "--dsrepro-build-arg", "SEED=1").stdout.fnmatch_lines(
+        ["*built in*"])
+    project.run("--in-docker", "--dsrepro-build-arg", "SEED=1").stdout.fnmatch_lines(
+        ["*(cached)"])
+    result = project.run("--in-docker", "--dsrepro-build-arg", "SEED=2", "-v")
+    result.stdout.fnmatch_lines(["*seed=2*", "*built in*"])
+
+
+def test_verbose_shows_the_build_output(project: Project) -> None:
+    project.dockerfile("RUN echo visible-build-output")
+    project.pytester.makepyfile(test_one=MARKED)
+    quiet = project.run("--in-docker", "--dsrepro-rebuild")
+    assert "dsrepro:     visible-build-output" not in quiet.stdout.str()
+    quiet.stdout.fnmatch_lines(["dsrepro:   Step 2/*RUN echo visible-build-output"])
+    loud = project.run("--in-docker", "--dsrepro-rebuild", "-v")
+    loud.stdout.fnmatch_lines(["dsrepro:     visible-build-output"])
+
+
+def test_failing_step_shows_its_output_and_tags_nothing(project: Project,
+                                                        docker_client: Any) -> None:
+    project.dockerfile("RUN echo first-line && echo the-cause >&2 && exit 3")
+    project.pytester.makepyfile(test_one=MARKED)
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: image build failed at Step 2/3 : RUN echo first-line && echo the-cause >&2 && exit 3",
+        "  The command * returned a non-zero code: 3",
+        "  last * lines of its output:",
+        "  | first-line",
+        "  | the-cause",
+        "  Nothing was tagged; fix the step and rerun.",
+    ])
+    assert "Traceback" not in result.stderr.str()
+    assert project.images(docker_client) == []
+
+
+def test_missing_dockerfile(project: Project) -> None:
+    (project.path / "Dockerfile").unlink()
+    project.pytester.makepyfile(test_one=MARKED)
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: no Dockerfile at {project.path}/Dockerfile; add one,*"])
+
+
+def test_missing_base_image_is_named(project: Project) -> None:
+    (project.path / "Dockerfile").write_text("FROM dsrepro-absent/base:1\n")
+    project.pytester.makepyfile(test_one=MARKED)
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: image build failed at Step 1/*: the base image dsrepro-absent/base:1 is neither "
+        "present nor pullable*",
+        "  Pull or load dsrepro-absent/base:1 into the engine, or change FROM.",
+    ])
+
+
+def test_unreachable_engine_names_the_address(project: Project, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    project.pytester.makepyfile(test_one=MARKED)
+    socket = tmp_path / "no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: no Docker engine answers at unix://{socket} (*",
+                                 "  To fix: start an engine*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_given_image_builds_nothing(project: Project, base_image: str) -> None:
+    (project.path / "Dockerfile").unlink()
+    project.pytester.makepyfile(test_one=MARKED)
+    result = project.run("--in-docker", f"--dsrepro-image={base_image}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"dsrepro: image {base_image} (given)"])
+
+
+def test_two_sessions_build_once(project: Project) -> None:
+    project.dockerfile("RUN sleep 4")
+    project.pytester.makepyfile(test_one=MARKED)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker"]
+    procs = [subprocess.Popen(command, cwd=project.path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    both = "\n".join(outputs)
+    assert both.count("building from Dockerfile") == 1, both
+    assert both.count("built in") == 1, both
+    assert "(cached, built by another process)" in both, both

@@ -1,0 +1,65 @@
+"""The content hash: pure logic over files, with the Docker SDK's .dockerignore rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_dsrepro.image import BuildPlan, content_hash, context_files
+
+
+def plan(root: Path, **kwargs: object) -> BuildPlan:
+    return BuildPlan(project="p", context=root, dockerfile=root / "Dockerfile", **kwargs)  # type: ignore[arg-type]
+
+
+def make(root: Path) -> None:
+    (root / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY . /app\n")
+    (root / "src").mkdir()
+    (root / "src" / "model.py").write_text("SEED = 1\n")
+    (root / "data.csv").write_text("a,b\n1,2\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "scratch.txt").write_text("ignored\n")
+    (root / ".dockerignore").write_text("# comment\nnotes\n*.log\n")
+
+
+def test_same_inputs_same_hash(tmp_path: Path) -> None:
+    make(tmp_path)
+    assert content_hash(plan(tmp_path)) == content_hash(plan(tmp_path))
+
+
+def test_context_files_follow_dockerignore(tmp_path: Path) -> None:
+    make(tmp_path)
+    (tmp_path / "run.log").write_text("x")
+    files = context_files(plan(tmp_path))
+    assert "src/model.py" in files and "data.csv" in files and "Dockerfile" in files
+    assert "notes/scratch.txt" not in files and "run.log" not in files
+
+
+def test_content_mode_and_new_files_change_the_hash(tmp_path: Path) -> None:
+    make(tmp_path)
+    before = content_hash(plan(tmp_path))
+    (tmp_path / "src" / "model.py").write_text("SEED = 2\n")
+    after_content = content_hash(plan(tmp_path))
+    assert after_content != before
+    (tmp_path / "src" / "model.py").chmod(0o755)
+    after_mode = content_hash(plan(tmp_path))
+    assert after_mode != after_content
+    (tmp_path / "src" / "new.py").write_text("")
+    assert content_hash(plan(tmp_path)) != after_mode
+
+
+def test_ignored_files_do_not_change_the_hash(tmp_path: Path) -> None:
+    make(tmp_path)
+    before = content_hash(plan(tmp_path))
+    (tmp_path / "notes" / "scratch.txt").write_text("changed\n")
+    (tmp_path / "debug.log").write_text("new\n")
+    assert content_hash(plan(tmp_path)) == before
+
+
+def test_build_args_target_and_dockerfile_change_the_hash(tmp_path: Path) -> None:
+    make(tmp_path)
+    base = content_hash(plan(tmp_path))
+    assert content_hash(plan(tmp_path, build_args=(("SEED", "1"),))) != base
+    assert content_hash(plan(tmp_path, target="test")) != base
+    assert content_hash(plan(tmp_path, network="host")) == base  # how, not what, is built
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    assert content_hash(plan(tmp_path)) != base

@@ -1,0 +1,110 @@
+"""Options, markers and settings, as a user meets them; no engine needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.settings import Settings, parse_key_values, parse_memory
+
+
+def test_help_shows_the_dsrepro_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines([
+        "reproducibility in the project's Docker image:",
+        "*--in-docker*run container items inside the project's image*",
+        "*--dsrepro-update*",
+        "*--dsrepro-build-arg=KEY=VALUE*",
+        "*dsrepro_container_paths*",
+    ])
+
+
+def test_markers_lists_the_container_signature(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines([
+        "@pytest.mark.container(gpu=False, timeout=None, cpus=None, memory=None, network=None)*"
+    ])
+
+
+def test_marker_passes_strict_markers_and_runs_on_the_host(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+
+        @pytest.mark.container(timeout=5)
+        def test_marked():
+            assert "DSREPRO_IN_CONTAINER" not in os.environ
+    """)
+    result = pytester.runpytest("--strict-markers")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dsrepro: container items run on the host (use --in-docker*"])
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ("container(gpus=1)", "*unknown keyword gpus in @pytest.mark.container(*"),
+    ("container(True)", "*@pytest.mark.container takes keywords only"),
+    ("container(memory='lots')", "*memory limit 'lots' is not a size like 512m or 2g"),
+    ("container(timeout=-1)", "*timeout -1 must be above zero"),
+])
+def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, message: str
+                                     ) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_bad_marker_is_a_usage_error.py::test_marked: "
+                                 f"{message.lstrip('*')}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_command_line_over_environment_over_ini(pytester: pytest.Pytester,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("""
+        [pytest]
+        dsrepro_memory = 1g
+        dsrepro_cpus = 2
+        dsrepro_timeout = 30
+        dsrepro_build_args =
+            A=ini
+            B=ini
+    """)
+    monkeypatch.setenv("DSREPRO_CPUS", "3")
+    monkeypatch.setenv("DSREPRO_TIMEOUT", "40")
+    config = pytester.parseconfigure("--dsrepro-timeout=50", "--dsrepro-build-arg", "B=cli")
+    settings = Settings.from_config(config)
+    assert settings.memory == 1024**3  # ini
+    assert settings.cpus == 3.0  # environment over ini
+    assert settings.timeout == 50.0  # command line over environment
+    assert settings.build_args == (("B", "cli"),)  # command line replaces the ini list
+
+
+def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--dsrepro-cpus=many")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cpus 'many' is not a number"])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("512m", 512 * 1024**2), ("2g", 2 * 1024**3), ("1.5GB", int(1.5 * 1024**3)),
+    ("10000000", 10_000_000),
+])
+def test_parse_memory(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+def test_parse_memory_rejects_tiny_and_junk() -> None:
+    with pytest.raises(DsreproUsageError, match="below Docker's minimum"):
+        parse_memory("1m")
+    with pytest.raises(DsreproUsageError, match="not a size"):
+        parse_memory("big")
+
+
+def test_parse_key_values() -> None:
+    assert parse_key_values(["A=1", "# note", "", "B = x=y"], "build arg") == {"A": "1", "B": " x=y"}
+    with pytest.raises(DsreproUsageError, match="'C' is not KEY=VALUE"):
+        parse_key_values(["C"], "build arg")
