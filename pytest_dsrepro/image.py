@@ -22,7 +22,11 @@ LABEL_HASH = "dsrepro.hash"
 LABEL_COMMIT = "dsrepro.commit"
 TAIL_LINES = 30
 # Files that running tests on the host creates: never sent, so they never force a rebuild.
-ALWAYS_IGNORED = ("**/.pytest_cache", "**/__pycache__", "**/*.pyc", "**/.ipynb_checkpoints")
+ALWAYS_IGNORED = tuple(
+    pattern
+    for name in (".pytest_cache", "__pycache__", "*.pyc", ".ipynb_checkpoints")
+    for pattern in (name, f"**/{name}")  # the SDK's matcher needs both forms
+)
 
 Say = Callable[[str], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -85,7 +85,7 @@ class Project:
         self.ignore()
 
     def ignore(self, *patterns: str) -> None:
-        (self.path / ".dockerignore").write_text("\n".join(["runpytest-*", *patterns]) + "\n")
+        (self.path / ".dockerignore").write_text("\n".join(["runpytest-*", "stdout", "stderr", *patterns]) + "\n")
 
     def dockerfile(self, *lines: str) -> None:
         body = "\n".join([f"FROM {self.base}", *lines]) + "\n"

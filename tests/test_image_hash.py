@@ -55,6 +55,17 @@ def test_ignored_files_do_not_change_the_hash(tmp_path: Path) -> None:
     assert content_hash(plan(tmp_path)) == before
 
 
+def test_files_that_host_runs_create_are_not_sent(tmp_path: Path) -> None:
+    make(tmp_path)
+    before = content_hash(plan(tmp_path))
+    for name in (".pytest_cache/README.md", ".pytest_cache/v/cache/lastfailed",
+                 "src/__pycache__/model.cpython-311.pyc", "stray.pyc",
+                 "src/.ipynb_checkpoints/a-checkpoint.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert content_hash(plan(tmp_path)) == before
+
+
 def test_build_args_target_and_dockerfile_change_the_hash(tmp_path: Path) -> None:
     make(tmp_path)
     base = content_hash(plan(tmp_path))

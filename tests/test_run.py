@@ -1,0 +1,333 @@
+"""Container items run inside the project's image and report as native pytest results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project
+from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
+
+HOSTNAME = socket.gethostname()
+
+
+def test_marked_test_runs_inside_and_unmarked_on_the_host(project: Project) -> None:
+    project.pytester.makepyfile(test_where=f"""
+        import os, socket, pytest
+
+        def test_host():
+            assert socket.gethostname() == {HOSTNAME!r}
+            assert "DSREPRO_IN_CONTAINER" not in os.environ
+
+        @pytest.mark.container
+        def test_inside():
+            assert socket.gethostname() != {HOSTNAME!r}
+            assert os.environ["DSREPRO_IN_CONTAINER"] == "1"
+            assert os.getuid() == {os.getuid()}
+
+        @pytest.mark.container
+        class TestClass:
+            def test_method(self):
+                assert os.environ["DSREPRO_IN_CONTAINER"] == "1"
+    """)
+    result = project.run("--in-docker", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["dsrepro: container items run in the project's image*"])
+    result.stdout.fnmatch_lines(["test_where.py::test_host PASSED*",
+                                 "test_where.py::test_inside PASSED*",
+                                 "test_where.py::TestClass::test_method PASSED*"])
+
+
+def test_container_paths_import_packages_only_the_image_has(project: Project) -> None:
+    project.dockerfile("RUN mkdir -p /opt/only && echo 'VALUE = 42' > /opt/only/imageonly.py",
+                       "ENV PYTHONPATH=/opt/only")
+    project.ini(dsrepro_container_paths=["ctests"])
+    project.pytester.mkdir("ctests")
+    (project.path / "ctests" / "test_image_only.py").write_text(
+        "import pytest\nimport imageonly\n\n"
+        "def test_value():\n    assert imageonly.VALUE == 42\n\n"
+        "@pytest.mark.slow_marker\ndef test_other():\n    pass\n"
+    )
+    result = project.run("--in-docker", "-v", "-k", "value")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["ctests/test_image_only.py::test_value PASSED*"])
+    # without --in-docker the file is collected on the host as usual, and fails to import
+    host = project.run()
+    host.stdout.fnmatch_lines(["*ModuleNotFoundError: No module named 'imageonly'*"])
+
+
+def test_container_path_collection_error_is_shown(project: Project) -> None:
+    project.ini(dsrepro_container_paths=["ctests"])
+    project.pytester.mkdir("ctests")
+    (project.path / "ctests" / "test_broken.py").write_text("import not_in_the_image\n")
+    result = project.run("--in-docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*collecting ctests/test_broken.py inside the container failed:",
+        "*No module named 'not_in_the_image'*",
+    ])
+
+
+def test_reports_replay_with_junitxml_output_and_tracebacks(project: Project) -> None:
+    project.pytester.makepyfile(test_mix="""
+        import pytest
+
+        def test_host_passes():
+            pass
+
+        @pytest.mark.container
+        def test_inside_fails():
+            print("printed inside")
+            value = 41
+            assert value == 42
+
+        @pytest.mark.container
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_inside_param(n):
+            assert n
+    """)
+    result = project.run("--in-docker", "--junitxml=out.xml")
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*_ test_inside_fails _*",
+        ">       assert value == 42",
+        "E       assert 41 == 42",
+        "*Captured stdout call*",
+        "printed inside",
+    ])
+    xml = (project.path / "out.xml").read_text()
+    for name in ("test_host_passes", "test_inside_fails", "test_inside_param[1]",
+                 "test_inside_param[2]"):
+        assert f'name="{name}"' in xml
+    assert 'failures="1"' in xml
+
+
+def test_exitfirst_stops_at_the_first_container_failure(project: Project) -> None:
+    project.pytester.makepyfile(test_x="""
+        import pytest
+        pytestmark = pytest.mark.container
+
+        def test_one():
+            assert False
+
+        def test_two():
+            pass
+    """)
+    result = project.run("--in-docker", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+def test_last_failed_reruns_only_the_failed_container_item(project: Project) -> None:
+    project.pytester.makepyfile(test_x="""
+        import os, pytest
+        pytestmark = pytest.mark.container
+
+        def test_ok():
+            pass
+
+        def test_flag():
+            assert os.path.exists(os.environ["DSREPRO_SCRATCH"] + "/../never")
+    """)
+    first = project.pytester.runpytest_subprocess("--in-docker")
+    first.assert_outcomes(passed=1, failed=1)
+    again = project.pytester.runpytest_subprocess("--in-docker", "--lf", "-v")
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*"])
+    again.stdout.fnmatch_lines(["*(cached)", "test_x.py::test_flag FAILED*"])
+    assert "test_ok" not in again.stdout.str()
+
+
+def test_scratch_files_belong_to_the_host_user_and_the_repo_is_read_only(
+        project: Project, tmp_path: Path) -> None:
+    project.dockerfile("USER 65534:65534")  # the plugin must run as the host user anyway
+    project.pytester.makepyfile(test_fs="""
+        import os, pathlib, pytest
+
+        @pytest.mark.container
+        def test_write():
+            scratch = pathlib.Path(os.environ["DSREPRO_SCRATCH"])
+            (scratch / "result.txt").write_text("42")
+            with pytest.raises(OSError, match="Read-only file system"):
+                pathlib.Path("written-into-repo.txt").write_text("no")
+    """)
+    scratch = tmp_path / "scratch"
+    result = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
+    result.assert_outcomes(passed=1)
+    written = scratch / "result.txt"
+    assert written.read_text() == "42"
+    assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
+    assert not (project.path / "written-into-repo.txt").exists()
+
+
+def test_no_network_unless_asked(project: Project) -> None:
+    project.pytester.makepyfile(test_net="""
+        import os, pytest
+
+        def interfaces():
+            return sorted(os.listdir("/sys/class/net"))
+
+        @pytest.mark.container
+        def test_isolated():
+            assert interfaces() == ["lo"]
+
+        @pytest.mark.container(network="bridge")
+        def test_bridged():
+            assert "eth0" in interfaces()
+    """)
+    result = project.run("--in-docker", "-v")
+    result.assert_outcomes(passed=2)
+
+
+def test_environment_passes_only_named_variables(project: Project,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSREPRO_TEST_SHARED", "yes")
+    monkeypatch.setenv("DSREPRO_TEST_PRIVATE", "secret")
+    project.ini(dsrepro_env=["DSREPRO_TEST_SHARED"])
+    project.pytester.makepyfile(test_env="""
+        import os, pytest
+
+        @pytest.mark.container
+        def test_env():
+            assert os.environ.get("DSREPRO_TEST_SHARED") == "yes"
+            assert "DSREPRO_TEST_PRIVATE" not in os.environ
+    """)
+    project.run("--in-docker").assert_outcomes(passed=1)
+
+
+def test_timeout_fails_the_item_and_the_rest_still_run(project: Project) -> None:
+    project.pytester.makepyfile(test_slow="""
+        import time, pytest
+
+        @pytest.mark.container(timeout=2)
+        def test_hangs():
+            time.sleep(60)
+
+        @pytest.mark.container(timeout=2)
+        def test_after():
+            pass
+    """)
+    started = time.monotonic()
+    result = project.run("--in-docker")
+    assert time.monotonic() - started < 40
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*timeout: the item ran longer than 2s; its container was stopped"])
+
+
+def test_out_of_memory_is_named(project: Project) -> None:
+    project.pytester.makepyfile(test_mem="""
+        import pytest
+
+        @pytest.mark.container(memory="64m")
+        def test_greedy():
+            blocks = [bytearray(16 * 1024 * 1024) for _ in range(64)]
+            assert blocks
+
+        @pytest.mark.container(memory="64m")
+        def test_modest():
+            pass
+    """)
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*killed: out of memory (limit 64m)*"])
+
+
+def test_container_dying_errors_the_rest_and_host_items_still_run(project: Project) -> None:
+    project.pytester.makepyfile(test_die="""
+        import os, pytest
+
+        def test_host():
+            pass
+
+        @pytest.mark.container
+        def test_dies():
+            print("last words", flush=True)
+            os._exit(7)
+
+        @pytest.mark.container
+        def test_never_reached():
+            pass
+    """)
+    result = project.run("--in-docker", "-s")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*the container exited with code 7 while this item ran; "
+                                 "its last log lines:*", "*last words*"])
+    result.stdout.fnmatch_lines(["*the container stopped (exit code 7) before this item ran*"])
+
+
+def test_image_without_the_worker_packages_is_named(project: Project) -> None:
+    (project.path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+    """)
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: the image dsrepro/* lacks pytest, pyyaml, which container items need.",
+        "  Add to its Dockerfile: RUN pip install pytest pyyaml",
+    ])
+
+
+def _labelled(client: Any, pid: int) -> list[Any]:
+    return [c for c in client.containers.list(all=True, filters={"label": LABEL_SESSION})
+            if c.labels.get(LABEL_PID) == str(pid)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_container(project: Project, docker_client: Any, signum: int
+                                       ) -> None:
+    project.pytester.makepyfile(test_long="""
+        import time, pytest
+
+        @pytest.mark.container
+        def test_long():
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not _labelled(docker_client, proc.pid):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output
+    assert _labelled(docker_client, proc.pid) == []
+
+
+def test_containers_of_killed_sessions_are_swept(project: Project, docker_client: Any,
+                                                 base_image: str) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = docker_client.containers.create(
+        base_image, ["sleep", "600"],
+        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: HOSTNAME})
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+    """)
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
+    assert _labelled(docker_client, dead.pid) == []
+    assert left.id not in [c.id for c in docker_client.containers.list(all=True)]
