@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv with pytest-dsrepro installed from this checkout; print its python.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${DSREPRO_VENV:-$here/.venv}
+extras=${1:-test}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" >&2
+fi
+stamp="$venv/.dsrepro-installed-$extras"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q -e "$here[$extras]" >&2
+  touch "$stamp"
+fi
+printf '%s\n' "$venv/bin/python"
