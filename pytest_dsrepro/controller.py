@@ -53,6 +53,7 @@ class Controller:
         self._own_scratch = False
         self.containers_started = 0
         self._collection: RemoteCollection | None = None
+        self._commit: str | None = None
 
     # -- engine and image -------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class Controller:
                 plan = BuildPlan(
                     project=s.project, context=s.context, dockerfile=s.dockerfile,
                     build_args=s.build_args, target=s.target, network=s.build_network,
+                    ignore=_inside(s.baselines, s.context),
                 )
                 verbose = self.config.get_verbosity() > 0
                 self._image = ensure_image(self.client, plan, rebuild=s.rebuild, say=self.say,
@@ -127,12 +129,22 @@ class Controller:
         return RunConfig(
             image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
             scratch=self.scratch(), writable=self.writable_folders(),
-            env={name: os.environ[name] for name in s.env if name in os.environ},
+            env={**{name: os.environ[name] for name in s.env if name in os.environ},
+                 "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
+                 "DSREPRO_GIT_COMMIT": self.git_commit()},
             labels=engine.session_labels(self.session_id), image_env=image_env,
         )
 
+    def git_commit(self) -> str:
+        if self._commit is None:
+            from pytest_dsrepro.image import git_commit
+
+            self._commit = git_commit(self.settings.rootdir)
+        return self._commit
+
     def writable_folders(self) -> tuple[Path, ...]:
-        return ()
+        """The baselines folder, in update mode only."""
+        return (self.settings.baselines,) if self.settings.update else ()
 
     def worker_args(self) -> list[str]:
         """Arguments of the pytest session inside: same rootdir, ini and report style."""
@@ -371,6 +383,15 @@ class Controller:
 
 
 LOG_LINES = 20
+
+
+def _inside(folder: Path, context: Path) -> tuple[str, ...]:
+    """``folder`` as an ignore pattern of ``context``: baselines never force a rebuild."""
+    try:
+        rel = folder.resolve().relative_to(context.resolve()).as_posix()
+    except ValueError:
+        return ()
+    return (rel,) if rel != "." else ()
 
 
 def _item_timeout(item: pytest.Item | None, spec: ContainerSpec) -> float | None:

@@ -43,6 +43,7 @@ class BuildPlan:
     build_args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
     network: str | None = None
+    ignore: tuple[str, ...] = ()  # more patterns, e.g. the baselines folder
 
     def check(self) -> None:
         """Missing inputs are a usage error that says what to do."""
@@ -57,12 +58,13 @@ class BuildPlan:
             )
 
 
-def ignore_patterns(context: Path) -> list[str]:
-    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them, plus
-    :data:`ALWAYS_IGNORED`."""
-    path = context / ".dockerignore"
+def ignore_patterns(plan: BuildPlan) -> list[str]:
+    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them, after
+    :data:`ALWAYS_IGNORED` and the plan's own."""
+    path = plan.context / ".dockerignore"
     lines = [line.strip() for line in path.read_text().splitlines()] if path.exists() else []
-    return [*ALWAYS_IGNORED, *(line for line in lines if line and not line.startswith("#"))]
+    return [*ALWAYS_IGNORED, *plan.ignore,
+            *(line for line in lines if line and not line.startswith("#"))]
 
 
 def _dockerfile_in_context(plan: BuildPlan) -> str | None:
@@ -76,7 +78,7 @@ def context_files(plan: BuildPlan) -> list[str]:
     """Every path the engine receives, relative to the context, with the SDK's own rules."""
     from docker.utils.build import exclude_paths
 
-    paths = exclude_paths(str(plan.context), ignore_patterns(plan.context),
+    paths = exclude_paths(str(plan.context), ignore_patterns(plan),
                           dockerfile=_dockerfile_in_context(plan))
     return sorted(paths)
 
@@ -87,7 +89,7 @@ def context_archive(plan: BuildPlan) -> tuple[Any, str]:
     from docker.utils.build import tar
 
     dockerfile = process_dockerfile(str(plan.dockerfile.resolve()), str(plan.context))
-    archive = tar(str(plan.context), exclude=ignore_patterns(plan.context), dockerfile=dockerfile)
+    archive = tar(str(plan.context), exclude=ignore_patterns(plan), dockerfile=dockerfile)
     return archive, dockerfile[0]
 
 

@@ -13,8 +13,10 @@ from pytest_dsrepro.worker import is_worker
 
 if TYPE_CHECKING:
     from pytest_dsrepro.controller import Controller
+    from pytest_dsrepro.store import Store
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
+STORE_KEY = pytest.StashKey["Store"]()
 CONTROLLER_NAME = "dsrepro-controller"
 
 
@@ -26,7 +28,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", markers.DESCRIPTION)
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
-    if settings.in_docker and not is_worker(config):
+    if is_worker(config):
+        return
+    from pytest_dsrepro.summary import Summary
+
+    config.pluginmanager.register(Summary(config), "dsrepro-summary")
+    if settings.in_docker:
         from pytest_dsrepro.controller import Controller
 
         config.pluginmanager.register(Controller(config, settings), CONTROLLER_NAME)
@@ -40,6 +47,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def settings_of(config: pytest.Config) -> Settings:
     return config.stash[SETTINGS_KEY]
+
+
+def store_of(config: pytest.Config) -> Store:
+    """The session's baseline store, made on first use."""
+    from pytest_dsrepro.store import Store
+
+    if STORE_KEY not in config.stash:
+        settings = settings_of(config)
+        config.stash[STORE_KEY] = Store(settings.baselines, settings.rootdir)
+    return config.stash[STORE_KEY]
 
 
 def controller_of(config: pytest.Config) -> Controller | None:
@@ -73,6 +90,17 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     return None
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
+    if file_path.suffix != ".ipynb":
+        return None
+    from pytest_dsrepro.notebook import NotebookItem, wanted
+
+    if not wanted(file_path, settings_of(parent.config), parent.session):
+        return None
+    nodeid = file_path.resolve().relative_to(parent.config.rootpath).as_posix()
+    return NotebookItem.from_parent(parent, name=file_path.name, path=file_path, nodeid=nodeid)
+
+
 def is_container_item(item: pytest.Item, settings: Settings) -> bool:
     """Marked items, notebooks and items of ``dsrepro_container_paths``."""
     if item.get_closest_marker("container") is not None:
@@ -96,3 +124,4 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if controller is None:
         return None
     return controller.runtestloop(session)
+

@@ -120,6 +120,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
            "folder removed at the end)", metavar="DIR"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
+    Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
+           metavar="GLOB"),
+    Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",
+           metavar="NAME"),
+    Option("baselines", "folder of baselines, relative to the rootdir (default: baselines)",
+           metavar="DIR"),
+    Option("baseline_source", "compare notebooks with: baselines (default) or notebook (the "
+           "outputs saved in the notebook, as nbval does)", metavar="SOURCE"),
+    Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
+           "linelist", (), flag=None),
+    Option("rtol", "relative tolerance for numbers (default: 1e-6)", metavar="R"),
+    Option("atol", "absolute tolerance for numbers (default: 1e-12)", metavar="A"),
+    Option("cell_timeout", "seconds one notebook cell may run (default: 600)", metavar="SECONDS"),
+    Option("kernel_startup_timeout", "seconds a kernel may take to start (default: 60)",
+           metavar="SECONDS"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
@@ -194,6 +209,15 @@ class Settings:
     timeout: float | None = None
     scratch: Path | None = None
     python: str = "python"
+    notebooks: tuple[str, ...] = ()
+    kernel: str | None = None
+    baselines: Path = Path("baselines")
+    baseline_source: str = "baselines"
+    sanitize: tuple[str, ...] = ()
+    rtol: float = 1e-6
+    atol: float = 1e-12
+    cell_timeout: float = 600.0
+    kernel_startup_timeout: float = 60.0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -232,7 +256,38 @@ class Settings:
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,
             python=raw_value(config, "python") or "python",
+            notebooks=tuple(raw_value(config, "notebooks")),
+            kernel=raw_value(config, "kernel") or None,
+            baselines=path("baselines", "baselines"),
+            baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
+                                    "baseline_source", ("baselines", "notebook")),
+            sanitize=tuple(raw_value(config, "sanitize")),
+            rtol=_number(raw_value(config, "rtol"), "rtol", 1e-6),
+            atol=_number(raw_value(config, "atol"), "atol", 1e-12),
+            cell_timeout=_optional(raw_value(config, "cell_timeout"),
+                                   lambda v: parse_positive(v, "cell_timeout")) or 600.0,
+            kernel_startup_timeout=_optional(
+                raw_value(config, "kernel_startup_timeout"),
+                lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+
+
+def _choice(value: str, what: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise DsreproUsageError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _number(value: Any, what: str, default: float) -> float:
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DsreproUsageError(f"{what} {value!r} is not a number") from None
+    if number < 0:
+        raise DsreproUsageError(f"{what} {value!r} must not be negative")
+    return number
 
 
 def project_name(text: str) -> str:

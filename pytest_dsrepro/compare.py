@@ -1,0 +1,156 @@
+"""Comparison of expected and obtained values: text with numbers inside compared within a
+tolerance, images by pixels, and readable differences for the failure display."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import difflib
+import io
+import math
+import re
+from typing import Any
+
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b")
+SHOWN_NUMBERS = 10
+DIFF_CONTEXT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    rtol: float = 1e-6
+    atol: float = 1e-12
+
+    def allows(self, expected: float, obtained: float) -> bool:
+        if math.isnan(expected) or math.isnan(obtained):
+            return math.isnan(expected) and math.isnan(obtained)
+        if math.isinf(expected) or math.isinf(obtained):
+            return expected == obtained
+        return abs(obtained - expected) <= self.atol + self.rtol * abs(expected)
+
+    def describe(self) -> str:
+        return f"rtol={self.rtol:g}, atol={self.atol:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberDiff:
+    """One number outside tolerance."""
+
+    position: str
+    expected: float
+    obtained: float
+
+    @property
+    def absolute(self) -> float:
+        return abs(self.obtained - self.expected)
+
+    @property
+    def relative(self) -> float:
+        return self.absolute / abs(self.expected) if self.expected else math.inf
+
+
+@dataclasses.dataclass
+class Mismatch:
+    """Why one output differs: a unified diff and the numbers outside tolerance."""
+
+    what: str
+    diff: list[str] = dataclasses.field(default_factory=list)
+    numbers: list[NumberDiff] = dataclasses.field(default_factory=list)
+    note: str = ""
+    tolerance: Tolerance | None = None
+
+    def render(self) -> str:
+        lines = [f"{self.what}:"]
+        if self.note:
+            lines.append(f"  {self.note}")
+        lines += [f"  {line}" for line in self.diff]
+        if self.numbers:
+            tol = f" (tolerance {self.tolerance.describe()})" if self.tolerance else ""
+            lines.append(f"  numbers outside tolerance{tol}:")
+            lines.append(number_table(self.numbers))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = max(self.numbers, key=lambda n: n.absolute, default=None)
+        return {
+            "what": self.what, "note": self.note,
+            "max_abs_diff": worst.absolute if worst else None,
+            "max_rel_diff": max((n.relative for n in self.numbers), default=None),
+        }
+
+
+def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
+    """The worst differences, largest absolute first, as an aligned table."""
+    worst = sorted(numbers, key=lambda n: n.absolute, reverse=True)[:limit]
+    rows = [("position", "expected", "obtained", "abs diff", "rel diff")]
+    rows += [(n.position, f"{n.expected:.10g}", f"{n.obtained:.10g}", f"{n.absolute:.3g}",
+              f"{n.relative:.3g}") for n in worst]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    text = ["    " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    if len(numbers) > limit:
+        text.append(f"    ... and {len(numbers) - limit} more")
+    return "\n".join(text)
+
+
+def _split(text: str) -> tuple[list[str], list[str]]:
+    numbers = NUMBER.findall(text)
+    return NUMBER.sub("\0", text).split("\0"), numbers
+
+
+def unified(expected: str, obtained: str) -> list[str]:
+    return list(difflib.unified_diff(expected.splitlines(), obtained.splitlines(), "expected",
+                                     "obtained", n=DIFF_CONTEXT, lineterm=""))
+
+
+def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mismatch | None:
+    """Equal text, or text whose only differences are numbers within tolerance, matches."""
+    if expected == obtained:
+        return None
+    exp_words, exp_numbers = _split(expected)
+    obt_words, obt_numbers = _split(obtained)
+    if exp_words == obt_words and len(exp_numbers) == len(obt_numbers):
+        outside = []
+        for index, (e, o) in enumerate(zip(exp_numbers, obt_numbers)):
+            ev, ov = float(e), float(o)
+            if not tol.allows(ev, ov):
+                line = expected[: expected.find(e)].count("\n") + 1 if e in expected else 0
+                outside.append(NumberDiff(f"#{index + 1} (line {line})", ev, ov))
+        if not outside:
+            return None
+        return Mismatch(what, unified(expected, obtained), outside, tolerance=tol)
+    return Mismatch(what, unified(expected, obtained), tolerance=tol)
+
+
+def compare_image(what: str, expected_b64: str, obtained_b64: str, pixel_tolerance: int = 8,
+                  max_fraction: float = 0.001) -> tuple[Mismatch | None, bytes | None]:
+    """Pixels compared with Pillow where installed (a channel may differ by ``pixel_tolerance``;
+    at most ``max_fraction`` of pixels may differ more); bytes compared exactly otherwise.
+    Returns the mismatch and, on failure, a PNG of the difference."""
+    if expected_b64 == obtained_b64:
+        return None, None
+    expected, obtained = base64.b64decode(expected_b64), base64.b64decode(obtained_b64)
+    try:
+        from PIL import Image, ImageChops
+    except ImportError:
+        return Mismatch(what, note="images differ byte for byte (install Pillow, the "
+                        "'images' extra, to compare pixels with a tolerance)"), None
+    exp_img = Image.open(io.BytesIO(expected)).convert("RGBA")
+    obt_img = Image.open(io.BytesIO(obtained)).convert("RGBA")
+    if exp_img.size != obt_img.size:
+        return Mismatch(what, note=f"image size {obt_img.size} differs from the expected "
+                        f"{exp_img.size}"), None
+    difference = ImageChops.difference(exp_img, obt_img)
+    worst = max(band_max for _, band_max in difference.getextrema())
+    if worst <= pixel_tolerance:
+        return None, None
+    channel_max = difference.convert("RGB").split()
+    over = ImageChops.lighter(ImageChops.lighter(channel_max[0], channel_max[1]), channel_max[2])
+    count = sum(over.point(lambda v: 255 if v > pixel_tolerance else 0).histogram()[255:])
+    total = exp_img.size[0] * exp_img.size[1]
+    if count / total <= max_fraction:
+        return None, None
+    buffer = io.BytesIO()
+    over.point(lambda v: 255 if v > pixel_tolerance else 0).save(buffer, format="PNG")
+    note = (f"{count} of {total} pixels ({count / total:.2%}) differ by more than "
+            f"{pixel_tolerance} (largest difference {worst})")
+    return Mismatch(what, note=note), buffer.getvalue()

@@ -1,0 +1,107 @@
+"""Notebook outputs made comparable: volatile text replaced, streams coalesced, metadata dropped."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+# (pattern, replacement); order matters: the more specific first.
+VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement) for pattern, replacement in (
+        (r"\x1b\[[0-9;?]*[A-Za-z]", ""),  # ANSI colours and cursor moves
+        (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
+         "<UUID>"),
+        (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?",
+         "<TIMESTAMP>"),
+        (r"\b\d{4}-\d{2}-\d{2}\b", "<DATE>"),
+        (r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<TIME>"),
+        (r"\bat 0x[0-9a-fA-F]{4,}\b", "at <ADDRESS>"),
+        (r"\b0x[0-9a-fA-F]{6,}\b", "<ADDRESS>"),
+        (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp)/[^\s'\"),\]]*", "<TMPPATH>"),
+        (r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|seconds|min|minutes)\b(?= |$|\n|,|\)|\])",
+         "<DURATION>"),
+        (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>"),
+    )
+)
+# tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"
+PROGRESS = re.compile(r"^.*\d+%\|.*\|.*$", re.MULTILINE)
+
+
+def compile_user_patterns(lines: Iterable[str]) -> list[tuple[re.Pattern[str], str]]:
+    """``dsrepro_sanitize`` lines: ``REGEX`` (replaced by ``<SANITIZED>``) or ``REGEX => TEXT``."""
+    from pytest_dsrepro.errors import DsreproUsageError
+
+    compiled = []
+    for line in lines:
+        if not line.strip():
+            continue
+        pattern, sep, replacement = line.partition(" => ")
+        try:
+            compiled.append((re.compile(pattern.strip()), replacement if sep else "<SANITIZED>"))
+        except re.error as exc:
+            raise DsreproUsageError(f"dsrepro_sanitize pattern {pattern!r}: {exc}") from None
+    return compiled
+
+
+def _carriage_returns(text: str) -> str:
+    """What a terminal would show: each line's text after its last carriage return."""
+    if "\r" not in text:
+        return text
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+Patterns = Sequence[tuple[re.Pattern[str], str]]
+
+
+def sanitize(text: str, user: Patterns = ()) -> str:
+    text = _carriage_returns(text)
+    text = PROGRESS.sub("<PROGRESS>", text)
+    for pattern, replacement in [*user, *VOLATILE]:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg")
+KEPT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json",
+              "image/svg+xml", *IMAGE_TYPES)
+
+
+def normalize_outputs(outputs: list[Any], user: Patterns = ()) -> list[dict[str, Any]]:
+    """A cell's outputs as plain dicts: streams coalesced, volatile text replaced, execution
+    counts and metadata dropped. Images stay base64 (compared by pixels later)."""
+    result: list[dict[str, Any]] = []
+    for output in outputs:
+        kind = output.get("output_type")
+        if kind == "stream":
+            text = _text(output.get("text", ""))
+            name = output.get("name", "stdout")
+            if result and result[-1]["type"] == "stream" and result[-1]["name"] == name:
+                result[-1]["raw"] += text
+            else:
+                result.append({"type": "stream", "name": name, "raw": text})
+        elif kind in ("execute_result", "display_data"):
+            data = {}
+            for mime, value in (output.get("data") or {}).items():
+                if mime not in KEPT_TYPES:
+                    continue
+                if mime in IMAGE_TYPES:
+                    data[mime] = _text(value).replace("\n", "")
+                elif mime == "application/json":
+                    data[mime] = sanitize(str(value), user)
+                else:
+                    data[mime] = sanitize(_text(value), user)
+            if "image/png" in data:
+                data.pop("image/jpeg", None)  # the lossless one is enough
+            result.append({"type": "display", "data": data})
+        elif kind == "error":
+            result.append({"type": "error", "ename": output.get("ename", ""),
+                           "evalue": sanitize(str(output.get("evalue", "")), user)})
+    for entry in result:
+        if entry["type"] == "stream":
+            entry["text"] = sanitize(entry.pop("raw"), user)
+    return result

@@ -1,0 +1,353 @@
+"""Notebooks as test items: collected by glob, executed with nbclient, compared with their
+baseline (or with the outputs saved in the notebook)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
+from pytest_dsrepro.normalize import IMAGE_TYPES, compile_user_patterns, normalize_outputs
+from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.store import BaselineError, Store
+
+SKIP_TAGS = {"dsrepro-skip", "nbval-skip", "skip-execution"}
+IGNORE_TAGS = {"dsrepro-ignore-output", "nbval-ignore-output"}
+RAISES_TAGS = {"raises-exception", "nbval-raises-exception", "dsrepro-raises-exception"}
+METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers"}
+SOURCE_LINES = 5
+
+
+class NotebookError(Exception):
+    """A failure shown as plain text: the notebook's problem, not the plugin's traceback."""
+
+
+def wanted(path: Path, settings: Settings, session: pytest.Session) -> bool:
+    """Notebooks matching ``dsrepro_notebooks`` or named on the command line."""
+    if path.suffix != ".ipynb" or ".ipynb_checkpoints" in path.parts:
+        return False
+    if session.isinitpath(path):
+        return True
+    try:
+        rel = path.resolve().relative_to(settings.rootdir).as_posix()
+    except ValueError:
+        return False
+    return any(fnmatch.fnmatch(rel, pattern) for pattern in settings.notebooks)
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def _tags(cell: Any) -> set[str]:
+    return set((cell.get("metadata") or {}).get("tags") or [])
+
+
+@dataclasses.dataclass
+class CellResult:
+    index: int
+    source: str
+    outputs: list[dict[str, Any]]
+    ignore_output: bool
+
+
+class NotebookItem(pytest.Item):
+    """One notebook; node id = its path."""
+
+    is_notebook = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.parse_error: str | None = None
+        self.options: dict[str, Any] = {}
+        self.container_settings: dict[str, Any] = {}
+        self._read_metadata()
+
+    def _read_metadata(self) -> None:
+        import nbformat
+
+        try:
+            notebook = nbformat.read(str(self.path), as_version=4)
+        except Exception as exc:  # nbformat raises many kinds for a broken file
+            self.parse_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+            return
+        options = dict((notebook.get("metadata") or {}).get("dsrepro") or {})
+        unknown = set(options) - METADATA_KEYS
+        if unknown:
+            self.parse_error = (f"unknown keys in metadata.dsrepro: {', '.join(sorted(unknown))}"
+                                f" (known: {', '.join(sorted(METADATA_KEYS))})")
+            return
+        self.options = options
+        self.container_settings = {k: options[k] for k in ("gpu", "timeout") if k in options}
+        for name in options.get("markers") or []:
+            self.add_marker(str(name))
+        if options.get("skip"):
+            reason = options["skip"] if isinstance(options["skip"], str) else "metadata.dsrepro.skip"
+            self.add_marker(pytest.mark.skip(reason=reason))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"notebook {self.name}"
+
+    def setup(self) -> None:
+        if self.parse_error is not None:
+            pytest.fail(f"{self.nodeid}: cannot read the notebook: {self.parse_error}",
+                        pytrace=False)
+
+    def runtest(self) -> None:
+        from pytest_dsrepro.plugin import settings_of, store_of
+
+        settings = settings_of(self.config)
+        cells, original = execute(self, settings)
+        tolerance = Tolerance(
+            rtol=float(self.options.get("rtol", settings.rtol)),
+            atol=float(self.options.get("atol", settings.atol)),
+        )
+        if settings.baseline_source == "notebook":
+            expected = baseline_from_notebook(original, settings)
+            self._compare(expected, cells, tolerance, images={})
+            return
+        store = store_of(self.config)
+        path = store.for_notebook(Path(self.path))
+        if settings.update:
+            status = store.write(path, *baseline_document(self.nodeid, cells))
+            self.user_properties.append(("dsrepro", {"baseline": store.display(path),
+                                                     "status": status}))
+            return
+        try:
+            doc = store.load(path)
+        except BaselineError as exc:
+            raise NotebookError(str(exc)) from None
+        if doc is None:
+            raise NotebookError(f"no baseline: run with --dsrepro-update (expected at "
+                                f"{store.display(path)})")
+        self.user_properties.append(("dsrepro", {"baseline": store.display(path),
+                                                 "provenance": doc.get("provenance") or {}}))
+        images = {name: base64.b64encode(store.read_file(path, name)).decode()
+                  for name in _image_files(doc)}
+        self._compare(doc.get("cells") or [], cells, tolerance, images)
+
+    def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
+                 tolerance: Tolerance, images: dict[str, str]) -> None:
+        stale = _stale(expected, cells)
+        if stale:
+            raise NotebookError(f"{self.nodeid}: the baseline is stale: {stale}; review the change "
+                                "and run with --dsrepro-update")
+        problems: list[str] = []
+        by_index = {cell.index: cell for cell in cells}
+        for entry in expected:
+            cell = by_index[entry["index"]]
+            if cell.ignore_output or entry.get("ignore_output"):
+                continue
+            mismatches = compare_cell(entry.get("outputs") or [], cell.outputs, tolerance, images)
+            if mismatches:
+                problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
+        if problems:
+            raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
+                                + "\n\n".join(problems))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+                     ) -> str | Any:
+        if isinstance(excinfo.value, NotebookError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+def _cell_header(cell: CellResult) -> str:
+    lines = cell.source.splitlines()
+    shown = "\n".join(f"    | {line}" for line in lines[:SOURCE_LINES])
+    more = f"\n    | ... ({len(lines) - SOURCE_LINES} more lines)" if len(lines) > SOURCE_LINES else ""
+    return f"cell {cell.index}:\n{shown}{more}"
+
+
+def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
+    by_index = {cell.index: cell for cell in cells}
+    changed = [str(entry["index"]) for entry in expected
+               if entry["index"] not in by_index
+               or entry.get("source_sha256") != source_hash(by_index[entry["index"]].source)]
+    added = [str(c.index) for c in cells if c.index not in {e["index"] for e in expected}]
+    parts = []
+    if changed:
+        parts.append(f"cell{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed")
+    if added:
+        parts.append(f"cell{'s' if len(added) > 1 else ''} {', '.join(added)} added")
+    return " and ".join(parts)
+
+
+def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], Any]:
+    """Run the notebook cell by cell in its own folder; return the code cells' normalized
+    outputs and the notebook as read."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    path = Path(item.path)
+    original = nbformat.read(str(path), as_version=4)
+    notebook = nbformat.read(str(path), as_version=4)
+    kernel = settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name") or "python3"
+    total = item.options.get("timeout")
+    client = NotebookClient(
+        notebook, timeout=int(settings.cell_timeout), kernel_name=kernel,
+        startup_timeout=int(settings.kernel_startup_timeout),
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    user = compile_user_patterns(settings.sanitize)
+    results: list[CellResult] = []
+    started = time.monotonic()
+    with client.setup_kernel():
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type != "code":
+                continue
+            tags = _tags(cell)
+            if tags & SKIP_TAGS:
+                continue
+            if tags & RAISES_TAGS:
+                cell.metadata.setdefault("tags", []).append("raises-exception")
+            if total is not None:
+                left = float(total) - (time.monotonic() - started)
+                if left <= 0:
+                    raise NotebookError(f"{item.nodeid}: the notebook ran longer than "
+                                        f"{float(total):g}s (metadata.dsrepro.timeout)")
+                client.timeout = int(max(1, min(settings.cell_timeout, left)))
+            try:
+                client.execute_cell(cell, index)
+            except CellTimeoutError:
+                raise NotebookError(f"{_cell_header(_result(index, cell, [], tags))}\n"
+                                    f"timed out after {client.timeout}s") from None
+            except DeadKernelError as exc:
+                raise NotebookError(f"{_cell_header(_result(index, cell, [], tags))}\n"
+                                    f"the kernel died: {exc}") from None
+            except CellExecutionError:
+                raise NotebookError(
+                    f"{item.nodeid}: {_cell_header(_result(index, cell, [], tags))}\n"
+                    f"raised an unexpected exception:\n{_traceback(cell)}") from None
+            results.append(_result(index, cell, normalize_outputs(cell.outputs, user), tags))
+    return results, original
+
+
+def _result(index: int, cell: Any, outputs: list[dict[str, Any]], tags: set[str]) -> CellResult:
+    return CellResult(index, cell.source, outputs, bool(tags & IGNORE_TAGS))
+
+
+def _traceback(cell: Any) -> str:
+    from pytest_dsrepro.normalize import VOLATILE
+
+    ansi = VOLATILE[0][0]
+    for output in cell.outputs:
+        if output.get("output_type") == "error":
+            return ansi.sub("", "\n".join(output.get("traceback") or []))
+    return "(no traceback)"
+
+
+def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, Any]]:
+    """The outputs saved in the notebook, as baseline cells."""
+    user = compile_user_patterns(settings.sanitize)
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        tags = _tags(cell)
+        if cell.cell_type != "code" or tags & SKIP_TAGS:
+            continue
+        cells.append({"index": index, "source_sha256": source_hash(cell.source),
+                      "ignore_output": bool(tags & IGNORE_TAGS),
+                      "outputs": normalize_outputs(cell.outputs, user)})
+    return cells
+
+
+def baseline_document(nodeid: str, cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The YAML document of a notebook's baseline, and the image files beside it."""
+    from pytest_dsrepro import provenance
+
+    files: dict[str, bytes] = {}
+    entries = []
+    for cell in cells:
+        outputs = []
+        for number, output in enumerate(cell.outputs):
+            output = dict(output)
+            if output["type"] == "display":
+                data = dict(output["data"])
+                for mime in IMAGE_TYPES:
+                    if mime in data:
+                        name = f"cell-{cell.index}-{number}.{mime.split('/')[1]}"
+                        raw = base64.b64decode(data[mime])
+                        files[name] = raw
+                        data[mime] = {"file": name,
+                                      "sha256": hashlib.sha256(raw).hexdigest()[:16]}
+                output["data"] = data
+            outputs.append(output)
+        entry: dict[str, Any] = {"index": cell.index, "source_sha256": source_hash(cell.source)}
+        if cell.ignore_output:
+            entry["ignore_output"] = True
+        entry["outputs"] = [] if cell.ignore_output else outputs
+        entries.append(entry)
+    doc = {"kind": "notebook", "node": nodeid, "provenance": provenance.collect(),
+           "cells": entries}
+    return doc, files
+
+
+def _image_files(doc: dict[str, Any]) -> list[str]:
+    names = []
+    for cell in doc.get("cells") or []:
+        for output in cell.get("outputs") or []:
+            for value in (output.get("data") or {}).values():
+                if isinstance(value, dict) and "file" in value:
+                    names.append(value["file"])
+    return names
+
+
+def _summary(outputs: list[dict[str, Any]]) -> str:
+    kinds = []
+    for output in outputs:
+        if output["type"] == "stream":
+            kinds.append(f"stream {output['name']}")
+        elif output["type"] == "display":
+            kinds.append("display " + "+".join(sorted(output["data"])))
+        else:
+            kinds.append(f"error {output.get('ename')}")
+    return ", ".join(kinds) or "no output"
+
+
+def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
+                 tolerance: Tolerance, images: dict[str, str]) -> list[Mismatch]:
+    """The differences between one cell's expected and obtained outputs."""
+    if [o["type"] for o in expected] != [o["type"] for o in obtained]:
+        return [Mismatch("outputs", note=f"expected {_summary(expected)}; "
+                         f"obtained {_summary(obtained)}")]
+    found: list[Mismatch] = []
+    for number, (exp, obt) in enumerate(zip(expected, obtained)):
+        label = f"output {number}"
+        if exp["type"] == "stream":
+            mismatch = compare_text(f"{label} ({exp['name']})", exp.get("text", ""),
+                                    obt.get("text", ""), tolerance)
+            if mismatch:
+                found.append(mismatch)
+        elif exp["type"] == "error":
+            mismatch = compare_text(f"{label} (error)", f"{exp['ename']}: {exp['evalue']}",
+                                    f"{obt['ename']}: {obt['evalue']}", tolerance)
+            if mismatch:
+                found.append(mismatch)
+        else:
+            found += _compare_data(label, exp["data"], obt["data"], tolerance, images)
+    return found
+
+
+def _compare_data(label: str, expected: dict[str, Any], obtained: dict[str, Any],
+                  tolerance: Tolerance, images: dict[str, str]) -> list[Mismatch]:
+    found: list[Mismatch] = []
+    if set(expected) != set(obtained):
+        return [Mismatch(f"{label}", note=f"expected types {sorted(expected)}; obtained "
+                         f"{sorted(obtained)}")]
+    for mime, value in expected.items():
+        if mime in IMAGE_TYPES:
+            exp_b64 = images.get(value["file"], "") if isinstance(value, dict) else value
+            mismatch, _diff = compare_image(f"{label} ({mime})", exp_b64, obtained[mime])
+        else:
+            mismatch = compare_text(f"{label} ({mime})", value, obtained[mime], tolerance)
+        if mismatch:
+            found.append(mismatch)
+    return found

@@ -1,0 +1,151 @@
+"""The baseline store: one small YAML file per notebook or test under ``baselines/``, with a
+format-version header and provenance, images and arrays in a folder beside it, written
+atomically."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FORMAT_VERSION = 1
+HEADER = "# pytest-dsrepro baseline: refresh with pytest --in-docker --dsrepro-update\n"
+FORMAT_KEY = "dsrepro_baseline"
+
+
+class BaselineError(Exception):
+    """A baseline file that cannot be used, named with the file and line."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not any(c in value for c in "\r\t\x0b\x0c") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a test name or parametrize id."""
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
+    return name[:150] or "_"
+
+
+class Store:
+    """Where baselines live and how they are read and written."""
+
+    def __init__(self, root: Path, rootdir: Path) -> None:
+        self.root = root
+        self.rootdir = rootdir
+        self.used: set[Path] = set()
+
+    def for_notebook(self, notebook: Path) -> Path:
+        rel = notebook.resolve().relative_to(self.rootdir)
+        return self.root / rel.with_suffix(".yaml")
+
+    def for_test(self, module: Path, name: str) -> Path:
+        rel = module.resolve().relative_to(self.rootdir).with_suffix("")
+        return self.root / "tests" / rel / f"{safe_name(name)}.yaml"
+
+    @staticmethod
+    def files_dir(path: Path) -> Path:
+        return path.with_suffix(".files")
+
+    def load(self, path: Path) -> dict[str, Any] | None:
+        """The baseline document, ``None`` when there is none."""
+        self.used.add(path)
+        if not path.exists():
+            return None
+        text = path.read_text(encoding="utf-8")
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise BaselineError(f"{self.display(path)}{line}: not valid YAML ({problem}); fix it "
+                                "or delete it and run with --dsrepro-update") from None
+        if not isinstance(doc, dict) or FORMAT_KEY not in doc:
+            raise BaselineError(f"{self.display(path)}:1: not a pytest-dsrepro baseline (no "
+                                f"{FORMAT_KEY} header); delete it and run with --dsrepro-update")
+        if doc[FORMAT_KEY] != FORMAT_VERSION:
+            raise BaselineError(f"{self.display(path)}:1: baseline format {doc[FORMAT_KEY]} is not "
+                                f"{FORMAT_VERSION}; rerun with --dsrepro-update")
+        return doc
+
+    def read_file(self, path: Path, name: str) -> bytes:
+        return (self.files_dir(path) / name).read_bytes()
+
+    def write(self, path: Path, doc: dict[str, Any], files: dict[str, bytes]) -> str:
+        """Write files then the YAML, each atomically; return ``created``, ``changed`` or
+        ``unchanged``."""
+        text = HEADER + yaml.dump({FORMAT_KEY: FORMAT_VERSION, **doc}, Dumper=_Dumper,
+                                  sort_keys=False, allow_unicode=True, width=100)
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+        folder = self.files_dir(path)
+        old_files = {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+        if old is not None and _same(old, text) and old_files == files:
+            return "unchanged"
+        if files:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                _atomic_write(folder / name, data)
+        for stale in set(old_files) - set(files):
+            (folder / stale).unlink()
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        _atomic_write(path, text.encode("utf-8"))
+        return "created" if old is None else "changed"
+
+    def display(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.rootdir).as_posix()
+        except ValueError:
+            return str(path)
+
+    def unused(self) -> list[Path]:
+        """Baseline files no collected item asked for."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.rglob("*.yaml") if p not in self.used)
+
+
+def _same(old: str, new: str) -> bool:
+    """Equal but for the recording time and provenance: a refresh that changes nothing else
+    keeps the file."""
+    def body(text: str) -> Any:
+        doc = yaml.safe_load(text)
+        if isinstance(doc, dict):
+            doc.pop("provenance", None)
+        return doc
+
+    try:
+        return bool(body(old) == body(new))
+    except yaml.YAMLError:
+        return False
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

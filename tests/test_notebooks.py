@@ -1,0 +1,234 @@
+"""Notebooks as items: the record / pass / perturb / break lifecycle, tags, metadata and bad
+input, on the host through pytester with real kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notebooks import cell, write_notebook
+
+VALUE = "import os\nvalue = float(os.environ.get('NB_VALUE', '0.9711'))\nprint('accuracy', value)"
+
+
+@pytest.fixture
+def nbproject(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["nb/*.ipynb"]\n')
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, value: str | None = None) -> pytest.RunResult:
+    if value is not None:
+        pytester._monkeypatch.setenv("NB_VALUE", value)  # noqa: SLF001 - pytester's own patcher
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_lifecycle_record_pass_perturb_break(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "train.ipynb", VALUE, "{'double': value * 2}")
+    missing = run(nbproject, value="0.9711")
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update (expected at "
+                                  "baselines/nb/train.yaml)*"])
+
+    record = run(nbproject, "--dsrepro-update", value="0.9711")
+    record.assert_outcomes(passed=1)
+    record.stdout.fnmatch_lines(["*= dsrepro =*", "baseline created: baselines/nb/train.yaml"])
+    text = (nbproject.path / "baselines" / "nb" / "train.yaml").read_text()
+    assert text.startswith("# pytest-dsrepro baseline")
+    assert "dsrepro_baseline: 1" in text and "accuracy 0.9711" in text
+
+    run(nbproject, value="0.9711").assert_outcomes(passed=1)
+    run(nbproject, value="0.97110000001").assert_outcomes(passed=1)
+
+    broken = run(nbproject, value="0.9811")
+    broken.assert_outcomes(failed=1)
+    broken.stdout.fnmatch_lines([
+        "nb/train.ipynb: outputs differ from the baseline",
+        "cell 0:",
+        "    | import os",
+        "output 0 (stdout):",
+        "  -accuracy 0.9711",
+        "  +accuracy 0.9811",
+        "  numbers outside tolerance (tolerance rtol=1e-06, atol=1e-12):",
+        "*position*expected*obtained*abs diff*rel diff",
+        "*#1 (line 1)*0.9711*0.9811*0.01*0.0103",
+        "cell 1:",
+    ])
+
+    refresh = run(nbproject, "--dsrepro-update", value="0.9811")
+    refresh.stdout.fnmatch_lines(["baseline changed: baselines/nb/train.yaml"])
+    run(nbproject, value="0.9811").assert_outcomes(passed=1)
+
+
+def test_tolerance_from_metadata(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "loose.ipynb", VALUE, dsrepro={"rtol": 0.05})
+    run(nbproject, "--dsrepro-update", value="0.9711").assert_outcomes(passed=1)
+    run(nbproject, value="0.9811").assert_outcomes(passed=1)
+    run(nbproject, value="1.5").assert_outcomes(failed=1)
+
+
+def test_volatile_output_is_normalized(nbproject: pytest.Pytester) -> None:
+    write_notebook(
+        nbproject.path / "nb" / "noisy.ipynb",
+        "import uuid, datetime, tempfile, sys, time\n"
+        "print(object())\nprint(uuid.uuid4())\nprint(datetime.datetime.now().isoformat())\n"
+        "print(tempfile.mkdtemp())\nprint(f'took {time.perf_counter() % 7 + 1:.3f}s')\n"
+        "print('\\x1b[31mred\\x1b[0m')\n"
+        "for i in range(3):\n    sys.stdout.write(f'\\r{i * 50}%|##| {i}/2 [00:0{i}<00:00, 9.{i}it/s]')\n"
+        "print()\nprint('run id', time.time_ns())",
+    )
+    nbproject.makepyprojecttoml(
+        '[tool.pytest.ini_options]\ndsrepro_notebooks = ["nb/*.ipynb"]\n'
+        "dsrepro_sanitize = ['run id \\d+ => run id <N>']\n")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
+    text = (nbproject.path / "baselines" / "nb" / "noisy.yaml").read_text()
+    for placeholder in ("<ADDRESS>", "<UUID>", "<TIMESTAMP>", "<TMPPATH>", "<DURATION>",
+                        "<PROGRESS>", "run id <N>"):
+        assert placeholder in text, text
+    assert "\\e[" not in text and "[31m" not in text
+    run(nbproject).assert_outcomes(passed=1)
+
+
+def test_cell_tags_nbval_and_own(nbproject: pytest.Pytester) -> None:
+    write_notebook(
+        nbproject.path / "nb" / "tags.ipynb",
+        cell("raise RuntimeError('never run')", "dsrepro-skip"),
+        cell("raise RuntimeError('never run either')", "nbval-skip"),
+        cell("import random; print(random.random())", "nbval-ignore-output"),
+        cell("import random; print(random.random())", "dsrepro-ignore-output"),
+        cell("raise ValueError('on purpose')", "nbval-raises-exception"),
+        cell("1 / 0", "raises-exception"),
+        "print('done')",
+    )
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
+    run(nbproject).assert_outcomes(passed=1)
+    text = (nbproject.path / "baselines" / "nb" / "tags.yaml").read_text()
+    assert "never run" not in text
+    assert "ename: ZeroDivisionError" in text and "ename: ValueError" in text
+
+
+def test_unexpected_exception_shows_the_cell_traceback(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "boom.ipynb", "x = 1",
+                   "def inner():\n    raise KeyError('missing-column')\ninner()")
+    result = run(nbproject)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["nb/boom.ipynb: cell 1:", "    | def inner():",
+                                 "raised an unexpected exception:", "*KeyError*missing-column*"])
+    assert "pytest_dsrepro" not in result.stdout.str()
+
+
+def test_malformed_notebook_errors_and_the_others_run(nbproject: pytest.Pytester) -> None:
+    (nbproject.path / "nb").mkdir()
+    (nbproject.path / "nb" / "broken.ipynb").write_text("{not json")
+    write_notebook(nbproject.path / "nb" / "fine.ipynb", "print(1)")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1, errors=1)
+    result = run(nbproject)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["nb/broken.ipynb: cannot read the notebook: NotJSONError*"])
+
+
+def test_corrupt_baseline_names_file_and_line(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "a.ipynb", "print(1)")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
+    path = nbproject.path / "baselines" / "nb" / "a.yaml"
+    lines = path.read_text().splitlines()
+    lines[4] = "  time: [unclosed"
+    path.write_text("\n".join(lines) + "\n")
+    result = run(nbproject)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["baselines/nb/a.yaml:*: not valid YAML (*); fix it or delete it "
+                                 "and run with --dsrepro-update"])
+    path.write_text("just: a mapping\n")
+    run(nbproject).stdout.fnmatch_lines(["baselines/nb/a.yaml:1: not a pytest-dsrepro baseline*"])
+
+
+def test_changed_cell_source_is_stale(nbproject: pytest.Pytester) -> None:
+    nb = nbproject.path / "nb" / "s.ipynb"
+    write_notebook(nb, "print(1)", "print(2)")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
+    write_notebook(nb, "print(1)", "print(2 + 0)")
+    result = run(nbproject)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["nb/s.ipynb: the baseline is stale: cell 1 changed; review the "
+                                 "change and run with --dsrepro-update"])
+
+
+def test_metadata_skip_and_markers(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "skipped.ipynb", "raise SystemExit",
+                   dsrepro={"skip": "needs the full data set"})
+    write_notebook(nbproject.path / "nb" / "slow.ipynb", "print(1)", dsrepro={"markers": ["slow"]})
+    write_notebook(nbproject.path / "nb" / "fast.ipynb", "print(2)")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=2, skipped=1)
+    selected = run(nbproject, "-m", "slow", "-v")
+    selected.assert_outcomes(passed=1, deselected=2)
+    selected.stdout.fnmatch_lines(["nb/slow.ipynb PASSED*"])
+    run(nbproject, "-rs").stdout.fnmatch_lines(["SKIPPED*needs the full data set"])
+
+
+def test_unknown_metadata_key_is_named(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "typo.ipynb", "print(1)", dsrepro={"rtoll": 1})
+    result = run(nbproject)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown keys in metadata.dsrepro: rtoll*"])
+
+
+def test_baseline_source_notebook_compares_saved_outputs(nbproject: pytest.Pytester) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = write_notebook(nbproject.path / "nb" / "saved.ipynb", VALUE)
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, kernel_name="python3").execute()
+    nbformat.write(nb, str(path))
+    nbproject.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["nb/*.ipynb"]\n'
+                                'dsrepro_baseline_source = "notebook"\n')
+    run(nbproject, value="0.9711").assert_outcomes(passed=1)
+    run(nbproject, value="0.5").assert_outcomes(failed=1)
+    assert not (nbproject.path / "baselines").exists()
+
+
+def test_unused_baselines_are_listed(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "kept.ipynb", "print(1)")
+    gone = write_notebook(nbproject.path / "nb" / "gone.ipynb", "print(2)")
+    run(nbproject, "--dsrepro-update").assert_outcomes(passed=2)
+    gone.unlink()
+    result = run(nbproject)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["baseline unused: baselines/nb/gone.yaml (no collected item*"])
+
+
+PNG_CELL = """
+from PIL import Image
+from IPython.display import display
+import io, os
+image = Image.new("RGB", (64, 64), (200, 30, 30))
+shade = int(os.environ.get("NB_VALUE", "0"))
+for x in range(16):
+    for y in range(16):
+        image.putpixel((x, y), (200 + shade, 30, 30))
+buffer = io.BytesIO()
+image.save(buffer, format="PNG")
+display(Image.open(io.BytesIO(buffer.getvalue())))
+"""
+
+
+def test_images_compare_by_pixels(nbproject: pytest.Pytester) -> None:
+    pytest.importorskip("PIL")
+    write_notebook(nbproject.path / "nb" / "plot.ipynb", PNG_CELL)
+    run(nbproject, "--dsrepro-update", value="0").assert_outcomes(passed=1)
+    files = list((nbproject.path / "baselines" / "nb" / "plot.files").iterdir())
+    assert [f.suffix for f in files] == [".png"]
+    run(nbproject, value="3").assert_outcomes(passed=1)  # within the pixel tolerance
+    broken = run(nbproject, value="50")
+    broken.assert_outcomes(failed=1)
+    broken.stdout.fnmatch_lines(["output 0 (image/png):",
+                                 "  256 of 4096 pixels (6.25%) differ by more than 8*"])
+
+
+def test_notebook_named_on_the_command_line_is_collected(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "adhoc.ipynb", "print(1)")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "adhoc.ipynb",
+                                           "--dsrepro-update", "-v")
+    result.stdout.fnmatch_lines(["adhoc.ipynb PASSED*"])
+    assert Path(pytester.path / "baselines" / "adhoc.yaml").exists()
