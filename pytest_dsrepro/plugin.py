@@ -125,3 +125,15 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         return None
     return controller.runtestloop(session)
 
+
+
+@pytest.fixture
+def baseline(request: pytest.FixtureRequest) -> Any:
+    """``baseline.check(name, value, rtol=None, atol=None)``: values this test must reproduce,
+    recorded with ``--dsrepro-update``."""
+    from pytest_dsrepro.fixture import Baseline
+
+    item = request.node
+    recorder = Baseline(item, store_of(request.config), settings_of(request.config))
+    yield recorder
+    recorder.finish()

@@ -17,7 +17,7 @@ class Summary:
         self.expected_files: set[Path] = set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
+        if report.when != "teardown":  # the last report carries every property of the item
             return
         for name, value in report.user_properties:
             if name == "dsrepro" and isinstance(value, dict):

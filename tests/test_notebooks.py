@@ -232,3 +232,26 @@ def test_notebook_named_on_the_command_line_is_collected(pytester: pytest.Pytest
                                            "--dsrepro-update", "-v")
     result.stdout.fnmatch_lines(["adhoc.ipynb PASSED*"])
     assert Path(pytester.path / "baselines" / "adhoc.yaml").exists()
+
+
+def test_lifecycle_inside_the_container(project: object) -> None:
+    from conftest import Project
+
+    assert isinstance(project, Project)
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
+    write_notebook(project.path / "nb" / "train.ipynb",
+                   "import os, platform\nprint('in container', os.environ['DSREPRO_IN_CONTAINER'])",
+                   "print(sum(i * 0.1 for i in range(10)))")
+    missing = project.run("--in-docker")
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update*"])
+    record = project.run("--in-docker", "--dsrepro-update")
+    record.assert_outcomes(passed=1)
+    record.stdout.fnmatch_lines(["baseline created: baselines/nb/train.yaml"])
+    baseline = project.path / "baselines" / "nb" / "train.yaml"
+    assert baseline.stat().st_uid == __import__("os").getuid()
+    text = baseline.read_text()
+    assert "in container 1" in text and "image: dsrepro/" in text
+    again = project.run("--in-docker")
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["dsrepro: image dsrepro/* (cached)"])  # baselines never rebuild

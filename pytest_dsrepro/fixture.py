@@ -1,0 +1,105 @@
+"""The ``baseline`` fixture: ``baseline.check(name, value, rtol=..., atol=...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro.compare import Tolerance, number_table
+from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.store import BaselineError, Store
+from pytest_dsrepro.values import Differences, encode
+
+
+class Baseline:
+    """Values one test must reproduce, stored in ``baselines/tests/<module>/<test>.yaml``."""
+
+    def __init__(self, item: pytest.Item, store: Store, settings: Settings) -> None:
+        self.item = item
+        self.store = store
+        self.settings = settings
+        self.path = store.for_test(Path(item.path), item.name)
+        self.values: dict[str, Any] = {}
+        self.files: dict[str, bytes] = {}
+        self._doc: dict[str, Any] | None = None
+        self._loaded = False
+
+    def check(self, name: str, value: Any, *, rtol: float | None = None,
+              atol: float | None = None) -> None:
+        """Record ``value`` under ``name`` (``--dsrepro-update``) or compare it with the record."""
+        __tracebackhide__ = True
+        if name in self.values:
+            raise ValueError(f"baseline.check: {name!r} was checked twice in this test")
+        files: dict[str, bytes] = {}
+        encoded = encode(value, name, files)
+        self.values[name] = encoded
+        self.files.update(files)
+        if self.settings.update:
+            return
+        doc = self._load()
+        recorded = (doc.get("values") or {})
+        if name not in recorded:
+            pytest.fail(f"no baseline for {name!r} in {self.store.display(self.path)}: run with "
+                        "--dsrepro-update", pytrace=False)
+        tolerance = Tolerance(rtol=self.settings.rtol if rtol is None else rtol,
+                              atol=self.settings.atol if atol is None else atol)
+        found = Differences(tolerance)
+        stored = {n: self.store.read_file(self.path, n) for n in _files(recorded[name])}
+        found.walk(name, recorded[name], encoded, stored, files)
+        if found.numbers or found.other:
+            pytest.fail(self._message(name, found, tolerance, doc), pytrace=False)
+
+    def _load(self) -> dict[str, Any]:
+        __tracebackhide__ = True
+        if not self._loaded:
+            try:
+                self._doc = self.store.load(self.path)
+            except BaselineError as exc:
+                pytest.fail(str(exc), pytrace=False)
+            self._loaded = True
+            if self._doc is not None:
+                self.item.user_properties.append(("dsrepro", {
+                    "baseline": self.store.display(self.path),
+                    "provenance": self._doc.get("provenance") or {}}))
+        if self._doc is None:
+            pytest.fail(f"no baseline: run with --dsrepro-update (expected at "
+                        f"{self.store.display(self.path)})", pytrace=False)
+        return self._doc
+
+    def _message(self, name: str, found: Differences, tolerance: Tolerance,
+                 doc: dict[str, Any]) -> str:
+        from pytest_dsrepro import provenance
+
+        lines = [f"baseline {name!r} differs ({self.store.display(self.path)}):"]
+        lines += [f"  {line}" for line in found.other[:20]]
+        if found.numbers:
+            lines.append(f"  {len(found.numbers)} number(s) outside tolerance "
+                         f"({tolerance.describe()}):")
+            lines.append(number_table(found.numbers))
+        changed = provenance.differences(doc.get("provenance") or {}, provenance.collect())
+        if changed:
+            lines.append("  since the baseline was recorded: " + "; ".join(changed))
+        return "\n".join(lines)
+
+    def finish(self) -> None:
+        """In update mode, write what the test checked."""
+        if not self.settings.update or not self.values:
+            return
+        from pytest_dsrepro import provenance
+
+        doc = {"kind": "test", "node": self.item.nodeid, "provenance": provenance.collect(),
+               "values": self.values}
+        status = self.store.write(self.path, doc, self.files)
+        self.item.user_properties.append(("dsrepro", {"baseline": self.store.display(self.path),
+                                                      "status": status}))
+
+
+def _files(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["file"]] if isinstance(value.get("file"), str) else []
+        return found + [name for v in value.values() for name in _files(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in _files(v)]
+    return []

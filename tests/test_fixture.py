@@ -1,0 +1,122 @@
+"""The ``baseline`` fixture: missing fails, update records, within tolerance passes, beyond
+fails with a table; on the host and inside the container."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import Project
+
+TEST = """
+import os
+import pytest
+
+SHIFT = float(os.environ.get("SHIFT", "0"))
+
+def test_metrics(baseline):
+    baseline.check("accuracy", 0.9711 + SHIFT, rtol=1e-6)
+    baseline.check("report", {"f1": [0.5 + SHIFT, 0.25], "label": "iris", "ok": True, "n": None})
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_param(baseline, k):
+    baseline.check("k", k * (1 + SHIFT))
+"""
+
+
+def run(pytester: pytest.Pytester, *args: str, shift: str = "0") -> pytest.RunResult:
+    pytester._monkeypatch.setenv("SHIFT", shift)  # noqa: SLF001
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_lifecycle_of_plain_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_values=TEST)
+    missing = run(pytester)
+    missing.assert_outcomes(failed=3)
+    missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update (expected at "
+                                  "baselines/tests/test_values/test_metrics.yaml)"])
+    record = run(pytester, "--dsrepro-update")
+    record.assert_outcomes(passed=3)
+    record.stdout.fnmatch_lines(["baseline created: baselines/tests/test_values/test_param_1.yaml"])
+    assert (pytester.path / "baselines/tests/test_values/test_param_2.yaml").exists()
+    run(pytester).assert_outcomes(passed=3)
+    run(pytester, shift="1e-9").assert_outcomes(passed=3)
+    broken = run(pytester, shift="0.01")
+    broken.assert_outcomes(failed=3)
+    broken.stdout.fnmatch_lines([
+        "baseline 'accuracy' differs (baselines/tests/test_values/test_metrics.yaml):",
+        "  1 number(s) outside tolerance (rtol=1e-06, atol=1e-12):",
+        "*position*expected*obtained*abs diff*rel diff",
+        "*accuracy*0.9711*0.9811*0.01*0.0103",
+    ])
+    assert "fixture.py" not in broken.stdout.str()  # the fixture's frames are hidden
+
+
+def test_structure_and_string_changes_are_named(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s="""
+        import os
+
+        def test_s(baseline):
+            if os.environ.get("SHIFT") == "0":
+                baseline.check("v", {"label": "iris", "scores": [1, 2]})
+            else:
+                baseline.check("v", {"label": "wine", "scores": [1, 2, 3]})
+    """)
+    run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    result = run(pytester, shift="1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["  v.label: 'wine', expected 'iris'",
+                                 "  v.scores: length 3, expected 2"])
+
+
+def test_unsupported_type_names_the_supported_ones(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_t="""
+        def test_t(baseline):
+            baseline.check("thing", object())
+    """)
+    result = run(pytester, "--dsrepro-update")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*TypeError: baseline.check('thing') cannot record a object; "
+                                 "supported: numbers, strings*"])
+
+
+def test_numpy_arrays_small_and_large(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("numpy")
+    pytester.makepyfile(test_np="""
+        import os
+        import numpy as np
+
+        def test_arrays(baseline):
+            shift = float(os.environ["SHIFT"])
+            small = np.linspace(0, 1, 5)
+            large = np.arange(1000, dtype="float64") / 7
+            large[10] += shift
+            baseline.check("small", small)
+            baseline.check("large", large, rtol=1e-9)
+            baseline.check("scalar", np.float32(0.5))
+    """)
+    run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    files = pytester.path / "baselines/tests/test_np/test_arrays.files"
+    assert [p.name for p in files.iterdir()] == ["large.npy"]
+    run(pytester, shift="1e-12").assert_outcomes(passed=1)
+    result = run(pytester, shift="0.5")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["baseline 'large' differs*", "*large[[]10[]]*1.428571429*"])
+
+
+def test_lifecycle_inside_the_container(project: Project) -> None:
+    project.ini(dsrepro_env=["SHIFT"])
+    project.pytester.makepyfile(test_values=TEST.replace(
+        "def test_metrics(baseline):", "@pytest.mark.container\ndef test_metrics(baseline):"))
+    project.run("--in-docker", "-k", "metrics").assert_outcomes(failed=1, deselected=2)
+    record = project.run("--in-docker", "--dsrepro-update", "-k", "metrics")
+    record.assert_outcomes(passed=1, deselected=2)
+    path = project.path / "baselines/tests/test_values/test_metrics.yaml"
+    assert path.stat().st_uid == os.getuid()
+    assert "image: dsrepro/" in path.read_text()
+    project.run("--in-docker", "-k", "metrics").assert_outcomes(passed=1, deselected=2)
+    project.pytester._monkeypatch.setenv("SHIFT", "0.01")  # noqa: SLF001
+    result = project.run("--in-docker", "-k", "metrics")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(["baseline 'accuracy' differs*"])
