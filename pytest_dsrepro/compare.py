@@ -140,7 +140,8 @@ def compare_image(what: str, expected_b64: str, obtained_b64: str, pixel_toleran
         return Mismatch(what, note=f"image size {obt_img.size} differs from the expected "
                         f"{exp_img.size}"), None
     difference = ImageChops.difference(exp_img, obt_img)
-    worst = max(band_max for _, band_max in difference.getextrema())
+    extrema: Any = difference.getextrema()
+    worst = max(band_max for _, band_max in extrema)
     if worst <= pixel_tolerance:
         return None, None
     channel_max = difference.convert("RGB").split()

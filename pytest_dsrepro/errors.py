@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 
-class DsreproUsageError(pytest.UsageError):
+class DsreproUsageError(pytest.UsageError):  # type: ignore[misc]  # pytest prints it plainly
     """Bad configuration or environment: pytest prints ``ERROR: <message>`` and exits with 4."""
 
 
-class EngineError(DsreproUsageError):
+class EngineError(DsreproUsageError):  # type: ignore[misc]
     """The Docker engine cannot be reached or refused a request."""
 
 
-class BuildError(DsreproUsageError):
+class BuildError(DsreproUsageError):  # type: ignore[misc]
     """The project's image could not be built."""

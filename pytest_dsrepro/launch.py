@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import sys
+from typing import Any
 
 # import name -> the name to pip install
 PACKAGES = {
@@ -30,7 +31,7 @@ def _has_entry_point() -> bool:
     """Whether the image has pytest-dsrepro installed, so pytest loads the plugin itself."""
     from importlib import metadata
 
-    eps = metadata.entry_points()
+    eps: Any = metadata.entry_points()
     group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", [])
     return any(ep.name == "dsrepro" for ep in group)
 

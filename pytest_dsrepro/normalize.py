@@ -26,6 +26,7 @@ VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 # tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"
 PROGRESS = re.compile(r"^.*\d+%\|.*\|.*$", re.MULTILINE)
+TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)  # invisible, and it spoils YAML blocks
 
 
 def compile_user_patterns(lines: Iterable[str]) -> list[tuple[re.Pattern[str], str]]:
@@ -59,7 +60,7 @@ def sanitize(text: str, user: Patterns = ()) -> str:
     text = PROGRESS.sub("<PROGRESS>", text)
     for pattern, replacement in [*user, *VOLATILE]:
         text = pattern.sub(replacement, text)
-    return text
+    return TRAILING_SPACE.sub("", text)
 
 
 def _text(value: Any) -> str:

@@ -16,7 +16,7 @@ import pytest
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
 from pytest_dsrepro.normalize import IMAGE_TYPES, compile_user_patterns, normalize_outputs
 from pytest_dsrepro.settings import Settings
-from pytest_dsrepro.store import BaselineError, Store
+from pytest_dsrepro.store import BaselineError
 
 SKIP_TAGS = {"dsrepro-skip", "nbval-skip", "skip-execution"}
 IGNORE_TAGS = {"dsrepro-ignore-output", "nbval-ignore-output"}

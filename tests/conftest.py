@@ -4,10 +4,10 @@ projects written with pytester."""
 from __future__ import annotations
 
 import hashlib
-import os
 import io
-import uuid
+import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

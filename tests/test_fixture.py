@@ -26,7 +26,7 @@ def test_param(baseline, k):
 
 
 def run(pytester: pytest.Pytester, *args: str, shift: str = "0") -> pytest.RunResult:
-    pytester._monkeypatch.setenv("SHIFT", shift)  # noqa: SLF001
+    pytester._monkeypatch.setenv("SHIFT", shift)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
@@ -116,7 +116,7 @@ def test_lifecycle_inside_the_container(project: Project) -> None:
     assert path.stat().st_uid == os.getuid()
     assert "image: dsrepro/" in path.read_text()
     project.run("--in-docker", "-k", "metrics").assert_outcomes(passed=1, deselected=2)
-    project.pytester._monkeypatch.setenv("SHIFT", "0.01")  # noqa: SLF001
+    project.pytester._monkeypatch.setenv("SHIFT", "0.01")
     result = project.run("--in-docker", "-k", "metrics")
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(["baseline 'accuracy' differs*"])

@@ -20,7 +20,7 @@ def nbproject(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def run(pytester: pytest.Pytester, *args: str, value: str | None = None) -> pytest.RunResult:
     if value is not None:
-        pytester._monkeypatch.setenv("NB_VALUE", value)  # noqa: SLF001 - pytester's own patcher
+        pytester._monkeypatch.setenv("NB_VALUE", value)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
