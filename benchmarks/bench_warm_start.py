@@ -1,0 +1,56 @@
+"""Warm start of one trivial container test: ``pytest --in-docker`` against ``docker run --rm``
+of the same image running the same test with pytest directly, side by side.
+
+    python benchmarks/bench_warm_start.py [--base IMAGE] [--runs 5]
+
+The base image must have pytest and pyyaml (the test suite's dsrepro-test/base does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(command: list[str], cwd: Path, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", required=True, help="image with pytest and pyyaml")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dsrepro-bench-") as folder:
+        root = Path(folder)
+        (root / "Dockerfile").write_text(f"FROM {args.base}\n")
+        (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+        (root / "test_one.py").write_text(
+            "import pytest\n\n@pytest.mark.container\ndef test_one():\n    assert 1 + 1 == 2\n")
+        plugin = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--in-docker"]
+        subprocess.run(plugin, cwd=root, check=True, capture_output=True)  # build once: warm
+        bare = ["docker", "run", "--rm", "--network", "none", "-v", f"{root}:{root}:ro",
+                "-w", str(root), "-u", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
+                args.base, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "test_one.py"]
+        ours = timed(plugin, root, args.runs)
+        theirs = timed(bare, root, args.runs)
+    print(f"median of {args.runs} runs")
+    print(f"pytest --in-docker (warm image)   {ours:7.3f} s")
+    print(f"docker run --rm ... pytest        {theirs:7.3f} s")
+    print(f"ratio                             {ours / theirs:7.2f} (target: at most 1.2)")
+
+
+if __name__ == "__main__":
+    main()
