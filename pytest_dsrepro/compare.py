@@ -70,14 +70,6 @@ class Mismatch:
             lines.append(number_table(self.numbers))
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        worst = max(self.numbers, key=lambda n: n.absolute, default=None)
-        return {
-            "what": self.what, "note": self.note,
-            "max_abs_diff": worst.absolute if worst else None,
-            "max_rel_diff": max((n.relative for n in self.numbers), default=None),
-        }
-
 
 def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
     """The worst differences, largest absolute first, as an aligned table."""

@@ -17,7 +17,7 @@ import pytest
 from pytest_dsrepro import engine
 from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.image import BuildPlan, ImageResult, ensure_image, find_image
+from pytest_dsrepro.image import BuildPlan, ImageResult, ensure_image, find_image, git_commit
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.remote import RemoteCollection
 from pytest_dsrepro.settings import Settings
@@ -53,7 +53,7 @@ class Controller:
         self._own_scratch = False
         self.containers_started = 0
         self._collection: RemoteCollection | None = None
-        self._commit: str | None = None
+        self._run_config: RunConfig | None = None
 
     # -- engine and image -------------------------------------------------------------------
 
@@ -119,6 +119,12 @@ class Controller:
     # -- starting containers -----------------------------------------------------------------
 
     def run_config(self) -> RunConfig:
+        """Made once: every container of the session starts the same way."""
+        if self._run_config is None:
+            self._run_config = self._make_run_config()
+        return self._run_config
+
+    def _make_run_config(self) -> RunConfig:
         import os
 
         s = self.settings
@@ -131,16 +137,9 @@ class Controller:
             scratch=self.scratch(), writable=self.writable_folders(),
             env={**{name: os.environ[name] for name in s.env if name in os.environ},
                  "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
-                 "DSREPRO_GIT_COMMIT": self.git_commit()},
+                 "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
             labels=engine.session_labels(self.session_id), image_env=image_env,
         )
-
-    def git_commit(self) -> str:
-        if self._commit is None:
-            from pytest_dsrepro.image import git_commit
-
-            self._commit = git_commit(self.settings.rootdir)
-        return self._commit
 
     def writable_folders(self) -> tuple[Path, ...]:
         """The baselines folder, in update mode only."""
@@ -204,10 +203,9 @@ class Controller:
                         break
                 ending = worker.ending()
             finally:
-                worker.kill()
-                worker.remove()
+                worker.remove()  # a forced removal also kills
             if items is None:
-                tail = "\n".join(ending.log_tail[-LOG_LINES:])
+                tail = "\n".join(ending.log_tail)
                 raise DsreproUsageError(
                     f"collecting {', '.join(paths)} inside the container failed "
                     f"(exit code {ending.exit_code}):\n{tail}"
@@ -272,8 +270,7 @@ class Controller:
             try:
                 outcome = self._replay(session, spec, worker, pending)
             finally:
-                worker.kill()
-                worker.remove()
+                worker.remove()  # a forced removal also kills
             if outcome.stop:
                 return False
             pending = outcome.rerun
@@ -340,7 +337,7 @@ class Controller:
                     finished: bool) -> GroupOutcome:
         ending = worker.ending()
         rest = [i for i in items if i.nodeid not in done and i is not current]
-        tail = "\n".join(ending.log_tail[-LOG_LINES:])
+        tail = "\n".join(ending.log_tail)
         if current is not None:
             if ending.oom_killed:
                 limit = _limit_text(current, self.settings)
@@ -380,9 +377,6 @@ class Controller:
         )
         hook.pytest_runtest_logreport(report=report)
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-
-
-LOG_LINES = 20
 
 
 def _inside(folder: Path, context: Path) -> tuple[str, ...]:

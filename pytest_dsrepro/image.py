@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pytest_dsrepro.errors import BuildError, DsreproUsageError
+from pytest_dsrepro.normalize import ANSI
 
 HASH_VERSION = "dsrepro-image-hash-1"
 LABEL_HASH = "dsrepro.hash"
@@ -29,7 +30,6 @@ ALWAYS_IGNORED = tuple(
 )
 
 Say = Callable[[str], None]
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
 
 
@@ -243,7 +243,7 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
                 image_id = chunk["aux"].get("ID", image_id)
             text = chunk.get("stream") or chunk.get("status") or ""
             for line in str(text).splitlines():
-                line = _ANSI.sub("", line).rstrip()
+                line = ANSI.sub("", line).rstrip()
                 if not line or _NOISE.match(line):
                     continue
                 if line.startswith("Step "):

@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves
+
 # (pattern, replacement); order matters: the more specific first.
-VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = ((ANSI, ""), *(
     (re.compile(pattern), replacement) for pattern, replacement in (
-        (r"\x1b\[[0-9;?]*[A-Za-z]", ""),  # ANSI colours and cursor moves
         (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
          "<UUID>"),
         (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?",
@@ -23,7 +24,7 @@ VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          "<DURATION>"),
         (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>"),
     )
-)
+))
 # tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"
 PROGRESS = re.compile(r"^.*\d+%\|.*\|.*$", re.MULTILINE)
 TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)  # invisible, and it spoils YAML blocks

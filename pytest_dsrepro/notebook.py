@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
-from pytest_dsrepro.normalize import IMAGE_TYPES, compile_user_patterns, normalize_outputs
+from pytest_dsrepro.normalize import ANSI, IMAGE_TYPES, compile_user_patterns, normalize_outputs
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError
 
@@ -236,12 +236,9 @@ def _result(index: int, cell: Any, outputs: list[dict[str, Any]], tags: set[str]
 
 
 def _traceback(cell: Any) -> str:
-    from pytest_dsrepro.normalize import VOLATILE
-
-    ansi = VOLATILE[0][0]
     for output in cell.outputs:
         if output.get("output_type") == "error":
-            return ansi.sub("", "\n".join(output.get("traceback") or []))
+            return ANSI.sub("", "\n".join(output.get("traceback") or []))
     return "(no traceback)"
 
 
