@@ -73,18 +73,21 @@ def test_verbose_shows_the_build_output(project: Project) -> None:
 
 def test_failing_step_shows_its_output_and_tags_nothing(project: Project,
                                                         docker_client: Any) -> None:
-    project.dockerfile("RUN echo first-line && echo the-cause >&2 && exit 3")
+    project.dockerfile("RUN echo on-stdout && echo the-cause >&2 && exit 3")
     project.pytester.makepyfile(test_one=MARKED)
     result = project.run("--in-docker")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
-        "ERROR: image build failed at Step 2/3 : RUN echo first-line && echo the-cause >&2 && exit 3",
+        "ERROR: image build failed at Step 2/3 : RUN echo on-stdout && echo the-cause >&2 && exit 3",
         "  The command * returned a non-zero code: 3",
-        "  last * lines of its output:",
-        "  | first-line",
-        "  | the-cause",
+        "  last 2 lines of its output:",
+        "  | *",
+        "  | *",
         "  Nothing was tagged; fix the step and rerun.",
     ])
+    # The step's stdout and stderr reach the engine's log in either order.
+    shown = [line for line in result.stderr.lines if line.startswith("  | ")]
+    assert sorted(shown) == ["  | on-stdout", "  | the-cause"]
     assert "Traceback" not in result.stderr.str()
     assert project.images(docker_client) == []
 
