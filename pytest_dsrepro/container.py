@@ -110,6 +110,11 @@ class WorkerContainer:
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.container = client.containers.create(**options)
         self._reader: threading.Thread | None = None
+        self._exit_code: int | None = None
+
+    def exited(self, code: int) -> None:
+        """The worker said it is done with this exit code; ``ending`` need not wait."""
+        self._exit_code = code
 
     def start(self) -> None:
         self.container.start()
@@ -166,6 +171,8 @@ class WorkerContainer:
 
     def ending(self) -> Ending:
         """Wait for the exit and say how it went."""
+        if self._exit_code is not None:
+            return Ending(self._exit_code, False, list(self.stderr_tail))
         try:
             result = self.client.api.wait(self.container.id, timeout=60)
             code = int(result.get("StatusCode", -1))

@@ -4,9 +4,12 @@ and every report the containers send replayed through the host's own hooks."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import queue
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +20,14 @@ import pytest
 from pytest_dsrepro import engine
 from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.image import BuildPlan, ImageResult, ensure_image, find_image, git_commit
+from pytest_dsrepro.image import (
+    BuildPlan,
+    ImageResult,
+    cached_image,
+    ensure_image,
+    find_image,
+    git_commit,
+)
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.remote import RemoteCollection
 from pytest_dsrepro.settings import Settings
@@ -54,6 +64,52 @@ class Controller:
         self.containers_started = 0
         self._collection: RemoteCollection | None = None
         self._run_config: RunConfig | None = None
+        self._notes: list[str] = []
+        self._warming: threading.Thread | None = None
+        self._warm: tuple[WorkerContainer, Path] | None = None
+
+    # -- a container started while the host collects -----------------------------------------
+
+    def prestart(self) -> None:
+        """Start the default group's container in the background, when the image is warm, so
+        that its start and its Python imports overlap the host's collection."""
+        self._warming = threading.Thread(target=self._prestart, name="dsrepro-prestart",
+                                         daemon=True)
+        self._warming.start()
+
+    def _prestart(self) -> None:
+        try:
+            self._connect()
+            if self.settings.image:
+                image: ImageResult | None = self._given_image()
+            elif self.settings.rebuild:
+                return
+            else:
+                image = cached_image(self.client, self._plan())
+            if image is None:  # a build is due: it runs, with its progress, after collection
+                return
+            self._image = image
+            self._notes.append(f"image {image.tag} ({'given' if self.settings.image else 'cached'})")
+            self.run_config()
+            request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
+            request.parent.mkdir(exist_ok=True)
+            worker = self._create(self.default_spec(), ["--wait", str(request)])
+            self._warm = (worker, request)
+        except Exception:  # the main thread meets the same fault and reports it
+            return
+
+    def _settle(self) -> None:
+        """Wait for the background start; print what it found."""
+        if self._warming is not None and self._warming is not threading.current_thread():
+            self._warming.join()
+            self._warming = None
+            for note in self._notes:
+                self.say(note)
+            self._notes.clear()
+
+    def default_spec(self) -> ContainerSpec:
+        s = self.settings
+        return ContainerSpec(cpus=s.cpus, memory=s.memory, network=s.network)
 
     # -- engine and image -------------------------------------------------------------------
 
@@ -71,34 +127,51 @@ class Controller:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = engine.connect()
-            swept = engine.sweep(self._client)
-            if swept:
-                self.say(f"removed {len(swept)} container(s) left by killed sessions")
+            self._connect()
         return self._client
+
+    def _connect(self) -> None:
+        self._client = engine.connect()
+        swept = engine.sweep(self._client)
+        if swept:
+            self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
+
+    def _plan(self) -> BuildPlan:
+        s = self.settings
+        return BuildPlan(
+            project=s.project, context=s.context, dockerfile=s.dockerfile,
+            build_args=s.build_args, target=s.target, network=s.build_network,
+            ignore=_inside(s.baselines, s.context),
+        )
+
+    def _given_image(self) -> ImageResult:
+        image = self.settings.image or ""
+        found = find_image(self.client, image)
+        if found is None:
+            raise DsreproUsageError(
+                f"image {image} (dsrepro_image) is not in the engine; build or pull it"
+            )
+        return ImageResult(image, found.id, False, 0.0)
 
     def image(self) -> ImageResult:
         """The image container items run in, built once per session."""
+        self._settle()
         if self._image is None:
-            s = self.settings
-            if s.image:
-                found = find_image(self.client, s.image)
-                if found is None:
-                    raise DsreproUsageError(
-                        f"image {s.image} (dsrepro_image) is not in the engine; build or pull it"
-                    )
-                self.say(f"image {s.image} (given)")
-                self._image = ImageResult(s.image, found.id, False, 0.0)
+            if self.settings.image:
+                self._image = self._given_image()
+                self.say(f"image {self._image.tag} (given)")
             else:
-                plan = BuildPlan(
-                    project=s.project, context=s.context, dockerfile=s.dockerfile,
-                    build_args=s.build_args, target=s.target, network=s.build_network,
-                    ignore=_inside(s.baselines, s.context),
-                )
                 verbose = self.config.get_verbosity() > 0
-                self._image = ensure_image(self.client, plan, rebuild=s.rebuild, say=self.say,
+                self._image = ensure_image(self.client, self._plan(),
+                                           rebuild=self.settings.rebuild, say=self._say_now,
                                            verbose=verbose)
         return self._image
+
+    def _say_now(self, line: str) -> None:
+        for note in self._notes:
+            self.say(note)
+        self._notes.clear()
+        self.say(line)
 
     def scratch(self) -> Path:
         if self._scratch is None:
@@ -111,6 +184,10 @@ class Controller:
         return self._scratch
 
     def close(self) -> None:
+        self._settle()
+        if self._warm is not None:
+            self._warm[0].remove()
+            self._warm = None
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
@@ -167,9 +244,20 @@ class Controller:
         return args
 
     def start(self, spec: ContainerSpec, args: list[str], require: list[str]) -> WorkerContainer:
+        """A container running pytest on ``args``: the prestarted one when it fits."""
+        self._settle()
+        if self._warm is not None and spec.group == self.default_spec().group:
+            worker, request = self._warm
+            self._warm = None
+            partial = request.with_name(request.name + ".part")
+            partial.write_text(json.dumps({"require": require, "args": args}), encoding="utf-8")
+            os.replace(partial, request)
+            return worker
+        return self._create(spec, ["--require", ",".join(require), "--", *args])
+
+    def _create(self, spec: ContainerSpec, launch_args: list[str]) -> WorkerContainer:
         run = self.run_config()
-        command = [run.python, "-m", "pytest_dsrepro.launch", "--require", ",".join(require),
-                   "--", *args]
+        command = [run.python, "-m", "pytest_dsrepro.launch", *launch_args]
         worker = WorkerContainer(self.client, container_options(run, spec, command))
         self.containers_started += 1
         worker.start()
@@ -181,9 +269,7 @@ class Controller:
         """Items of ``dsrepro_container_paths``, collected once inside the container."""
         if self._collection is None:
             paths = [str(p) for p in self.settings.container_paths if p.exists()]
-            spec = ContainerSpec(cpus=self.settings.cpus, memory=self.settings.memory,
-                                 network=self.settings.network)
-            worker = self.start(spec, [*self.worker_args(), "--collect-only", "-q", *paths],
+            worker = self.start(self.default_spec(), [*self.worker_args(), "--collect-only", "-q", *paths],
                                 ["pytest", "yaml"])
             items: list[dict[str, Any]] | None = None
             errors: dict[str, str] = {}
@@ -199,6 +285,9 @@ class Controller:
                         report = self.config.hook.pytest_report_from_serializable(
                             config=self.config, data=event["data"])
                         errors[report.nodeid] = report.longreprtext
+                    elif kind == "exit":
+                        worker.exited(int(event["code"]))
+                        break
                     elif kind == "_eof":
                         break
                 ending = worker.ending()
@@ -328,6 +417,9 @@ class Controller:
                     return GroupOutcome([], stop=True)
             elif kind == "finish":
                 finished = True
+            elif kind == "exit":  # the rest is interpreter shutdown: no need to wait for it
+                worker.exited(int(event["code"]))
+                break
             elif kind == "_eof":
                 break
         return self._after_exit(session, worker, items, done, current, finished)

@@ -171,20 +171,31 @@ class ImageResult:
     seconds: float
 
 
+def cached_image(client: Any, plan: BuildPlan) -> ImageResult | None:
+    """The image with this plan's content hash when the engine has it; never builds."""
+    plan.check()
+    start = time.monotonic()
+    tag = tag_for(plan, content_hash(plan))
+    image = find_image(client, tag)
+    if image is None:
+        return None
+    return ImageResult(tag, image.id, False, time.monotonic() - start)
+
+
 def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbose: bool
                  ) -> ImageResult:
     """Reuse the image with this content hash, or build it once even across processes."""
     from filelock import FileLock
 
-    plan.check()
     start = time.monotonic()
+    if not rebuild:
+        cached = cached_image(client, plan)
+        if cached is not None:
+            say(f"image {cached.tag} (cached)")
+            return cached
+    plan.check()
     digest = content_hash(plan)
     tag = tag_for(plan, digest)
-    if not rebuild:
-        image = find_image(client, tag)
-        if image is not None:
-            say(f"image {tag} (cached)")
-            return ImageResult(tag, image.id, False, time.monotonic() - start)
     lock = FileLock(str(_lock_path(tag)), mode=0o666)
     try:
         lock.acquire(timeout=0)

@@ -36,7 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.in_docker:
         from pytest_dsrepro.controller import Controller
 
-        config.pluginmanager.register(Controller(config, settings), CONTROLLER_NAME)
+        controller = Controller(config, settings)
+        config.pluginmanager.register(controller, CONTROLLER_NAME)
+        if not config.option.help and not (config.option.collectonly
+                                           and not settings.container_paths):
+            controller.prestart()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -331,3 +332,78 @@ def test_containers_of_killed_sessions_are_swept(project: Project, docker_client
     result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
     assert _labelled(docker_client, dead.pid) == []
     assert left.id not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+# A conftest that waits, while the host collects, for a container of this session to exist and
+# records its id: the container is started before collection ends.
+WATCH_COLLECTION = """
+    import json, os, time
+    import pytest
+
+    def pytest_collection_modifyitems(config, items):
+        if os.environ.get("DSREPRO_IN_CONTAINER") or not os.environ.get("WATCH_COLLECTION"):
+            return
+        import docker
+        from pytest_dsrepro.engine import LABEL_PID
+        client = docker.from_env()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = client.containers.list(all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
+            if found:
+                with open("during-collection.json", "w") as handle:
+                    json.dump([c.id for c in found], handle)
+                break
+            time.sleep(0.05)
+        if os.environ.get("INTERRUPT_COLLECTION"):
+            raise KeyboardInterrupt
+"""
+
+
+def test_the_container_starts_while_the_host_collects_and_runs_the_items(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    project.ignore("during-collection.json", "scratch")
+    project.pytester.makeconftest(WATCH_COLLECTION)
+    project.pytester.makepyfile(test_one="""
+        import os, socket, pytest
+
+        @pytest.mark.container
+        def test_inside():
+            with open(os.path.join(os.environ["DSREPRO_SCRATCH"], "ran-in"), "w") as handle:
+                handle.write(socket.gethostname())
+    """)
+    project.run("--in-docker").assert_outcomes(passed=1)  # builds the image
+    monkeypatch.setenv("WATCH_COLLECTION", "1")
+    scratch = project.path / "scratch"
+    project.run("--in-docker", f"--dsrepro-scratch={scratch}").assert_outcomes(passed=1)
+    early = json.loads((project.path / "during-collection.json").read_text())
+    assert len(early) == 1
+    assert early[0].startswith((scratch / "ran-in").read_text())
+
+
+@pytest.mark.parametrize("case", ["no container item", "interrupted during collection"])
+def test_a_container_started_early_is_removed_when_not_used(
+        project: Project, docker_client: Any, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    project.ignore("during-collection.json")
+    project.pytester.makeconftest(WATCH_COLLECTION)
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+
+        def test_host():
+            pass
+    """)
+    project.run("--in-docker").assert_outcomes(passed=2)
+    monkeypatch.setenv("WATCH_COLLECTION", "1")
+    if case == "no container item":
+        result = project.run("--in-docker", "-k", "test_host")
+        result.assert_outcomes(passed=1, deselected=1)
+    else:
+        monkeypatch.setenv("INTERRUPT_COLLECTION", "1")
+        result = project.run("--in-docker")
+        assert result.ret == pytest.ExitCode.INTERRUPTED
+    early = json.loads((project.path / "during-collection.json").read_text())
+    assert len(early) == 1
+    assert early[0] not in [c.id for c in docker_client.containers.list(all=True)]
