@@ -3,7 +3,6 @@ tolerance, images by pixels, and readable differences for the failure display.""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import difflib
 import io
@@ -58,6 +57,9 @@ class Mismatch:
     numbers: list[NumberDiff] = dataclasses.field(default_factory=list)
     note: str = ""
     tolerance: Tolerance | None = None
+    kind: str = "text"  # text, numbers, image or structure
+    images: dict[str, bytes] = dataclasses.field(default_factory=dict)  # expected, obtained, difference
+    written: dict[str, str] = dataclasses.field(default_factory=dict)  # the same, as files
 
     def render(self) -> str:
         lines = [f"{self.what}:"]
@@ -68,7 +70,20 @@ class Mismatch:
             tol = f" (tolerance {self.tolerance.describe()})" if self.tolerance else ""
             lines.append(f"  numbers outside tolerance{tol}:")
             lines.append(number_table(self.numbers))
+        lines += [f"  {kind} image: {path}" for kind, path in self.written.items()]
         return "\n".join(lines)
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready summary for reports."""
+        worst = max(self.numbers, key=lambda n: n.absolute, default=None)
+        return {
+            "what": self.what, "kind": self.kind, "note": self.note,
+            "diff": self.diff[:200],
+            "numbers_outside": len(self.numbers),
+            "max_abs": worst.absolute if worst else None,
+            "max_rel": max((n.relative for n in self.numbers), default=None),
+            "images": dict(self.written),
+        }
 
 
 def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
@@ -109,41 +124,43 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
                 outside.append(NumberDiff(f"#{index + 1} (line {line})", ev, ov))
         if not outside:
             return None
-        return Mismatch(what, unified(expected, obtained), outside, tolerance=tol)
+        return Mismatch(what, unified(expected, obtained), outside, tolerance=tol, kind="numbers")
     return Mismatch(what, unified(expected, obtained), tolerance=tol)
 
 
-def compare_image(what: str, expected_b64: str, obtained_b64: str, pixel_tolerance: int = 8,
-                  max_fraction: float = 0.001) -> tuple[Mismatch | None, bytes | None]:
+def compare_image(what: str, expected: bytes, obtained: bytes, pixel_tolerance: int = 8,
+                  max_fraction: float = 0.001) -> Mismatch | None:
     """Pixels compared with Pillow where installed (a channel may differ by ``pixel_tolerance``;
     at most ``max_fraction`` of pixels may differ more); bytes compared exactly otherwise.
-    Returns the mismatch and, on failure, a PNG of the difference."""
-    if expected_b64 == obtained_b64:
-        return None, None
-    expected, obtained = base64.b64decode(expected_b64), base64.b64decode(obtained_b64)
+    A mismatch carries the expected, obtained and (with Pillow) difference images."""
+    if expected == obtained:
+        return None
+    images = {"expected": expected, "obtained": obtained}
     try:
         from PIL import Image, ImageChops
     except ImportError:
-        return Mismatch(what, note="images differ byte for byte (install Pillow, the "
-                        "'images' extra, to compare pixels with a tolerance)"), None
+        return Mismatch(what, kind="image", images=images, note="images differ byte for byte "
+                        "(install Pillow, the 'images' extra, to compare pixels with a tolerance)")
     exp_img = Image.open(io.BytesIO(expected)).convert("RGBA")
     obt_img = Image.open(io.BytesIO(obtained)).convert("RGBA")
     if exp_img.size != obt_img.size:
-        return Mismatch(what, note=f"image size {obt_img.size} differs from the expected "
-                        f"{exp_img.size}"), None
+        return Mismatch(what, kind="image", images=images, note=f"image size {obt_img.size} "
+                        f"differs from the expected {exp_img.size}")
     difference = ImageChops.difference(exp_img, obt_img)
     extrema: Any = difference.getextrema()
     worst = max(band_max for _, band_max in extrema)
     if worst <= pixel_tolerance:
-        return None, None
+        return None
     channel_max = difference.convert("RGB").split()
     over = ImageChops.lighter(ImageChops.lighter(channel_max[0], channel_max[1]), channel_max[2])
-    count = sum(over.point(lambda v: 255 if v > pixel_tolerance else 0).histogram()[255:])
+    mask = over.point(lambda v: 255 if v > pixel_tolerance else 0)
+    count = sum(mask.histogram()[255:])
     total = exp_img.size[0] * exp_img.size[1]
     if count / total <= max_fraction:
-        return None, None
+        return None
     buffer = io.BytesIO()
-    over.point(lambda v: 255 if v > pixel_tolerance else 0).save(buffer, format="PNG")
+    mask.save(buffer, format="PNG")
     note = (f"{count} of {total} pixels ({count / total:.2%}) differ by more than "
             f"{pixel_tolerance} (largest difference {worst})")
-    return Mismatch(what, note=note), buffer.getvalue()
+    return Mismatch(what, kind="image", note=note,
+                    images={**images, "difference": buffer.getvalue()})

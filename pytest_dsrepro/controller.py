@@ -67,6 +67,7 @@ class Controller:
         self._notes: list[str] = []
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path] | None = None
+        self._made_artifacts = False
 
     # -- a container started while the host collects -----------------------------------------
 
@@ -141,7 +142,7 @@ class Controller:
         return BuildPlan(
             project=s.project, context=s.context, dockerfile=s.dockerfile,
             build_args=s.build_args, target=s.target, network=s.build_network,
-            ignore=_inside(s.baselines, s.context),
+            ignore=_inside(s.baselines, s.context) + _inside(s.artifacts, s.context),
         )
 
     def _given_image(self) -> ImageResult:
@@ -188,6 +189,11 @@ class Controller:
         if self._warm is not None:
             self._warm[0].remove()
             self._warm = None
+        if self._made_artifacts:  # made for the containers to write into; drop it if unused
+            try:
+                self.settings.artifacts.rmdir()
+            except OSError:
+                pass
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
@@ -219,8 +225,12 @@ class Controller:
         )
 
     def writable_folders(self) -> tuple[Path, ...]:
-        """The baselines folder, in update mode only."""
-        return (self.settings.baselines,) if self.settings.update else ()
+        """The artifacts folder, and the baselines folder in update mode only."""
+        artifacts = self.settings.artifacts
+        if not artifacts.exists():
+            artifacts.mkdir(parents=True)
+            self._made_artifacts = True
+        return (artifacts, self.settings.baselines) if self.settings.update else (artifacts,)
 
     def worker_args(self) -> list[str]:
         """Arguments of the pytest session inside: same rootdir, ini and report style."""

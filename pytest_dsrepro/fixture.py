@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Tolerance, number_table
+from pytest_dsrepro.results import annotate
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError, Store
 from pytest_dsrepro.values import Differences, encode
@@ -25,6 +27,8 @@ class Baseline:
         self.files: dict[str, bytes] = {}
         self._doc: dict[str, Any] | None = None
         self._loaded = False
+        self._diverged: list[dict[str, Any]] = []
+        self.artifacts = Artifacts(settings.artifacts, settings.rootdir, item.nodeid)
 
     def check(self, name: str, value: Any, *, rtol: float | None = None,
               atol: float | None = None) -> None:
@@ -41,6 +45,7 @@ class Baseline:
         doc = self._load()
         recorded = (doc.get("values") or {})
         if name not in recorded:
+            annotate(self.item, verdict="missing")
             pytest.fail(f"no baseline for {name!r} in {self.store.display(self.path)}: run with "
                         "--dsrepro-update", pytrace=False)
         tolerance = Tolerance(rtol=self.settings.rtol if rtol is None else rtol,
@@ -49,27 +54,35 @@ class Baseline:
         stored = {n: self.store.read_file(self.path, n) for n in _files(recorded[name])}
         found.walk(name, recorded[name], encoded, stored, files)
         if found.numbers or found.other:
-            pytest.fail(self._message(name, found, tolerance, doc), pytrace=False)
+            written = {}
+            for mismatch in found.images:
+                mismatch.written = self.artifacts.write(mismatch.what, mismatch.images)
+                written.update({f"{mismatch.what} {k}": v for k, v in mismatch.written.items()})
+            self._diverged.append(_record(name, found, written))
+            annotate(self.item, verdict="diverged", differences=self._diverged)
+            pytest.fail(self._message(name, found, tolerance, doc, written), pytrace=False)
 
     def _load(self) -> dict[str, Any]:
         __tracebackhide__ = True
         if not self._loaded:
+            self.artifacts.clear()
+            annotate(self.item, baseline=self.store.display(self.path))
             try:
                 self._doc = self.store.load(self.path)
             except BaselineError as exc:
+                annotate(self.item, verdict="corrupt")
                 pytest.fail(str(exc), pytrace=False)
             self._loaded = True
             if self._doc is not None:
-                self.item.user_properties.append(("dsrepro", {
-                    "baseline": self.store.display(self.path),
-                    "provenance": self._doc.get("provenance") or {}}))
+                annotate(self.item, provenance=self._doc.get("provenance") or {})
         if self._doc is None:
+            annotate(self.item, verdict="missing")
             pytest.fail(f"no baseline: run with --dsrepro-update (expected at "
                         f"{self.store.display(self.path)})", pytrace=False)
         return self._doc
 
     def _message(self, name: str, found: Differences, tolerance: Tolerance,
-                 doc: dict[str, Any]) -> str:
+                 doc: dict[str, Any], written: dict[str, str]) -> str:
         from pytest_dsrepro import provenance
 
         lines = [f"baseline {name!r} differs ({self.store.display(self.path)}):"]
@@ -78,6 +91,7 @@ class Baseline:
             lines.append(f"  {len(found.numbers)} number(s) outside tolerance "
                          f"({tolerance.describe()}):")
             lines.append(number_table(found.numbers))
+        lines += [f"  {what} image: {path}" for what, path in written.items()]
         changed = provenance.differences(doc.get("provenance") or {}, provenance.collect())
         if changed:
             lines.append("  since the baseline was recorded: " + "; ".join(changed))
@@ -85,15 +99,32 @@ class Baseline:
 
     def finish(self) -> None:
         """In update mode, write what the test checked."""
-        if not self.settings.update or not self.values:
+        if not self.values:
+            return
+        if not self.settings.update:
+            if self._loaded and self._doc is not None and not self._diverged:
+                annotate(self.item, verdict="reproduced")
             return
         from pytest_dsrepro import provenance
 
         doc = {"kind": "test", "node": self.item.nodeid, "provenance": provenance.collect(),
                "values": self.values}
         status = self.store.write(self.path, doc, self.files)
-        self.item.user_properties.append(("dsrepro", {"baseline": self.store.display(self.path),
-                                                      "status": status}))
+        annotate(self.item, baseline=self.store.display(self.path), verdict="recorded",
+                 status=status)
+
+
+def _record(name: str, found: Differences, written: dict[str, str]) -> dict[str, Any]:
+    """One diverged value, for reports."""
+    kind = "image" if found.images else "numbers" if found.numbers and not found.other \
+        else "structure"
+    return {
+        "value": name, "kind": kind, "note": "; ".join(found.other[:20]),
+        "numbers_outside": len(found.numbers),
+        "max_abs": max((n.absolute for n in found.numbers), default=None),
+        "max_rel": max((n.relative for n in found.numbers), default=None),
+        "images": written,
+    }
 
 
 def _files(value: Any) -> list[str]:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
 from pytest_dsrepro.normalize import ANSI, IMAGE_TYPES, compile_user_patterns, normalize_outputs
+from pytest_dsrepro.results import annotate
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError
 
@@ -109,48 +111,58 @@ class NotebookItem(pytest.Item):
             rtol=float(self.options.get("rtol", settings.rtol)),
             atol=float(self.options.get("atol", settings.atol)),
         )
+        artifacts = Artifacts(settings.artifacts, settings.rootdir, self.nodeid)
         if settings.baseline_source == "notebook":
             expected = baseline_from_notebook(original, settings)
-            self._compare(expected, cells, tolerance, images={})
+            self._compare(expected, cells, tolerance, {}, artifacts)
             return
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path))
         if settings.update:
             status = store.write(path, *baseline_document(self.nodeid, cells))
-            self.user_properties.append(("dsrepro", {"baseline": store.display(path),
-                                                     "status": status}))
+            annotate(self, baseline=store.display(path), verdict="recorded", status=status)
             return
         try:
             doc = store.load(path)
         except BaselineError as exc:
+            annotate(self, baseline=store.display(path), verdict="corrupt")
             raise NotebookError(str(exc)) from None
         if doc is None:
+            annotate(self, baseline=store.display(path), verdict="missing")
             raise NotebookError(f"no baseline: run with --dsrepro-update (expected at "
                                 f"{store.display(path)})")
-        self.user_properties.append(("dsrepro", {"baseline": store.display(path),
-                                                 "provenance": doc.get("provenance") or {}}))
-        images = {name: base64.b64encode(store.read_file(path, name)).decode()
-                  for name in _image_files(doc)}
-        self._compare(doc.get("cells") or [], cells, tolerance, images)
+        annotate(self, baseline=store.display(path), provenance=doc.get("provenance") or {})
+        images = {name: store.read_file(path, name) for name in _image_files(doc)}
+        self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts)
 
     def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
-                 tolerance: Tolerance, images: dict[str, str]) -> None:
+                 tolerance: Tolerance, images: dict[str, bytes], artifacts: Artifacts) -> None:
+        artifacts.clear()
         stale = _stale(expected, cells)
         if stale:
+            annotate(self, verdict="stale")
             raise NotebookError(f"{self.nodeid}: the baseline is stale: {stale}; review the change "
                                 "and run with --dsrepro-update")
         problems: list[str] = []
+        records: list[dict[str, Any]] = []
         by_index = {cell.index: cell for cell in cells}
         for entry in expected:
             cell = by_index[entry["index"]]
             if cell.ignore_output or entry.get("ignore_output"):
                 continue
             mismatches = compare_cell(entry.get("outputs") or [], cell.outputs, tolerance, images)
+            for mismatch in mismatches:
+                if mismatch.images:
+                    mismatch.written = artifacts.write(f"cell-{cell.index}-{mismatch.what}",
+                                                       mismatch.images)
+                records.append({"cell": cell.index, **mismatch.record()})
             if mismatches:
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
+            annotate(self, verdict="diverged", differences=records)
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
                                 + "\n\n".join(problems))
+        annotate(self, verdict="reproduced")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
                      ) -> str | Any:
@@ -310,10 +322,10 @@ def _summary(outputs: list[dict[str, Any]]) -> str:
 
 
 def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
-                 tolerance: Tolerance, images: dict[str, str]) -> list[Mismatch]:
+                 tolerance: Tolerance, images: dict[str, bytes]) -> list[Mismatch]:
     """The differences between one cell's expected and obtained outputs."""
     if [o["type"] for o in expected] != [o["type"] for o in obtained]:
-        return [Mismatch("outputs", note=f"expected {_summary(expected)}; "
+        return [Mismatch("outputs", kind="structure", note=f"expected {_summary(expected)}; "
                          f"obtained {_summary(obtained)}")]
     found: list[Mismatch] = []
     for number, (exp, obt) in enumerate(zip(expected, obtained)):
@@ -334,15 +346,16 @@ def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
 
 
 def _compare_data(label: str, expected: dict[str, Any], obtained: dict[str, Any],
-                  tolerance: Tolerance, images: dict[str, str]) -> list[Mismatch]:
+                  tolerance: Tolerance, images: dict[str, bytes]) -> list[Mismatch]:
     found: list[Mismatch] = []
     if set(expected) != set(obtained):
-        return [Mismatch(f"{label}", note=f"expected types {sorted(expected)}; obtained "
-                         f"{sorted(obtained)}")]
+        return [Mismatch(f"{label}", kind="structure", note=f"expected types {sorted(expected)}; "
+                         f"obtained {sorted(obtained)}")]
     for mime, value in expected.items():
         if mime in IMAGE_TYPES:
-            exp_b64 = images.get(value["file"], "") if isinstance(value, dict) else value
-            mismatch, _diff = compare_image(f"{label} ({mime})", exp_b64, obtained[mime])
+            exp_raw = images.get(value["file"], b"") if isinstance(value, dict) \
+                else base64.b64decode(value)
+            mismatch = compare_image(f"{label} ({mime})", exp_raw, base64.b64decode(obtained[mime]))
         else:
             mismatch = compare_text(f"{label} ({mime})", value, obtained[mime], tolerance)
         if mismatch:

@@ -126,6 +126,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="NAME"),
     Option("baselines", "folder of baselines, relative to the rootdir (default: baselines)",
            metavar="DIR"),
+    Option("artifacts", "folder for the expected, obtained and difference images of failed "
+           "comparisons, relative to the rootdir (default: dsrepro-artifacts)", metavar="DIR"),
     Option("baseline_source", "compare notebooks with: baselines (default) or notebook (the "
            "outputs saved in the notebook, as nbval does)", metavar="SOURCE"),
     Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
@@ -213,6 +215,7 @@ class Settings:
     kernel: str | None = None
     baselines: Path = Path("baselines")
     baseline_source: str = "baselines"
+    artifacts: Path = Path("dsrepro-artifacts")
     sanitize: tuple[str, ...] = ()
     rtol: float = 1e-6
     atol: float = 1e-12
@@ -259,6 +262,7 @@ class Settings:
             notebooks=tuple(raw_value(config, "notebooks")),
             kernel=raw_value(config, "kernel") or None,
             baselines=path("baselines", "baselines"),
+            artifacts=path("artifacts", "dsrepro-artifacts"),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook")),
             sanitize=tuple(raw_value(config, "sanitize")),

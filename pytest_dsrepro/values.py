@@ -3,11 +3,10 @@ files beside it) and compared within a tolerance, difference by difference."""
 
 from __future__ import annotations
 
-import base64
 import io
 from typing import Any
 
-from pytest_dsrepro.compare import NumberDiff, Tolerance, compare_image
+from pytest_dsrepro.compare import Mismatch, NumberDiff, Tolerance, compare_image
 
 SUPPORTED = ("numbers, strings, booleans, None, and lists, tuples and dicts of those; numpy "
              "scalars and arrays; pandas Series and DataFrames; matplotlib figures")
@@ -93,6 +92,7 @@ class Differences:
         self.tolerance = tolerance
         self.numbers: list[NumberDiff] = []
         self.other: list[str] = []
+        self.images: list[Mismatch] = []
 
     def walk(self, where: str, expected: Any, obtained: Any, exp_files: dict[str, bytes],
              obt_files: dict[str, bytes]) -> None:
@@ -148,9 +148,9 @@ class Differences:
 
     def _image(self, where: str, exp: dict[str, Any], obt: dict[str, Any],
                exp_files: dict[str, bytes], obt_files: dict[str, bytes]) -> None:
-        mismatch, _ = compare_image(where, base64.b64encode(exp_files[exp["file"]]).decode(),
-                                    base64.b64encode(obt_files[obt["file"]]).decode())
+        mismatch = compare_image(where, exp_files[exp["file"]], obt_files[obt["file"]])
         if mismatch is not None:
+            self.images.append(mismatch)
             self.other.append(f"{where}: {mismatch.note}")
 
 

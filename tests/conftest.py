@@ -22,6 +22,16 @@ REQUIRE_DOCKER = os.environ.get("DSREPRO_REQUIRE_DOCKER", "") not in ("", "0", "
 BASE_FROM = os.environ.get("DSREPRO_TEST_FROM", "python:3.11-slim")
 
 
+def needs(*modules: str) -> None:
+    """Skip unless the optional packages are installed (the ``test`` extra has them all).
+    Checked without importing: pytester's module snapshots make numpy re-imports fail."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: pip install -e '.[test]'")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):

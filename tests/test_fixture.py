@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import Project
+from conftest import Project, needs
 
 TEST = """
 import os
@@ -26,8 +26,9 @@ def test_param(baseline, k):
 
 
 def run(pytester: pytest.Pytester, *args: str, shift: str = "0") -> pytest.RunResult:
-    pytester._monkeypatch.setenv("SHIFT", shift)
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHIFT", shift)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
 def test_lifecycle_of_plain_values(pytester: pytest.Pytester) -> None:
@@ -82,7 +83,7 @@ def test_unsupported_type_names_the_supported_ones(pytester: pytest.Pytester) ->
 
 
 def test_numpy_arrays_small_and_large(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("numpy")
+    needs("numpy")
     pytester.makepyfile(test_np="""
         import os
         import numpy as np
@@ -105,7 +106,7 @@ def test_numpy_arrays_small_and_large(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["baseline 'large' differs*", "*large[[]10[]]*1.428571429*"])
 
 
-def test_lifecycle_inside_the_container(project: Project) -> None:
+def test_lifecycle_inside_the_container(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     project.ini(dsrepro_env=["SHIFT"])
     project.pytester.makepyfile(test_values=TEST.replace(
         "def test_metrics(baseline):", "@pytest.mark.container\ndef test_metrics(baseline):"))
@@ -116,7 +117,80 @@ def test_lifecycle_inside_the_container(project: Project) -> None:
     assert path.stat().st_uid == os.getuid()
     assert "image: dsrepro/" in path.read_text()
     project.run("--in-docker", "-k", "metrics").assert_outcomes(passed=1, deselected=2)
-    project.pytester._monkeypatch.setenv("SHIFT", "0.01")
+    monkeypatch.setenv("SHIFT", "0.01")
     result = project.run("--in-docker", "-k", "metrics")
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(["baseline 'accuracy' differs*"])
+
+
+def test_pandas_frames_and_series(pytester: pytest.Pytester) -> None:
+    needs("pandas")
+    pytester.makepyfile(test_pd="""
+        import os
+        import pandas as pd
+
+        def test_frames(baseline):
+            shift = float(os.environ["SHIFT"])
+            frame = pd.DataFrame({"sepal": [5.1, 4.9, float("nan")], "label": ["a", "b", "c"]},
+                                 index=["r0", "r1", "r2"])
+            frame.loc["r1", "sepal"] += shift
+            if os.environ.get("RETYPE"):
+                frame["label"] = frame["label"].astype("category")
+            baseline.check("frame", frame)
+            baseline.check("counts", pd.Series([3, 4], index=["x", "y"], name="n"))
+    """)
+    missing = run(pytester)
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update*"])
+    run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    text = (pytester.path / "baselines/tests/test_pd/test_frames.yaml").read_text()
+    assert "float64" in text and "sepal" in text and "r2" in text
+    run(pytester, shift="1e-9").assert_outcomes(passed=1)  # NaN equals NaN; tiny shift within rtol
+    broken = run(pytester, shift="0.5")
+    broken.assert_outcomes(failed=1)
+    broken.stdout.fnmatch_lines([
+        "baseline 'frame' differs*",
+        "*position*expected*obtained*abs diff*rel diff",
+        "*frame[[]'r1', 'sepal'[]]*4.9*5.4*0.5*",
+    ])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RETYPE", "1")
+        retyped = run(pytester)
+    retyped.assert_outcomes(failed=1)
+    retyped.stdout.fnmatch_lines(["  frame: dtypes [[]'float64', 'category'[]], expected "
+                                  "[[]'float64', '*'[]]"])  # 'object' or 'str' by pandas version
+
+
+FIGURE_TEST = """
+import os
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+def test_figure(baseline):
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    ax.bar([0, 1], [1, 2 + float(os.environ["SHIFT"])])
+    ax.set_axis_off()
+    baseline.check("bars", fig)
+"""
+
+
+def test_matplotlib_figures_compare_as_images(pytester: pytest.Pytester) -> None:
+    needs("matplotlib", "PIL")
+    pytester.makepyfile(test_fig=FIGURE_TEST)
+    run(pytester).assert_outcomes(failed=1)
+    run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    files = pytester.path / "baselines/tests/test_fig/test_figure.files"
+    assert [p.name for p in files.iterdir()] == ["bars.png"]
+    run(pytester).assert_outcomes(passed=1)
+    broken = run(pytester, shift="-1.5")
+    broken.assert_outcomes(failed=1)
+    folder = "dsrepro-artifacts/test_fig.py--test_figure"
+    broken.stdout.fnmatch_lines([
+        "baseline 'bars' differs*",
+        "  bars: * pixels (*) differ by more than 8*",
+        f"  bars expected image: {folder}/bars-expected.png",
+        f"  bars obtained image: {folder}/bars-obtained.png",
+        f"  bars difference image: {folder}/bars-difference.png",
+    ])
+    assert (pytester.path / folder / "bars-difference.png").stat().st_size > 0

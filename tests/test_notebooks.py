@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs
 from notebooks import cell, write_notebook
 
 VALUE = "import os\nvalue = float(os.environ.get('NB_VALUE', '0.9711'))\nprint('accuracy', value)"
@@ -19,9 +20,10 @@ def nbproject(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(pytester: pytest.Pytester, *args: str, value: str | None = None) -> pytest.RunResult:
-    if value is not None:
-        pytester._monkeypatch.setenv("NB_VALUE", value)
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    with pytest.MonkeyPatch.context() as patch:
+        if value is not None:
+            patch.setenv("NB_VALUE", value)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
 def test_lifecycle_record_pass_perturb_break(nbproject: pytest.Pytester) -> None:
@@ -214,7 +216,7 @@ display(Image.open(io.BytesIO(buffer.getvalue())))
 
 
 def test_images_compare_by_pixels(nbproject: pytest.Pytester) -> None:
-    pytest.importorskip("PIL")
+    needs("PIL")
     write_notebook(nbproject.path / "nb" / "plot.ipynb", PNG_CELL)
     run(nbproject, "--dsrepro-update", value="0").assert_outcomes(passed=1)
     files = list((nbproject.path / "baselines" / "nb" / "plot.files").iterdir())
@@ -222,8 +224,25 @@ def test_images_compare_by_pixels(nbproject: pytest.Pytester) -> None:
     run(nbproject, value="3").assert_outcomes(passed=1)  # within the pixel tolerance
     broken = run(nbproject, value="50")
     broken.assert_outcomes(failed=1)
-    broken.stdout.fnmatch_lines(["output 0 (image/png):",
-                                 "  256 of 4096 pixels (6.25%) differ by more than 8*"])
+    folder = "dsrepro-artifacts/nb__plot.ipynb"
+    broken.stdout.fnmatch_lines([
+        "output 0 (image/png):",
+        "  256 of 4096 pixels (6.25%) differ by more than 8*",
+        f"  expected image: {folder}/cell-0-output_0_image_png-expected.png",
+        f"  obtained image: {folder}/cell-0-output_0_image_png-obtained.png",
+        f"  difference image: {folder}/cell-0-output_0_image_png-difference.png",
+    ])
+    from PIL import Image
+
+    written = nbproject.path / folder
+    expected = Image.open(written / "cell-0-output_0_image_png-expected.png").convert("RGB")
+    obtained = Image.open(written / "cell-0-output_0_image_png-obtained.png").convert("RGB")
+    difference = Image.open(written / "cell-0-output_0_image_png-difference.png")
+    assert expected.getpixel((0, 0)) == (200, 30, 30)
+    assert obtained.getpixel((0, 0)) == (250, 30, 30)
+    assert difference.getpixel((0, 0)) == 255 and difference.getpixel((40, 40)) == 0
+    run(nbproject, value="0").assert_outcomes(passed=1)
+    assert not written.exists()  # a passing comparison clears what an earlier failure left
 
 
 def test_notebook_named_on_the_command_line_is_collected(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,42 @@
+"""Files a failed comparison leaves for people to look at: the expected, obtained and
+difference images, one folder per item under ``dsrepro_artifacts``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pytest_dsrepro.store import safe_name
+
+
+def _extension(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "png"
+    if data.startswith(b"\xff\xd8"):
+        return "jpg"
+    return "bin"
+
+
+class Artifacts:
+    """The artifacts folder of one item; cleared when the item is compared again."""
+
+    def __init__(self, root: Path, rootdir: Path, nodeid: str) -> None:
+        self.rootdir = rootdir
+        self.folder = root / safe_name(nodeid.replace("/", "__").replace("::", "--"))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def write(self, label: str, images: dict[str, bytes]) -> dict[str, str]:
+        """Write ``{"expected": png, ...}`` as ``<label>-expected.png`` and so on; return each
+        file's path relative to the rootdir."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written: dict[str, str] = {}
+        for kind, data in images.items():
+            path = self.folder / f"{safe_name(label)}-{kind}.{_extension(data)}"
+            path.write_bytes(data)
+            try:
+                written[kind] = path.relative_to(self.rootdir).as_posix()
+            except ValueError:
+                written[kind] = str(path)
+        return written
