@@ -21,11 +21,14 @@ class Artifacts:
     """The artifacts folder of one item; cleared when the item is compared again."""
 
     def __init__(self, root: Path, rootdir: Path, nodeid: str) -> None:
+        self.root = root
         self.rootdir = rootdir
         self.folder = root / safe_name(nodeid.replace("/", "__").replace("::", "--"))
 
     def clear(self) -> None:
+        """Drop what an earlier failure of this item left, and the root folder if now empty."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        remove_if_empty(self.root)
 
     def write(self, label: str, images: dict[str, bytes]) -> dict[str, str]:
         """Write ``{"expected": png, ...}`` as ``<label>-expected.png`` and so on; return each
@@ -40,3 +43,10 @@ class Artifacts:
             except ValueError:
                 written[kind] = str(path)
         return written
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # absent, not empty, or a mount point
+        pass

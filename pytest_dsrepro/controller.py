@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro import engine
+from pytest_dsrepro.artifacts import remove_if_empty
 from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.image import (
@@ -67,7 +68,6 @@ class Controller:
         self._notes: list[str] = []
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path] | None = None
-        self._made_artifacts = False
 
     # -- a container started while the host collects -----------------------------------------
 
@@ -189,11 +189,7 @@ class Controller:
         if self._warm is not None:
             self._warm[0].remove()
             self._warm = None
-        if self._made_artifacts:  # made for the containers to write into; drop it if unused
-            try:
-                self.settings.artifacts.rmdir()
-            except OSError:
-                pass
+        remove_if_empty(self.settings.artifacts)  # made for the containers to write into
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
@@ -227,9 +223,7 @@ class Controller:
     def writable_folders(self) -> tuple[Path, ...]:
         """The artifacts folder, and the baselines folder in update mode only."""
         artifacts = self.settings.artifacts
-        if not artifacts.exists():
-            artifacts.mkdir(parents=True)
-            self._made_artifacts = True
+        artifacts.mkdir(parents=True, exist_ok=True)
         return (artifacts, self.settings.baselines) if self.settings.update else (artifacts,)
 
     def worker_args(self) -> list[str]:

@@ -3,6 +3,7 @@ input, on the host through pytester with real kernels."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,46 @@ def test_lifecycle_inside_the_container(project: object) -> None:
     again = project.run("--in-docker")
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines(["dsrepro: image dsrepro/* (cached)"])  # baselines never rebuild
+
+
+RAW_PNG_CELL = """
+import os, struct, zlib
+from IPython.display import Image, display
+
+def png(red):
+    rows = b"".join(b"\\x00" + bytes([red, 0, 0]) * 4 for _ in range(4))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)
+    return (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+display(Image(data=png(int(os.environ.get("NB_VALUE", "10")))))
+"""
+
+
+def test_image_mismatch_inside_the_container_leaves_images_owned_by_the_user(
+        project: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import Project
+
+    assert isinstance(project, Project)
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["NB_VALUE"])
+    write_notebook(project.path / "nb" / "plot.ipynb", RAW_PNG_CELL)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("NB_VALUE", "200")
+    result = project.run("--in-docker")
+    result.assert_outcomes(failed=1)
+    # the base image has no Pillow: exact comparison, said so, with both images kept
+    result.stdout.fnmatch_lines([
+        "output 0 (image/png):",
+        "  images differ byte for byte (install Pillow*",
+        "  expected image: dsrepro-artifacts/nb__plot.ipynb/cell-0-output_0_image_png-expected.png",
+        "  obtained image: dsrepro-artifacts/nb__plot.ipynb/cell-0-output_0_image_png-obtained.png",
+    ])
+    written = project.path / "dsrepro-artifacts" / "nb__plot.ipynb"
+    for image in written.iterdir():
+        assert image.stat().st_uid == os.getuid()
+        assert image.read_bytes().startswith(b"\x89PNG")
+    monkeypatch.delenv("NB_VALUE")
+    project.run("--in-docker").assert_outcomes(passed=1)
+    assert not (project.path / "dsrepro-artifacts").exists()  # cleared, and the empty folder removed
