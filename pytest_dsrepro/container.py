@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest_dsrepro
-from pytest_dsrepro.markers import ContainerSpec
+from pytest_dsrepro.markers import ContainerSpec, Gpu
 
 PLUGIN_MOUNT = "/opt/dsrepro"
 LOG_TAIL = 20
+
+# Set in GPU containers so that GPU work repeats exactly; dsrepro_gpu_env overrides them.
+GPU_ENV = {
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # cuBLAS: deterministic workspaces (PyTorch needs it)
+    "TF_DETERMINISTIC_OPS": "1",  # TensorFlow: deterministic kernels
+    "TF_CUDNN_DETERMINISTIC": "1",  # TensorFlow: deterministic cuDNN algorithms
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +39,7 @@ class RunConfig:
     env: dict[str, str]
     labels: dict[str, str]
     image_env: tuple[str, ...] = ()
+    gpu_env: tuple[tuple[str, str], ...] = ()
 
 
 def plugin_source() -> Path:
@@ -45,6 +53,17 @@ def _pythonpath(image_env: tuple[str, ...]) -> str:
         if key == "PYTHONPATH" and value:
             return f"{PLUGIN_MOUNT}:{value}"
     return PLUGIN_MOUNT
+
+
+def device_requests(gpu: Gpu) -> list[Any]:
+    """The engine's request for GPUs: all of them, a count, or the devices named."""
+    from docker.types import DeviceRequest
+
+    if gpu is True:
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(gpu, tuple):
+        return [DeviceRequest(device_ids=list(gpu), capabilities=[["gpu"]])]
+    return [DeviceRequest(count=int(gpu), capabilities=[["gpu"]])]
 
 
 def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
@@ -62,7 +81,9 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
     for folder in run.writable:
         folder.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
+    gpu = {**GPU_ENV, **dict(run.gpu_env)} if spec.gpu else {}
     environment = {
+        **gpu,
         **run.env,
         "HOME": str(home),
         "TMPDIR": str(run.scratch),
@@ -84,6 +105,8 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "init": True,
         "detach": True,
     }
+    if spec.gpu:
+        options["device_requests"] = device_requests(spec.gpu)
     if spec.cpus:
         options["nano_cpus"] = int(spec.cpus * 1e9)
     if spec.memory:

@@ -68,6 +68,7 @@ class Controller:
         self._notes: list[str] = []
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path] | None = None
+        self._gpu: bool | None = None
 
     # -- a container started while the host collects -----------------------------------------
 
@@ -107,6 +108,49 @@ class Controller:
             for note in self._notes:
                 self.say(note)
             self._notes.clear()
+
+    # -- GPUs ------------------------------------------------------------------------------------
+
+    def gpus_available(self) -> bool:
+        """Whether the engine starts a container with a GPU request: a trivial container is
+        started with the same request the GPU items get. Checked once per session."""
+        if self._gpu is None:
+            from pytest_dsrepro.container import device_requests
+
+            container = None
+            try:
+                container = self.client.containers.create(
+                    self.image().id, ["true"], device_requests=device_requests(True),
+                    network_mode="none", labels=engine.session_labels(self.session_id),
+                    user=f"{os.getuid()}:{os.getgid()}")
+                container.start()
+                self._gpu = int(container.wait(timeout=60).get("StatusCode", 1)) == 0
+            except DsreproUsageError:
+                raise
+            except Exception:  # the engine refused the request: no GPU support
+                self._gpu = False
+            finally:
+                if container is not None:
+                    try:
+                        container.remove(force=True)
+                    except Exception:
+                        pass
+        return self._gpu
+
+    def no_gpu_reason(self) -> str:
+        return (f"GPU requested, but the Docker engine at {engine.engine_address()} cannot "
+                "provide one (install the NVIDIA Container Toolkit)")
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]
+                                       ) -> list[str]:
+        wanting = [i for i in items if SPEC_KEY in i.stash and i.stash[SPEC_KEY].gpu]
+        if not wanting or config.option.collectonly:
+            return []
+        if self.gpus_available():
+            return [f"dsrepro: GPUs: available from the engine ({len(wanting)} GPU item(s))"]
+        then = "fail (--dsrepro-require-gpu)" if self.settings.require_gpu else "are skipped"
+        return [f"dsrepro: GPUs: not available from the engine at {engine.engine_address()}; "
+                f"{len(wanting)} GPU item(s) {then}"]
 
     def default_spec(self) -> ContainerSpec:
         s = self.settings
@@ -218,6 +262,7 @@ class Controller:
                  "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
                  "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
             labels=engine.session_labels(self.session_id), image_env=image_env,
+            gpu_env=s.gpu_env,
         )
 
     def writable_folders(self) -> tuple[Path, ...]:
@@ -338,7 +383,10 @@ class Controller:
         previous = _terminate_as_interrupt()
         try:
             for spec, items in groups.values():
-                if not self.run_group(session, spec, items):
+                if spec.gpu and not self.gpus_available():
+                    if not self._without_gpu(session, items):
+                        break
+                elif not self.run_group(session, spec, items):
                     break
         finally:
             _restore_terminate(previous)
@@ -455,6 +503,32 @@ class Controller:
                 if self._should_stop(session):
                     return GroupOutcome([], stop=True)
         return GroupOutcome([], stop=self._should_stop(session))
+
+    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item]) -> bool:
+        """GPU items where the engine has none: skipped, or failed under require_gpu."""
+        reason = self.no_gpu_reason()
+        for item in items:
+            if self.settings.require_gpu:
+                self._fail(item, "setup", f"{reason}; --dsrepro-require-gpu makes this a failure",
+                           0.0)
+            else:
+                self._skip(item, reason)
+            if self._should_stop(session):
+                return False
+        return True
+
+    def _skip(self, item: pytest.Item, reason: str) -> None:
+        hook = self.config.hook
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        path, line, _ = item.location
+        now = time.time()
+        report = pytest.TestReport(
+            nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
+            outcome="skipped", longrepr=(path, (line or 0) + 1, f"Skipped: {reason}"),
+            when="setup", duration=0.0, start=now, stop=now,
+        )
+        hook.pytest_runtest_logreport(report=report)
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def _should_stop(self, session: pytest.Session) -> bool:
         return bool(session.shouldfail or session.shouldstop)

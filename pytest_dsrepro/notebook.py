@@ -160,8 +160,10 @@ class NotebookItem(pytest.Item):
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
             annotate(self, verdict="diverged", differences=records)
+            changed = _since(self)
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
-                                + "\n\n".join(problems))
+                                + "\n\n".join(problems)
+                                + (f"\n\nsince the baseline was recorded: {changed}" if changed else ""))
         annotate(self, verdict="reproduced")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
@@ -169,6 +171,17 @@ class NotebookItem(pytest.Item):
         if isinstance(excinfo.value, NotebookError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
+
+
+def _since(item: pytest.Item) -> str:
+    """What changed between the baseline's run and this one, for a failure message."""
+    from pytest_dsrepro import provenance
+    from pytest_dsrepro.results import current
+
+    recorded = (current(item) or {}).get("provenance")
+    if not recorded:
+        return ""
+    return "; ".join(provenance.differences(recorded, provenance.collect()))
 
 
 def _cell_header(cell: CellResult) -> str:

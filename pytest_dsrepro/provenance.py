@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,18 +39,24 @@ def _cpu_model() -> str:
 
 
 def _gpu() -> dict[str, str] | None:
+    """Name, driver and CUDA version of the first GPU, from ``nvidia-smi -q`` where it exists."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(["nvidia-smi", "-q"], capture_output=True, text=True, timeout=20,
+                             check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    name, _, driver = first.partition(",")
-    return {"name": name.strip(), "driver": driver.strip(),
-            "cuda": os.environ.get("CUDA_VERSION", "")}
+    return parse_nvidia_smi(out)
+
+
+def parse_nvidia_smi(text: str) -> dict[str, str] | None:
+    found = {}
+    for key, label in (("name", "Product Name"), ("driver", "Driver Version"),
+                       ("cuda", "CUDA Version")):
+        match = re.search(rf"^\s*{label}\s*:\s*(.+?)\s*$", text, re.MULTILINE)
+        found[key] = match.group(1) if match else ""
+    return found if found["name"] else None
 
 
 def collect() -> dict[str, Any]:

@@ -26,6 +26,14 @@ def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
     return entry
 
 
+def current(item: pytest.Item) -> dict[str, Any] | None:
+    """The item's dsrepro property so far, if any."""
+    for name, value in item.user_properties:
+        if name == PROPERTY and isinstance(value, dict):
+            return value
+    return None
+
+
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:
     """The dsrepro property a report carries, if any."""
     for name, value in report.user_properties:

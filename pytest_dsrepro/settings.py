@@ -116,6 +116,10 @@ OPTIONS: tuple[Option, ...] = (
            "linelist", (), metavar="NAME"),
     Option("cpus", "CPU limit of run containers, e.g. 1.5", metavar="N"),
     Option("memory", "memory limit of run containers, e.g. 2g", metavar="SIZE"),
+    Option("require_gpu", "fail GPU items, instead of skipping them, where the engine cannot "
+           "provide a GPU", "bool", False),
+    Option("gpu_env", "environment of GPU containers, KEY=VALUE, over the determinism defaults "
+           "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE"),
     Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
            "folder removed at the end)", metavar="DIR"),
@@ -208,6 +212,8 @@ class Settings:
     cpus: float | None = None
     memory: int | None = None
     memory_text: str | None = None
+    require_gpu: bool = False
+    gpu_env: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     scratch: Path | None = None
     python: str = "python"
@@ -255,6 +261,8 @@ class Settings:
             cpus=_optional(raw_value(config, "cpus"), lambda v: parse_positive(v, "cpus")),
             memory=_optional(memory_text, parse_memory),
             memory_text=memory_text or None,
+            require_gpu=bool(raw_value(config, "require_gpu")),
+            gpu_env=tuple(parse_key_values(list(raw_value(config, "gpu_env")), "gpu env").items()),
             timeout=_optional(raw_value(config, "timeout"),
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,

@@ -81,6 +81,24 @@ def base_image(docker_client: Any) -> str:
     return tag
 
 
+@pytest.fixture(scope="session")
+def gpu_engine(docker_client: Any, base_image: str) -> Iterator[Any]:
+    """A second engine whose GPU requests reach a stand-in NVIDIA hook (tests/gpu_engine.py)."""
+    import gpu_engine as engines
+
+    try:
+        started = engines.start(docker_client, [base_image])
+        engine = next(started)
+    except Exception as exc:
+        message = f"no second engine: {exc}"
+        if REQUIRE_DOCKER:
+            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
+        pytest.skip(message)
+    yield engine
+    for _ in started:  # stops the engine
+        pass
+
+
 class Project:
     """A small user project in pytester's folder, with a Dockerfile FROM the base image."""
 
