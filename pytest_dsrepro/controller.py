@@ -152,6 +152,20 @@ class Controller:
         return [f"dsrepro: GPUs: not available from the engine at {engine.engine_address()}; "
                 f"{len(wanting)} GPU item(s) {then}"]
 
+    def describe(self) -> list[str]:
+        """Lines for the summary: image, engine, GPUs."""
+        image = self._image
+        shown = f"image {image.tag} ({image.id[:19]})" if image else "no image was needed"
+        gpus = {None: "not requested", True: "available", False: "not available"}[self._gpu]
+        return [f"{shown}; engine {engine.engine_address()}; GPUs {gpus}"]
+
+    def facts(self) -> dict[str, Any]:
+        """The same, for the JSON report."""
+        image = self._image
+        return {"image": image.tag if image else None, "image_id": image.id if image else None,
+                "image_built": image.built if image else None,
+                "engine": engine.engine_address(), "gpus_available": self._gpu}
+
     def default_spec(self) -> ContainerSpec:
         s = self.settings
         return ContainerSpec(cpus=s.cpus, memory=s.memory, network=s.network)

@@ -59,8 +59,11 @@ class Baseline:
                 mismatch.written = self.artifacts.write(mismatch.what, mismatch.images)
                 written.update({f"{mismatch.what} {k}": v for k, v in mismatch.written.items()})
             self._diverged.append(_record(name, found, written))
-            annotate(self.item, verdict="diverged", differences=self._diverged)
-            pytest.fail(self._message(name, found, tolerance, doc, written), pytrace=False)
+            from pytest_dsrepro import provenance
+
+            changed = provenance.differences(doc.get("provenance") or {}, provenance.collect())
+            annotate(self.item, verdict="diverged", differences=self._diverged, changes=changed)
+            pytest.fail(self._message(name, found, tolerance, written, changed), pytrace=False)
 
     def _load(self) -> dict[str, Any]:
         __tracebackhide__ = True
@@ -74,7 +77,10 @@ class Baseline:
                 pytest.fail(str(exc), pytrace=False)
             self._loaded = True
             if self._doc is not None:
-                annotate(self.item, provenance=self._doc.get("provenance") or {})
+                from pytest_dsrepro import provenance
+
+                annotate(self.item, provenance=self._doc.get("provenance") or {},
+                         run=provenance.collect())
         if self._doc is None:
             annotate(self.item, verdict="missing")
             pytest.fail(f"no baseline: run with --dsrepro-update (expected at "
@@ -82,9 +88,7 @@ class Baseline:
         return self._doc
 
     def _message(self, name: str, found: Differences, tolerance: Tolerance,
-                 doc: dict[str, Any], written: dict[str, str]) -> str:
-        from pytest_dsrepro import provenance
-
+                 written: dict[str, str], changed: list[str]) -> str:
         lines = [f"baseline {name!r} differs ({self.store.display(self.path)}):"]
         lines += [f"  {line}" for line in found.other[:20]]
         if found.numbers:
@@ -92,7 +96,6 @@ class Baseline:
                          f"({tolerance.describe()}):")
             lines.append(number_table(found.numbers))
         lines += [f"  {what} image: {path}" for what, path in written.items()]
-        changed = provenance.differences(doc.get("provenance") or {}, provenance.collect())
         if changed:
             lines.append("  since the baseline was recorded: " + "; ".join(changed))
         return "\n".join(lines)

@@ -131,7 +131,10 @@ class NotebookItem(pytest.Item):
             annotate(self, baseline=store.display(path), verdict="missing")
             raise NotebookError(f"no baseline: run with --dsrepro-update (expected at "
                                 f"{store.display(path)})")
-        annotate(self, baseline=store.display(path), provenance=doc.get("provenance") or {})
+        from pytest_dsrepro import provenance
+
+        annotate(self, baseline=store.display(path), provenance=doc.get("provenance") or {},
+                 run=provenance.collect())
         images = {name: store.read_file(path, name) for name in _image_files(doc)}
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts)
 
@@ -159,8 +162,9 @@ class NotebookItem(pytest.Item):
             if mismatches:
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
-            annotate(self, verdict="diverged", differences=records)
             changed = _since(self)
+            annotate(self, verdict="diverged", differences=records,
+                     changes=changed.split("; ") if changed else [])
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
                                 + "\n\n".join(problems)
                                 + (f"\n\nsince the baseline was recorded: {changed}" if changed else ""))
@@ -178,10 +182,11 @@ def _since(item: pytest.Item) -> str:
     from pytest_dsrepro import provenance
     from pytest_dsrepro.results import current
 
-    recorded = (current(item) or {}).get("provenance")
-    if not recorded:
+    entry = current(item) or {}
+    if not entry.get("provenance"):
         return ""
-    return "; ".join(provenance.differences(recorded, provenance.collect()))
+    return "; ".join(provenance.differences(entry["provenance"], entry.get("run") or
+                                            provenance.collect()))
 
 
 def _cell_header(cell: CellResult) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import re
@@ -61,11 +62,19 @@ def parse_nvidia_smi(text: str) -> dict[str, str] | None:
 
 def collect() -> dict[str, Any]:
     """This process's provenance; the host passes image and commit in through the environment."""
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        **_unchanging(),
+    }
+
+
+@functools.cache
+def _unchanging() -> dict[str, Any]:
+    """What stays the same for the life of the process: computed once."""
     from pytest_dsrepro.image import git_commit
 
     commit = os.environ.get("DSREPRO_GIT_COMMIT") or git_commit(Path.cwd())
     return {
-        "time": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "image": os.environ.get("DSREPRO_IMAGE", ""),
         "image_id": os.environ.get("DSREPRO_IMAGE_ID", ""),
         "python": platform.python_version(),

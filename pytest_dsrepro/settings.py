@@ -132,6 +132,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DIR"),
     Option("artifacts", "folder for the expected, obtained and difference images of failed "
            "comparisons, relative to the rootdir (default: dsrepro-artifacts)", metavar="DIR"),
+    Option("report", "write the run's JSON report (schema: report.schema.json) to this file",
+           metavar="PATH"),
+    Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
     Option("baseline_source", "compare notebooks with: baselines (default) or notebook (the "
            "outputs saved in the notebook, as nbval does)", metavar="SOURCE"),
     Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
@@ -222,6 +225,8 @@ class Settings:
     baselines: Path = Path("baselines")
     baseline_source: str = "baselines"
     artifacts: Path = Path("dsrepro-artifacts")
+    report: Path | None = None
+    html: Path | None = None
     sanitize: tuple[str, ...] = ()
     rtol: float = 1e-6
     atol: float = 1e-12
@@ -271,6 +276,8 @@ class Settings:
             kernel=raw_value(config, "kernel") or None,
             baselines=path("baselines", "baselines"),
             artifacts=path("artifacts", "dsrepro-artifacts"),
+            report=_output(config, "report"),
+            html=_output(config, "html"),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook")),
             sanitize=tuple(raw_value(config, "sanitize")),
@@ -282,6 +289,14 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+
+
+def _output(config: pytest.Config, name: str) -> Path | None:
+    """A report file, relative to the folder pytest was started in."""
+    value = raw_value(config, name)
+    if not value:
+        return None
+    return Path(config.invocation_params.dir, value).resolve()
 
 
 def _choice(value: str, what: str, allowed: tuple[str, ...]) -> str:

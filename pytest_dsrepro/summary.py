@@ -1,38 +1,105 @@
-"""The ``dsrepro`` section of pytest's terminal summary: baselines recorded, compared, unused."""
+"""What the session reproduced: one record per item, gathered from the host's reports and those
+replayed from containers, shown in the ``dsrepro`` terminal section and written as the JSON and
+HTML reports."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_dsrepro.results import of_report
+
+# verdicts that decide an item's status whatever its outcome
+BASELINE_VERDICTS = ("diverged", "missing", "stale", "corrupt", "recorded")
+COUNTED = (("reproduced", "reproduced"), ("diverged", "diverged"), ("missing", "missing baseline"),
+           ("stale", "stale"), ("skipped", "skipped"))
+LONGREPR_LIMIT = 20000
+
+
+@dataclasses.dataclass
+class ItemRecord:
+    """One item's result, merged over its setup, call and teardown reports."""
+
+    nodeid: str
+    kind: str  # notebook or test
+    where: str  # container or host
+    outcome: str = "passed"  # passed, failed, error or skipped
+    duration: float = 0.0
+    dsrepro: dict[str, Any] = dataclasses.field(default_factory=dict)
+    message: str = ""
+    finished: bool = False  # its teardown was reported
+
+    @property
+    def status(self) -> str:
+        """The item's line in the counts: a baseline verdict where one decides, else the outcome."""
+        verdict = self.dsrepro.get("verdict")
+        if not self.finished and self.outcome == "passed":
+            return "interrupted"
+        if verdict in BASELINE_VERDICTS:
+            return str(verdict)
+        if verdict == "reproduced" and self.outcome == "passed":
+            return "reproduced"
+        return self.outcome
+
 
 class Summary:
-    """Collects what items say about baselines (from the host or replayed from containers)."""
+    """Registered as ``dsrepro-summary`` on the host."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.results: list[dict[str, Any]] = []
+        self.records: dict[str, ItemRecord] = {}
         self.expected_files: set[Path] = set()
+        self.in_container: set[str] = set()
+        self.written: dict[str, str] = {}  # report kind -> path, once written
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "teardown":  # the last report carries every property of the item
-            return
-        for name, value in report.user_properties:
-            if name == "dsrepro" and isinstance(value, dict):
-                self.results.append({"nodeid": report.nodeid, "outcome": report.outcome, **value})
+    # -- gathering ------------------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        from pytest_dsrepro.plugin import store_of
+        from pytest_dsrepro.markers import SPEC_KEY
+        from pytest_dsrepro.plugin import settings_of, store_of
 
         store = store_of(self.config)
+        in_docker = settings_of(self.config).in_docker
         for item in items:
+            if in_docker and SPEC_KEY in item.stash:
+                self.in_container.add(item.nodeid)
             if getattr(item, "is_notebook", False):
                 self.expected_files.add(store.for_notebook(Path(item.path)))
             elif "baseline" in getattr(item, "fixturenames", ()):
                 self.expected_files.add(store.for_test(Path(item.path), item.name))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        record = self.records.get(nodeid)
+        if record is None:
+            kind = "notebook" if nodeid.split("::")[0].endswith(".ipynb") else "test"
+            where = "container" if nodeid in self.in_container else "host"
+            record = self.records[nodeid] = ItemRecord(nodeid, kind, where)
+        record.duration += float(report.duration or 0.0)
+        record.finished = record.finished or report.when == "teardown"
+        if report.failed:
+            record.outcome = "failed" if report.when == "call" else "error"
+            if not record.message:
+                record.message = report.longreprtext[:LONGREPR_LIMIT]
+        elif report.skipped and record.outcome == "passed":
+            record.outcome = "skipped"
+            longrepr = report.longrepr
+            record.message = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        found = of_report(report)
+        if found:
+            record.dsrepro.update(found)
+
+    # -- what it adds up to -----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        result = {key: 0 for key, _ in COUNTED}
+        for record in self.records.values():
+            result[record.status] = result.get(record.status, 0) + 1
+        return result
 
     def unused(self) -> list[Path]:
         """Baseline files no collected item would use; only for a run over the whole suite."""
@@ -45,22 +112,87 @@ class Summary:
             return []
         return sorted(p for p in store.root.rglob("*.yaml") if p not in self.expected_files)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_dsrepro.plugin import store_of
+    def relevant(self) -> bool:
+        """Whether the session had anything to do with reproducibility."""
+        return bool(self.in_container or self.written or any(r.dsrepro or r.kind == "notebook"
+                                             for r in self.records.values()) or self.unused())
 
-        store = store_of(self.config)
-        created = [r["baseline"] for r in self.results if r.get("status") == "created"]
-        changed = [r["baseline"] for r in self.results if r.get("status") == "changed"]
-        unchanged = [r["baseline"] for r in self.results if r.get("status") == "unchanged"]
-        unused = self.unused()
-        if not (created or changed or unchanged or unused):
+    # -- the report files ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the reports asked for, whatever the outcome, interruptions included."""
+        from pytest_dsrepro.plugin import settings_of
+
+        settings = settings_of(self.config)
+        if settings.report is None and settings.html is None:
             return
+        from pytest_dsrepro import report
+
+        doc = report.document(self, int(exitstatus))
+        if settings.report is not None:
+            report.write_json(settings.report, doc)
+            self.written["JSON"] = self._shown(settings.report)
+        if settings.html is not None:
+            from pytest_dsrepro import html_report
+
+            report.write_atomically(settings.html, html_report.render(doc, settings.rootdir))
+            self.written["HTML"] = self._shown(settings.html)
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return path.relative_to(Path(self.config.invocation_params.dir)).as_posix()
+        except ValueError:
+            return str(path)
+
+    # -- the terminal section ---------------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_dsrepro.plugin import controller_of, store_of
+
+        if not self.relevant() or self.config.option.collectonly:
+            return
+        write = terminalreporter.write_line
         terminalreporter.section("dsrepro")
-        for label, names in (("created", created), ("changed", changed)):
-            for name in names:
-                terminalreporter.write_line(f"baseline {label}: {name}")
+        controller = controller_of(self.config)
+        if controller is not None:
+            for line in controller.describe():
+                write(line)
+        counts = self.counts()
+        write(", ".join(f"{label} {counts[key]}" for key, label in COUNTED)
+              + "".join(f", {key} {n}" for key, n in counts.items()
+                        if n and key not in dict(COUNTED)))
+        unchanged = 0
+        for record in self.records.values():
+            if record.status == "recorded" and record.dsrepro.get("status") == "unchanged":
+                unchanged += 1
+            elif record.status == "diverged":
+                write(f"diverged: {record.nodeid}: {_where_it_differs(record.dsrepro)}")
+                changes = record.dsrepro.get("changes") or []
+                if changes:
+                    write(f"  since its baseline was recorded: {'; '.join(changes)}")
+            elif record.status == "recorded":
+                write(f"baseline {record.dsrepro.get('status', 'recorded')}: "
+                      f"{record.dsrepro.get('baseline')}")
         if unchanged:
-            terminalreporter.write_line(f"baselines unchanged: {len(unchanged)}")
-        for path in unused:
-            terminalreporter.write_line(f"baseline unused: {store.display(path)} (no collected "
-                                        "item uses it; delete it if it is obsolete)")
+            write(f"baselines unchanged: {unchanged}")
+        store = store_of(self.config)
+        for unused in self.unused():
+            write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "
+                  "it if it is obsolete)")
+        for label, shown in self.written.items():
+            write(f"{label} report: {shown}")
+
+
+def _where_it_differs(entry: dict[str, Any]) -> str:
+    parts = []
+    for difference in (entry.get("differences") or [])[:3]:
+        place = f"cell {difference['cell']} " if "cell" in difference else ""
+        name = difference.get("value") or difference.get("what", "")
+        detail = difference.get("kind", "")
+        if difference.get("max_abs") is not None:
+            detail = (f"{difference.get('numbers_outside', 0)} number(s) outside tolerance, "
+                      f"largest difference {difference['max_abs']:.3g}")
+        parts.append(f"{place}{name} ({detail})")
+    more = len(entry.get("differences") or []) - 3
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

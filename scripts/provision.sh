@@ -5,6 +5,8 @@
 # As root on Debian it installs Debian's docker.io, starts dockerd in the
 # background and, where the base image cannot be pulled, builds a stand-in
 # from Debian's packages with debootstrap. Otherwise it says what to do.
+# With --browser it also makes sure a headless chromium exists (the HTML
+# report's tests open the page in it).
 set -euo pipefail
 
 BASE_IMAGE=${DSREPRO_BASE_IMAGE:-python:3.11-slim}
@@ -113,5 +115,13 @@ ensure_base_image() {
   build_stand_in
 }
 
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
+  is_root_on_debian || die "no chromium to open the HTML report with; install Debian's chromium package"
+  say "installing Debian's chromium (headless browser for the HTML report's tests)"
+  apt_install chromium
+}
+
 ensure_engine
 ensure_base_image
+if [ "${1:-}" = "--browser" ]; then ensure_browser; fi

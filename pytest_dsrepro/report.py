@@ -1,0 +1,88 @@
+"""The JSON certificate of a run (``--dsrepro-report``), valid against ``report.schema.json``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import pytest_dsrepro
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.summary import ItemRecord, Summary
+
+SCHEMA_VERSION = 1
+SCHEMA = Path(__file__).with_name("report.schema.json")
+
+
+def _item(record: ItemRecord) -> dict[str, Any]:
+    entry = record.dsrepro
+    return {
+        "nodeid": record.nodeid,
+        "kind": record.kind,
+        "where": record.where,
+        "outcome": record.outcome if record.finished or record.outcome != "passed"
+        else "interrupted",
+        "status": record.status,
+        "duration": round(record.duration, 6),
+        "baseline": entry.get("baseline"),
+        "baseline_status": entry.get("status"),
+        "baseline_provenance": entry.get("provenance") or None,
+        "run_provenance": entry.get("run") or None,
+        "differences": list(entry.get("differences") or []),
+        "changes": list(entry.get("changes") or []),
+        "message": record.message,
+    }
+
+
+def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
+    """The report of the session ``summary`` gathered."""
+    from pytest_dsrepro import provenance
+    from pytest_dsrepro.plugin import controller_of, settings_of, store_of
+
+    config = summary.config
+    controller = controller_of(config)
+    facts = controller.facts() if controller is not None else {}
+    container = next((r.dsrepro["run"] for r in summary.records.values()
+                      if r.where == "container" and r.dsrepro.get("run")), None)
+    try:
+        name = pytest.ExitCode(exitstatus).name
+    except ValueError:
+        name = str(exitstatus)
+    store = store_of(config)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "plugin_version": pytest_dsrepro.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exit_status": int(exitstatus),
+        "exit_status_name": name,
+        "interrupted": int(exitstatus) == pytest.ExitCode.INTERRUPTED,
+        "command": [str(arg) for arg in config.invocation_params.args],
+        "run": {"in_docker": settings_of(config).in_docker, **facts,
+                "host": provenance.collect(), "container": container},
+        "counts": summary.counts(),
+        "unused_baselines": [store.display(path) for path in summary.unused()],
+        "items": [_item(record) for record in summary.records.values()],
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: never a half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    write_atomically(path, json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,194 @@
+"""The reproducibility report: the terminal section, the JSON certificate (validated against its
+schema for passing, failing and interrupted runs) and the HTML page, checked in a real headless
+browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REQUIRE_DOCKER, Project, needs
+from notebooks import write_notebook
+
+SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
+SCREENSHOTS = Path(os.environ.get("DSREPRO_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+
+NOTEBOOK = "import os\nprint('accuracy', float(os.environ.get('NB_VALUE', '0.9711')))"
+FIXTURE_TEST = """
+import os
+
+def test_metric(baseline):
+    baseline.check("loss", 0.25)
+
+def test_plain():
+    pass
+
+def test_skipped():
+    import pytest
+    pytest.skip("not today")
+"""
+
+
+def validate(doc: dict[str, Any]) -> None:
+    needs("jsonschema")
+    import jsonschema
+
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()),
+                        format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture
+def reproject(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["nb/*.ipynb"]\n')
+    write_notebook(pytester.path / "nb" / "train.ipynb", NOTEBOOK)
+    pytester.makepyfile(test_values=FIXTURE_TEST)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, value: str = "0.9711") -> pytest.RunResult:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NB_VALUE", value)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_terminal_section_counts_and_names_what_diverged(reproject: pytest.Pytester) -> None:
+    missing = run(reproject)
+    missing.stdout.fnmatch_lines([
+        "*= dsrepro =*",
+        "reproduced 0, diverged 0, missing baseline 2, stale 0, skipped 1, passed 1",
+    ])
+    run(reproject, "--dsrepro-update").stdout.fnmatch_lines([
+        "baseline created: baselines/nb/train.yaml",
+        "baseline created: baselines/tests/test_values/test_metric.yaml",
+    ])
+    run(reproject).stdout.fnmatch_lines([
+        "reproduced 2, diverged 0, missing baseline 0, stale 0, skipped 1, passed 1"])
+    broken = run(reproject, value="0.9811")
+    broken.stdout.fnmatch_lines([
+        "reproduced 1, diverged 1, missing baseline 0, stale 0, skipped 1, passed 1",
+        "diverged: nb/train.ipynb: cell 0 output 0 (stdout) (1 number(s) outside tolerance, "
+        "largest difference 0.01)",
+    ])
+
+
+@pytest.mark.parametrize("case", ["passing", "failing"])
+def test_json_report_is_valid_for_passing_and_failing_runs(reproject: pytest.Pytester,
+                                                           case: str) -> None:
+    run(reproject, "--dsrepro-update")
+    result = run(reproject, "--dsrepro-report=out/report.json",
+                 value="0.9711" if case == "passing" else "0.9811")
+    result.stdout.fnmatch_lines(["JSON report: out/report.json"])
+    doc = json.loads((reproject.path / "out" / "report.json").read_text())
+    validate(doc)
+    items = {item["nodeid"]: item for item in doc["items"]}
+    notebook = items["nb/train.ipynb"]
+    assert notebook["kind"] == "notebook" and notebook["where"] == "host"
+    assert notebook["baseline"] == "baselines/nb/train.yaml"
+    assert notebook["baseline_provenance"]["python"]
+    assert items["test_values.py::test_metric"]["status"] == "reproduced"
+    assert items["test_values.py::test_skipped"]["outcome"] == "skipped"
+    if case == "passing":
+        assert doc["exit_status"] == 0 and notebook["status"] == "reproduced"
+        assert notebook["differences"] == []
+    else:
+        assert doc["exit_status"] == 1 and notebook["status"] == "diverged"
+        [difference] = notebook["differences"]
+        assert difference["cell"] == 0 and difference["kind"] == "numbers"
+        assert difference["numbers_outside"] == 1
+        assert difference["max_abs"] == pytest.approx(0.01)
+        assert difference["max_rel"] == pytest.approx(0.01 / 0.9711)
+        assert "+accuracy 0.9811" in difference["diff"]
+        assert doc["counts"]["diverged"] == 1
+
+
+def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
+                                                            docker_client: Any) -> None:
+    project.pytester.makepyfile(test_long="""
+        import time, pytest
+
+        def test_first():
+            pass
+
+        @pytest.mark.container
+        def test_long():
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker", "--dsrepro-report=report.json"],
+                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not any(c.labels.get("dsrepro.pid") == str(proc.pid)
+                  for c in docker_client.containers.list(filters={"label": "dsrepro.session"})):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    doc = json.loads((project.path / "report.json").read_text())
+    validate(doc)
+    assert doc["interrupted"] is True and doc["exit_status_name"] == "INTERRUPTED"
+    outcomes = {item["nodeid"]: item["outcome"] for item in doc["items"]}
+    assert outcomes == {"test_long.py::test_first": "passed",
+                        "test_long.py::test_long": "interrupted"}
+    assert doc["run"]["in_docker"] is True and doc["run"]["image"].startswith("dsrepro/")
+
+
+PNG_CELL = """
+from PIL import Image
+from IPython.display import display
+import os
+image = Image.new("RGB", (48, 48), (40, 90, 200))
+if os.environ.get("NB_VALUE") != "0.9711":
+    for x in range(24):
+        for y in range(48):
+            image.putpixel((x, y), (240, 200, 20))
+display(image)
+"""
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "no chromium (Debian's chromium package) to open the HTML report"
+        if REQUIRE_DOCKER:
+            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def test_html_report_opens_offline_in_a_real_browser(reproject: pytest.Pytester) -> None:
+    browser = chromium()
+    needs("PIL")
+    write_notebook(reproject.path / "nb" / "plot.ipynb", PNG_CELL)
+    run(reproject, "--dsrepro-update").assert_outcomes(passed=4, skipped=1)
+    result = run(reproject, "--dsrepro-html=report.html", value="0.9811")
+    result.stdout.fnmatch_lines(["HTML report: report.html"])
+    page = reproject.path / "report.html"
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text  # nothing to fetch
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--user-data-dir=" + str(reproject.path / "browser-profile")]
+    dom = subprocess.run([*common, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images="3/3"' in dom  # expected, obtained and difference decoded by the browser
+    assert "the run does not reproduce" in dom
+    assert '<table id="summary">' in dom
+    assert '<span class="del">-accuracy 0.9711</span>' in dom
+    assert '<span class="add">+accuracy 0.9811</span>' in dom
+    assert "cell 0 · output 0 (image/png)" in dom
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "html-report.png"
+    subprocess.run([*common, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
