@@ -34,6 +34,7 @@ class RemoteItem(pytest.Item):
     def __init__(self, *, entry: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.entry = entry
+        self.fixturenames = list(entry.get("fixturenames", []))  # tells which use a baseline
         for mark in entry.get("markers", []):
             try:
                 decorator = getattr(pytest.mark, mark["name"])

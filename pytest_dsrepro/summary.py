@@ -152,7 +152,7 @@ class Summary:
 
         if not self.relevant() or self.config.option.collectonly:
             return
-        write = terminalreporter.write_line
+        write = terminalreporter.line
         terminalreporter.section("dsrepro")
         controller = controller_of(self.config)
         if controller is not None:

@@ -59,6 +59,7 @@ class WorkerPlugin:
                     "location": list(item.location),
                     "markers": describe_markers(item),
                     "keywords": sorted(str(k) for k in item.keywords),
+                    "fixturenames": list(getattr(item, "fixturenames", ())),
                 }
                 for item in session.items
             ])

@@ -1,0 +1,66 @@
+"""Shared by the benchmarks: timing, peak memory and the result rows the harness tabulates."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the results table."""
+
+    benchmark: str
+    ours: str  # what was measured for the plugin, e.g. "1.21 s"
+    alternative: str  # the anchor and its measure, or "-"
+    result: str  # ratio or measure in words
+    target: str
+    met: bool | None  # None: no target, only reported
+
+
+def median_time(action: Callable[[], object], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def run_pytest(python: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
+               check: bool = False) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    """Run pytest with the peak-memory plugin: (seconds, peak KiB of the pytest process, result)."""
+    with tempfile.NamedTemporaryFile(prefix="dsrepro-peak-", delete=False) as handle:
+        peak_file = Path(handle.name)
+    environment = {**os.environ, **(env or {}), "DSREPRO_BENCH_PEAK": str(peak_file),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE),
+                                                               os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    result = subprocess.run([python, "-m", "pytest", "-p", "peak_memory", "-p", "no:cacheprovider",
+                             *args], cwd=cwd, env=environment, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    text = peak_file.read_text().strip() if peak_file.exists() else ""
+    peak_file.unlink(missing_ok=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"pytest {' '.join(args)} failed in {cwd}:\n{result.stdout[-3000:]}"
+                           f"\n{result.stderr[-2000:]}")
+    return seconds, int(text or 0), result
+
+
+def timed_pytest(python: str, args: list[str], cwd: Path, runs: int,
+                 env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Median seconds and the largest peak KiB over ``runs`` runs, each required to pass."""
+    samples, peaks = [], []
+    for _ in range(runs):
+        seconds, peak, _ = run_pytest(python, args, cwd, env, check=True)
+        samples.append(seconds)
+        peaks.append(peak)
+    return statistics.median(samples), max(peaks)

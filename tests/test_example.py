@@ -1,0 +1,61 @@
+"""The gate catches a real break: a copy of example_project passes as it is and fails, naming the
+notebook, the cell and the metric, once its seed changes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLE = Path(__file__).parents[1] / "example_project"
+
+
+def copy_example(tmp_path: Path) -> Path:
+    # same folder name, so that an unchanged copy has the image tag of the example itself
+    target = tmp_path / "example_project"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(
+        "dsrepro-artifacts", "__pycache__", ".pytest_cache", "*.egg-info"))
+    return target
+
+
+def run_example(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker"],
+                          cwd=folder, capture_output=True, text=True, timeout=1500)
+
+
+def test_the_example_reproduces(tmp_path: Path, docker_client: Any) -> None:
+    folder = copy_example(tmp_path)
+    result = run_example(folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^reproduced 6, diverged 0, missing baseline 0, stale 0, skipped 1",
+                     result.stdout, re.MULTILINE), result.stdout
+    report = json.loads((folder / "dsrepro-artifacts" / "report.json").read_text())
+    assert report["counts"]["reproduced"] == 6
+    assert "baseline unused" not in result.stdout
+    assert (folder / "dsrepro-artifacts" / "report.html").exists()
+
+
+def test_a_changed_seed_is_caught(tmp_path: Path, docker_client: Any) -> None:
+    folder = copy_example(tmp_path)
+    train = folder / "src" / "irisrepro" / "train.py"
+    train.write_text(train.read_text().replace("SEED = 42", "SEED = 7"))
+    result = run_example(folder)
+    out = result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, out + result.stderr
+    # the notebook, the cell and the metric
+    assert "notebooks/training.ipynb: outputs differ from the baseline" in out
+    assert re.search(r"^cell 2:\n    \| metrics = evaluate", out, re.MULTILINE), out
+    assert re.search(r"^  -accuracy 0\.\d{4}$", out, re.MULTILINE), out
+    assert re.search(r"^  \+accuracy 0\.\d{4}$", out, re.MULTILINE), out
+    assert re.search(r"^diverged: tests/test_model.py::test_metrics_reproduce: accuracy ", out,
+                     re.MULTILINE), out
+    assert re.search(r"^diverged: notebooks/training.ipynb: cell 1 output 0 \(stdout\)", out,
+                     re.MULTILINE), out
+    # and the tests' baselines
+    assert "baseline 'importances' differs" in out
