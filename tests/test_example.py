@@ -57,5 +57,7 @@ def test_a_changed_seed_is_caught(tmp_path: Path, docker_client: Any) -> None:
                      re.MULTILINE), out
     assert re.search(r"^diverged: notebooks/training.ipynb: cell 1 output 0 \(stdout\)", out,
                      re.MULTILINE), out
-    # and the tests' baselines
+    # and the tests' baselines, and the confusion-matrix plot, whose images are kept
     assert "baseline 'importances' differs" in out
+    assert re.search(r"^output 0 \(image/png\):\n  \d+ of \d+ pixels", out, re.MULTILINE), out
+    assert list((folder / "dsrepro-artifacts").glob("notebooks__training.ipynb/cell-4-*-difference.png"))
