@@ -306,17 +306,21 @@ class Controller:
             args.append("--dsrepro-update")
         return args
 
-    def start(self, spec: ContainerSpec, args: list[str], require: list[str]) -> WorkerContainer:
-        """A container running pytest on ``args``: the prestarted one when it fits."""
+    def start(self, spec: ContainerSpec, args: list[str], nodeids: list[str], require: list[str],
+              workers: int = 1) -> WorkerContainer:
+        """A container running pytest with ``args`` on ``nodeids`` in ``workers`` processes: the
+        prestarted one when it fits."""
         self._settle()
+        request = json.dumps({"require": require, "args": args, "nodeids": nodeids,
+                              "workers": workers})
         if self._warm is not None and spec.group == self.default_spec().group:
-            worker, request = self._warm
+            worker, path = self._warm
             self._warm = None
-            partial = request.with_name(request.name + ".part")
-            partial.write_text(json.dumps({"require": require, "args": args}), encoding="utf-8")
-            os.replace(partial, request)
+            partial = path.with_name(path.name + ".part")
+            partial.write_text(request, encoding="utf-8")
+            os.replace(partial, path)
             return worker
-        return self._create(spec, ["--require", ",".join(require), "--", *args])
+        return self._create(spec, ["--request", request])
 
     def _create(self, spec: ContainerSpec, launch_args: list[str]) -> WorkerContainer:
         run = self.run_config()
@@ -332,8 +336,8 @@ class Controller:
         """Items of ``dsrepro_container_paths``, collected once inside the container."""
         if self._collection is None:
             paths = [str(p) for p in self.settings.container_paths if p.exists()]
-            worker = self.start(self.default_spec(), [*self.worker_args(), "--collect-only", "-q", *paths],
-                                ["pytest", "yaml"])
+            worker = self.start(self.default_spec(), [*self.worker_args(), "--collect-only", "-q"],
+                                paths, ["pytest", "yaml"])
             items: list[dict[str, Any]] | None = None
             errors: dict[str, str] = {}
             try:
@@ -420,8 +424,8 @@ class Controller:
         """Run one group's items, in fresh containers after a timeout; False to stop."""
         pending = list(items)
         while pending:
-            worker = self.start(spec, [*self.worker_args(), *(i.nodeid for i in pending)],
-                                _requirements(pending))
+            worker = self.start(spec, self.worker_args(), [i.nodeid for i in pending],
+                                _requirements(pending), self.settings.workers)
             try:
                 outcome = self._replay(session, spec, worker, pending)
             finally:
@@ -436,23 +440,25 @@ class Controller:
         hook = self.config.hook
         by_id = {item.nodeid: item for item in items}
         done: set[str] = set()
-        current: pytest.Item | None = None
-        started = 0.0
+        running: dict[int, tuple[pytest.Item, float]] = {}  # worker number -> item, its start
         finished = False
         while True:
-            timeout = _item_timeout(current, spec)
+            deadlines = [(started + timeout, item, started) for item, started in running.values()
+                         if (timeout := _item_timeout(item, spec)) is not None]
+            first = min(deadlines, key=lambda entry: entry[0], default=None)
             wait = POLL_SECONDS
-            if current is not None and timeout is not None:
-                wait = max(0.05, min(POLL_SECONDS, started + timeout - time.monotonic()))
+            if first is not None:
+                wait = max(0.05, min(POLL_SECONDS, first[0] - time.monotonic()))
             try:
                 event = worker.next_event(wait)
             except queue.Empty:
-                if current is not None and timeout is not None \
-                        and time.monotonic() - started >= timeout:
+                if first is not None and time.monotonic() >= first[0]:
+                    _, item, started = first
                     worker.kill()
-                    self._fail(current, "call", f"timeout: the item ran longer than {timeout:g}s;"
+                    timeout = _item_timeout(item, spec) or 0.0
+                    self._fail(item, "call", f"timeout: the item ran longer than {timeout:g}s;"
                                " its container was stopped", time.monotonic() - started)
-                    done.add(current.nodeid)
+                    done.add(item.nodeid)
                     if self._should_stop(session):
                         return GroupOutcome([], stop=True)
                     return GroupOutcome([i for i in items if i.nodeid not in done])
@@ -461,8 +467,9 @@ class Controller:
             if kind == "start" and event.get("missing"):
                 raise self._missing(event["missing"])
             elif kind == "logstart":
-                current = by_id.get(event["nodeid"])
-                started = time.monotonic()
+                starting = by_id.get(event["nodeid"])
+                if starting is not None:
+                    running[int(event.get("w", 0))] = (starting, time.monotonic())
                 hook.pytest_runtest_logstart(nodeid=event["nodeid"],
                                              location=tuple(event["location"]))
             elif kind == "report":
@@ -477,7 +484,7 @@ class Controller:
                 hook.pytest_runtest_logfinish(nodeid=event["nodeid"],
                                               location=tuple(event["location"]))
                 done.add(event["nodeid"])
-                current = None
+                running.pop(int(event.get("w", 0)), None)
                 if self._should_stop(session):
                     worker.kill()
                     return GroupOutcome([], stop=True)
@@ -488,24 +495,24 @@ class Controller:
                 break
             elif kind == "_eof":
                 break
-        return self._after_exit(session, worker, items, done, current, finished)
+        in_flight = [item for item, _ in running.values()]
+        return self._after_exit(session, worker, items, done, in_flight, finished)
 
     def _after_exit(self, session: pytest.Session, worker: WorkerContainer,
-                    items: list[pytest.Item], done: set[str], current: pytest.Item | None,
+                    items: list[pytest.Item], done: set[str], in_flight: list[pytest.Item],
                     finished: bool) -> GroupOutcome:
         ending = worker.ending()
-        rest = [i for i in items if i.nodeid not in done and i is not current]
+        rest = [i for i in items if i.nodeid not in done and i not in in_flight]
         tail = "\n".join(ending.log_tail)
-        if current is not None:
+        for current in in_flight:
             if ending.oom_killed:
-                limit = _limit_text(current, self.settings)
-                message = f"killed: out of memory (limit {limit})"
+                message = f"killed: out of memory (limit {_limit_text(current, self.settings)})"
             else:
                 message = (f"the container exited with code {ending.exit_code} while this item "
                            f"ran; its last log lines:\n{tail}")
             self._fail(current, "call", message, 0.0)
-            if ending.oom_killed:
-                return GroupOutcome(rest, stop=self._should_stop(session))
+        if in_flight and ending.oom_killed:
+            return GroupOutcome(rest, stop=self._should_stop(session))
         if rest:
             if finished and ending.exit_code == 0:
                 reason = "the container's pytest session did not run this item"

@@ -1,10 +1,12 @@
-"""Entry point inside the container: ``python -m pytest_dsrepro.launch [--require A,B] -- ARGS``,
-or ``python -m pytest_dsrepro.launch --wait FILE`` for a container started before the host knows
-what to run: it imports what it can, then waits for FILE to name the packages and arguments.
+"""Entry point inside the container: ``python -m pytest_dsrepro.launch --request JSON``, or
+``python -m pytest_dsrepro.launch --wait FILE`` for a container started before the host knows what
+to run: it imports what it can, then waits for FILE to hold the request.
 
-Checks that the image has the packages the run needs, keeps the process's original stdout as
-the report channel (everything else printed goes to stderr), then runs pytest with the worker
-plugin.
+A request names the packages the run needs (``require``), pytest's options (``args``), the node
+ids (``nodeids``) and how many pytest processes share them (``workers``). The launcher checks the
+packages, keeps the process's original stdout as the report channel (everything else printed goes
+to stderr), then runs pytest with the worker plugin: in this process, or in ``workers`` child
+processes whose events it merges, each tagged with its worker number.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 # import name -> the name to pip install
 PACKAGES = {
@@ -69,45 +73,100 @@ def _wait_for(path: str) -> dict[str, Any] | None:
     return None
 
 
-def _parse(argv: list[str]) -> tuple[list[str], list[str]]:
-    if "--" in argv:
-        head, args = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    else:
-        head, args = [], argv
-    require: list[str] = []
-    if len(head) >= 2 and head[0] == "--require":
-        require = [name for name in head[1].split(",") if name]
-    return require, args
+# events of a child that the parent replaces with its own
+CHILD_ONLY = {"start", "finish", "exit", "collected"}
+
+
+def _send(channel: IO[str], event: str, **data: Any) -> None:
+    channel.write(json.dumps({"e": event, **data}) + "\n")
+    channel.flush()
+
+
+def split(nodeids: list[str], workers: int) -> list[list[str]]:
+    """Share the node ids among workers, keeping each file's items together (module fixtures run
+    once) and balancing item counts: largest files first, each to the least loaded worker."""
+    by_file: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        by_file.setdefault(nodeid.split("::")[0], []).append(nodeid)
+    shares: list[list[str]] = [[] for _ in range(max(1, min(workers, len(by_file))))]
+    for group in sorted(by_file.values(), key=len, reverse=True):
+        min(shares, key=len).extend(group)
+    return [share for share in shares if share]
+
+
+def _run_here(channel: IO[str], args: list[str], entry_point: bool) -> int:
+    import pytest
+
+    from pytest_dsrepro.worker import WorkerPlugin
+
+    if not entry_point:
+        args = ["-p", "pytest_dsrepro.plugin", *args]
+    return int(pytest.main(args, plugins=[WorkerPlugin(channel)]))
+
+
+def _run_children(channel: IO[str], request: dict[str, Any], shares: list[list[str]]) -> int:
+    """One child pytest per share; their events merged into ``channel`` as they come."""
+    lock = threading.Lock()
+    children = []
+    for number, share in enumerate(shares):
+        child_request = {**request, "nodeids": share, "workers": 1}
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "pytest_dsrepro.launch", "--request", json.dumps(child_request)],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "DSREPRO_WORKER": str(number)}))
+
+    def pump(child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("e") not in CHILD_ONLY:
+                with lock:
+                    channel.write(line if line.endswith("\n") else line + "\n")
+                    channel.flush()
+
+    readers = [threading.Thread(target=pump, args=(child,), daemon=True) for child in children]
+    for reader in readers:
+        reader.start()
+    codes = [child.wait() for child in children]
+    for reader in readers:
+        reader.join()
+    failing = [code for code in codes if code not in (0, 5)]
+    code = 1 if 1 in failing else (max(failing) if failing else min(codes))
+    _send(channel, "finish", exitstatus=code)
+    return code
 
 
 def main(argv: list[str]) -> int:
     channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
-    entry_point: bool | None = None
     if len(argv) == 2 and argv[0] == "--wait":
         entry_point = _warm_up()
-        request = _wait_for(argv[1])
-        if request is None:
+        found = _wait_for(argv[1])
+        if found is None:
             return 0
-        require, args = list(request["require"]), list(request["args"])
+        request = found
+    elif len(argv) == 2 and argv[0] == "--request":
+        entry_point = None
+        request = json.loads(argv[1])
     else:
-        require, args = _parse(argv)
-    missing = _missing(require)
-    channel.write(json.dumps({
-        "e": "start", "python": sys.version.split()[0], "missing": missing, "pid": os.getpid(),
-    }) + "\n")
+        print("usage: python -m pytest_dsrepro.launch (--request JSON | --wait FILE)",
+              file=sys.stderr)
+        return 2
+    missing = _missing(list(request.get("require") or []))
+    _send(channel, "start", python=sys.version.split()[0], missing=missing, pid=os.getpid())
     if missing:
         return 3
-    import pytest
-
-    from pytest_dsrepro.worker import WorkerPlugin
-
-    plugins: list[object] = [WorkerPlugin(channel)]
-    if not (_has_entry_point() if entry_point is None else entry_point):
-        args = ["-p", "pytest_dsrepro.plugin", *args]
-    code = int(pytest.main(args, plugins=plugins))
-    channel.write(json.dumps({"e": "exit", "code": code}) + "\n")
-    channel.flush()
+    nodeids = list(request.get("nodeids") or [])
+    shares = split(nodeids, int(request.get("workers") or 1))
+    if len(shares) > 1:
+        code = _run_children(channel, request, shares)
+    else:
+        if entry_point is None:
+            entry_point = _has_entry_point()
+        code = _run_here(channel, [*request["args"], *nodeids], entry_point)
+    _send(channel, "exit", code=code)
     return code
 
 

@@ -120,6 +120,8 @@ OPTIONS: tuple[Option, ...] = (
            "provide a GPU", "bool", False),
     Option("gpu_env", "environment of GPU containers, KEY=VALUE, over the determinism defaults "
            "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE"),
+    Option("workers", "pytest processes sharing each container's items, for notebooks and tests "
+           "that run in parallel (default: 1)", metavar="N"),
     Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
            "folder removed at the end)", metavar="DIR"),
@@ -216,6 +218,7 @@ class Settings:
     memory: int | None = None
     memory_text: str | None = None
     require_gpu: bool = False
+    workers: int = 1
     gpu_env: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     scratch: Path | None = None
@@ -267,6 +270,7 @@ class Settings:
             memory=_optional(memory_text, parse_memory),
             memory_text=memory_text or None,
             require_gpu=bool(raw_value(config, "require_gpu")),
+            workers=_optional(raw_value(config, "workers"), _count) or 1,
             gpu_env=tuple(parse_key_values(list(raw_value(config, "gpu_env")), "gpu env").items()),
             timeout=_optional(raw_value(config, "timeout"),
                               lambda v: parse_positive(v, "timeout")),
@@ -289,6 +293,16 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+
+
+def _count(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DsreproUsageError(f"workers {value!r} is not a whole number") from None
+    if number < 1:
+        raise DsreproUsageError(f"workers {value!r} must be at least 1")
+    return number
 
 
 def _output(config: pytest.Config, name: str) -> Path | None:

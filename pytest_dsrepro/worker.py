@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import IO, Any
 
 import pytest
@@ -34,9 +35,11 @@ class WorkerPlugin:
     def __init__(self, channel: IO[str]) -> None:
         self.channel = channel
         self.config: pytest.Config | None = None
+        number = os.environ.get("DSREPRO_WORKER")  # one of several pytest processes inside
+        self.tag = {"w": int(number)} if number else {}
 
     def send(self, event: str, **data: Any) -> None:
-        self.channel.write(json.dumps({"e": event, **data}) + "\n")
+        self.channel.write(json.dumps({"e": event, **self.tag, **data}) + "\n")
         self.channel.flush()
 
     def _serialize(self, report: Any) -> Any:

@@ -1,0 +1,81 @@
+"""``--dsrepro-workers N``: items of one container shared among N pytest processes inside it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import Project
+from pytest_dsrepro.launch import split
+
+# Each test waits until the other module's test has started: they pass only when run side by side.
+RENDEZVOUS = """
+import json, os, socket, time, pytest
+
+def meet(me, other):
+    scratch = os.environ["DSREPRO_SCRATCH"]
+    open(os.path.join(scratch, me), "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(scratch, other)):
+        assert time.monotonic() < deadline, "the other worker never started"
+        time.sleep(0.05)
+    with open(os.path.join(scratch, me + ".json"), "w") as handle:
+        json.dump({{"pid": os.getpid(), "host": socket.gethostname()}}, handle)
+
+@pytest.mark.container
+def test_{me}():
+    meet("{me}", "{other}")
+
+@pytest.mark.container
+def test_{me}_again():
+    pass
+"""
+
+
+def test_items_run_side_by_side_in_one_container(project: Project) -> None:
+    project.pytester.makepyfile(test_a=RENDEZVOUS.format(me="a", other="b"),
+                                test_b=RENDEZVOUS.format(me="b", other="a"))
+    scratch = project.path / "scratch"
+    result = project.run("--in-docker", "--dsrepro-workers", "2", f"--dsrepro-scratch={scratch}",
+                         "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_a.py::test_a_again PASSED*"])
+    a, b = (json.loads((scratch / f"{name}.json").read_text()) for name in "ab")
+    assert a["pid"] != b["pid"] and a["host"] == b["host"]
+
+
+def test_failures_and_exitfirst_work_with_workers(project: Project) -> None:
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_fails():
+            assert 1 == 2
+    """, test_two="""
+        import pytest
+
+        @pytest.mark.container
+        def test_passes():
+            pass
+    """)
+    result = project.run("--in-docker", "--dsrepro-workers=2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*assert 1 == 2*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_workers_must_be_a_positive_count(project: Project) -> None:
+    result = project.run("--in-docker", "--dsrepro-workers=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: workers '0' must be at least 1"])
+
+
+def test_split_keeps_files_together_and_balances() -> None:
+    ids = ["a.py::t1", "a.py::t2", "a.py::t3", "b.py::t1", "c.ipynb", "d.ipynb", "e.py::t"]
+    shares = split(ids, 2)
+    assert sorted(sum(shares, [])) == sorted(ids)
+    assert any(share[:3] == ["a.py::t1", "a.py::t2", "a.py::t3"] for share in shares)
+    assert sorted(len(share) for share in shares) == [3, 4]
+    assert len(split(ids, 1)) == 1
+    assert split(["x.ipynb"], 4) == [["x.ipynb"]]
