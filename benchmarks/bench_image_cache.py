@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import docker
+from common import Row, save_rows
 
 from pytest_dsrepro.image import BuildPlan, ensure_image
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--megabytes", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
     args = parser.parse_args()
     client = docker.from_env(timeout=600)
     with tempfile.TemporaryDirectory(prefix="dsrepro-bench-") as folder:
@@ -69,6 +71,10 @@ def main() -> None:
     print(f"pytest-dsrepro cache-hit check  {ours:8.3f} s")
     print(f"cached docker build             {theirs:8.3f} s")
     print(f"speed-up                        {theirs / ours:8.1f}x (target: at least 5x)")
+    save_rows([Row(f"cache-hit check, {args.files:,} files / {args.megabytes} MB "
+                   f"(`bench_image_cache.py`)", f"{ours:.3f} s",
+                   f"cached `docker build`: {theirs:.3f} s", f"{theirs / ours:.1f}x faster",
+                   "at least 5x faster", theirs / ours >= 5)], args.rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import Row, timed_pytest
+from common import Row, save_rows, timed_pytest
 from notebook_suite import write
 
 DOCKERFILE = """FROM python:3.11-slim
@@ -91,11 +91,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--python", required=True)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     rows, raw = measure(args.python, args.runs, args.workers)
     for row in rows:
         print(f"{row.benchmark}: {row.ours} | {row.alternative} | {row.result}")
+    save_rows(rows, args.rows)
     print(json.dumps(raw, indent=2))
 
 

@@ -64,3 +64,11 @@ def timed_pytest(python: str, args: list[str], cwd: Path, runs: int,
         samples.append(seconds)
         peaks.append(peak)
     return statistics.median(samples), max(peaks)
+
+
+def save_rows(rows: list[Row], path: str | None) -> None:
+    """For the harness: the rows as JSON in ``path``."""
+    if path:
+        import json
+
+        Path(path).write_text(json.dumps([dataclasses.asdict(row) for row in rows]))

@@ -9,14 +9,43 @@ SETUP = "import numpy as np\nimport pandas as pd\nrng = np.random.default_rng({s
 
 WORK = [
     # (title, code): each prints a small, rounded summary, so outputs are stable
-    ("matrix products", "a = rng.standard_normal((700, 700))\nfor _ in range({k}):\n    a = np.tanh(a @ a.T / 700)\nprint(round(float(a.mean()), 6), round(float(a.std()), 6))"),
-    ("svd", "m = rng.standard_normal(({n}, 300))\ns = np.linalg.svd(m, compute_uv=False)\nprint(np.round(s[:5], 4))"),
-    ("groupby", "df = pd.DataFrame({{'key': rng.integers(0, 500, {n} * 200), 'x': rng.standard_normal({n} * 200)}})\nagg = df.groupby('key')['x'].agg(['mean', 'std', 'count'])\nprint(agg.describe().round(4))"),
-    ("rolling windows", "s = pd.Series(rng.standard_normal({n} * 300)).cumsum()\nr = s.rolling(50).mean().dropna()\nprint(round(float(r.iloc[-1]), 4), len(r))"),
-    ("least squares", "x = rng.standard_normal(({n} * 100, 40))\ny = x @ np.arange(40) + rng.standard_normal({n} * 100)\ncoef, *_ = np.linalg.lstsq(x, y, rcond=None)\nprint(np.round(coef[:6], 3))"),
-    ("merge and pivot", "left = pd.DataFrame({{'id': np.arange({n} * 100), 'g': rng.integers(0, 20, {n} * 100)}})\nright = pd.DataFrame({{'id': rng.permutation({n} * 100), 'v': rng.random({n} * 100)}})\nt = left.merge(right, on='id').pivot_table(index='g', values='v', aggfunc='mean')\nprint(t.round(4).head())"),
-    ("sorting", "v = rng.random({n} * 2000)\nfor _ in range({k}):\n    v = np.sort(v)[::-1].copy()\nprint(round(float(v[:100].sum()), 6))"),
-    ("fft", "signal = rng.standard_normal({n} * 4000)\nfor _ in range({k}):\n    spectrum = np.abs(np.fft.rfft(signal))\nprint(round(float(spectrum.max()), 3))"),
+    ("matrix products",
+     "a = rng.standard_normal((700, 700))\n"
+     "for _ in range({k}):\n"
+     "    a = np.tanh(a @ a.T / 700)\n"
+     "print(round(float(a.mean()), 6), round(float(a.std()), 6))"),
+    ("svd",
+     "m = rng.standard_normal(({n}, 300))\n"
+     "s = np.linalg.svd(m, compute_uv=False)\n"
+     "print(np.round(s[:5], 4))"),
+    ("groupby",
+     "df = pd.DataFrame({{'key': rng.integers(0, 500, {n} * 200), 'x': rng.standard_normal({n} * 200)}})\n"
+     "agg = df.groupby('key')['x'].agg(['mean', 'std', 'count'])\n"
+     "print(agg.describe().round(4))"),
+    ("rolling windows",
+     "s = pd.Series(rng.standard_normal({n} * 300)).cumsum()\n"
+     "r = s.rolling(50).mean().dropna()\n"
+     "print(round(float(r.iloc[-1]), 4), len(r))"),
+    ("least squares",
+     "x = rng.standard_normal(({n} * 100, 40))\n"
+     "y = x @ np.arange(40) + rng.standard_normal({n} * 100)\n"
+     "coef, *_ = np.linalg.lstsq(x, y, rcond=None)\n"
+     "print(np.round(coef[:6], 3))"),
+    ("merge and pivot",
+     "left = pd.DataFrame({{'id': np.arange({n} * 100), 'g': rng.integers(0, 20, {n} * 100)}})\n"
+     "right = pd.DataFrame({{'id': rng.permutation({n} * 100), 'v': rng.random({n} * 100)}})\n"
+     "t = left.merge(right, on='id').pivot_table(index='g', values='v', aggfunc='mean')\n"
+     "print(t.round(4).head())"),
+    ("sorting",
+     "v = rng.random({n} * 2000)\n"
+     "for _ in range({k}):\n"
+     "    v = np.sort(v)[::-1].copy()\n"
+     "print(round(float(v[:100].sum()), 6))"),
+    ("fft",
+     "signal = rng.standard_normal({n} * 4000)\n"
+     "for _ in range({k}):\n"
+     "    spectrum = np.abs(np.fft.rfft(signal))\n"
+     "print(round(float(spectrum.max()), 3))"),
 ]
 
 

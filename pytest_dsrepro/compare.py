@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b")
+NUMBER = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b)")
 SHOWN_NUMBERS = 10
 DIFF_CONTEXT = 2
 
@@ -99,9 +99,13 @@ def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
     return "\n".join(text)
 
 
+SPLITTER = re.compile(f"({NUMBER.pattern})")
+
+
 def _split(text: str) -> tuple[list[str], list[str]]:
-    numbers = NUMBER.findall(text)
-    return NUMBER.sub("\0", text).split("\0"), numbers
+    """The text between numbers, and the numbers, in one pass."""
+    parts = SPLITTER.split(text)
+    return parts[0::2], parts[1::2]
 
 
 def unified(expected: str, obtained: str) -> list[str]:
@@ -117,10 +121,15 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
     obt_words, obt_numbers = _split(obtained)
     if exp_words == obt_words and len(exp_numbers) == len(obt_numbers):
         outside = []
+        line = 1
         for index, (e, o) in enumerate(zip(exp_numbers, obt_numbers)):
+            line += exp_words[index].count("\n")  # the number's line, counted as we go
+            if e == o:
+                continue
             ev, ov = float(e), float(o)
+            if abs(ov - ev) <= tol.atol + tol.rtol * abs(ev):  # the common case, inline
+                continue
             if not tol.allows(ev, ov):
-                line = expected[: expected.find(e)].count("\n") + 1 if e in expected else 0
                 outside.append(NumberDiff(f"#{index + 1} (line {line})", ev, ov))
         if not outside:
             return None

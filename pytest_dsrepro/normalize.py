@@ -8,23 +8,26 @@ from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves
 
-# (pattern, replacement); order matters: the more specific first.
-VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = ((ANSI, ""), *(
-    (re.compile(pattern), replacement) for pattern, replacement in (
+# (pattern, replacement, a text the pattern cannot match without); order matters: the more
+# specific first. The literal lets big outputs skip a pattern with a fast substring test.
+VOLATILE: tuple[tuple[re.Pattern[str], str, str], ...] = ((ANSI, "", "\x1b"), *(
+    (re.compile(pattern), replacement, literal) for pattern, replacement, literal in (
         (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
-         "<UUID>"),
+         "<UUID>", "-"),
         (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?",
-         "<TIMESTAMP>"),
-        (r"\b\d{4}-\d{2}-\d{2}\b", "<DATE>"),
-        (r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<TIME>"),
-        (r"\bat 0x[0-9a-fA-F]{4,}\b", "at <ADDRESS>"),
-        (r"\b0x[0-9a-fA-F]{6,}\b", "<ADDRESS>"),
-        (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp)/[^\s'\"),\]]*", "<TMPPATH>"),
+         "<TIMESTAMP>", ":"),
+        (r"\b\d{4}-\d{2}-\d{2}\b", "<DATE>", "-"),
+        (r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<TIME>", ":"),
+        (r"\bat 0x[0-9a-fA-F]{4,}\b", "at <ADDRESS>", "0x"),
+        (r"\b0x[0-9a-fA-F]{6,}\b", "<ADDRESS>", "0x"),
+        (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp)/[^\s'\"),\]]*", "<TMPPATH>", "/"),
         (r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|seconds|min|minutes)\b(?= |$|\n|,|\)|\])",
-         "<DURATION>"),
-        (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>"),
+         "<DURATION>", ""),
+        (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>", "/"),
     )
 ))
+# a quick scan for what DURATION needs: a digit, maybe a space, then a unit's first letter
+DURATION_HINT = re.compile(r"\d\s?(?:[nµum]s|s\b|sec|min)")
 # tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"
 PROGRESS = re.compile(r"^.*\d+%\|.*\|.*$", re.MULTILINE)
 TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)  # invisible, and it spoils YAML blocks
@@ -58,10 +61,19 @@ Patterns = Sequence[tuple[re.Pattern[str], str]]
 
 def sanitize(text: str, user: Patterns = ()) -> str:
     text = _carriage_returns(text)
-    text = PROGRESS.sub("<PROGRESS>", text)
-    for pattern, replacement in [*user, *VOLATILE]:
+    if "%|" in text:
+        text = PROGRESS.sub("<PROGRESS>", text)
+    for pattern, replacement in user:
         text = pattern.sub(replacement, text)
-    return TRAILING_SPACE.sub("", text)
+    for pattern, replacement, literal in VOLATILE:
+        if literal and literal not in text:
+            continue
+        if replacement == "<DURATION>" and not DURATION_HINT.search(text):
+            continue
+        text = pattern.sub(replacement, text)
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        text = TRAILING_SPACE.sub("", text)
+    return text
 
 
 def _text(value: Any) -> str:

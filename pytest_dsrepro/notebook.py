@@ -56,8 +56,9 @@ def _tags(cell: Any) -> set[str]:
 class CellResult:
     index: int
     source: str
-    outputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]  # raw (nbformat) until normalized
     ignore_output: bool
+    raw_sha256: str = ""  # of the raw outputs: equal to the baseline's means nothing to compare
 
 
 class NotebookItem(pytest.Item):
@@ -103,10 +104,21 @@ class NotebookItem(pytest.Item):
                         pytrace=False)
 
     def runtest(self) -> None:
-        from pytest_dsrepro.plugin import settings_of, store_of
+        from pytest_dsrepro.plugin import settings_of
 
         settings = settings_of(self.config)
+        started = time.perf_counter()
         cells, original = execute(self, settings)
+        executed = time.perf_counter()
+        try:
+            self._check(cells, original, settings)
+        finally:  # how long each part took, for reports and benchmarks
+            annotate(self, timings={"execute": round(executed - started, 6),
+                                    "compare": round(time.perf_counter() - executed, 6)})
+
+    def _check(self, cells: list[CellResult], original: Any, settings: Settings) -> None:
+        from pytest_dsrepro.plugin import store_of
+
         tolerance = Tolerance(
             rtol=float(self.options.get("rtol", settings.rtol)),
             atol=float(self.options.get("atol", settings.atol)),
@@ -119,7 +131,7 @@ class NotebookItem(pytest.Item):
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path))
         if settings.update:
-            status = store.write(path, *baseline_document(self.nodeid, cells))
+            status = store.write(path, *baseline_document(self.nodeid, normalized(cells, settings)))
             annotate(self, baseline=store.display(path), verdict="recorded", status=status)
             return
         try:
@@ -140,6 +152,9 @@ class NotebookItem(pytest.Item):
 
     def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
                  tolerance: Tolerance, images: dict[str, bytes], artifacts: Artifacts) -> None:
+        """Compare raw ``cells`` with the normalized ``expected`` ones; fail with what differs."""
+        from pytest_dsrepro.plugin import settings_of
+
         artifacts.clear()
         stale = _stale(expected, cells)
         if stale:
@@ -149,11 +164,15 @@ class NotebookItem(pytest.Item):
         problems: list[str] = []
         records: list[dict[str, Any]] = []
         by_index = {cell.index: cell for cell in cells}
+        user = compile_user_patterns(settings_of(self.config).sanitize)
         for entry in expected:
             cell = by_index[entry["index"]]
             if cell.ignore_output or entry.get("ignore_output"):
                 continue
-            mismatches = compare_cell(entry.get("outputs") or [], cell.outputs, tolerance, images)
+            if entry.get("raw_sha256") == cell.raw_sha256:  # printed exactly what was recorded
+                continue
+            obtained = normalize_outputs(cell.outputs, user)
+            mismatches = compare_cell(entry.get("outputs") or [], obtained, tolerance, images)
             for mismatch in mismatches:
                 if mismatch.images:
                     mismatch.written = artifacts.write(f"cell-{cell.index}-{mismatch.what}",
@@ -211,8 +230,8 @@ def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
 
 
 def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], Any]:
-    """Run the notebook cell by cell in its own folder; return the code cells' normalized
-    outputs and the notebook as read."""
+    """Run the notebook cell by cell in its own folder; return the code cells' raw outputs and
+    the notebook as read."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -227,7 +246,6 @@ def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], A
         startup_timeout=int(settings.kernel_startup_timeout),
         resources={"metadata": {"path": str(path.parent)}},
     )
-    user = compile_user_patterns(settings.sanitize)
     results: list[CellResult] = []
     started = time.monotonic()
     with client.setup_kernel():
@@ -257,12 +275,41 @@ def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], A
                 raise NotebookError(
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], tags))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
-            results.append(_result(index, cell, normalize_outputs(cell.outputs, user), tags))
+            results.append(_result(index, cell, list(cell.outputs), tags))
     return results, original
 
 
+def normalized(cells: list[CellResult], settings: Settings) -> list[CellResult]:
+    """The cells with their raw outputs normalized for comparison and storage."""
+    user = compile_user_patterns(settings.sanitize)
+    return [dataclasses.replace(cell, outputs=normalize_outputs(cell.outputs, user))
+            for cell in cells]
+
+
 def _result(index: int, cell: Any, outputs: list[dict[str, Any]], tags: set[str]) -> CellResult:
-    return CellResult(index, cell.source, outputs, bool(tags & IGNORE_TAGS))
+    return CellResult(index, cell.source, outputs, bool(tags & IGNORE_TAGS), raw_digest(outputs))
+
+
+def raw_digest(outputs: list[Any]) -> str:
+    """sha256 of what a cell printed and displayed (not metadata or execution counts), before
+    normalization: equal digests mean equal outputs, whatever the normalization would do."""
+    digest = hashlib.sha256()
+    for output in outputs:
+        kind = output.get("output_type", "")
+        digest.update(f"\0{kind}\0{output.get('name', '')}\0".encode())
+        if kind == "stream":
+            digest.update(_joined(output.get("text", "")).encode())
+        elif kind == "error":
+            digest.update(f"{output.get('ename', '')}\0{output.get('evalue', '')}".encode())
+        for mime, value in sorted((output.get("data") or {}).items()):
+            text = value if isinstance(value, str) else _joined(value) if isinstance(value, list) \
+                else repr(value)
+            digest.update(f"\0{mime}\0".encode() + text.encode())
+    return digest.hexdigest()
+
+
+def _joined(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
 
 
 def _traceback(cell: Any) -> str:
@@ -282,6 +329,7 @@ def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, 
             continue
         cells.append({"index": index, "source_sha256": source_hash(cell.source),
                       "ignore_output": bool(tags & IGNORE_TAGS),
+                      "raw_sha256": raw_digest(cell.outputs),
                       "outputs": normalize_outputs(cell.outputs, user)})
     return cells
 
@@ -310,6 +358,8 @@ def baseline_document(nodeid: str, cells: list[CellResult]) -> tuple[dict[str, A
         entry: dict[str, Any] = {"index": cell.index, "source_sha256": source_hash(cell.source)}
         if cell.ignore_output:
             entry["ignore_output"] = True
+        else:
+            entry["raw_sha256"] = cell.raw_sha256
         entry["outputs"] = [] if cell.ignore_output else outputs
         entries.append(entry)
     doc = {"kind": "notebook", "node": nodeid, "provenance": provenance.collect(),

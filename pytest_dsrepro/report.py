@@ -36,6 +36,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "run_provenance": entry.get("run") or None,
         "differences": list(entry.get("differences") or []),
         "changes": list(entry.get("changes") or []),
+        "timings": dict(entry.get("timings") or {}),
         "message": record.message,
     }
 

@@ -10,7 +10,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -20,6 +20,13 @@ pytest_plugins = ["pytester"]
 
 REQUIRE_DOCKER = os.environ.get("DSREPRO_REQUIRE_DOCKER", "") not in ("", "0", "false")
 BASE_FROM = os.environ.get("DSREPRO_TEST_FROM", "python:3.11-slim")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Something the real-engine tests need is missing: a skip, or a failure in CI."""
+    if REQUIRE_DOCKER:
+        pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
+    pytest.skip(message)
 
 
 def needs(*modules: str) -> None:
@@ -47,10 +54,7 @@ def docker_client() -> Iterator[Any]:
         client = docker.from_env()
         client.ping()
     except Exception as exc:
-        message = f"no Docker engine: {exc}"
-        if REQUIRE_DOCKER:
-            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"no Docker engine: {exc}")
     yield client
     client.close()
 
@@ -90,10 +94,7 @@ def gpu_engine(docker_client: Any, base_image: str) -> Iterator[Any]:
         started = engines.start(docker_client, [base_image])
         engine = next(started)
     except Exception as exc:
-        message = f"no second engine: {exc}"
-        if REQUIRE_DOCKER:
-            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"no second engine: {exc}")
     yield engine
     for _ in started:  # stops the engine
         pass

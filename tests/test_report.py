@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REQUIRE_DOCKER, Project, needs
+from conftest import Project, needs, unavailable
 from notebooks import write_notebook
 
 SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
@@ -160,10 +160,7 @@ display(image)
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        message = "no chromium (Debian's chromium package) to open the HTML report"
-        if REQUIRE_DOCKER:
-            pytest.fail(message + " (DSREPRO_REQUIRE_DOCKER is set)", pytrace=False)
-        pytest.skip(message)
+        unavailable("no chromium (Debian's chromium package) to open the HTML report")
     return found
 
 
