@@ -325,7 +325,10 @@ class Controller:
     def _create(self, spec: ContainerSpec, launch_args: list[str]) -> WorkerContainer:
         run = self.run_config()
         command = [run.python, "-m", "pytest_dsrepro.launch", *launch_args]
-        worker = WorkerContainer(self.client, container_options(run, spec, command))
+        options = container_options(run, spec, command)
+        self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
+                                                          options=options)
+        worker = WorkerContainer(self.client, options)
         self.containers_started += 1
         worker.start()
         return worker

@@ -8,6 +8,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,8 @@ class NotebookItem(pytest.Item):
             if entry.get("raw_sha256") == cell.raw_sha256:  # printed exactly what was recorded
                 continue
             obtained = normalize_outputs(cell.outputs, user)
-            mismatches = compare_cell(entry.get("outputs") or [], obtained, tolerance, images)
+            mismatches = compare_cell(entry.get("outputs") or [], obtained, tolerance, images,
+                                      self._compare_output)
             for mismatch in mismatches:
                 if mismatch.images:
                     mismatch.written = artifacts.write(f"cell-{cell.index}-{mismatch.what}",
@@ -188,6 +190,13 @@ class NotebookItem(pytest.Item):
                                 + "\n\n".join(problems)
                                 + (f"\n\nsince the baseline was recorded: {changed}" if changed else ""))
         annotate(self, verdict="reproduced")
+
+    def _compare_output(self, what: str, kind: str, expected: Any, obtained: Any,
+                        tolerance: Tolerance) -> list[Mismatch]:
+        found: list[Mismatch] = self.config.hook.pytest_dsrepro_compare_output(
+            config=self.config, what=what, kind=kind, expected=expected, obtained=obtained,
+            tolerance=tolerance)
+        return found
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
                      ) -> str | Any:
@@ -389,8 +398,23 @@ def _summary(outputs: list[dict[str, Any]]) -> str:
     return ", ".join(kinds) or "no output"
 
 
+Compare = Callable[[str, str, Any, Any, Tolerance], "list[Mismatch]"]
+
+
+def default_compare(what: str, kind: str, expected: Any, obtained: Any,
+                    tolerance: Tolerance) -> list[Mismatch]:
+    """The plugin's own comparison of one output: pixels for images, text with numbers
+    otherwise."""
+    if kind in IMAGE_TYPES:
+        mismatch = compare_image(what, expected, obtained)
+    else:
+        mismatch = compare_text(what, expected, obtained, tolerance)
+    return [mismatch] if mismatch else []
+
+
 def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
-                 tolerance: Tolerance, images: dict[str, bytes]) -> list[Mismatch]:
+                 tolerance: Tolerance, images: dict[str, bytes],
+                 compare: Compare = default_compare) -> list[Mismatch]:
     """The differences between one cell's expected and obtained outputs."""
     if [o["type"] for o in expected] != [o["type"] for o in obtained]:
         return [Mismatch("outputs", kind="structure", note=f"expected {_summary(expected)}; "
@@ -399,33 +423,29 @@ def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
     for number, (exp, obt) in enumerate(zip(expected, obtained)):
         label = f"output {number}"
         if exp["type"] == "stream":
-            mismatch = compare_text(f"{label} ({exp['name']})", exp.get("text", ""),
-                                    obt.get("text", ""), tolerance)
-            if mismatch:
-                found.append(mismatch)
+            found += compare(f"{label} ({exp['name']})", "stream", exp.get("text", ""),
+                             obt.get("text", ""), tolerance)
         elif exp["type"] == "error":
-            mismatch = compare_text(f"{label} (error)", f"{exp['ename']}: {exp['evalue']}",
-                                    f"{obt['ename']}: {obt['evalue']}", tolerance)
-            if mismatch:
-                found.append(mismatch)
+            found += compare(f"{label} (error)", "error", f"{exp['ename']}: {exp['evalue']}",
+                             f"{obt['ename']}: {obt['evalue']}", tolerance)
         else:
-            found += _compare_data(label, exp["data"], obt["data"], tolerance, images)
+            found += _compare_data(label, exp["data"], obt["data"], tolerance, images, compare)
     return found
 
 
 def _compare_data(label: str, expected: dict[str, Any], obtained: dict[str, Any],
-                  tolerance: Tolerance, images: dict[str, bytes]) -> list[Mismatch]:
-    found: list[Mismatch] = []
+                  tolerance: Tolerance, images: dict[str, bytes], compare: Compare
+                  ) -> list[Mismatch]:
     if set(expected) != set(obtained):
         return [Mismatch(f"{label}", kind="structure", note=f"expected types {sorted(expected)}; "
                          f"obtained {sorted(obtained)}")]
+    found: list[Mismatch] = []
     for mime, value in expected.items():
         if mime in IMAGE_TYPES:
             exp_raw = images.get(value["file"], b"") if isinstance(value, dict) \
                 else base64.b64decode(value)
-            mismatch = compare_image(f"{label} ({mime})", exp_raw, base64.b64decode(obtained[mime]))
+            found += compare(f"{label} ({mime})", mime, exp_raw, base64.b64decode(obtained[mime]),
+                             tolerance)
         else:
-            mismatch = compare_text(f"{label} ({mime})", value, obtained[mime], tolerance)
-        if mismatch:
-            found.append(mismatch)
+            found += compare(f"{label} ({mime})", mime, value, obtained[mime], tolerance)
     return found

@@ -20,8 +20,23 @@ STORE_KEY = pytest.StashKey["Store"]()
 CONTROLLER_NAME = "dsrepro-controller"
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_dsrepro import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_dsrepro_compare_output(what: str, kind: str, expected: Any, obtained: Any,
+                                  tolerance: Any) -> Any:
+    """The plugin's own comparison, after any of the project's."""
+    from pytest_dsrepro.notebook import default_compare
+
+    return default_compare(what, kind, expected, obtained, tolerance)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,29 @@
+"""Hooks for projects and other plugins: implement them in a ``conftest.py`` or a plugin to
+change what pytest-dsrepro does. The plugin's own implementations are ``trylast``, so yours run
+first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.compare import Mismatch, Tolerance
+    from pytest_dsrepro.markers import ContainerSpec
+
+
+def pytest_dsrepro_container_options(config: pytest.Config, spec: ContainerSpec,
+                                     options: dict[str, Any]) -> None:
+    """Change ``options``, the keyword arguments of the Docker SDK's ``containers.create`` for a
+    container about to run the items of ``spec``: add a mount, ``shm_size``, an environment
+    variable. Called on the host; may be called from a background thread."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_dsrepro_compare_output(config: pytest.Config, what: str, kind: str, expected: Any,
+                                  obtained: Any, tolerance: Tolerance) -> list[Mismatch] | None:
+    """Compare one notebook output with its baseline. ``kind`` is ``stream``, ``error`` or a MIME
+    type (``text/html``, ``image/png``, ...); texts are normalized strings, images are bytes.
+    Return the differences (an empty list when the output matches), or None to leave the output
+    to the next implementation and, last, to the plugin's own comparison."""
