@@ -296,13 +296,10 @@ class Settings:
 
 
 def _count(value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise DsreproUsageError(f"workers {value!r} is not a whole number") from None
-    if number < 1:
-        raise DsreproUsageError(f"workers {value!r} must be at least 1")
-    return number
+    number = _number(value, "workers", 1.0)
+    if number < 1 or number != int(number):
+        raise DsreproUsageError(f"workers {value!r} must be a whole number, at least 1")
+    return int(number)
 
 
 def _output(config: pytest.Config, name: str) -> Path | None:

@@ -68,7 +68,7 @@ def test_failures_and_exitfirst_work_with_workers(project: Project) -> None:
 def test_workers_must_be_a_positive_count(project: Project) -> None:
     result = project.run("--in-docker", "--dsrepro-workers=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: workers '0' must be at least 1"])
+    result.stderr.fnmatch_lines(["ERROR: workers '0' must be a whole number, at least 1"])
 
 
 def test_split_keeps_files_together_and_balances() -> None:
