@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pytest_dsrepro.store import safe_name
+from pytest_dsrepro.store import safe_name, shown
 
 
 def _extension(data: bytes) -> str:
@@ -38,10 +38,7 @@ class Artifacts:
         for kind, data in images.items():
             path = self.folder / f"{safe_name(label)}-{kind}.{_extension(data)}"
             path.write_bytes(data)
-            try:
-                written[kind] = path.relative_to(self.rootdir).as_posix()
-            except ValueError:
-                written[kind] = str(path)
+            written[kind] = shown(path, self.rootdir)
         return written
 
 

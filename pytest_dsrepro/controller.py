@@ -62,7 +62,6 @@ class Controller:
         self._image: ImageResult | None = None
         self._scratch: Path | None = None
         self._own_scratch = False
-        self.containers_started = 0
         self._collection: RemoteCollection | None = None
         self._run_config: RunConfig | None = None
         self._notes: list[str] = []
@@ -105,9 +104,7 @@ class Controller:
         if self._warming is not None and self._warming is not threading.current_thread():
             self._warming.join()
             self._warming = None
-            for note in self._notes:
-                self.say(note)
-            self._notes.clear()
+            self._flush_notes()
 
     # -- GPUs ------------------------------------------------------------------------------------
 
@@ -226,10 +223,14 @@ class Controller:
                                            verbose=verbose)
         return self._image
 
-    def _say_now(self, line: str) -> None:
+    def _flush_notes(self) -> None:
+        """Print what was noted away from the main thread (or before the build says more)."""
         for note in self._notes:
             self.say(note)
         self._notes.clear()
+
+    def _say_now(self, line: str) -> None:
+        self._flush_notes()
         self.say(line)
 
     def scratch(self) -> Path:
@@ -262,8 +263,6 @@ class Controller:
         return self._run_config
 
     def _make_run_config(self) -> RunConfig:
-        import os
-
         s = self.settings
         image = self.image()
         image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
@@ -329,7 +328,6 @@ class Controller:
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
         worker = WorkerContainer(self.client, options)
-        self.containers_started += 1
         worker.start()
         return worker
 

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Tolerance, number_table
-from pytest_dsrepro.results import annotate
+from pytest_dsrepro.results import annotate, since_baseline
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError, Store
 from pytest_dsrepro.values import Differences, encode
@@ -51,7 +51,7 @@ class Baseline:
         tolerance = Tolerance(rtol=self.settings.rtol if rtol is None else rtol,
                               atol=self.settings.atol if atol is None else atol)
         found = Differences(tolerance)
-        stored = {n: self.store.read_file(self.path, n) for n in _files(recorded[name])}
+        stored = self.store.read_files(self.path, recorded[name])
         found.walk(name, recorded[name], encoded, stored, files)
         if found.numbers or found.other:
             written = {}
@@ -59,9 +59,7 @@ class Baseline:
                 mismatch.written = self.artifacts.write(mismatch.what, mismatch.images)
                 written.update({f"{mismatch.what} {k}": v for k, v in mismatch.written.items()})
             self._diverged.append(_record(name, found, written))
-            from pytest_dsrepro import provenance
-
-            changed = provenance.differences(doc.get("provenance") or {}, provenance.collect())
+            changed = since_baseline(self.item)
             annotate(self.item, verdict="diverged", differences=self._diverged, changes=changed)
             pytest.fail(self._message(name, found, tolerance, written, changed), pytrace=False)
 
@@ -129,11 +127,3 @@ def _record(name: str, found: Differences, written: dict[str, str]) -> dict[str,
         "images": written,
     }
 
-
-def _files(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        found = [value["file"]] if isinstance(value.get("file"), str) else []
-        return found + [name for v in value.values() for name in _files(v)]
-    if isinstance(value, list):
-        return [name for v in value for name in _files(v)]
-    return []

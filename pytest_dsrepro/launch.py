@@ -104,12 +104,15 @@ def _run_here(channel: IO[str], args: list[str], entry_point: bool) -> int:
     return int(pytest.main(args, plugins=[WorkerPlugin(channel)]))
 
 
-def _run_children(channel: IO[str], request: dict[str, Any], shares: list[list[str]]) -> int:
+def _run_children(channel: IO[str], request: dict[str, Any], shares: list[list[str]],
+                  entry_point: bool) -> int:
     """One child pytest per share; their events merged into ``channel`` as they come."""
     lock = threading.Lock()
     children = []
+    # checked once here: the children need not look for packages or the entry point again
+    shared = {**request, "require": [], "entry_point": entry_point, "workers": 1}
     for number, share in enumerate(shares):
-        child_request = {**request, "nodeids": share, "workers": 1}
+        child_request = {**shared, "nodeids": share}
         children.append(subprocess.Popen(
             [sys.executable, "-m", "pytest_dsrepro.launch", "--request", json.dumps(child_request)],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "DSREPRO_WORKER": str(number)}))
@@ -148,8 +151,8 @@ def main(argv: list[str]) -> int:
             return 0
         request = found
     elif len(argv) == 2 and argv[0] == "--request":
-        entry_point = None
         request = json.loads(argv[1])
+        entry_point = request.get("entry_point")
     else:
         print("usage: python -m pytest_dsrepro.launch (--request JSON | --wait FILE)",
               file=sys.stderr)
@@ -160,11 +163,11 @@ def main(argv: list[str]) -> int:
         return 3
     nodeids = list(request.get("nodeids") or [])
     shares = split(nodeids, int(request.get("workers") or 1))
+    if entry_point is None:
+        entry_point = _has_entry_point()
     if len(shares) > 1:
-        code = _run_children(channel, request, shares)
+        code = _run_children(channel, request, shares, entry_point)
     else:
-        if entry_point is None:
-            entry_point = _has_entry_point()
         code = _run_here(channel, [*request["args"], *nodeids], entry_point)
     _send(channel, "exit", code=code)
     return code

@@ -76,7 +76,8 @@ def sanitize(text: str, user: Patterns = ()) -> str:
     return text
 
 
-def _text(value: Any) -> str:
+def joined(value: Any) -> str:
+    """nbformat text: a string, or a list of strings to join."""
     return "".join(value) if isinstance(value, list) else str(value)
 
 
@@ -92,7 +93,7 @@ def normalize_outputs(outputs: list[Any], user: Patterns = ()) -> list[dict[str,
     for output in outputs:
         kind = output.get("output_type")
         if kind == "stream":
-            text = _text(output.get("text", ""))
+            text = joined(output.get("text", ""))
             name = output.get("name", "stdout")
             if result and result[-1]["type"] == "stream" and result[-1]["name"] == name:
                 result[-1]["raw"] += text
@@ -104,11 +105,11 @@ def normalize_outputs(outputs: list[Any], user: Patterns = ()) -> list[dict[str,
                 if mime not in KEPT_TYPES:
                     continue
                 if mime in IMAGE_TYPES:
-                    data[mime] = _text(value).replace("\n", "")
+                    data[mime] = joined(value).replace("\n", "")
                 elif mime == "application/json":
                     data[mime] = sanitize(str(value), user)
                 else:
-                    data[mime] = sanitize(_text(value), user)
+                    data[mime] = sanitize(joined(value), user)
             if "image/png" in data:
                 data.pop("image/jpeg", None)  # the lossless one is enough
             result.append({"type": "display", "data": data})

@@ -16,8 +16,14 @@ import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
-from pytest_dsrepro.normalize import ANSI, IMAGE_TYPES, compile_user_patterns, normalize_outputs
-from pytest_dsrepro.results import annotate
+from pytest_dsrepro.normalize import (
+    ANSI,
+    IMAGE_TYPES,
+    compile_user_patterns,
+    joined,
+    normalize_outputs,
+)
+from pytest_dsrepro.results import annotate, since_baseline
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError
 
@@ -105,19 +111,25 @@ class NotebookItem(pytest.Item):
                         pytrace=False)
 
     def runtest(self) -> None:
+        import nbformat
+
         from pytest_dsrepro.plugin import settings_of
 
         settings = settings_of(self.config)
+        notebook = nbformat.read(str(self.path), as_version=4)
+        saved = baseline_from_notebook(notebook, settings) \
+            if settings.baseline_source == "notebook" else None  # before execution replaces them
         started = time.perf_counter()
-        cells, original = execute(self, settings)
+        cells = execute(self, settings, notebook)
         executed = time.perf_counter()
         try:
-            self._check(cells, original, settings)
+            self._check(cells, saved, settings)
         finally:  # how long each part took, for reports and benchmarks
             annotate(self, timings={"execute": round(executed - started, 6),
                                     "compare": round(time.perf_counter() - executed, 6)})
 
-    def _check(self, cells: list[CellResult], original: Any, settings: Settings) -> None:
+    def _check(self, cells: list[CellResult], saved: list[dict[str, Any]] | None,
+               settings: Settings) -> None:
         from pytest_dsrepro.plugin import store_of
 
         tolerance = Tolerance(
@@ -125,9 +137,8 @@ class NotebookItem(pytest.Item):
             atol=float(self.options.get("atol", settings.atol)),
         )
         artifacts = Artifacts(settings.artifacts, settings.rootdir, self.nodeid)
-        if settings.baseline_source == "notebook":
-            expected = baseline_from_notebook(original, settings)
-            self._compare(expected, cells, tolerance, {}, artifacts)
+        if saved is not None:  # dsrepro_baseline_source = notebook
+            self._compare(saved, cells, tolerance, {}, artifacts)
             return
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path))
@@ -148,7 +159,7 @@ class NotebookItem(pytest.Item):
 
         annotate(self, baseline=store.display(path), provenance=doc.get("provenance") or {},
                  run=provenance.collect())
-        images = {name: store.read_file(path, name) for name in _image_files(doc)}
+        images = store.read_files(path, doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts)
 
     def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
@@ -183,12 +194,11 @@ class NotebookItem(pytest.Item):
             if mismatches:
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
-            changed = _since(self)
-            annotate(self, verdict="diverged", differences=records,
-                     changes=changed.split("; ") if changed else [])
+            changes = since_baseline(self)
+            annotate(self, verdict="diverged", differences=records, changes=changes)
+            since = f"\n\nsince the baseline was recorded: {'; '.join(changes)}" if changes else ""
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
-                                + "\n\n".join(problems)
-                                + (f"\n\nsince the baseline was recorded: {changed}" if changed else ""))
+                                + "\n\n".join(problems) + since)
         annotate(self, verdict="reproduced")
 
     def _compare_output(self, what: str, kind: str, expected: Any, obtained: Any,
@@ -203,18 +213,6 @@ class NotebookItem(pytest.Item):
         if isinstance(excinfo.value, NotebookError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
-
-
-def _since(item: pytest.Item) -> str:
-    """What changed between the baseline's run and this one, for a failure message."""
-    from pytest_dsrepro import provenance
-    from pytest_dsrepro.results import current
-
-    entry = current(item) or {}
-    if not entry.get("provenance"):
-        return ""
-    return "; ".join(provenance.differences(entry["provenance"], entry.get("run") or
-                                            provenance.collect()))
 
 
 def _cell_header(cell: CellResult) -> str:
@@ -238,16 +236,13 @@ def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
     return " and ".join(parts)
 
 
-def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], Any]:
-    """Run the notebook cell by cell in its own folder; return the code cells' raw outputs and
-    the notebook as read."""
-    import nbformat
+def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellResult]:
+    """Run ``notebook`` (as read from the item's file) cell by cell in its own folder; return the
+    code cells' raw outputs."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = Path(item.path)
-    original = nbformat.read(str(path), as_version=4)
-    notebook = nbformat.read(str(path), as_version=4)
     kernel = settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name") or "python3"
     total = item.options.get("timeout")
     client = NotebookClient(
@@ -285,7 +280,7 @@ def execute(item: NotebookItem, settings: Settings) -> tuple[list[CellResult], A
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], tags))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
             results.append(_result(index, cell, list(cell.outputs), tags))
-    return results, original
+    return results
 
 
 def normalized(cells: list[CellResult], settings: Settings) -> list[CellResult]:
@@ -307,18 +302,15 @@ def raw_digest(outputs: list[Any]) -> str:
         kind = output.get("output_type", "")
         digest.update(f"\0{kind}\0{output.get('name', '')}\0".encode())
         if kind == "stream":
-            digest.update(_joined(output.get("text", "")).encode())
+            digest.update(joined(output.get("text", "")).encode())
         elif kind == "error":
             digest.update(f"{output.get('ename', '')}\0{output.get('evalue', '')}".encode())
         for mime, value in sorted((output.get("data") or {}).items()):
-            text = value if isinstance(value, str) else _joined(value) if isinstance(value, list) \
+            text = value if isinstance(value, str) else joined(value) if isinstance(value, list) \
                 else repr(value)
             digest.update(f"\0{mime}\0".encode() + text.encode())
     return digest.hexdigest()
 
-
-def _joined(value: Any) -> str:
-    return "".join(value) if isinstance(value, list) else str(value)
 
 
 def _traceback(cell: Any) -> str:
@@ -374,16 +366,6 @@ def baseline_document(nodeid: str, cells: list[CellResult]) -> tuple[dict[str, A
     doc = {"kind": "notebook", "node": nodeid, "provenance": provenance.collect(),
            "cells": entries}
     return doc, files
-
-
-def _image_files(doc: dict[str, Any]) -> list[str]:
-    names = []
-    for cell in doc.get("cells") or []:
-        for output in cell.get("outputs") or []:
-            for value in (output.get("data") or {}).values():
-                if isinstance(value, dict) and "file" in value:
-                    names.append(value["file"])
-    return names
 
 
 def _summary(outputs: list[dict[str, Any]]) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import pytest_dsrepro
+from pytest_dsrepro.store import atomic_write
 
 if TYPE_CHECKING:
     from pytest_dsrepro.summary import ItemRecord, Summary
@@ -72,18 +71,5 @@ def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
     }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: never a half-written report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    write_atomically(path, json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write(path, (json.dumps(doc, indent=2, default=str) + "\n").encode("utf-8"))

@@ -15,28 +15,33 @@ import pytest
 PROPERTY = "dsrepro"
 
 
-def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
-    """Add ``fields`` to the item's dsrepro property (made on first use); return it."""
-    for name, value in item.user_properties:
-        if name == PROPERTY and isinstance(value, dict):
-            value.update(fields)
-            return value
-    entry = dict(fields)
-    item.user_properties.append((PROPERTY, entry))
-    return entry
-
-
-def current(item: pytest.Item) -> dict[str, Any] | None:
-    """The item's dsrepro property so far, if any."""
-    for name, value in item.user_properties:
+def _find(properties: list[tuple[str, object]]) -> dict[str, Any] | None:
+    for name, value in properties:
         if name == PROPERTY and isinstance(value, dict):
             return value
     return None
+
+
+def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
+    """Add ``fields`` to the item's dsrepro property (made on first use); return it."""
+    entry = _find(item.user_properties)
+    if entry is None:
+        entry = {}
+        item.user_properties.append((PROPERTY, entry))
+    entry.update(fields)
+    return entry
 
 
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:
     """The dsrepro property a report carries, if any."""
-    for name, value in report.user_properties:
-        if name == PROPERTY and isinstance(value, dict):
-            return value
-    return None
+    return _find(report.user_properties)
+
+
+def since_baseline(item: pytest.Item) -> list[str]:
+    """What differs between the provenance of the item's baseline and of this run, in words."""
+    from pytest_dsrepro import provenance
+
+    entry = _find(item.user_properties) or {}
+    if not entry.get("provenance"):
+        return []
+    return provenance.differences(entry["provenance"], entry.get("run") or provenance.collect())

@@ -54,7 +54,6 @@ class Store:
     def __init__(self, root: Path, rootdir: Path) -> None:
         self.root = root
         self.rootdir = rootdir
-        self.used: set[Path] = set()
 
     def for_notebook(self, notebook: Path) -> Path:
         rel = notebook.resolve().relative_to(self.rootdir)
@@ -70,7 +69,6 @@ class Store:
 
     def load(self, path: Path) -> dict[str, Any] | None:
         """The baseline document, ``None`` when there is none."""
-        self.used.add(path)
         if not path.exists():
             return None
         text = path.read_text(encoding="utf-8")
@@ -90,8 +88,9 @@ class Store:
                                 f"{FORMAT_VERSION}; rerun with --dsrepro-update")
         return doc
 
-    def read_file(self, path: Path, name: str) -> bytes:
-        return (self.files_dir(path) / name).read_bytes()
+    def read_files(self, path: Path, value: Any) -> dict[str, bytes]:
+        """The files beside the baseline ``path`` that ``value`` (part of its document) names."""
+        return {name: (self.files_dir(path) / name).read_bytes() for name in _named_files(value)}
 
     def write(self, path: Path, doc: dict[str, Any], files: dict[str, bytes]) -> str:
         """Write files then the YAML, each atomically; return ``created``, ``changed`` or
@@ -106,25 +105,34 @@ class Store:
         if files:
             folder.mkdir(parents=True, exist_ok=True)
             for name, data in files.items():
-                _atomic_write(folder / name, data)
+                atomic_write(folder / name, data)
         for stale in set(old_files) - set(files):
             (folder / stale).unlink()
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-        _atomic_write(path, text.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
         return "created" if old is None else "changed"
 
     def display(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.rootdir).as_posix()
-        except ValueError:
-            return str(path)
+        return shown(path, self.rootdir)
 
-    def unused(self) -> list[Path]:
-        """Baseline files no collected item asked for."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.rglob("*.yaml") if p not in self.used)
+
+def shown(path: Path, base: Path) -> str:
+    """``path`` as people read it: relative to ``base`` where it is below it."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _named_files(value: Any) -> list[str]:
+    """Names of the files a document refers to (``{"file": name, ...}`` at any depth)."""
+    if isinstance(value, dict):
+        found = [value["file"]] if isinstance(value.get("file"), str) else []
+        return found + [name for v in value.values() for name in _named_files(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in _named_files(v)]
+    return []
 
 
 def _same(old: str, new: str) -> bool:
@@ -142,7 +150,8 @@ def _same(old: str, new: str) -> bool:
         return False
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

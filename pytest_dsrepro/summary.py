@@ -54,6 +54,7 @@ class Summary:
         self.expected_files: set[Path] = set()
         self.in_container: set[str] = set()
         self.written: dict[str, str] = {}  # report kind -> path, once written
+        self._unused: list[Path] | None = None
 
     # -- gathering ------------------------------------------------------------------------------
 
@@ -102,15 +103,16 @@ class Summary:
         return result
 
     def unused(self) -> list[Path]:
-        """Baseline files no collected item would use; only for a run over the whole suite."""
+        """Baseline files no collected item would use; only for a run over the whole suite.
+        Looked up once, at the end of the session."""
         from pytest_dsrepro.plugin import store_of
 
-        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
-            return []
-        store = store_of(self.config)
-        if not store.root.is_dir():
-            return []
-        return sorted(p for p in store.root.rglob("*.yaml") if p not in self.expected_files)
+        if self._unused is None:
+            root = store_of(self.config).root
+            whole_suite = self.config.args_source != pytest.Config.ArgsSource.ARGS
+            self._unused = sorted(p for p in root.rglob("*.yaml") if p not in self.expected_files) \
+                if whole_suite and root.is_dir() else []
+        return self._unused
 
     def relevant(self) -> bool:
         """Whether the session had anything to do with reproducibility."""
@@ -128,22 +130,18 @@ class Summary:
         if settings.report is None and settings.html is None:
             return
         from pytest_dsrepro import report
+        from pytest_dsrepro.store import atomic_write, shown
 
         doc = report.document(self, int(exitstatus))
+        started_in = Path(self.config.invocation_params.dir)
         if settings.report is not None:
             report.write_json(settings.report, doc)
-            self.written["JSON"] = self._shown(settings.report)
+            self.written["JSON"] = shown(settings.report, started_in)
         if settings.html is not None:
             from pytest_dsrepro import html_report
 
-            report.write_atomically(settings.html, html_report.render(doc, settings.rootdir))
-            self.written["HTML"] = self._shown(settings.html)
-
-    def _shown(self, path: Path) -> str:
-        try:
-            return path.relative_to(Path(self.config.invocation_params.dir)).as_posix()
-        except ValueError:
-            return str(path)
+            atomic_write(settings.html, html_report.render(doc, settings.rootdir).encode("utf-8"))
+            self.written["HTML"] = shown(settings.html, started_in)
 
     # -- the terminal section ---------------------------------------------------------------------
 

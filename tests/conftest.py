@@ -39,6 +39,14 @@ def needs(*modules: str) -> None:
             pytest.skip(f"{module} is not installed: pip install -e '.[test]'")
 
 
+def run_with_env(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:
+    """``runpytest_subprocess`` (without the cache plugin) with these environment variables."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import Project, needs
+from conftest import Project, needs, run_with_env
 
 TEST = """
 import os
@@ -26,9 +26,7 @@ def test_param(baseline, k):
 
 
 def run(pytester: pytest.Pytester, *args: str, shift: str = "0") -> pytest.RunResult:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SHIFT", shift)
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return run_with_env(pytester, *args, SHIFT=shift)
 
 
 def test_lifecycle_of_plain_values(pytester: pytest.Pytester) -> None:

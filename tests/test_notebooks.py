@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs
+from conftest import needs, run_with_env
 from notebooks import cell, write_notebook
 
 VALUE = "import os\nvalue = float(os.environ.get('NB_VALUE', '0.9711'))\nprint('accuracy', value)"
@@ -21,10 +21,7 @@ def nbproject(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(pytester: pytest.Pytester, *args: str, value: str | None = None) -> pytest.RunResult:
-    with pytest.MonkeyPatch.context() as patch:
-        if value is not None:
-            patch.setenv("NB_VALUE", value)
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return run_with_env(pytester, *args, **({} if value is None else {"NB_VALUE": value}))
 
 
 def test_lifecycle_record_pass_perturb_break(nbproject: pytest.Pytester) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, needs, unavailable
+from conftest import Project, needs, run_with_env, unavailable
 from notebooks import write_notebook
 
 SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
@@ -55,9 +55,7 @@ def reproject(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(pytester: pytest.Pytester, *args: str, value: str = "0.9711") -> pytest.RunResult:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NB_VALUE", value)
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return run_with_env(pytester, *args, NB_VALUE=value)
 
 
 def test_terminal_section_counts_and_names_what_diverged(reproject: pytest.Pytester) -> None:
