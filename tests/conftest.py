@@ -30,13 +30,14 @@ def unavailable(message: str) -> NoReturn:
 
 
 def needs(*modules: str) -> None:
-    """Skip unless the optional packages are installed (the ``test`` extra has them all).
-    Checked without importing: pytester's module snapshots make numpy re-imports fail."""
+    """Skip unless the optional packages are installed (the ``test`` extra has them all), or
+    fail in CI. Checked without importing: pytester's module snapshots make numpy re-imports
+    fail."""
     import importlib.util
 
     for module in modules:
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed: pip install -e '.[test]'")
+            unavailable(f"{module} is not installed: pip install -e '.[test]'")
 
 
 def run_with_env(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:
