@@ -29,6 +29,15 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def container_ids(client: Any, pid: int | None = None) -> list[str]:
+    """Ids of the engine's containers (only those of the session with this pid, if given).
+    One list call and no inspect per container: a container removed meanwhile is no error."""
+    from pytest_dsrepro.engine import LABEL_PID
+
+    filters = {"label": f"{LABEL_PID}={pid}"} if pid is not None else {}
+    return [entry["Id"] for entry in client.api.containers(all=True, filters=filters)]
+
+
 def needs(*modules: str) -> None:
     """Skip unless the optional packages are installed (the ``test`` extra has them all), or
     fail in CI. Checked without importing: pytester's module snapshots make numpy re-imports

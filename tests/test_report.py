@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, needs, run_with_env, unavailable
+from conftest import Project, container_ids, needs, run_with_env, unavailable
 from notebooks import write_notebook
 
 SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
@@ -125,8 +125,7 @@ def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
                             cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.monotonic() + 120
-    while not any(c.labels.get("dsrepro.pid") == str(proc.pid)
-                  for c in docker_client.containers.list(filters={"label": "dsrepro.session"})):
+    while not container_ids(docker_client, proc.pid):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(1.5)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project
+from conftest import Project, container_ids
 from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 HOSTNAME = socket.gethostname()
@@ -282,9 +282,8 @@ def test_image_without_the_worker_packages_is_named(project: Project) -> None:
     ])
 
 
-def _labelled(client: Any, pid: int) -> list[Any]:
-    return [c for c in client.containers.list(all=True, filters={"label": LABEL_SESSION})
-            if c.labels.get(LABEL_PID) == str(pid)]
+def _labelled(client: Any, pid: int) -> list[str]:
+    return container_ids(client, pid)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -331,7 +330,7 @@ def test_containers_of_killed_sessions_are_swept(project: Project, docker_client
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
     assert _labelled(docker_client, dead.pid) == []
-    assert left.id not in [c.id for c in docker_client.containers.list(all=True)]
+    assert left.id not in container_ids(docker_client)
 
 
 # A conftest that waits, while the host collects, for a container of this session to exist and
@@ -348,10 +347,10 @@ WATCH_COLLECTION = """
         client = docker.from_env()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = client.containers.list(all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
+            found = client.api.containers(all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
             if found:
                 with open("during-collection.json", "w") as handle:
-                    json.dump([c.id for c in found], handle)
+                    json.dump([c["Id"] for c in found], handle)
                 break
             time.sleep(0.05)
         if os.environ.get("INTERRUPT_COLLECTION"):
@@ -406,4 +405,4 @@ def test_a_container_started_early_is_removed_when_not_used(
         assert result.ret == pytest.ExitCode.INTERRUPTED
     early = json.loads((project.path / "during-collection.json").read_text())
     assert len(early) == 1
-    assert early[0] not in [c.id for c in docker_client.containers.list(all=True)]
+    assert early[0] not in container_ids(docker_client)
