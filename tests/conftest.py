@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,16 @@ import pytest
 from pytest_dsrepro.settings import project_name
 
 pytest_plugins = ["pytester"]
+
+if sys.version_info < (3, 10):
+    # jupyter_client imports the importlib_metadata backport there, which deletes the standard
+    # library's distribution finder and appends its own to sys.meta_path. First imported inside
+    # an in-process pytester run, its finder is dropped when pytester restores sys.meta_path,
+    # and nothing can find a distribution any more (nor pytest's plugins). Import it up front.
+    try:
+        import importlib_metadata  # noqa: F401
+    except ImportError:
+        pass
 
 REQUIRE_DOCKER = os.environ.get("DSREPRO_REQUIRE_DOCKER", "") not in ("", "0", "false")
 BASE_FROM = os.environ.get("DSREPRO_TEST_FROM", "python:3.11-slim")
