@@ -19,7 +19,7 @@ import pytest
 
 from pytest_dsrepro import engine
 from pytest_dsrepro.artifacts import remove_if_empty
-from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options
+from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options, gpu_words
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.image import (
     BuildPlan,
@@ -153,8 +153,7 @@ class Controller:
         """Lines for the summary: image, engine, GPUs."""
         image = self._image
         shown = f"image {image.tag} ({image.id[:19]})" if image else "no image was needed"
-        gpus = {None: "not requested", True: "available", False: "not available"}[self._gpu]
-        return [f"{shown}; engine {engine.engine_address()}; GPUs {gpus}"]
+        return [f"{shown}; engine {engine.engine_address()}; GPUs {gpu_words(self._gpu)}"]
 
     def facts(self) -> dict[str, Any]:
         """The same, for the JSON report."""
@@ -170,15 +169,19 @@ class Controller:
     # -- engine and image -------------------------------------------------------------------
 
     def say(self, line: str) -> None:
+        """One ``dsrepro:`` line on pytest's terminal, flushed at once: a build's progress must
+        reach a CI log (a pipe) while the build runs, not when it ends."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None:
             return
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if capture is None:
             reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
             return
         with capture.global_and_fixture_disabled():  # builds also happen while collecting
             reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
 
     @property
     def client(self) -> Any:

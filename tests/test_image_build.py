@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -144,3 +148,119 @@ def test_two_sessions_build_once(project: Project) -> None:
     assert both.count("building from Dockerfile") == 1, both
     assert both.count("built in") == 1, both
     assert "(cached, built by another process)" in both, both
+
+
+@pytest.mark.parametrize("capture", ["--capture=fd", "--capture=no"])
+def test_progress_is_shown_while_the_build_runs(project: Project, capture: str) -> None:
+    """The last step waits on a loopback socket that is answered only once its line has reached
+    pytest's output (a pipe, as in CI): if the progress were held back until the end, the build
+    would never end. With ``-s`` the output is Python's own block-buffered stdout."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        project.dockerfile(
+            "ARG PORT", "RUN echo first-step",
+            "RUN python -c 'import socket, sys; socket.create_connection((\"127.0.0.1\", "
+            "int(sys.argv[1]))).recv(1)' $PORT",
+        )
+        project.ini(dsrepro_build_network="host")
+        project.pytester.makepyfile(test_one=MARKED)
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
+                   capture, "--dsrepro-build-arg", f"PORT={port}"]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        proc = subprocess.Popen(command, cwd=project.path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()],
+                                  daemon=True)
+        reader.start()
+        seen = []
+        try:
+            while not any(": RUN python -c" in line and "Step " in line for line in seen):
+                try:
+                    seen.append(lines.get(timeout=120))
+                except queue.Empty:
+                    pytest.fail(f"no progress line while the build waits; so far: {seen}")
+            assert not any("built in" in line for line in seen), seen
+            server.settimeout(60)
+            step, _ = server.accept()
+            with step:
+                step.sendall(b"x")
+            assert proc.wait(timeout=180) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=10)
+        while not lines.empty():
+            seen.append(lines.get())
+        output = "".join(seen)
+        assert ": RUN echo first-step" in output
+        assert "built in" in output and "1 passed" in output, output
+
+
+def test_failing_step_shows_the_last_30_lines(project: Project) -> None:
+    project.dockerfile("RUN seq 1 45 && exit 1")
+    project.pytester.makepyfile(test_one=MARKED)
+    result = project.run("--in-docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["  last 30 lines of its output:"])
+    shown = [line[4:] for line in result.stderr.lines if line.startswith("  | ")]
+    assert shown == [str(n) for n in range(16, 46)]
+
+
+def test_dockerfile_context_target_and_build_args_from_settings(
+        project: Project, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Dockerfile outside the context, a stage, build args from the ini file, the target from
+    the environment: the container sees what that stage built."""
+    (project.path / "Dockerfile").unlink()
+    (project.path / "docker").mkdir()
+    (project.path / "docker" / "Dockerfile.repro").write_text(
+        f"FROM {project.base} AS test\n"
+        "ARG GREETING\n"
+        "COPY marker.txt /marker.txt\n"
+        "RUN echo \"$GREETING\" > /greeting\n"
+        f"FROM {project.base} AS release\n"
+        "RUN echo the release stage must not be built && exit 1\n"
+    )
+    (project.path / "env").mkdir()
+    (project.path / "env" / "marker.txt").write_text("from the env folder\n")
+    (project.path / "pyproject.toml").write_text(
+        "[tool.pytest.ini_options]\n"
+        'dsrepro_dockerfile = "docker/Dockerfile.repro"\n'
+        'dsrepro_context = "env"\n'
+        'dsrepro_build_args = ["GREETING=hello, world"]\n'
+        'dsrepro_target = "release"\n'
+    )
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            assert open("/greeting").read() == "hello, world\\n"
+            assert open("/marker.txt").read() == "from the env folder\\n"
+    """)
+    monkeypatch.setenv("DSREPRO_TARGET", "test")  # the environment wins over the ini file
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dsrepro: image dsrepro/*:* building from Dockerfile.repro"])
+
+
+def test_labels_record_the_git_commit(project: Project, docker_client: Any) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
+            cwd=project.path, check=True, capture_output=True, text=True).stdout.strip()
+
+    project.pytester.makepyfile(test_one=MARKED)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD")
+    project.run("--in-docker").assert_outcomes(passed=1)
+    labels = project.images(docker_client)[0].labels
+    assert labels["dsrepro.commit"] == head
+
+    (project.path / "test_one.py").write_text(MARKED + "\n# changed\n")
+    project.run("--in-docker").assert_outcomes(passed=1)
+    newest = max(project.images(docker_client), key=lambda image: image.attrs["Created"])
+    assert newest.labels["dsrepro.commit"] == head + "-dirty"
