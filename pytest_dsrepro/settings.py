@@ -172,6 +172,14 @@ def add_options(parser: pytest.Parser) -> None:
                           default=option.default if option.kind != "linelist" else [])
 
 
+def split_list(text: str, *, key_values: bool = False) -> list[str]:
+    """A list option given as one environment variable: items separated by newlines or commas.
+    For ``KEY=VALUE`` items a comma separates only before the next ``KEY=``, so values may hold
+    commas (``PIP_EXTRA=a,b``)."""
+    separator = r"\n|,(?=\s*[A-Za-z_][A-Za-z0-9_.-]*=)" if key_values else r"[\n,]"
+    return [part.strip() for part in re.split(separator, text) if part.strip()]
+
+
 def raw_value(config: pytest.Config, name: str) -> Any:
     """One option's value: command line, else ``DSREPRO_*`` variable, else ini, else default."""
     option = BY_NAME[name]
@@ -183,7 +191,7 @@ def raw_value(config: pytest.Config, name: str) -> Any:
         if option.kind in ("bool", "action"):
             return parse_bool(env)
         if option.kind == "linelist":
-            return [part for part in re.split(r"[\n,]", env) if part.strip()]
+            return split_list(env, key_values=option.metavar == "KEY=VALUE")
         return env
     if option.ini:
         value = config.getini(option.dest)

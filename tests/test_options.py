@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.settings import Settings, parse_key_values, parse_memory
+from pytest_dsrepro.settings import Settings, parse_key_values, parse_memory, split_list
 
 
 def test_help_shows_the_dsrepro_group(pytester: pytest.Pytester) -> None:
@@ -108,3 +108,9 @@ def test_parse_key_values() -> None:
     assert parse_key_values(["A=1", "# note", "", "B = x=y"], "build arg") == {"A": "1", "B": " x=y"}
     with pytest.raises(DsreproUsageError, match="'C' is not KEY=VALUE"):
         parse_key_values(["C"], "build arg")
+
+
+def test_split_list_from_an_environment_variable() -> None:
+    assert split_list("A, B\nC") == ["A", "B", "C"]
+    assert split_list("SEED=1, PIP_EXTRA=a,b\nX=y", key_values=True) == [
+        "SEED=1", "PIP_EXTRA=a,b", "X=y"]
