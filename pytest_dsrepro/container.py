@@ -42,6 +42,11 @@ class RunConfig:
     gpu_env: tuple[tuple[str, str], ...] = ()
 
 
+def gpu_words(available: bool | None) -> str:
+    """How the summary and the HTML page say whether GPUs were available."""
+    return {None: "not requested", True: "available", False: "not available"}[available]
+
+
 def plugin_source() -> Path:
     """The host folder holding the ``pytest_dsrepro`` package, mounted into every container."""
     return Path(pytest_dsrepro.__file__).resolve().parent

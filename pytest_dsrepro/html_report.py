@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from pytest_dsrepro.container import gpu_words
+
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #1d1d1f; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 2em; }
@@ -84,8 +86,7 @@ def _difference(entry: dict[str, Any], rootdir: Path) -> str:
 def render(doc: dict[str, Any], rootdir: Path) -> str:
     """The page for one report document (see :mod:`pytest_dsrepro.report`)."""
     run, counts = doc["run"], doc["counts"]
-    gpus = {None: "not requested", True: "available", False: "not available"}[
-        run.get("gpus_available")]
+    gpus = gpu_words(run.get("gpus_available"))
     verdict = "reproduces" if doc["exit_status"] == 0 else \
         "interrupted" if doc["interrupted"] else "does not reproduce"
     head = [
