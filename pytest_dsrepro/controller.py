@@ -68,6 +68,7 @@ class Controller:
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path] | None = None
         self._gpu: bool | None = None
+        self._build_interrupted = False
 
     # -- a container started while the host collects -----------------------------------------
 
@@ -152,7 +153,9 @@ class Controller:
     def describe(self) -> list[str]:
         """Lines for the summary: image, engine, GPUs."""
         image = self._image
-        shown = f"image {image.tag} ({image.id[:19]})" if image else "no image was needed"
+        shown = (f"image {image.tag} ({image.id[:19]})" if image
+                 else "image build interrupted; nothing was tagged" if self._build_interrupted
+                 else "no image was needed")
         return [f"{shown}; engine {engine.engine_address()}; GPUs {gpu_words(self._gpu)}"]
 
     def facts(self) -> dict[str, Any]:
@@ -221,9 +224,15 @@ class Controller:
                 self.say(f"image {self._image.tag} (given)")
             else:
                 verbose = self.config.get_verbosity() > 0
-                self._image = ensure_image(self.client, self._plan(),
-                                           rebuild=self.settings.rebuild, say=self._say_now,
-                                           verbose=verbose)
+                try:
+                    self._image = ensure_image(self.client, self._plan(),
+                                               rebuild=self.settings.rebuild,
+                                               say=self._say_now, verbose=verbose)
+                except KeyboardInterrupt:
+                    # closing the build's stream makes the engine cancel it and remove its
+                    # container; nothing is tagged
+                    self._build_interrupted = True
+                    raise
         return self._image
 
     def _flush_notes(self) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -264,3 +266,33 @@ def test_labels_record_the_git_commit(project: Project, docker_client: Any) -> N
     project.run("--in-docker").assert_outcomes(passed=1)
     newest = max(project.images(docker_client), key=lambda image: image.attrs["Created"])
     assert newest.labels["dsrepro.commit"] == head + "-dirty"
+
+
+def test_interrupted_build_tags_nothing_and_leaves_no_container(project: Project,
+                                                                docker_client: Any) -> None:
+    token = project.name + "-interrupted"
+    project.dockerfile(f"RUN echo {token} && sleep 120")
+    project.pytester.makepyfile(test_one=MARKED)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def building() -> list[str]:
+        return [entry["Id"] for entry in docker_client.api.containers(all=True)
+                if token in entry["Command"]]
+
+    deadline = time.monotonic() + 120
+    while not building():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the build step never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "image build interrupted; nothing was tagged" in output
+    assert "Traceback" not in output
+    assert project.images(docker_client) == []
+    deadline = time.monotonic() + 30  # the engine cancels the step when the stream closes
+    while building() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert building() == []
