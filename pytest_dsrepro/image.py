@@ -288,8 +288,15 @@ def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> Bui
             f"pullable ({error}).\n  Pull or load {base} into the engine, or change FROM."
         )
     log = "".join(f"\n  | {line}" for line in tail)
+    if "build target" in error and plan.target:
+        advice = f"Nothing was tagged; set dsrepro_target to a stage of {plan.dockerfile.name}."
+    elif "network" in error and "not found" in error and plan.network:
+        advice = ("Nothing was tagged; set dsrepro_build_network to host, bridge, none or a "
+                  "network the engine has.")
+    else:
+        advice = "Nothing was tagged; fix the step and rerun."
     return BuildError(
         f"image build failed at {where}\n  {error}"
         + (f"\n  last {len(tail)} lines of its output:{log}" if tail else "")
-        + "\n  Nothing was tagged; fix the step and rerun."
+        + f"\n  {advice}"
     )

@@ -74,3 +74,19 @@ def test_build_args_target_and_dockerfile_change_the_hash(tmp_path: Path) -> Non
     assert content_hash(plan(tmp_path, network="host")) == base  # how, not what, is built
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
     assert content_hash(plan(tmp_path)) != base
+
+
+def test_build_errors_say_which_setting_to_fix(tmp_path: Path) -> None:
+    from pytest_dsrepro.image import _step_failed
+
+    (tmp_path / "Dockerfile").write_text("FROM base\nRUN make\n")
+    staged = plan(tmp_path, target="tset")
+    message = str(_step_failed(staged, "", "failed to reach build target tset in Dockerfile", []))
+    assert message.endswith("set dsrepro_target to a stage of Dockerfile.")
+    networked = plan(tmp_path, network="lab")
+    message = str(_step_failed(networked, "Step 2/2 : RUN make", "network lab not found", []))
+    assert message.startswith("image build failed at Step 2/2 : RUN make\n  network lab not found")
+    assert "set dsrepro_build_network to host, bridge, none" in message
+    failed = str(_step_failed(plan(tmp_path), "Step 2/2 : RUN make", "exit code 2", ["a", "b"]))
+    assert failed.splitlines()[-1] == "  Nothing was tagged; fix the step and rerun."
+    assert "  last 2 lines of its output:\n  | a\n  | b" in failed
