@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import Row, save_rows, timed_pytest
+from common import Row, remove_project_images, save_rows, timed_pytest
 from notebook_suite import write
 
 DOCKERFILE = """FROM python:3.11-slim
@@ -46,22 +46,25 @@ def measure(python: str, runs: int, workers: int = 2) -> tuple[list[Row], dict[s
         ours = ["--dsrepro-notebooks", "nb/*.ipynb"]
         host_ours = [*ours, "--dsrepro-baselines", "baselines-host"]
         anchor = ["-p", "no:dsrepro"]
-        # baselines: recorded once where each run compares
-        timed_pytest(python, [*host_ours, "--dsrepro-update"], root, 1)
-        timed_pytest(python, [*ours, "--in-docker", "--dsrepro-update"], root, 1)  # builds too
-        cases = {
-            "plugin, host": host_ours,
-            "plugin --in-docker": [*ours, "--in-docker"],
-            f"plugin --in-docker --dsrepro-workers {workers}":
-                [*ours, "--in-docker", "--dsrepro-workers", str(workers)],
-            "nbmake, host": [*anchor, "--nbmake", "nb"],
-            f"nbmake -n {workers}, host": [*anchor, "--nbmake", "-n", str(workers), "nb"],
-            "nbval, host": [*anchor, "--nbval", "nb"],
-        }
-        seconds: dict[str, float] = {}
-        peaks: dict[str, int] = {}
-        for name, args in cases.items():
-            seconds[name], peaks[name] = timed_pytest(python, args, root, runs)
+        try:
+            # baselines: recorded once where each run compares
+            timed_pytest(python, [*host_ours, "--dsrepro-update"], root, 1)
+            timed_pytest(python, [*ours, "--in-docker", "--dsrepro-update"], root, 1)  # builds too
+            cases = {
+                "plugin, host": host_ours,
+                "plugin --in-docker": [*ours, "--in-docker"],
+                f"plugin --in-docker --dsrepro-workers {workers}":
+                    [*ours, "--in-docker", "--dsrepro-workers", str(workers)],
+                "nbmake, host": [*anchor, "--nbmake", "nb"],
+                f"nbmake -n {workers}, host": [*anchor, "--nbmake", "-n", str(workers), "nb"],
+                "nbval, host": [*anchor, "--nbval", "nb"],
+            }
+            seconds: dict[str, float] = {}
+            peaks: dict[str, int] = {}
+            for name, args in cases.items():
+                seconds[name], peaks[name] = timed_pytest(python, args, root, runs)
+        finally:
+            remove_project_images(root)
     serial = seconds["plugin --in-docker"] / seconds["nbmake, host"]
     parallel = (seconds[f"plugin --in-docker --dsrepro-workers {workers}"]
                 / seconds[f"nbmake -n {workers}, host"])

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, save_rows
+from common import Row, remove_project_images, save_rows
 
 
 def timed(command: list[str], cwd: Path, runs: int) -> float:
@@ -47,13 +47,16 @@ def main() -> None:
         plugin = [sys.executable, "-m", "pytest", "-q", "-p", "pytest_dsrepro.plugin", "-p",
                   "no:cacheprovider", "--in-docker"]
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        subprocess.run(plugin, cwd=root, check=True, capture_output=True)  # build once: warm
-        bare = ["docker", "run", "--rm", "--network", "none", "-v", f"{root}:{root}:ro",
-                "-w", str(root), "-u", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
-                args.base, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "test_one.py"]
-        ours = timed(plugin, root, args.runs)
-        theirs = timed(bare, root, args.runs)
+        try:
+            subprocess.run(plugin, cwd=root, check=True, capture_output=True)  # build: warm
+            bare = ["docker", "run", "--rm", "--network", "none", "-v", f"{root}:{root}:ro",
+                    "-w", str(root), "-u", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
+                    args.base, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "test_one.py"]
+            ours = timed(plugin, root, args.runs)
+            theirs = timed(bare, root, args.runs)
+        finally:
+            remove_project_images(root)
     print(f"median of {args.runs} runs")
     print(f"pytest --in-docker (warm image)   {ours:7.3f} s")
     print(f"docker run --rm ... pytest        {theirs:7.3f} s")

@@ -66,6 +66,24 @@ def timed_pytest(python: str, args: list[str], cwd: Path, runs: int,
     return statistics.median(samples), max(peaks)
 
 
+def remove_project_images(folder: Path) -> None:
+    """Remove the images ``pytest --in-docker`` built for the project in ``folder``: their tag
+    names the (temporary) folder, so each benchmark run would leave new ones behind."""
+    import docker
+
+    from pytest_dsrepro.settings import project_name
+
+    repository = f"dsrepro/{project_name(folder.name)}"
+    client = docker.from_env()
+    try:
+        for image in client.images.list(name=repository):
+            for tag in image.tags:  # by tag: an identical image of another project keeps its own
+                if tag.startswith(repository + ":"):
+                    client.images.remove(tag)
+    finally:
+        client.close()
+
+
 def save_rows(rows: list[Row], path: str | None) -> None:
     """For the harness: the rows as JSON in ``path``."""
     if path:
