@@ -339,8 +339,17 @@ class Controller:
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
-        worker = WorkerContainer(self.client, options)
-        worker.start()
+        import docker.errors
+
+        try:
+            worker = WorkerContainer(self.client, options)
+        except docker.errors.APIError as exc:
+            raise engine.refused(exc, "to create a container") from None
+        try:
+            worker.start()
+        except docker.errors.APIError as exc:
+            worker.remove()
+            raise engine.refused(exc, "to start a container") from None
         return worker
 
     # -- collecting inside --------------------------------------------------------------------

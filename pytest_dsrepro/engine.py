@@ -4,6 +4,7 @@ containers left behind by killed sessions."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any
 
@@ -22,13 +23,6 @@ START_HINT = (
 def engine_address() -> str:
     """What the Docker SDK will try: ``DOCKER_HOST`` or the default socket."""
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def is_local(address: str) -> bool:
-    """Whether the engine sees this machine's folders (a unix socket or loopback TCP)."""
-    return address.startswith(("unix://", "npipe://")) or any(
-        host in address for host in ("://localhost", "://127.", "://[::1]")
-    )
 
 
 def connect() -> Any:
@@ -54,6 +48,20 @@ def _first_line(exc: BaseException) -> str:
     for noise in ("Error while fetching server API version: ",):
         line = line.replace(noise, "")
     return line[:200]
+
+
+def refused(exc: BaseException, what: str) -> EngineError:
+    """The engine's refusal of ``what`` in plain words; an engine that cannot see this machine's
+    folders (a remote ``DOCKER_HOST``) is named as such."""
+    explanation = str(getattr(exc, "explanation", None) or _first_line(exc))
+    unseen = re.search(r"bind source path does not exist: (\S+)", explanation)
+    if unseen:
+        return EngineError(
+            f"the engine at {engine_address()} cannot see {unseen.group(1)}: it does not run on "
+            "this machine (a remote DOCKER_HOST?).\n  pytest-dsrepro mounts the repository and "
+            "its own code into containers; use an engine that runs where pytest runs."
+        )
+    return EngineError(f"the engine at {engine_address()} refused {what}: {explanation}")
 
 
 def session_labels(session_id: str) -> dict[str, str]:

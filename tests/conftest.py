@@ -129,6 +129,24 @@ def gpu_engine(docker_client: Any, base_image: str) -> Iterator[Any]:
         pass
 
 
+@pytest.fixture(scope="session")
+def remote_engine(docker_client: Any, base_image: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second engine that cannot see this session's temporary folders (where pytester's
+    projects live), as an engine on another machine could not."""
+    import gpu_engine as engines
+
+    try:
+        started = engines.start(docker_client, [base_image], kind="rem",
+                                hide=(tmp_path_factory.getbasetemp(),))
+        engine = next(started)
+    except Exception as exc:
+        unavailable(f"no second engine: {exc}")
+    yield engine
+    for _ in started:  # stops the engine
+        pass
+
+
 class Project:
     """A small user project in pytester's folder, with a Dockerfile FROM the base image."""
 

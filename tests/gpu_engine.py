@@ -1,16 +1,19 @@
-"""A second Docker engine with the stand-in ``nvidia-container-runtime-hook`` on its PATH.
+"""A second Docker engine with the stand-in ``nvidia-container-runtime-hook`` on its PATH, or
+one that cannot see some of this machine's folders, as an engine on another machine could not.
 
 dockerd registers its ``nvidia`` device driver when that executable is on its PATH at start, and
 runs it as an OCI prestart hook for every container that requests GPUs (setting
 ``NVIDIA_VISIBLE_DEVICES`` inside). The stand-in only records its calls, so the plugin's GPU
 request is proven to reach a real engine on a machine without GPUs. The engine has its own
-socket, data root, exec root and bridge, so the main engine is untouched.
+socket, data root, exec root and bridge, so the main engine is untouched. With ``hide``, dockerd
+runs in its own mount namespace where those folders are covered by an empty tmpfs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,35 +41,40 @@ class GpuEngine:
         return log.read_text().splitlines() if log.exists() else []
 
 
-def _bridge_name() -> str:
-    return f"dsrgpu{os.getpid() % 100000}"  # at most 15 characters
-
-
-def start(docker_client: Any, images: list[str]) -> Iterator[GpuEngine]:
-    """Start the engine, copy ``images`` into it, yield it, and stop it and its bridge."""
+def start(docker_client: Any, images: list[str], *, kind: str = "gpu",
+          hide: tuple[Path, ...] = ()) -> Iterator[GpuEngine]:
+    """Start the engine, copy ``images`` into it, yield it, and stop it and its bridge.
+    ``kind`` (three letters) keeps the bridges and subnets of two such engines apart."""
     import docker
 
-    missing = [tool for tool in ("dockerd", "ip") if shutil.which(tool) is None]
+    tools = ["dockerd", "ip", *(["unshare"] if hide else [])]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         raise RuntimeError(f"the second engine needs root and {', '.join(missing) or 'dockerd'}")
-    root = Path(tempfile.mkdtemp(prefix="dsrepro-gpu-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=f"dsrepro-{kind}-", dir="/tmp"))
     (root / "bin").mkdir()
-    hook = root / "bin" / "nvidia-container-runtime-hook"
-    hook.write_text(HOOK)
-    hook.chmod(0o755)
-    bridge = _bridge_name()
-    subnet = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}.1/24"
+    if kind == "gpu":
+        hook = root / "bin" / "nvidia-container-runtime-hook"
+        hook.write_text(HOOK)
+        hook.chmod(0o755)
+    bridge = f"dsr{kind}{os.getpid() % 100000}"  # at most 15 characters
+    offset = {"gpu": 200, "rem": 150}[kind]
+    subnet = f"10.{offset + os.getpid() % 50}.{os.getpid() % 250}.1/24"
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "addr", "add", subnet, "dev", bridge], check=True)
     subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     url = f"unix://{root}/docker.sock"
     env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ.get('PATH', '')}"}
     log = open(root / "dockerd.log", "wb")
-    daemon = subprocess.Popen(
-        ["dockerd", "--host", url, "--data-root", str(root / "data"), "--exec-root",
-         str(root / "exec"), "--pidfile", str(root / "docker.pid"), "--bridge", bridge,
-         "--iptables=false", "--ip-masq=false"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    dockerd = ["dockerd", "--host", url, "--data-root", str(root / "data"), "--exec-root",
+               str(root / "exec"), "--pidfile", str(root / "docker.pid"), "--bridge", bridge,
+               "--iptables=false", "--ip-masq=false"]
+    if hide:
+        covers = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(path))}" for path in hide)
+        dockerd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f"{covers} && exec {shlex.join(dockerd)}"]
+    daemon = subprocess.Popen(dockerd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     client = None
     try:
         deadline = time.monotonic() + 60

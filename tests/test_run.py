@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, container_ids
+from conftest import Project, container_ids, run_with_env
 from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 HOSTNAME = socket.gethostname()
@@ -406,3 +406,33 @@ def test_a_container_started_early_is_removed_when_not_used(
     early = json.loads((project.path / "during-collection.json").read_text())
     assert len(early) == 1
     assert early[0] not in container_ids(docker_client)
+
+
+def test_an_engine_that_cannot_see_the_repository_is_named(project: Project,
+                                                          remote_engine: Any) -> None:
+    """An engine elsewhere builds the image from the sent context, but cannot mount the
+    repository: one plain error that says so, and no container left on it."""
+    import docker
+
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+    """)
+    result = run_with_env(project.pytester, "--in-docker", DOCKER_HOST=remote_engine.url)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["dsrepro: image dsrepro/* built in *s"])
+    result.stderr.fnmatch_lines([
+        f"ERROR: the engine at {remote_engine.url} cannot see {project.path}*: it does not run "
+        "on this machine (a remote DOCKER_HOST?).",
+        "  pytest-dsrepro mounts the repository and its own code into containers; use an engine "
+        "that runs where pytest runs.",
+    ])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    client = docker.DockerClient(base_url=remote_engine.url)
+    try:
+        assert client.api.containers(all=True) == []
+    finally:
+        client.close()
