@@ -114,19 +114,24 @@ def base_image(docker_client: Any) -> str:
     return tag
 
 
-@pytest.fixture(scope="session")
-def gpu_engine(docker_client: Any, base_image: str) -> Iterator[Any]:
-    """A second engine whose GPU requests reach a stand-in NVIDIA hook (tests/gpu_engine.py)."""
+def second_engine(docker_client: Any, base_image: str, **options: Any) -> Iterator[Any]:
+    """A second engine (tests/gpu_engine.py) with the base image, stopped at the end."""
     import gpu_engine as engines
 
     try:
-        started = engines.start(docker_client, [base_image])
+        started = engines.start(docker_client, [base_image], **options)
         engine = next(started)
     except Exception as exc:
         unavailable(f"no second engine: {exc}")
     yield engine
     for _ in started:  # stops the engine
         pass
+
+
+@pytest.fixture(scope="session")
+def gpu_engine(docker_client: Any, base_image: str) -> Iterator[Any]:
+    """A second engine whose GPU requests reach a stand-in NVIDIA hook."""
+    yield from second_engine(docker_client, base_image)
 
 
 @pytest.fixture(scope="session")
@@ -134,17 +139,8 @@ def remote_engine(docker_client: Any, base_image: str,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A second engine that cannot see this session's temporary folders (where pytester's
     projects live), as an engine on another machine could not."""
-    import gpu_engine as engines
-
-    try:
-        started = engines.start(docker_client, [base_image], kind="rem",
-                                hide=(tmp_path_factory.getbasetemp(),))
-        engine = next(started)
-    except Exception as exc:
-        unavailable(f"no second engine: {exc}")
-    yield engine
-    for _ in started:  # stops the engine
-        pass
+    yield from second_engine(docker_client, base_image, kind="rem",
+                             hide=(tmp_path_factory.getbasetemp(),))
 
 
 class Project:
