@@ -9,7 +9,8 @@ from pathlib import Path
 from pytest_dsrepro.store import safe_name, shown
 
 
-def _extension(data: bytes) -> str:
+def extension(data: bytes) -> str:
+    """``png``, ``jpg`` or ``bin``, from the data's first bytes."""
     if data.startswith(b"\x89PNG"):
         return "png"
     if data.startswith(b"\xff\xd8"):
@@ -36,7 +37,7 @@ class Artifacts:
         self.folder.mkdir(parents=True, exist_ok=True)
         written: dict[str, str] = {}
         for kind, data in images.items():
-            path = self.folder / f"{safe_name(label)}-{kind}.{_extension(data)}"
+            path = self.folder / f"{safe_name(label)}-{kind}.{extension(data)}"
             path.write_bytes(data)
             written[kind] = shown(path, self.rootdir)
         return written

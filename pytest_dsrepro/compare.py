@@ -75,15 +75,20 @@ class Mismatch:
 
     def record(self) -> dict[str, Any]:
         """A JSON-ready summary for reports."""
-        worst = max(self.numbers, key=lambda n: n.absolute, default=None)
         return {
             "what": self.what, "kind": self.kind, "note": self.note,
-            "diff": self.diff[:200],
-            "numbers_outside": len(self.numbers),
-            "max_abs": worst.absolute if worst else None,
-            "max_rel": max((n.relative for n in self.numbers), default=None),
+            "diff": self.diff[:200], **numbers_outside(self.numbers),
             "images": dict(self.written),
         }
+
+
+def numbers_outside(numbers: list[NumberDiff]) -> dict[str, Any]:
+    """How many numbers are outside tolerance and the largest differences, for reports."""
+    return {
+        "numbers_outside": len(numbers),
+        "max_abs": max((n.absolute for n in numbers), default=None),
+        "max_rel": max((n.relative for n in numbers), default=None),
+    }
 
 
 def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:

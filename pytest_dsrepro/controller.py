@@ -19,12 +19,19 @@ import pytest
 
 from pytest_dsrepro import engine
 from pytest_dsrepro.artifacts import remove_if_empty
-from pytest_dsrepro.container import RunConfig, WorkerContainer, container_options, gpu_words
+from pytest_dsrepro.container import (
+    RunConfig,
+    WorkerContainer,
+    container_options,
+    device_requests,
+    gpu_words,
+)
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.image import (
     BuildPlan,
     ImageResult,
     cached_image,
+    content_hash,
     ensure_image,
     find_image,
     git_commit,
@@ -69,6 +76,7 @@ class Controller:
         self._warm: tuple[WorkerContainer, Path] | None = None
         self._gpu: bool | None = None
         self._build_interrupted = False
+        self._digest: str | None = None  # the context's hash, computed once per session
 
     # -- a container started while the host collects -----------------------------------------
 
@@ -87,7 +95,10 @@ class Controller:
             elif self.settings.rebuild:
                 return
             else:
-                image = cached_image(self.client, self._plan())
+                plan = self._plan()
+                plan.check()
+                self._digest = content_hash(plan)
+                image = cached_image(self.client, plan, self._digest)
             if image is None:  # a build is due: it runs, with its progress, after collection
                 return
             self._image = image
@@ -113,8 +124,6 @@ class Controller:
         """Whether the engine starts a container with a GPU request: a trivial container is
         started with the same request the GPU items get. Checked once per session."""
         if self._gpu is None:
-            from pytest_dsrepro.container import device_requests
-
             container = None
             try:
                 container = self.client.containers.create(
@@ -227,7 +236,8 @@ class Controller:
                 try:
                     self._image = ensure_image(self.client, self._plan(),
                                                rebuild=self.settings.rebuild,
-                                               say=self._say_now, verbose=verbose)
+                                               say=self._say_now, verbose=verbose,
+                                               digest=self._digest)
                 except KeyboardInterrupt:
                     # closing the build's stream makes the engine cancel it and remove its
                     # container; nothing is tagged
@@ -334,13 +344,13 @@ class Controller:
         return self._create(spec, ["--request", request])
 
     def _create(self, spec: ContainerSpec, launch_args: list[str]) -> WorkerContainer:
+        import docker.errors
+
         run = self.run_config()
         command = [run.python, "-m", "pytest_dsrepro.launch", *launch_args]
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
-        import docker.errors
-
         try:
             worker = WorkerContainer(self.client, options)
         except docker.errors.APIError as exc:
@@ -561,31 +571,27 @@ class Controller:
         return True
 
     def _skip(self, item: pytest.Item, reason: str) -> None:
-        hook = self.config.hook
-        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         path, line, _ = item.location
-        now = time.time()
-        report = pytest.TestReport(
-            nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
-            outcome="skipped", longrepr=(path, (line or 0) + 1, f"Skipped: {reason}"),
-            when="setup", duration=0.0, start=now, stop=now,
-        )
-        hook.pytest_runtest_logreport(report=report)
-        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self._report(item, "setup", "skipped", (path, (line or 0) + 1, f"Skipped: {reason}"), 0.0)
 
     def _should_stop(self, session: pytest.Session) -> bool:
         return bool(session.shouldfail or session.shouldstop)
 
     def _fail(self, item: pytest.Item, when: str, message: str, duration: float) -> None:
         """Report a failure the container could not report itself."""
+        self._report(item, when, "failed", message, duration)
+
+    def _report(self, item: pytest.Item, when: str, outcome: str, longrepr: Any,
+                duration: float) -> None:
+        """Replay one report the host makes up for ``item`` (logstart too, for ``setup``)."""
         hook = self.config.hook
         if when == "setup":
             hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         now = time.time()
         report = pytest.TestReport(
             nodeid=item.nodeid, location=item.location,
-            keywords={k: 1 for k in item.keywords}, outcome="failed", longrepr=message,
-            when=when,  # type: ignore[arg-type]
+            keywords={k: 1 for k in item.keywords}, outcome=outcome,  # type: ignore[arg-type]
+            longrepr=longrepr, when=when,  # type: ignore[arg-type]
             duration=duration, start=now - duration, stop=now,
         )
         hook.pytest_runtest_logreport(report=report)

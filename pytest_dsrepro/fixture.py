@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
-from pytest_dsrepro.compare import Tolerance, number_table
+from pytest_dsrepro.compare import Tolerance, number_table, numbers_outside
 from pytest_dsrepro.results import annotate, since_baseline
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.store import BaselineError, Store
@@ -121,9 +121,6 @@ def _record(name: str, found: Differences, written: dict[str, str]) -> dict[str,
         else "structure"
     return {
         "value": name, "kind": kind, "note": "; ".join(found.other[:20]),
-        "numbers_outside": len(found.numbers),
-        "max_abs": max((n.absolute for n in found.numbers), default=None),
-        "max_rel": max((n.relative for n in found.numbers), default=None),
-        "images": written,
+        **numbers_outside(found.numbers), "images": written,
     }
 

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from pytest_dsrepro.artifacts import extension
 from pytest_dsrepro.container import gpu_words
 
 STYLE = """
@@ -57,7 +58,7 @@ def _image(path: str, rootdir: Path, caption: str) -> str:
         data = file.read_bytes()
     except OSError:
         return f'<figure><figcaption>{_e(caption)}: {_e(path)} (missing)</figcaption></figure>'
-    mime = "image/jpeg" if data.startswith(b"\xff\xd8") else "image/png"
+    mime = "image/jpeg" if extension(data) == "jpg" else "image/png"
     encoded = base64.b64encode(data).decode()
     return (f'<figure><img alt="{_e(caption)}" src="data:{mime};base64,{encoded}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")

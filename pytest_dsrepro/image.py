@@ -171,30 +171,34 @@ class ImageResult:
     seconds: float
 
 
-def cached_image(client: Any, plan: BuildPlan) -> ImageResult | None:
-    """The image with this plan's content hash when the engine has it; never builds."""
-    plan.check()
+def cached_image(client: Any, plan: BuildPlan, digest: str | None = None) -> ImageResult | None:
+    """The image with this plan's content hash (``digest``, when already computed) when the
+    engine has it; never builds."""
     start = time.monotonic()
-    tag = tag_for(plan, content_hash(plan))
+    if digest is None:
+        plan.check()
+        digest = content_hash(plan)
+    tag = tag_for(plan, digest)
     image = find_image(client, tag)
     if image is None:
         return None
     return ImageResult(tag, image.id, False, time.monotonic() - start)
 
 
-def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbose: bool
-                 ) -> ImageResult:
-    """Reuse the image with this content hash, or build it once even across processes."""
+def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbose: bool,
+                 digest: str | None = None) -> ImageResult:
+    """Reuse the image with this content hash (``digest``, when already computed), or build it
+    once even across processes."""
     from filelock import FileLock
 
     start = time.monotonic()
+    plan.check()
+    digest = digest or content_hash(plan)
     if not rebuild:
-        cached = cached_image(client, plan)
+        cached = cached_image(client, plan, digest)
         if cached is not None:
             say(f"image {cached.tag} (cached)")
             return cached
-    plan.check()
-    digest = content_hash(plan)
     tag = tag_for(plan, digest)
     lock = FileLock(str(_lock_path(tag)), mode=0o666)
     try:

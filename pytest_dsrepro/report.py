@@ -25,8 +25,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "nodeid": record.nodeid,
         "kind": record.kind,
         "where": record.where,
-        "outcome": record.outcome if record.finished or record.outcome != "passed"
-        else "interrupted",
+        "outcome": record.final_outcome,
         "status": record.status,
         "duration": round(record.duration, 6),
         "baseline": entry.get("baseline"),

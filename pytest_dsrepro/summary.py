@@ -33,10 +33,15 @@ class ItemRecord:
     finished: bool = False  # its teardown was reported
 
     @property
+    def final_outcome(self) -> str:
+        """The outcome, or ``interrupted`` for an item that passed so far but never finished."""
+        return "interrupted" if not self.finished and self.outcome == "passed" else self.outcome
+
+    @property
     def status(self) -> str:
         """The item's line in the counts: a baseline verdict where one decides, else the outcome."""
         verdict = self.dsrepro.get("verdict")
-        if not self.finished and self.outcome == "passed":
+        if self.final_outcome == "interrupted":
             return "interrupted"
         if verdict in BASELINE_VERDICTS:
             return str(verdict)
