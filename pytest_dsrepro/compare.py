@@ -73,14 +73,6 @@ class Mismatch:
         lines += [f"  {kind} image: {path}" for kind, path in self.written.items()]
         return "\n".join(lines)
 
-    def record(self) -> dict[str, Any]:
-        """A JSON-ready summary for reports."""
-        return {
-            "what": self.what, "kind": self.kind, "note": self.note,
-            "diff": self.diff[:200], **numbers_outside(self.numbers),
-            "images": dict(self.written),
-        }
-
 
 def numbers_outside(numbers: list[NumberDiff]) -> dict[str, Any]:
     """How many numbers are outside tolerance and the largest differences, for reports."""

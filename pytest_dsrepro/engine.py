@@ -35,14 +35,14 @@ def connect() -> Any:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as exc:
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise EngineError(
             f"no Docker engine answers at {address} ({reason}).\n  To fix: {START_HINT}."
         ) from None
     return client
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
     for noise in ("Error while fetching server API version: ",):
@@ -53,7 +53,7 @@ def _first_line(exc: BaseException) -> str:
 def refused(exc: BaseException, what: str) -> EngineError:
     """The engine's refusal of ``what`` in plain words; an engine that cannot see this machine's
     folders (a remote ``DOCKER_HOST``) is named as such."""
-    explanation = str(getattr(exc, "explanation", None) or _first_line(exc))
+    explanation = str(getattr(exc, "explanation", None) or first_line(exc))
     unseen = re.search(r"bind source path does not exist: (\S+)", explanation)
     if unseen:
         return EngineError(

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
-from pytest_dsrepro.compare import Tolerance, number_table, numbers_outside
-from pytest_dsrepro.results import annotate, since_baseline
+from pytest_dsrepro.compare import Tolerance, number_table
+from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
 from pytest_dsrepro.settings import Settings
-from pytest_dsrepro.store import BaselineError, Store
+from pytest_dsrepro.store import Store
 from pytest_dsrepro.values import Differences, encode
 
 
@@ -26,9 +26,14 @@ class Baseline:
         self.values: dict[str, Any] = {}
         self.files: dict[str, bytes] = {}
         self._doc: dict[str, Any] | None = None
-        self._loaded = False
-        self._diverged: list[dict[str, Any]] = []
+        self._lifecycle: Lifecycle | None = None
         self.artifacts = Artifacts(settings.artifacts, settings.rootdir, item.nodeid)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        if self._lifecycle is None:
+            self._lifecycle = Lifecycle(self.item, self.store, self.path)
+        return self._lifecycle
 
     def check(self, name: str, value: Any, *, rtol: float | None = None,
               atol: float | None = None) -> None:
@@ -42,12 +47,12 @@ class Baseline:
         self.files.update(files)
         if self.settings.update:
             return
-        doc = self._load()
-        recorded = (doc.get("values") or {})
+        if self._doc is None:
+            self.artifacts.clear()
+            self._doc = self.lifecycle.load()
+        recorded = (self._doc.get("values") or {})
         if name not in recorded:
-            annotate(self.item, verdict="missing")
-            pytest.fail(f"no baseline for {name!r} in {self.store.display(self.path)}: run with "
-                        "--dsrepro-update", pytrace=False)
+            self.lifecycle.missing(repr(name))
         tolerance = Tolerance(rtol=self.settings.rtol if rtol is None else rtol,
                               atol=self.settings.atol if atol is None else atol)
         found = Differences(tolerance)
@@ -58,32 +63,8 @@ class Baseline:
             for mismatch in found.images:
                 mismatch.written = self.artifacts.write(mismatch.what, mismatch.images)
                 written.update({f"{mismatch.what} {k}": v for k, v in mismatch.written.items()})
-            self._diverged.append(_record(name, found, written))
-            changed = since_baseline(self.item)
-            annotate(self.item, verdict="diverged", differences=self._diverged, changes=changed)
+            changed = self.lifecycle.diverged([_difference(name, found, written)])
             pytest.fail(self._message(name, found, tolerance, written, changed), pytrace=False)
-
-    def _load(self) -> dict[str, Any]:
-        __tracebackhide__ = True
-        if not self._loaded:
-            self.artifacts.clear()
-            annotate(self.item, baseline=self.store.display(self.path))
-            try:
-                self._doc = self.store.load(self.path)
-            except BaselineError as exc:
-                annotate(self.item, verdict="corrupt")
-                pytest.fail(str(exc), pytrace=False)
-            self._loaded = True
-            if self._doc is not None:
-                from pytest_dsrepro import provenance
-
-                annotate(self.item, provenance=self._doc.get("provenance") or {},
-                         run=provenance.collect())
-        if self._doc is None:
-            annotate(self.item, verdict="missing")
-            pytest.fail(f"no baseline: run with --dsrepro-update (expected at "
-                        f"{self.store.display(self.path)})", pytrace=False)
-        return self._doc
 
     def _message(self, name: str, found: Differences, tolerance: Tolerance,
                  written: dict[str, str], changed: list[str]) -> str:
@@ -95,32 +76,22 @@ class Baseline:
             lines.append(number_table(found.numbers))
         lines += [f"  {what} image: {path}" for what, path in written.items()]
         if changed:
-            lines.append("  since the baseline was recorded: " + "; ".join(changed))
+            lines.append("  " + since_line(changed))
         return "\n".join(lines)
 
     def finish(self) -> None:
-        """In update mode, write what the test checked."""
+        """In update mode, write what the test checked; otherwise note a full reproduction."""
         if not self.values:
             return
-        if not self.settings.update:
-            if self._loaded and self._doc is not None and not self._diverged:
-                annotate(self.item, verdict="reproduced")
-            return
-        from pytest_dsrepro import provenance
-
-        doc = {"kind": "test", "node": self.item.nodeid, "provenance": provenance.collect(),
-               "values": self.values}
-        status = self.store.write(self.path, doc, self.files)
-        annotate(self.item, baseline=self.store.display(self.path), verdict="recorded",
-                 status=status)
+        if self.settings.update:
+            self.lifecycle.record("test", {"values": self.values}, self.files)
+        elif self._doc is not None:
+            self.lifecycle.reproduced()
 
 
-def _record(name: str, found: Differences, written: dict[str, str]) -> dict[str, Any]:
+def _difference(name: str, found: Differences, written: dict[str, str]) -> Difference:
     """One diverged value, for reports."""
     kind = "image" if found.images else "numbers" if found.numbers and not found.other \
         else "structure"
-    return {
-        "value": name, "kind": kind, "note": "; ".join(found.other[:20]),
-        **numbers_outside(found.numbers), "images": written,
-    }
-
+    return Difference(name, "", kind, note="; ".join(found.other[:20]), numbers=found.numbers,
+                      images=written)

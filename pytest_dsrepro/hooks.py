@@ -4,13 +4,24 @@ first."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
 if TYPE_CHECKING:
     from pytest_dsrepro.compare import Mismatch, Tolerance
+    from pytest_dsrepro.executors import Executor
     from pytest_dsrepro.markers import ContainerSpec
+    from pytest_dsrepro.settings import Settings
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, session_id: str,
+                                 say: Callable[[str], None]) -> Executor | None:
+    """The executor that starts this session's workers (see :mod:`pytest_dsrepro.executors`).
+    ``say`` prints one ``dsrepro:`` line; label what you start with ``session_id``. Called once
+    on the host with ``--in-docker``; the plugin's own implementation returns the Docker
+    executor."""
 
 
 def pytest_dsrepro_container_options(config: pytest.Config, spec: ContainerSpec,

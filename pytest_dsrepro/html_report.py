@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsrepro.artifacts import extension
-from pytest_dsrepro.container import gpu_words
+from pytest_dsrepro.executors import gpu_words
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #1d1d1f; }
@@ -65,9 +65,8 @@ def _image(path: str, rootdir: Path, caption: str) -> str:
 
 
 def _difference(entry: dict[str, Any], rootdir: Path) -> str:
-    where = f"cell {entry['cell']} · " if "cell" in entry else ""
-    name = entry.get("value") or entry.get("what") or ""
-    parts = [f'<h4 class="difference">{_e(where)}{_e(name)} <span class="muted">'
+    place = " · ".join(part for part in (entry.get("where"), entry.get("what")) if part)
+    parts = [f'<h4 class="difference">{_e(place)} <span class="muted">'
              f'({_e(entry.get("kind", ""))})</span></h4>']
     if entry.get("note"):
         parts.append(f"<p>{_e(entry['note'])}</p>")

@@ -2,23 +2,25 @@
 ``python -m pytest_dsrepro.launch --wait FILE`` for a container started before the host knows what
 to run: it imports what it can, then waits for FILE to hold the request.
 
-A request names the packages the run needs (``require``), pytest's options (``args``), the node
-ids (``nodeids``) and how many pytest processes share them (``workers``). The launcher checks the
-packages, keeps the process's original stdout as the report channel (everything else printed goes
-to stderr), then runs pytest with the worker plugin: in this process, or in ``workers`` child
-processes whose events it merges, each tagged with its worker number.
+The request is a :class:`pytest_dsrepro.protocol.Request`. The launcher checks the packages it
+names, keeps the process's original stdout as the report channel (everything else printed goes
+to stderr), then runs pytest with the :class:`~pytest_dsrepro.inside.EventStream` plugin and the
+host's settings: in this process, or in ``workers`` child processes whose events it merges, each
+tagged with its process number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from typing import IO, Any
+
+from pytest_dsrepro import protocol
 
 # import name -> the name to pip install
 PACKAGES = {
@@ -52,20 +54,20 @@ def _warm_up() -> bool:
     try:
         import pytest  # noqa: F401
 
-        import pytest_dsrepro.plugin
-        import pytest_dsrepro.worker  # noqa: F401
+        import pytest_dsrepro.inside
+        import pytest_dsrepro.plugin  # noqa: F401
     except ImportError:  # reported as missing once the request names what is needed
         pass
     return _has_entry_point()
 
 
-def _wait_for(path: str) -> dict[str, Any] | None:
+def _wait_for(path: str) -> protocol.Request | None:
     """The request the host writes (atomically) to ``path``; None if it never comes."""
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
     while time.monotonic() < deadline:
         try:
             with open(path, encoding="utf-8") as handle:
-                request: dict[str, Any] = json.load(handle)
+                request = protocol.Request.from_json(handle.read())
             os.unlink(path)
             return request
         except FileNotFoundError:
@@ -73,12 +75,8 @@ def _wait_for(path: str) -> dict[str, Any] | None:
     return None
 
 
-# events of a child that the parent replaces with its own
-CHILD_ONLY = {"start", "finish", "exit", "collected"}
-
-
 def _send(channel: IO[str], event: str, **data: Any) -> None:
-    channel.write(json.dumps({"e": event, **data}) + "\n")
+    channel.write(protocol.encode(event, **data))
     channel.flush()
 
 
@@ -94,37 +92,40 @@ def split(nodeids: list[str], workers: int) -> list[list[str]]:
     return [share for share in shares if share]
 
 
-def _run_here(channel: IO[str], args: list[str], entry_point: bool) -> int:
+def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) -> int:
     import pytest
 
-    from pytest_dsrepro.worker import WorkerPlugin
+    from pytest_dsrepro.inside import EventStream
+    from pytest_dsrepro.settings import Settings
 
+    args = [*request.args, *request.nodeids]
     if not entry_point:
         args = ["-p", "pytest_dsrepro.plugin", *args]
-    return int(pytest.main(args, plugins=[WorkerPlugin(channel)]))
+    stream = EventStream(channel, Settings.from_wire(request.settings))
+    return int(pytest.main(args, plugins=[stream]))
 
 
-def _run_children(channel: IO[str], request: dict[str, Any], shares: list[list[str]],
+def _run_children(channel: IO[str], request: protocol.Request, shares: list[list[str]],
                   entry_point: bool) -> int:
     """One child pytest per share; their events merged into ``channel`` as they come."""
     lock = threading.Lock()
     children = []
     # checked once here: the children need not look for packages or the entry point again
-    shared = {**request, "require": [], "entry_point": entry_point, "workers": 1}
     for number, share in enumerate(shares):
-        child_request = {**shared, "nodeids": share}
+        child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
+                                    nodeids=share)
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "pytest_dsrepro.launch", "--request", json.dumps(child_request)],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "DSREPRO_WORKER": str(number)}))
+            [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "DSREPRO_PROCESS": str(number)}))
 
     def pump(child: subprocess.Popen[str]) -> None:
         assert child.stdout is not None
         for line in child.stdout:
             try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("e") not in CHILD_ONLY:
+                event = protocol.decode(line)
+            except protocol.ProtocolError:
+                event = None
+            if event is not None and event["e"] not in protocol.CHILD_ONLY:
                 with lock:
                     channel.write(line if line.endswith("\n") else line + "\n")
                     channel.flush()
@@ -137,13 +138,14 @@ def _run_children(channel: IO[str], request: dict[str, Any], shares: list[list[s
         reader.join()
     failing = [code for code in codes if code not in (0, 5)]
     code = 1 if 1 in failing else (max(failing) if failing else min(codes))
-    _send(channel, "finish", exitstatus=code)
+    _send(channel, protocol.FINISH, exitstatus=code)
     return code
 
 
 def main(argv: list[str]) -> int:
     channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
+    entry_point: bool | None
     if len(argv) == 2 and argv[0] == "--wait":
         entry_point = _warm_up()
         found = _wait_for(argv[1])
@@ -151,25 +153,25 @@ def main(argv: list[str]) -> int:
             return 0
         request = found
     elif len(argv) == 2 and argv[0] == "--request":
-        request = json.loads(argv[1])
-        entry_point = request.get("entry_point")
+        request = protocol.Request.from_json(argv[1])
+        entry_point = request.entry_point
     else:
         print("usage: python -m pytest_dsrepro.launch (--request JSON | --wait FILE)",
               file=sys.stderr)
         return 2
-    missing = _missing(list(request.get("require") or []))
-    _send(channel, "start", python=sys.version.split()[0], missing=missing, pid=os.getpid())
+    missing = _missing(request.require)
+    _send(channel, protocol.START, python=sys.version.split()[0], missing=missing,
+          pid=os.getpid())
     if missing:
         return 3
-    nodeids = list(request.get("nodeids") or [])
-    shares = split(nodeids, int(request.get("workers") or 1))
+    shares = split(request.nodeids, request.workers)
     if entry_point is None:
         entry_point = _has_entry_point()
     if len(shares) > 1:
         code = _run_children(channel, request, shares, entry_point)
     else:
-        code = _run_here(channel, [*request["args"], *nodeids], entry_point)
-    _send(channel, "exit", code=code)
+        code = _run_here(channel, request, entry_point)
+    _send(channel, protocol.EXIT, code=code)
     return code
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
+from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
 from pytest_dsrepro.normalize import (
     ANSI,
     IMAGE_TYPES,
@@ -23,9 +24,9 @@ from pytest_dsrepro.normalize import (
     joined,
     normalize_outputs,
 )
-from pytest_dsrepro.results import annotate, since_baseline
+from pytest_dsrepro.results import annotate
 from pytest_dsrepro.settings import Settings
-from pytest_dsrepro.store import BaselineError
+from pytest_dsrepro.state import settings_of, store_of
 
 SKIP_TAGS = {"dsrepro-skip", "nbval-skip", "skip-execution"}
 IGNORE_TAGS = {"dsrepro-ignore-output", "nbval-ignore-output"}
@@ -113,8 +114,6 @@ class NotebookItem(pytest.Item):
     def runtest(self) -> None:
         import nbformat
 
-        from pytest_dsrepro.plugin import settings_of
-
         settings = settings_of(self.config)
         notebook = nbformat.read(str(self.path), as_version=4)
         saved = baseline_from_notebook(notebook, settings) \
@@ -130,51 +129,40 @@ class NotebookItem(pytest.Item):
 
     def _check(self, cells: list[CellResult], saved: list[dict[str, Any]] | None,
                settings: Settings) -> None:
-        from pytest_dsrepro.plugin import store_of
-
         tolerance = Tolerance(
             rtol=float(self.options.get("rtol", settings.rtol)),
             atol=float(self.options.get("atol", settings.atol)),
         )
         artifacts = Artifacts(settings.artifacts, settings.rootdir, self.nodeid)
         if saved is not None:  # dsrepro_baseline_source = notebook
-            self._compare(saved, cells, tolerance, {}, artifacts)
+            self._compare(saved, cells, tolerance, {}, artifacts, None)
             return
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path))
+        lifecycle = Lifecycle(self, store, path)
         if settings.update:
-            status = store.write(path, *baseline_document(self.nodeid, normalized(cells, settings)))
-            annotate(self, baseline=store.display(path), verdict="recorded", status=status)
+            lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
             return
-        try:
-            doc = store.load(path)
-        except BaselineError as exc:
-            annotate(self, baseline=store.display(path), verdict="corrupt")
-            raise NotebookError(str(exc)) from None
-        if doc is None:
-            annotate(self, baseline=store.display(path), verdict="missing")
-            raise NotebookError(f"no baseline: run with --dsrepro-update (expected at "
-                                f"{store.display(path)})")
-        from pytest_dsrepro import provenance
-
-        annotate(self, baseline=store.display(path), provenance=doc.get("provenance") or {},
-                 run=provenance.collect())
+        doc = lifecycle.load()
         images = store.read_files(path, doc.get("cells") or [])
-        self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts)
+        self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
 
     def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
-                 tolerance: Tolerance, images: dict[str, bytes], artifacts: Artifacts) -> None:
-        """Compare raw ``cells`` with the normalized ``expected`` ones; fail with what differs."""
-        from pytest_dsrepro.plugin import settings_of
-
+                 tolerance: Tolerance, images: dict[str, bytes], artifacts: Artifacts,
+                 lifecycle: Lifecycle | None) -> None:
+        """Compare raw ``cells`` with the normalized ``expected`` ones; fail with what differs.
+        Without a ``lifecycle`` (outputs saved in the notebook) no verdict is noted."""
+        __tracebackhide__ = True
         artifacts.clear()
         stale = _stale(expected, cells)
         if stale:
-            annotate(self, verdict="stale")
-            raise NotebookError(f"{self.nodeid}: the baseline is stale: {stale}; review the change "
-                                "and run with --dsrepro-update")
+            message = (f"{self.nodeid}: the baseline is stale: {stale}; review the change and run "
+                       "with --dsrepro-update")
+            if lifecycle is None:
+                raise NotebookError(message)
+            lifecycle.stale(message)
         problems: list[str] = []
-        records: list[dict[str, Any]] = []
+        differences: list[Difference] = []
         by_index = {cell.index: cell for cell in cells}
         user = compile_user_patterns(settings_of(self.config).sanitize)
         for entry in expected:
@@ -190,16 +178,16 @@ class NotebookItem(pytest.Item):
                 if mismatch.images:
                     mismatch.written = artifacts.write(f"cell-{cell.index}-{mismatch.what}",
                                                        mismatch.images)
-                records.append({"cell": cell.index, **mismatch.record()})
+                differences.append(Difference.of(f"cell {cell.index}", mismatch))
             if mismatches:
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
-            changes = since_baseline(self)
-            annotate(self, verdict="diverged", differences=records, changes=changes)
-            since = f"\n\nsince the baseline was recorded: {'; '.join(changes)}" if changes else ""
+            changes = lifecycle.diverged(differences) if lifecycle is not None else []
+            since = f"\n\n{since_line(changes)}" if changes else ""
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
                                 + "\n\n".join(problems) + since)
-        annotate(self, verdict="reproduced")
+        if lifecycle is not None:
+            lifecycle.reproduced()
 
     def _compare_output(self, what: str, kind: str, expected: Any, obtained: Any,
                         tolerance: Tolerance) -> list[Mismatch]:
@@ -335,10 +323,8 @@ def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, 
     return cells
 
 
-def baseline_document(nodeid: str, cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The YAML document of a notebook's baseline, and the image files beside it."""
-    from pytest_dsrepro import provenance
-
+def baseline_document(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The body of a notebook's baseline, and the image files beside it."""
     files: dict[str, bytes] = {}
     entries = []
     for cell in cells:
@@ -363,9 +349,7 @@ def baseline_document(nodeid: str, cells: list[CellResult]) -> tuple[dict[str, A
             entry["raw_sha256"] = cell.raw_sha256
         entry["outputs"] = [] if cell.ignore_output else outputs
         entries.append(entry)
-    doc = {"kind": "notebook", "node": nodeid, "provenance": provenance.collect(),
-           "cells": entries}
-    return doc, files
+    return {"cells": entries}, files
 
 
 def _summary(outputs: list[dict[str, Any]]) -> str:

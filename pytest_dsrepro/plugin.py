@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import pytest
 
 from pytest_dsrepro import markers
 from pytest_dsrepro.settings import Settings, add_options
-from pytest_dsrepro.worker import is_worker
-
-if TYPE_CHECKING:
-    from pytest_dsrepro.controller import Controller
-    from pytest_dsrepro.store import Store
-
-SETTINGS_KEY = pytest.StashKey[Settings]()
-STORE_KEY = pytest.StashKey["Store"]()
-CONTROLLER_NAME = "dsrepro-controller"
+from pytest_dsrepro.state import (
+    HOST_SESSION,
+    SETTINGS_KEY,
+    host_session_of,
+    inside_of,
+    settings_of,
+    store_of,
+)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -39,54 +38,46 @@ def pytest_dsrepro_compare_output(what: str, kind: str, expected: Any, obtained:
     return default_compare(what, kind, expected, obtained, tolerance)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, session_id: str,
+                                 say: Callable[[str], None]) -> Any:
+    """The plugin's own executor, after any of the project's: containers on the Docker engine."""
+    from pytest_dsrepro.executors.docker import DockerExecutor
+
+    return DockerExecutor(config, settings, session_id, say)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", markers.DESCRIPTION)
+    inside = inside_of(config)
+    if inside is not None:  # a worker: the host resolved the settings, and they are final
+        config.stash[SETTINGS_KEY] = inside.settings
+        return
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
-    if is_worker(config):
-        return
     from pytest_dsrepro.summary import Summary
 
     config.pluginmanager.register(Summary(config), "dsrepro-summary")
     if settings.in_docker:
-        from pytest_dsrepro.controller import Controller
+        from pytest_dsrepro.session import HostSession
 
-        controller = Controller(config, settings)
-        config.pluginmanager.register(controller, CONTROLLER_NAME)
+        host = HostSession(config, settings)
+        config.pluginmanager.register(host, HOST_SESSION)
         if not config.option.help and not (config.option.collectonly
                                            and not settings.container_paths):
-            controller.prestart()
+            host.prestart()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    controller = controller_of(config)
-    if controller is not None:
-        controller.close()
-
-
-def settings_of(config: pytest.Config) -> Settings:
-    return config.stash[SETTINGS_KEY]
-
-
-def store_of(config: pytest.Config) -> Store:
-    """The session's baseline store, made on first use."""
-    from pytest_dsrepro.store import Store
-
-    if STORE_KEY not in config.stash:
-        settings = settings_of(config)
-        config.stash[STORE_KEY] = Store(settings.baselines, settings.rootdir)
-    return config.stash[STORE_KEY]
-
-
-def controller_of(config: pytest.Config) -> Controller | None:
-    plugin: Controller | None = config.pluginmanager.get_plugin(CONTROLLER_NAME)
-    return plugin
+    host = host_session_of(config)
+    if host is not None:
+        host.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if is_worker(config):
+    if inside_of(config) is not None:
         return ["dsrepro: worker inside the project's container"]
-    if controller_of(config) is None:
+    if host_session_of(config) is None:
         return ["dsrepro: container items run on the host (use --in-docker to run them in "
                 "the project's image)"]
     from pytest_dsrepro.engine import engine_address
@@ -102,7 +93,7 @@ def _under(path: Path, folders: tuple[Path, ...]) -> bool:
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
     config = parent.config
     settings = settings_of(config)
-    if controller_of(config) is not None and _under(module_path, settings.container_paths):
+    if host_session_of(config) is not None and _under(module_path, settings.container_paths):
         from pytest_dsrepro.remote import ContainerModule
 
         return ContainerModule.from_parent(parent, path=module_path)
@@ -135,15 +126,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if is_container_item(item, settings):
             extra = getattr(item, "container_settings", None)
             item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    controller = controller_of(session.config)
-    if controller is None:
-        return None
-    return controller.runtestloop(session)
-
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ class ContainerModule(pytest.File):
     """A test module that only the image can import."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_dsrepro.plugin import controller_of
+        from pytest_dsrepro.state import host_session_of
 
-        controller = controller_of(self.config)
-        assert controller is not None
-        collection = controller.remote_collection()
+        host = host_session_of(self.config)
+        assert host is not None
+        collection = host.remote_collection()
         error = collection.errors.get(self.nodeid)
         if error is not None:
             raise self.CollectError(f"collecting {self.nodeid} inside the container failed:\n{error}")

@@ -15,8 +15,7 @@ from pytest_dsrepro.store import atomic_write
 if TYPE_CHECKING:
     from pytest_dsrepro.summary import ItemRecord, Summary
 
-SCHEMA_VERSION = 1
-SCHEMA = Path(__file__).with_name("report.schema.json")
+SCHEMA_VERSION = 2
 
 
 def _item(record: ItemRecord) -> dict[str, Any]:
@@ -42,11 +41,11 @@ def _item(record: ItemRecord) -> dict[str, Any]:
 def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
     """The report of the session ``summary`` gathered."""
     from pytest_dsrepro import provenance
-    from pytest_dsrepro.plugin import controller_of, settings_of, store_of
+    from pytest_dsrepro.state import host_session_of, settings_of, store_of
 
     config = summary.config
-    controller = controller_of(config)
-    facts = controller.facts() if controller is not None else {}
+    host = host_session_of(config)
+    facts = host.facts() if host is not None else {}
     container = next((r.dsrepro["run"] for r in summary.records.values()
                       if r.where == "container" and r.dsrepro.get("run")), None)
     try:

@@ -1,4 +1,5 @@
-"""Every option of the plugin, resolved once: command line over environment over ini."""
+"""Every option of the plugin, resolved once on the host (command line over environment over ini)
+and sent to workers in the launch request, which use the host's values as they are."""
 
 from __future__ import annotations
 
@@ -224,7 +225,6 @@ class Settings:
     env: tuple[str, ...] = ()
     cpus: float | None = None
     memory: int | None = None
-    memory_text: str | None = None
     require_gpu: bool = False
     workers: int = 1
     gpu_env: tuple[tuple[str, str], ...] = ()
@@ -254,7 +254,7 @@ class Settings:
             candidate = Path(value)
             return candidate if candidate.is_absolute() else root / candidate
 
-        memory_text = raw_value(config, "memory")
+        memory = raw_value(config, "memory")
         paths = raw_value(config, "container_paths") or ()
         scratch = raw_value(config, "scratch")
         return cls(
@@ -275,8 +275,7 @@ class Settings:
             network=raw_value(config, "network") or "none",
             env=tuple(raw_value(config, "env")),
             cpus=_optional(raw_value(config, "cpus"), lambda v: parse_positive(v, "cpus")),
-            memory=_optional(memory_text, parse_memory),
-            memory_text=memory_text or None,
+            memory=_optional(memory, parse_memory),
             require_gpu=bool(raw_value(config, "require_gpu")),
             workers=_optional(raw_value(config, "workers"), _count) or 1,
             gpu_env=tuple(parse_key_values(list(raw_value(config, "gpu_env")), "gpu env").items()),
@@ -301,6 +300,45 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON-ready values for the launch request: paths as text, tuples as lists."""
+        return {field.name: _to_wire(getattr(self, field.name))
+                for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Settings:
+        """The settings :meth:`to_wire` sent; an unknown or missing name is an error."""
+        fields = {field.name: str(field.type) for field in dataclasses.fields(cls)}
+        if set(data) != set(fields):
+            odd = sorted(set(data) ^ set(fields))
+            raise ValueError(f"settings from the host do not match this plugin: {', '.join(odd)}")
+        return cls(**{name: _from_wire(value, fields[name]) for name, value in data.items()})
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_to_wire(entry) for entry in value]
+    return value
+
+
+def _from_wire(value: Any, annotation: str) -> Any:
+    """``value`` as the field's type, read from its annotation (``Path | None``,
+    ``tuple[Path, ...]``, ``tuple[tuple[str, str], ...]``)."""
+    if value is None:
+        return None
+    if annotation.startswith("tuple[tuple"):
+        return tuple(tuple(entry) for entry in value)
+    if annotation.startswith("tuple[Path"):
+        return tuple(Path(entry) for entry in value)
+    if annotation.startswith("tuple"):
+        return tuple(value)
+    if annotation.startswith("Path"):
+        return Path(value)
+    return value
 
 
 def _count(value: Any) -> int:

@@ -10,10 +10,18 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro.lifecycle import DECISIVE, Verdict, headline
+from pytest_dsrepro.replay import WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
+from pytest_dsrepro.state import (
+    host_session_of,
+    is_xdist_controller,
+    is_xdist_worker,
+    settings_of,
+    store_of,
+)
 
-# verdicts that decide an item's status whatever its outcome
-BASELINE_VERDICTS = ("diverged", "missing", "stale", "corrupt", "recorded")
+XDIST_EXPECTED = "dsrepro_expected_baselines"  # in each xdist worker's workeroutput
 COUNTED = (("reproduced", "reproduced"), ("diverged", "diverged"), ("missing", "missing baseline"),
            ("stale", "stale"), ("skipped", "skipped"))
 LONGREPR_LIMIT = 20000
@@ -43,10 +51,10 @@ class ItemRecord:
         verdict = self.dsrepro.get("verdict")
         if self.final_outcome == "interrupted":
             return "interrupted"
-        if verdict in BASELINE_VERDICTS:
+        if verdict in {v.value for v in DECISIVE}:
             return str(verdict)
-        if verdict == "reproduced" and self.outcome == "passed":
-            return "reproduced"
+        if verdict == Verdict.REPRODUCED.value and self.outcome == "passed":
+            return Verdict.REPRODUCED.value
         return self.outcome
 
 
@@ -60,13 +68,13 @@ class Summary:
         self.in_container: set[str] = set()
         self.written: dict[str, str] = {}  # report kind -> path, once written
         self._unused: list[Path] | None = None
+        self._xdist_nodes_down = 0
 
     # -- gathering ------------------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         from pytest_dsrepro.markers import SPEC_KEY
-        from pytest_dsrepro.plugin import settings_of, store_of
 
         store = store_of(self.config)
         in_docker = settings_of(self.config).in_docker
@@ -77,13 +85,24 @@ class Summary:
                 self.expected_files.add(store.for_notebook(Path(item.path)))
             elif "baseline" in getattr(item, "fixturenames", ()):
                 self.expected_files.add(store.for_test(Path(item.path), item.name))
+        if is_xdist_worker(self.config):  # the controller lists unused baselines for the run
+            self.config.workeroutput[XDIST_EXPECTED] = sorted(  # type: ignore[attr-defined]
+                str(path) for path in self.expected_files)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """An xdist worker is done: the baselines its items use count for the whole run."""
+        self.expected_files.update(Path(p) for p in
+                                   getattr(node, "workeroutput", {}).get(XDIST_EXPECTED, ()))
+        self._xdist_nodes_down += 1
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
         record = self.records.get(nodeid)
         if record is None:
             kind = "notebook" if nodeid.split("::")[0].endswith(".ipynb") else "test"
-            where = "container" if nodeid in self.in_container else "host"
+            inside = getattr(report, WHERE_ATTRIBUTE, None) == "container"
+            where = "container" if inside or nodeid in self.in_container else "host"
             record = self.records[nodeid] = ItemRecord(nodeid, kind, where)
         record.duration += float(report.duration or 0.0)
         record.finished = record.finished or report.when == "teardown"
@@ -108,13 +127,13 @@ class Summary:
         return result
 
     def unused(self) -> list[Path]:
-        """Baseline files no collected item would use; only for a run over the whole suite.
-        Looked up once, at the end of the session."""
-        from pytest_dsrepro.plugin import store_of
-
+        """Baseline files no collected item would use; only for a run over the whole suite (under
+        pytest-xdist, over what every worker collected). Looked up once, at the end."""
         if self._unused is None:
             root = store_of(self.config).root
             whole_suite = self.config.args_source != pytest.Config.ArgsSource.ARGS
+            if is_xdist_controller(self.config) and not self._xdist_nodes_down:
+                whole_suite = False  # no worker reported what it collected
             self._unused = sorted(p for p in root.rglob("*.yaml") if p not in self.expected_files) \
                 if whole_suite and root.is_dir() else []
         return self._unused
@@ -128,11 +147,10 @@ class Summary:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """Write the reports asked for, whatever the outcome, interruptions included."""
-        from pytest_dsrepro.plugin import settings_of
-
+        """Write the reports asked for, whatever the outcome, interruptions included; under
+        pytest-xdist only the controller writes them."""
         settings = settings_of(self.config)
-        if settings.report is None and settings.html is None:
+        if (settings.report is None and settings.html is None) or is_xdist_worker(self.config):
             return
         from pytest_dsrepro import report
         from pytest_dsrepro.store import atomic_write, shown
@@ -151,15 +169,13 @@ class Summary:
     # -- the terminal section ---------------------------------------------------------------------
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_dsrepro.plugin import controller_of, store_of
-
         if not self.relevant() or self.config.option.collectonly:
             return
         write = terminalreporter.line
         terminalreporter.section("dsrepro")
-        controller = controller_of(self.config)
-        if controller is not None:
-            for line in controller.describe():
+        host = host_session_of(self.config)
+        if host is not None:
+            for line in host.describe():
                 write(line)
         counts = self.counts()
         write(", ".join(f"{label} {counts[key]}" for key, label in COUNTED)
@@ -170,7 +186,7 @@ class Summary:
             if record.status == "recorded" and record.dsrepro.get("status") == "unchanged":
                 unchanged += 1
             elif record.status == "diverged":
-                write(f"diverged: {record.nodeid}: {_where_it_differs(record.dsrepro)}")
+                write(f"diverged: {record.nodeid}: {where_it_differs(record.dsrepro)}")
                 changes = record.dsrepro.get("changes") or []
                 if changes:
                     write(f"  since its baseline was recorded: {'; '.join(changes)}")
@@ -187,15 +203,9 @@ class Summary:
             write(f"{label} report: {shown}")
 
 
-def _where_it_differs(entry: dict[str, Any]) -> str:
-    parts = []
-    for difference in (entry.get("differences") or [])[:3]:
-        place = f"cell {difference['cell']} " if "cell" in difference else ""
-        name = difference.get("value") or difference.get("what", "")
-        detail = difference.get("kind", "")
-        if difference.get("max_abs") is not None:
-            detail = (f"{difference.get('numbers_outside', 0)} number(s) outside tolerance, "
-                      f"largest difference {difference['max_abs']:.3g}")
-        parts.append(f"{place}{name} ({detail})")
-    more = len(entry.get("differences") or []) - 3
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+def where_it_differs(entry: dict[str, Any]) -> str:
+    """The first differences of an item, in a line."""
+    differences = entry.get("differences") or []
+    more = len(differences) - 3
+    return "; ".join(headline(d) for d in differences[:3]) + (f"; and {more} more" if more > 0
+                                                             else "")

@@ -81,7 +81,7 @@ def test_a_gpu_request_reaches_the_engine_for_gpu_items_only(
     before = len(gpu_engine.hook_calls())
     result = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["dsrepro: GPUs: available from the engine (1 GPU item(s))"])
+    result.stdout.fnmatch_lines(["dsrepro: GPUs: available from the engine at * (1 GPU item(s))"])
     gpu = json.loads((scratch / "gpu.json").read_text())
     cpu = json.loads((scratch / "cpu.json").read_text())
     assert gpu["env"]["NVIDIA_VISIBLE_DEVICES"] == "all"

@@ -100,7 +100,7 @@ def test_json_report_is_valid_for_passing_and_failing_runs(reproject: pytest.Pyt
     else:
         assert doc["exit_status"] == 1 and notebook["status"] == "diverged"
         [difference] = notebook["differences"]
-        assert difference["cell"] == 0 and difference["kind"] == "numbers"
+        assert difference["where"] == "cell 0" and difference["kind"] == "numbers"
         assert difference["numbers_outside"] == 1
         assert difference["max_abs"] == pytest.approx(0.01)
         assert difference["max_rel"] == pytest.approx(0.01 / 0.9711)

@@ -1,0 +1,94 @@
+"""Executors: where a worker runs. The host session never knows: it hands an executor a launch
+request and reads the worker's events; the replay, the summary and the reports are the same for
+every executor.
+
+Today's executor is :class:`~pytest_dsrepro.executors.docker.DockerExecutor` (a container on an
+engine that sees this machine's folders, bind mounts at the same paths). Another executor
+implements :class:`Executor` and :class:`Worker` and is chosen with the
+``pytest_dsrepro_make_executor`` hook."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_dsrepro.markers import ContainerSpec
+from pytest_dsrepro.protocol import Request
+
+
+def gpu_words(available: bool | None) -> str:
+    """How the summary and the HTML page say whether GPUs were available."""
+    return {None: "not requested", True: "available", False: "not available"}[available]
+
+
+@dataclasses.dataclass
+class Ending:
+    """How a worker ended."""
+
+    exit_code: int | None
+    oom_killed: bool
+    log_tail: list[str]
+
+
+class Worker(Protocol):
+    """One running worker, as the host sees it."""
+
+    def next_event(self, timeout: float | None) -> dict[str, Any]:
+        """The next event (see :mod:`pytest_dsrepro.protocol`); ``queue.Empty`` after
+        ``timeout`` seconds. The stream ends with ``_eof``; ``_lost`` before it means the engine
+        went away."""
+
+    def exited(self, code: int) -> None:
+        """The worker said it exits with ``code``: :meth:`ending` need not wait for it."""
+
+    def kill(self) -> None:
+        """Stop it now (a timeout, ``-x``)."""
+
+    def ending(self) -> Ending:
+        """Wait for the end and say how it went."""
+
+    def ship_in(self, source: Path, target: Path) -> None:
+        """Copy the host's file or folder ``source`` to ``target`` in the worker."""
+
+    def ship_out(self, source: Path, target: Path) -> None:
+        """Copy the worker's file or folder ``source`` to ``target`` on the host."""
+
+    def remove(self) -> None:
+        """Remove it and everything it holds, whatever state it is in."""
+
+
+class Executor(Protocol):
+    """Starts workers for one host session."""
+
+    def prestart(self, spec: ContainerSpec) -> None:
+        """Get ready in the background while the host collects: connect, find the image, start a
+        worker for ``spec`` that waits for its request. Faults surface on the next call."""
+
+    def prepare(self) -> None:
+        """Be ready to start workers: connect and have the image (a build prints progress)."""
+
+    def gpus_available(self) -> bool:
+        """Whether a worker that asks for GPUs gets them."""
+
+    def start(self, spec: ContainerSpec, request: Request) -> Worker:
+        """A started worker running ``request`` with the resources ``spec`` asks for."""
+
+    def where(self) -> str:
+        """Where workers run, in words: ``the engine at unix:///var/run/docker.sock``."""
+
+    def no_gpu_reason(self) -> str:
+        """Why GPU items cannot run here, in one line."""
+
+    def missing(self, packages: list[str]) -> str:
+        """What to tell the user when the worker lacks ``packages``."""
+
+    def describe(self) -> list[str]:
+        """Lines for the summary: image, where workers ran, GPUs."""
+
+    def facts(self) -> dict[str, Any]:
+        """The same for the JSON report: ``image``, ``image_id``, ``image_built``, ``engine``,
+        ``gpus_available``."""
+
+    def close(self) -> None:
+        """Remove whatever the session still holds; called once at the end, on every path."""

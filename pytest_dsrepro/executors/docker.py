@@ -1,0 +1,444 @@
+"""The Docker executor: workers are containers on an engine that sees this machine's folders. The
+repository is bind-mounted read-only at its own path, the plugin's code from the host, the
+artifacts folder (and the baselines folder in update mode) writable; containers run as the
+host's user, are labelled with the session, and are removed on every way out."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import queue
+import shutil
+import tarfile
+import tempfile
+import threading
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import pytest_dsrepro
+from pytest_dsrepro import engine, protocol
+from pytest_dsrepro.artifacts import remove_if_empty
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.executors import Ending, gpu_words
+from pytest_dsrepro.image import git_commit
+from pytest_dsrepro.image_source import ImageSource
+from pytest_dsrepro.markers import ContainerSpec, Gpu
+from pytest_dsrepro.settings import Settings
+
+PLUGIN_MOUNT = "/opt/dsrepro"
+LOG_TAIL = 20
+
+# Set in GPU containers so that GPU work repeats exactly; dsrepro_gpu_env overrides them.
+GPU_ENV = {
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # cuBLAS: deterministic workspaces (PyTorch needs it)
+    "TF_DETERMINISTIC_OPS": "1",  # TensorFlow: deterministic kernels
+    "TF_CUDNN_DETERMINISTIC": "1",  # TensorFlow: deterministic cuDNN algorithms
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a worker container needs besides its pytest arguments."""
+
+    image: str
+    python: str
+    rootdir: Path
+    workdir: Path
+    scratch: Path
+    writable: tuple[Path, ...]
+    env: dict[str, str]
+    labels: dict[str, str]
+    image_env: tuple[str, ...] = ()
+    gpu_env: tuple[tuple[str, str], ...] = ()
+
+
+def plugin_source() -> Path:
+    """The host folder holding the ``pytest_dsrepro`` package, mounted into every container."""
+    return Path(pytest_dsrepro.__file__).resolve().parent
+
+
+def _pythonpath(image_env: tuple[str, ...]) -> str:
+    for entry in image_env:
+        key, _, value = entry.partition("=")
+        if key == "PYTHONPATH" and value:
+            return f"{PLUGIN_MOUNT}:{value}"
+    return PLUGIN_MOUNT
+
+
+def device_requests(gpu: Gpu) -> list[Any]:
+    """The engine's request for GPUs: all of them, a count, or the devices named."""
+    from docker.types import DeviceRequest
+
+    if gpu is True:
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(gpu, tuple):
+        return [DeviceRequest(device_ids=list(gpu), capabilities=[["gpu"]])]
+    return [DeviceRequest(count=int(gpu), capabilities=[["gpu"]])]
+
+
+def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create``."""
+    from docker.types import Mount
+
+    home = run.scratch / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    mounts = [
+        Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True),
+        Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
+        Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
+              read_only=True),
+    ]
+    for folder in run.writable:
+        folder.mkdir(parents=True, exist_ok=True)
+        mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
+    gpu = {**GPU_ENV, **dict(run.gpu_env)} if spec.gpu else {}
+    environment = {
+        **gpu,
+        **run.env,
+        "HOME": str(home),
+        "TMPDIR": str(run.scratch),
+        "DSREPRO_SCRATCH": str(run.scratch),
+        "DSREPRO_IN_CONTAINER": "1",
+        "PYTHONPATH": _pythonpath(run.image_env),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    options: dict[str, Any] = {
+        "image": run.image,
+        "command": command,
+        "mounts": mounts,
+        "environment": environment,
+        "working_dir": str(run.workdir),
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "labels": run.labels,
+        "network_mode": spec.network,
+        "init": True,
+        "detach": True,
+    }
+    if spec.gpu:
+        options["device_requests"] = device_requests(spec.gpu)
+    if spec.cpus:
+        options["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.memory:
+        options["mem_limit"] = spec.memory
+        options["memswap_limit"] = spec.memory
+    return options
+
+
+class WorkerContainer:
+    """A started container whose events arrive on a queue read by the main thread: a
+    :class:`~pytest_dsrepro.executors.Worker`."""
+
+    def __init__(self, client: Any, options: dict[str, Any]) -> None:
+        self.client = client
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self.container = client.containers.create(**options)
+        self._reader: threading.Thread | None = None
+        self._exit_code: int | None = None
+
+    def exited(self, code: int) -> None:
+        """The worker said it is done with this exit code; ``ending`` need not wait."""
+        self._exit_code = code
+
+    def start(self) -> None:
+        self.container.start()
+        self._reader = threading.Thread(target=self._pump, name="dsrepro-events", daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        pending = b""
+        err_pending = b""
+        try:
+            stream = self.client.api.attach(
+                self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+            for out, err in stream:
+                if err:
+                    err_pending += err
+                    *lines, err_pending = err_pending.split(b"\n")
+                    self.stderr_tail.extend(line.decode("utf-8", "replace") for line in lines)
+                if out:
+                    pending += out
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        self._line(line)
+            if pending:
+                self._line(pending)
+            if err_pending:
+                self.stderr_tail.append(err_pending.decode("utf-8", "replace"))
+        except Exception as exc:  # the engine went away: the replay fails the running item
+            self.events.put({"e": protocol.LOST, "message": engine.first_line(exc)})
+        finally:
+            self.events.put({"e": protocol.EOF})
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            event = protocol.decode(raw)
+        except protocol.ProtocolError as exc:
+            self.events.put({"e": protocol.INVALID, "message": str(exc)})
+            return
+        if event is None:
+            self.stderr_tail.append(raw.decode("utf-8", "replace"))
+        else:
+            self.events.put(event)
+
+    def next_event(self, timeout: float | None) -> dict[str, Any]:
+        """The next event; ``queue.Empty`` after ``timeout`` seconds."""
+        return self.events.get(timeout=timeout)
+
+    def kill(self) -> None:
+        try:
+            self.container.kill()
+        except Exception:  # already stopped
+            pass
+
+    def ending(self) -> Ending:
+        """Wait for the exit and say how it went."""
+        if self._exit_code is not None:
+            return Ending(self._exit_code, False, list(self.stderr_tail))
+        try:
+            result = self.client.api.wait(self.container.id, timeout=60)
+            code = int(result.get("StatusCode", -1))
+            state = self.client.api.inspect_container(self.container.id)["State"]
+            oom = bool(state.get("OOMKilled"))
+        except Exception:
+            code, oom = None, False
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return Ending(code, oom, list(self.stderr_tail))
+
+    def ship_in(self, source: Path, target: Path) -> None:
+        """Copy ``source`` from the host to ``target`` in the container (its parent must
+        exist there)."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(str(source), arcname=target.name)
+        self.container.put_archive(str(target.parent), buffer.getvalue())
+
+    def ship_out(self, source: Path, target: Path) -> None:
+        """Copy ``source`` from the container to ``target`` on the host."""
+        stream, _ = self.container.get_archive(str(source))
+        buffer = io.BytesIO(b"".join(stream))
+        with tempfile.TemporaryDirectory() as unpacked:
+            with tarfile.open(fileobj=buffer) as archive:
+                archive.extractall(unpacked, filter="data") if hasattr(tarfile, "data_filter") \
+                    else archive.extractall(unpacked)
+            found = Path(unpacked) / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() and target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(found), str(target))
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except Exception:  # removed already, or the engine is gone: the next sweep takes it
+            pass
+
+
+class DockerExecutor:
+    """Workers as containers on the engine at ``DOCKER_HOST`` (or the default socket): an
+    :class:`~pytest_dsrepro.executors.Executor`."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, session_id: str,
+                 say: Callable[[str], None]) -> None:
+        self.config = config
+        self.settings = settings
+        self.session_id = session_id
+        self.say = say
+        self.images = ImageSource(settings, self._say_now, config.get_verbosity() > 0)
+        self._client: Any = None
+        self._scratch: Path | None = None
+        self._own_scratch = False
+        self._run_config: RunConfig | None = None
+        self._notes: list[str] = []  # said from the background thread, printed by the main one
+        self._warming: threading.Thread | None = None
+        self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
+        self._gpu: bool | None = None
+
+    # -- a container started while the host collects -------------------------------------------
+
+    def prestart(self, spec: ContainerSpec) -> None:
+        self._warming = threading.Thread(target=self._prestart, args=(spec,),
+                                         name="dsrepro-prestart", daemon=True)
+        self._warming.start()
+
+    def _prestart(self, spec: ContainerSpec) -> None:
+        try:
+            self._connect()
+            found = self.images.without_build(self.client)
+            if found is None:  # a build is due: it runs, with its progress, after collection
+                return
+            self.images.result, how = found
+            self._notes.append(f"image {found[0].tag} ({how})")
+            self.run_config()
+            request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
+            request.parent.mkdir(exist_ok=True)
+            worker = self._create(spec, ["--wait", str(request)])
+            self._warm = (worker, request, spec.group)
+        except Exception:  # the main thread meets the same fault and reports it
+            return
+
+    def _settle(self) -> None:
+        """Wait for the background start; print what it found."""
+        if self._warming is not None and self._warming is not threading.current_thread():
+            self._warming.join()
+            self._warming = None
+            self._flush_notes()
+
+    def _flush_notes(self) -> None:
+        for note in self._notes:
+            self.say(note)
+        self._notes.clear()
+
+    def _say_now(self, line: str) -> None:
+        self._flush_notes()
+        self.say(line)
+
+    # -- engine, image, GPUs ----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._connect()
+        return self._client
+
+    def _connect(self) -> None:
+        self._client = engine.connect()
+        swept = engine.sweep(self._client)
+        if swept:
+            self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
+
+    def prepare(self) -> None:
+        self._settle()
+        self.images.get(self.client)
+
+    def gpus_available(self) -> bool:
+        """A trivial container is started with the request GPU items get; checked once."""
+        if self._gpu is None:
+            container = None
+            try:
+                container = self.client.containers.create(
+                    self.images.get(self.client).id, ["true"], device_requests=device_requests(True),
+                    network_mode="none", labels=engine.session_labels(self.session_id),
+                    user=f"{os.getuid()}:{os.getgid()}")
+                container.start()
+                self._gpu = int(container.wait(timeout=60).get("StatusCode", 1)) == 0
+            except DsreproUsageError:
+                raise
+            except Exception:  # the engine refused the request: no GPU support
+                self._gpu = False
+            finally:
+                if container is not None:
+                    try:
+                        container.remove(force=True)
+                    except Exception:
+                        pass
+        return self._gpu
+
+    def where(self) -> str:
+        return f"the engine at {engine.engine_address()}"
+
+    def no_gpu_reason(self) -> str:
+        return (f"GPU requested, but the Docker engine at {engine.engine_address()} cannot "
+                "provide one (install the NVIDIA Container Toolkit)")
+
+    def missing(self, packages: list[str]) -> str:
+        tag = self.images.result.tag if self.images.result else "the image"
+        return (f"the image {tag} lacks {', '.join(packages)}, which container items need.\n"
+                f"  Add to its Dockerfile: RUN pip install {' '.join(packages)}")
+
+    def describe(self) -> list[str]:
+        return [f"{self.images.describe()}; engine {engine.engine_address()}; "
+                f"GPUs {gpu_words(self._gpu)}"]
+
+    def facts(self) -> dict[str, Any]:
+        image = self.images.result
+        return {"image": image.tag if image else None, "image_id": image.id if image else None,
+                "image_built": image.built if image else None,
+                "engine": engine.engine_address(), "gpus_available": self._gpu}
+
+    # -- starting containers ----------------------------------------------------------------------
+
+    def scratch(self) -> Path:
+        if self._scratch is None:
+            if self.settings.scratch is not None:
+                self._scratch = self.settings.scratch
+                self._scratch.mkdir(parents=True, exist_ok=True)
+            else:
+                self._scratch = Path(tempfile.mkdtemp(prefix="dsrepro-scratch-")).resolve()
+                self._own_scratch = True
+        return self._scratch
+
+    def run_config(self) -> RunConfig:
+        """Made once: every container of the session starts the same way."""
+        if self._run_config is None:
+            s = self.settings
+            image = self.images.get(self.client)
+            image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
+            invocation = Path(self.config.invocation_params.dir)
+            workdir = invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
+            self._run_config = RunConfig(
+                image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
+                scratch=self.scratch(), writable=self.writable_folders(),
+                env={**{name: os.environ[name] for name in s.env if name in os.environ},
+                     "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
+                     "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
+                labels=engine.session_labels(self.session_id), image_env=image_env,
+                gpu_env=s.gpu_env,
+            )
+        return self._run_config
+
+    def writable_folders(self) -> tuple[Path, ...]:
+        """The artifacts folder, and the baselines folder in update mode only."""
+        artifacts = self.settings.artifacts
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return (artifacts, self.settings.baselines) if self.settings.update else (artifacts,)
+
+    def start(self, spec: ContainerSpec, request: protocol.Request) -> WorkerContainer:
+        """A container running ``request``: the prestarted one when its group fits."""
+        self._settle()
+        if self._warm is not None and self._warm[2] == spec.group:
+            worker, path, _ = self._warm
+            self._warm = None
+            partial = path.with_name(path.name + ".part")
+            partial.write_text(request.to_json(), encoding="utf-8")
+            os.replace(partial, path)
+            return worker
+        return self._create(spec, ["--request", request.to_json()])
+
+    def _create(self, spec: ContainerSpec, launch_args: list[str]) -> WorkerContainer:
+        import docker.errors
+
+        run = self.run_config()
+        command = [run.python, "-m", "pytest_dsrepro.launch", *launch_args]
+        options = container_options(run, spec, command)
+        self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
+                                                          options=options)
+        try:
+            worker = WorkerContainer(self.client, options)
+        except docker.errors.APIError as exc:
+            raise engine.refused(exc, "to create a container") from None
+        try:
+            worker.start()
+        except docker.errors.APIError as exc:
+            worker.remove()
+            raise engine.refused(exc, "to start a container") from None
+        return worker
+
+    def close(self) -> None:
+        self._settle()
+        if self._warm is not None:
+            self._warm[0].remove()
+            self._warm = None
+        remove_if_empty(self.settings.artifacts)  # made for the containers to write into
+        if self._own_scratch and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._client is not None:
+            self._client.close()

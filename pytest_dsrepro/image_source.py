@@ -1,0 +1,95 @@
+"""Which image a session's workers run in: the one named by ``dsrepro_image`` (given), the one
+with the build inputs' content hash (cached), or a new build (built)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.image import (
+    BuildPlan,
+    ImageResult,
+    cached_image,
+    content_hash,
+    ensure_image,
+    find_image,
+)
+from pytest_dsrepro.settings import Settings
+
+
+class ImageSource:
+    """Finds or builds the session's image once; the context is hashed at most once."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None], verbose: bool) -> None:
+        self.settings = settings
+        self.say = say
+        self.verbose = verbose
+        self.result: ImageResult | None = None
+        self.interrupted = False  # a build was interrupted: nothing was tagged
+        self._digest: str | None = None
+
+    def plan(self) -> BuildPlan:
+        s = self.settings
+        return BuildPlan(
+            project=s.project, context=s.context, dockerfile=s.dockerfile,
+            build_args=s.build_args, target=s.target, network=s.build_network,
+            ignore=_inside(s.baselines, s.context) + _inside(s.artifacts, s.context),
+        )
+
+    def given(self, client: Any) -> ImageResult:
+        image = self.settings.image or ""
+        found = find_image(client, image)
+        if found is None:
+            raise DsreproUsageError(
+                f"image {image} (dsrepro_image) is not in the engine; build or pull it"
+            )
+        return ImageResult(image, found.id, False, 0.0)
+
+    def without_build(self, client: Any) -> tuple[ImageResult, str] | None:
+        """The given or cached image and how it was found, or None when a build is due. Used
+        before collection ends, so it never builds and prints nothing."""
+        if self.settings.image:
+            return self.given(client), "given"
+        if self.settings.rebuild:
+            return None
+        plan = self.plan()
+        plan.check()
+        self._digest = content_hash(plan)
+        found = cached_image(client, plan, self._digest)
+        return (found, "cached") if found is not None else None
+
+    def get(self, client: Any) -> ImageResult:
+        """The image, built (with progress through ``say``) when no cached one fits."""
+        if self.result is not None:
+            return self.result
+        if self.settings.image:
+            self.result = self.given(client)
+            self.say(f"image {self.result.tag} (given)")
+            return self.result
+        try:
+            self.result = ensure_image(client, self.plan(), rebuild=self.settings.rebuild,
+                                       say=self.say, verbose=self.verbose, digest=self._digest)
+        except KeyboardInterrupt:
+            # closing the build's stream makes the engine cancel it and remove its container;
+            # nothing is tagged
+            self.interrupted = True
+            raise
+        return self.result
+
+    def describe(self) -> str:
+        image = self.result
+        if image is not None:
+            return f"image {image.tag} ({image.id[:19]})"
+        if self.interrupted:
+            return "image build interrupted; nothing was tagged"
+        return "no image was needed"
+
+
+def _inside(folder: Path, context: Path) -> tuple[str, ...]:
+    """``folder`` as an ignore pattern of ``context``: baselines never force a rebuild."""
+    try:
+        rel = folder.resolve().relative_to(context.resolve()).as_posix()
+    except ValueError:
+        return ()
+    return (rel,) if rel != "." else ()

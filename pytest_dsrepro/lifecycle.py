@@ -1,0 +1,136 @@
+"""One baseline lifecycle for notebooks and the ``baseline`` fixture: load (missing or corrupt),
+compare (stale, diverged or reproduced), record. Each step sets the item's verdict from one
+vocabulary and fails the item with one plain message; a difference has one record shape, read the
+same way by the summary, the JSON report and the HTML page."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from pytest_dsrepro.compare import Mismatch, NumberDiff, numbers_outside
+from pytest_dsrepro.results import annotate, since_baseline
+from pytest_dsrepro.store import BaselineError, Store
+
+
+class Verdict(str, enum.Enum):
+    """What an item's baseline says about this run."""
+
+    REPRODUCED = "reproduced"
+    DIVERGED = "diverged"
+    MISSING = "missing"
+    STALE = "stale"
+    CORRUPT = "corrupt"
+    RECORDED = "recorded"
+
+
+# verdicts that decide an item's status whatever its outcome
+DECISIVE = frozenset({Verdict.DIVERGED, Verdict.MISSING, Verdict.STALE, Verdict.CORRUPT,
+                      Verdict.RECORDED})
+
+
+@dataclasses.dataclass
+class Difference:
+    """One thing that differs from the baseline: ``where`` in the item (``cell 3``, or the
+    checked value's name), ``what`` there (``output 0 (stdout)``, or ``accuracy[2]``)."""
+
+    where: str
+    what: str
+    kind: str  # text, numbers, image or structure
+    note: str = ""
+    diff: list[str] = dataclasses.field(default_factory=list)
+    numbers: list[NumberDiff] = dataclasses.field(default_factory=list)
+    images: dict[str, str] = dataclasses.field(default_factory=dict)  # written files by role
+
+    @classmethod
+    def of(cls, where: str, mismatch: Mismatch) -> Difference:
+        return cls(where, mismatch.what, mismatch.kind, mismatch.note, list(mismatch.diff),
+                   list(mismatch.numbers), dict(mismatch.written))
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, for the reports (schema ``$defs.difference``)."""
+        return {"where": self.where, "what": self.what, "kind": self.kind, "note": self.note,
+                "diff": self.diff[:200], **numbers_outside(self.numbers),
+                "images": dict(self.images)}
+
+
+def headline(record: dict[str, Any]) -> str:
+    """A difference's record in a few words: ``cell 3 output 0 (stdout) (2 number(s) ...)``."""
+    detail = record.get("kind", "")
+    if record.get("max_abs") is not None:
+        detail = (f"{record.get('numbers_outside', 0)} number(s) outside tolerance, "
+                  f"largest difference {record['max_abs']:.3g}")
+    place = " ".join(part for part in (record.get("where"), record.get("what")) if part)
+    return f"{place} ({detail})"
+
+
+class Lifecycle:
+    """The baseline of one item, at ``path`` in ``store``."""
+
+    def __init__(self, item: pytest.Item, store: Store, path: Path) -> None:
+        self.item = item
+        self.store = store
+        self.path = path
+        self.shown = store.display(path)
+        self.differences: list[Difference] = []
+        annotate(item, baseline=self.shown)
+
+    def fail(self, verdict: Verdict, message: str) -> NoReturn:
+        __tracebackhide__ = True
+        annotate(self.item, verdict=verdict.value)
+        pytest.fail(message, pytrace=False)
+
+    def load(self) -> dict[str, Any]:
+        """The recorded document; a missing or corrupt one fails the item."""
+        __tracebackhide__ = True
+        try:
+            doc = self.store.load(self.path)
+        except BaselineError as exc:
+            self.fail(Verdict.CORRUPT, str(exc))
+        if doc is None:
+            self.fail(Verdict.MISSING, f"no baseline: run with --dsrepro-update (expected at "
+                                       f"{self.shown})")
+        from pytest_dsrepro import provenance
+
+        annotate(self.item, provenance=doc.get("provenance") or {}, run=provenance.collect())
+        return doc
+
+    def missing(self, what: str) -> NoReturn:
+        """Part of the item has no record in an existing baseline."""
+        __tracebackhide__ = True
+        self.fail(Verdict.MISSING, f"no baseline for {what} in {self.shown}: run with "
+                                   "--dsrepro-update")
+
+    def stale(self, message: str) -> NoReturn:
+        __tracebackhide__ = True
+        self.fail(Verdict.STALE, message)
+
+    def diverged(self, differences: list[Difference]) -> list[str]:
+        """Note ``differences``; return what changed since the baseline was recorded, in words,
+        for the caller's failure message."""
+        self.differences += differences
+        changes = since_baseline(self.item)
+        annotate(self.item, verdict=Verdict.DIVERGED.value,
+                 differences=[d.record() for d in self.differences], changes=changes)
+        return changes
+
+    def reproduced(self) -> None:
+        if not self.differences:
+            annotate(self.item, verdict=Verdict.REPRODUCED.value)
+
+    def record(self, kind: str, body: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Write the baseline (``--dsrepro-update``): ``body`` with this run's provenance."""
+        from pytest_dsrepro import provenance
+
+        doc = {"kind": kind, "node": self.item.nodeid, "provenance": provenance.collect(), **body}
+        status = self.store.write(self.path, doc, files)
+        annotate(self.item, verdict=Verdict.RECORDED.value, status=status)
+
+
+def since_line(changes: list[str]) -> str:
+    """The failure's last line, when anything changed since the baseline was recorded."""
+    return f"since the baseline was recorded: {'; '.join(changes)}" if changes else ""

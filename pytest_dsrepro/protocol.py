@@ -1,0 +1,92 @@
+"""Host <-> worker: the launch request, the event names, and how both are written and read.
+
+Every writer and reader of the wire uses this module. It imports only the standard library: the
+launcher loads it before it knows the image has pytest.
+
+A worker writes one JSON object a line to its report channel (the container's stdout):
+``{"e": NAME, ...}``. Lines that are not JSON objects with an ``e`` key are stray output (a
+library printing to stdout) and go to the log tail. An ``e`` that is not in :data:`EVENTS` is a
+protocol error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# events a worker sends, in the order one item's life produces them
+START = "start"  # the launcher began: python, missing packages, pid
+COLLECTED = "collected"  # --collect-only: the items found
+COLLECTREPORT = "collectreport"  # a failed collection report
+LOGSTART = "logstart"
+REPORT = "report"  # a serialized TestReport
+WARNING = "warning"  # a warning recorded inside
+LOGFINISH = "logfinish"
+FINISH = "finish"  # pytest's session finished, with its exit status
+EXIT = "exit"  # the launcher is about to exit with this code
+EVENTS = frozenset({START, COLLECTED, COLLECTREPORT, LOGSTART, REPORT, WARNING, LOGFINISH,
+                    FINISH, EXIT})
+
+# events the host's executor adds to a worker's stream; never on the wire
+LOST = "_lost"  # the engine went away: {"message": ...}
+INVALID = "_invalid"  # a line that broke the protocol: {"message": ...}
+EOF = "_eof"  # the stream ended
+
+# events of a child process (--dsrepro-workers) that the launcher replaces with its own
+CHILD_ONLY = frozenset({START, FINISH, EXIT, COLLECTED})
+
+
+class ProtocolError(Exception):
+    """A line that claims to be an event but is not one this version knows."""
+
+
+def encode(event: str, **data: Any) -> str:
+    """One event as a line (with its newline)."""
+    if event not in EVENTS:
+        raise ProtocolError(f"unknown event {event!r}")
+    return json.dumps({"e": event, **data}) + "\n"
+
+
+def decode(line: str | bytes) -> dict[str, Any] | None:
+    """The event on ``line``; None for stray output; :class:`ProtocolError` for an unknown
+    event."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("e"), str):
+        return None
+    if event["e"] not in EVENTS:
+        raise ProtocolError(f"unknown event {event['e']!r}: {text.strip()[:200]}")
+    return event
+
+
+@dataclasses.dataclass
+class Request:
+    """What the host asks one worker to do.
+
+    ``settings`` are the host's resolved settings (:meth:`Settings.to_wire`): the worker uses them
+    as they are and never resolves its own. ``args`` are pytest's options inside (rootdir, ini,
+    verbosity, traceback style), ``nodeids`` the items, ``require`` the import names the run needs,
+    ``workers`` how many pytest processes share the items, ``entry_point`` whether the image has
+    the plugin installed (None: the launcher looks)."""
+
+    settings: dict[str, Any]
+    args: list[str]
+    nodeids: list[str]
+    require: list[str] = dataclasses.field(default_factory=list)
+    workers: int = 1
+    entry_point: bool | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Request:
+        data = json.loads(text)
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ProtocolError(f"unknown request keys: {', '.join(sorted(unknown))}")
+        return cls(**data)

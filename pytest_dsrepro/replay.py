@@ -1,0 +1,257 @@
+"""One worker's events turned into the host's own hooks, so that the terminal, ``-x``,
+``--junitxml``, ``--lf`` and the reports see container items as any others. Item timeouts and
+post-mortems (out of memory, a crash, the engine gone, a broken stream) are decided here too.
+
+Needs no engine: it reads events from any :class:`~pytest_dsrepro.executors.Worker`."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dsrepro import protocol
+from pytest_dsrepro.executors import Worker
+from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.remote import RemoteCollection
+
+POLL_SECONDS = 0.5
+WHERE_ATTRIBUTE = "dsrepro_where"  # set on every report of a container item, travels with it
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one worker left to do."""
+
+    rerun: list[pytest.Item]  # items to run again in a fresh worker (after a timeout)
+    stop: bool = False  # -x, --maxfail or an interrupt: run nothing more
+
+
+class MissingPackages(Exception):
+    """The worker's image lacks packages the run needs."""
+
+    def __init__(self, packages: list[str]) -> None:
+        super().__init__(", ".join(packages))
+        self.packages = packages
+
+
+def host_report(item: pytest.Item, when: str, outcome: str, longrepr: Any,
+                duration: float) -> None:
+    """Replay a report the host makes up for ``item`` (with its logstart, for ``setup``, and its
+    logfinish)."""
+    hook = item.config.hook
+    if when == "setup":
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    now = time.time()
+    report = pytest.TestReport(
+        nodeid=item.nodeid, location=item.location,
+        keywords={k: 1 for k in item.keywords}, outcome=outcome,  # type: ignore[arg-type]
+        longrepr=longrepr, when=when,  # type: ignore[arg-type]
+        duration=duration, start=now - duration, stop=now,
+    )
+    setattr(report, WHERE_ATTRIBUTE, "container")
+    hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def skip_report(item: pytest.Item, reason: str) -> None:
+    path, line, _ = item.location
+    host_report(item, "setup", "skipped", (path, (line or 0) + 1, f"Skipped: {reason}"), 0.0)
+
+
+def should_stop(session: pytest.Session) -> bool:
+    return bool(session.shouldfail or session.shouldstop)
+
+
+def warning_message(data: dict[str, Any]) -> warnings.WarningMessage:
+    """A warning recorded in a worker, rebuilt with its category where the host can import it."""
+    import importlib
+
+    module, _, name = str(data.get("category", "")).rpartition(".")
+    category: type[Warning] = UserWarning
+    try:
+        found = getattr(importlib.import_module(module), name)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+    except Exception:  # a category only the image has: keep the text
+        pass
+    try:
+        message: Warning | str = category(data.get("message", ""))
+    except Exception:
+        message = str(data.get("message", ""))
+    return warnings.WarningMessage(message, category, str(data.get("filename", "")),
+                                   int(data.get("lineno", 0)))
+
+
+class Replay:
+    """Replays one worker's events for ``items``; :meth:`run` returns what is left."""
+
+    def __init__(self, session: pytest.Session, worker: Worker, spec: ContainerSpec,
+                 items: list[pytest.Item]) -> None:
+        self.session = session
+        self.config = session.config
+        self.worker = worker
+        self.spec = spec
+        self.items = items
+        self.by_id = {item.nodeid: item for item in items}
+        self.done: set[str] = set()
+        self.running: dict[int, tuple[pytest.Item, float]] = {}  # process number -> item, start
+        self.finished = False
+
+    def timeout_of(self, item: pytest.Item) -> float | None:
+        own = item.stash.get(SPEC_KEY, None)
+        return own.timeout if own is not None else self.spec.timeout
+
+    def memory_text(self, item: pytest.Item) -> str:
+        own = item.stash.get(SPEC_KEY, None)
+        memory = own.memory if own is not None else self.spec.memory
+        return f"{memory // 1024**2}m" if memory else "none set: the engine's memory"
+
+    def run(self) -> Outcome:
+        while True:
+            deadline = self._first_deadline()
+            wait = POLL_SECONDS
+            if deadline is not None:
+                wait = max(0.05, min(POLL_SECONDS, deadline[0] - time.monotonic()))
+            try:
+                event = self.worker.next_event(wait)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline[0]:
+                    return self._timed_out(deadline[1], deadline[2])
+                continue
+            outcome = self._handle(event)
+            if outcome is not None:
+                return outcome
+
+    def _first_deadline(self) -> tuple[float, pytest.Item, float] | None:
+        deadlines = [(started + timeout, item, started) for item, started in self.running.values()
+                     if (timeout := self.timeout_of(item)) is not None]
+        return min(deadlines, key=lambda entry: entry[0], default=None)
+
+    def _handle(self, event: dict[str, Any]) -> Outcome | None:
+        """One event; an outcome when the worker is done with."""
+        hook = self.config.hook
+        kind = event["e"]
+        if kind == protocol.START:
+            if event.get("missing"):
+                raise MissingPackages(list(event["missing"]))
+        elif kind == protocol.LOGSTART:
+            starting = self.by_id.get(event["nodeid"])
+            if starting is not None:
+                self.running[int(event.get("w", 0))] = (starting, time.monotonic())
+            hook.pytest_runtest_logstart(nodeid=event["nodeid"], location=tuple(event["location"]))
+        elif kind == protocol.REPORT:
+            report = hook.pytest_report_from_serializable(config=self.config, data=event["data"])
+            setattr(report, WHERE_ATTRIBUTE, "container")
+            hook.pytest_runtest_logreport(report=report)
+        elif kind == protocol.COLLECTREPORT:
+            report = hook.pytest_report_from_serializable(config=self.config, data=event["data"])
+            hook.pytest_collectreport(report=report)
+        elif kind == protocol.WARNING:
+            hook.pytest_warning_recorded.call_historic(kwargs={
+                "warning_message": warning_message(event["warning"]), "when": event["when"],
+                "nodeid": event.get("nodeid", ""), "location": None})
+        elif kind == protocol.LOGFINISH:
+            hook.pytest_runtest_logfinish(nodeid=event["nodeid"], location=tuple(event["location"]))
+            self.done.add(event["nodeid"])
+            self.running.pop(int(event.get("w", 0)), None)
+            if should_stop(self.session):
+                self.worker.kill()
+                return Outcome([], stop=True)
+        elif kind == protocol.FINISH:
+            self.finished = True
+        elif kind == protocol.EXIT:  # the rest is interpreter shutdown: no need to wait for it
+            self.worker.exited(int(event["code"]))
+            return self._after_exit()
+        elif kind == protocol.EOF:
+            return self._after_exit()
+        elif kind in (protocol.LOST, protocol.INVALID):
+            self.worker.kill()
+            cause = ("the engine went away" if kind == protocol.LOST
+                     else "the worker broke the protocol")
+            return self._after_exit(f"{cause}: {event.get('message', '')}")
+        elif kind != protocol.COLLECTED:  # a collection list only answers --collect-only
+            self.worker.kill()
+            return self._after_exit(f"the worker sent an unknown event {kind!r}")
+        return None
+
+    def _timed_out(self, item: pytest.Item, started: float) -> Outcome:
+        self.worker.kill()
+        timeout = self.timeout_of(item) or 0.0
+        host_report(item, "call", "failed", f"timeout: the item ran longer than {timeout:g}s; its "
+                    "container was stopped", time.monotonic() - started)
+        self.done.add(item.nodeid)
+        if should_stop(self.session):
+            return Outcome([], stop=True)
+        return Outcome([i for i in self.items if i.nodeid not in self.done])
+
+    def _after_exit(self, cause: str | None = None) -> Outcome:
+        """Fail what the worker left unreported: the items it was running, then the rest."""
+        ending = self.worker.ending()
+        in_flight = [item for item, _ in self.running.values()]
+        rest = [i for i in self.items if i.nodeid not in self.done and i not in in_flight]
+        tail = "\n".join(ending.log_tail)
+        for current in in_flight:
+            if cause is not None:
+                message = f"{cause}\nwhile this item ran; the worker's last log lines:\n{tail}"
+            elif ending.oom_killed:
+                message = f"killed: out of memory (limit {self.memory_text(current)})"
+            else:
+                message = (f"the container exited with code {ending.exit_code} while this item "
+                           f"ran; its last log lines:\n{tail}")
+            host_report(current, "call", "failed", message, 0.0)
+        if in_flight and ending.oom_killed and cause is None:
+            return Outcome(rest, stop=should_stop(self.session))
+        if cause is not None:
+            reason = f"{cause}, before this item ran"
+        elif self.finished and ending.exit_code == 0:
+            reason = "the container's pytest session did not run this item"
+        else:
+            reason = f"the container stopped (exit code {ending.exit_code}) before this item ran"
+        for item in rest:
+            host_report(item, "setup", "failed", f"{reason}; its last log lines:\n{tail}", 0.0)
+            if should_stop(self.session):
+                return Outcome([], stop=True)
+        return Outcome([], stop=should_stop(self.session))
+
+
+def read_collection(config: pytest.Config, worker: Worker, paths: str) -> RemoteCollection:
+    """The items a ``--collect-only`` worker found, and its collection errors by node id."""
+    from pytest_dsrepro.remote import RemoteCollection
+
+    items: list[dict[str, Any]] | None = None
+    errors: dict[str, str] = {}
+    cause = ""
+    while True:
+        event = worker.next_event(None)
+        kind = event["e"]
+        if kind == protocol.START and event.get("missing"):
+            raise MissingPackages(list(event["missing"]))
+        if kind == protocol.COLLECTED:
+            items = event["items"]
+        elif kind == protocol.COLLECTREPORT:
+            report = config.hook.pytest_report_from_serializable(config=config,
+                                                                 data=event["data"])
+            errors[report.nodeid] = report.longreprtext
+        elif kind == protocol.EXIT:
+            worker.exited(int(event["code"]))
+            break
+        elif kind in (protocol.LOST, protocol.INVALID):
+            cause = f" ({event.get('message', '')})"
+            break
+        elif kind == protocol.EOF:
+            break
+    ending = worker.ending()
+    if items is None:
+        from pytest_dsrepro.errors import DsreproUsageError
+
+        tail = "\n".join(ending.log_tail)
+        raise DsreproUsageError(f"collecting {paths} inside the container failed{cause} "
+                                f"(exit code {ending.exit_code}):\n{tail}")
+    return RemoteCollection(items, errors)

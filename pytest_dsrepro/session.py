@@ -1,0 +1,298 @@
+"""The host session of ``--in-docker``: it decides which items run where and in which groups,
+asks the executor for workers, and hands each worker's events to a :class:`Replay`.
+
+Three shapes, as pytest-xdist splits a session:
+
+- a plain session runs host items itself, then container items group by group, one worker per
+  group (a fresh one after a timeout);
+- a pytest-xdist controller collects and runs nothing: it has the image ready before its workers
+  start and passes it to them;
+- a pytest-xdist worker runs each container item it is given in a worker of its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.executors import Executor
+from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+from pytest_dsrepro.protocol import Request
+from pytest_dsrepro.remote import RemoteCollection
+from pytest_dsrepro.replay import MissingPackages, Replay, host_report, should_stop, skip_report
+from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
+
+XDIST_IMAGE = "dsrepro_image"  # the controller's image, in each xdist worker's workerinput
+XDIST_GPUS = "dsrepro_gpus"  # whether a worker's engine had GPUs, in its workeroutput
+
+
+def requirements(items: list[pytest.Item]) -> list[str]:
+    """Import names a worker needs for ``items``."""
+    needed = ["pytest", "yaml"]
+    if any(getattr(item, "is_notebook", False) for item in items):
+        needed += ["nbclient", "nbformat", "ipykernel"]
+    return needed
+
+
+class HostSession:
+    """Registered as ``dsrepro-session`` on the host with ``--in-docker``."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.session_id = uuid.uuid4().hex[:12]
+        self.xdist_controller = is_xdist_controller(config)
+        self.xdist_worker = is_xdist_worker(config)
+        for_executor = settings
+        if self.xdist_worker:  # the controller has the image ready: use it as given
+            image = getattr(config, "workerinput", {}).get(XDIST_IMAGE)
+            if image:
+                import dataclasses
+
+                for_executor = dataclasses.replace(settings, image=image)
+        self.executor: Executor = config.hook.pytest_dsrepro_make_executor(
+            config=config, settings=for_executor, session_id=self.session_id, say=self.say)
+        self._collection: RemoteCollection | None = None
+        self._gpus_seen: bool | None = None  # from xdist workers
+
+    # -- talking to the user ----------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        """One ``dsrepro:`` line on pytest's terminal, flushed at once: a build's progress must
+        reach a CI log (a pipe) while the build runs, not when it ends."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is None:
+            reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
+            return
+        with capture.global_and_fixture_disabled():  # builds also happen while collecting
+            reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
+
+    def describe(self) -> list[str]:
+        lines = self.executor.describe()
+        if self._gpus_seen is not None:
+            from pytest_dsrepro.executors import gpu_words
+
+            lines = [line.replace("GPUs not requested", f"GPUs {gpu_words(self._gpus_seen)}")
+                     for line in lines]
+        return lines
+
+    def facts(self) -> dict[str, Any]:
+        facts = self.executor.facts()
+        if facts.get("gpus_available") is None and self._gpus_seen is not None:
+            facts["gpus_available"] = self._gpus_seen
+        return facts
+
+    # -- the start -------------------------------------------------------------------------------
+
+    def default_spec(self) -> ContainerSpec:
+        s = self.settings
+        return ContainerSpec(cpus=s.cpus, memory=s.memory, network=s.network)
+
+    def prestart(self) -> None:
+        """Let the executor get a worker ready while the host collects."""
+        if not self.xdist_controller:
+            self.executor.prestart(self.default_spec())
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """The xdist controller builds the image once, before its workers start."""
+        if self.xdist_controller and not self.config.option.collectonly:
+            self.executor.prepare()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        facts = self.executor.facts()
+        if facts.get("image_id"):
+            node.workerinput[XDIST_IMAGE] = facts["image_id"]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        seen = getattr(node, "workeroutput", {}).get(XDIST_GPUS)
+        if seen is not None:
+            self._gpus_seen = bool(self._gpus_seen) or bool(seen)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.xdist_worker:
+            gpus = self.executor.facts().get("gpus_available")
+            if gpus is not None:
+                self.config.workeroutput[XDIST_GPUS] = gpus  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.executor.close()
+
+    # -- GPUs --------------------------------------------------------------------------------------
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]
+                                       ) -> list[str]:
+        wanting = [i for i in items if SPEC_KEY in i.stash and i.stash[SPEC_KEY].gpu]
+        if not wanting or config.option.collectonly or self.xdist_worker:
+            return []
+        where = self.executor.where()
+        if self.executor.gpus_available():
+            return [f"dsrepro: GPUs: available from {where} ({len(wanting)} GPU item(s))"]
+        then = "fail (--dsrepro-require-gpu)" if self.settings.require_gpu else "are skipped"
+        return [f"dsrepro: GPUs: not available from {where}; {len(wanting)} GPU item(s) {then}"]
+
+    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item]) -> bool:
+        """GPU items where there is none: skipped, or failed under require_gpu; False to stop."""
+        reason = self.executor.no_gpu_reason()
+        for item in items:
+            if self.settings.require_gpu:
+                host_report(item, "setup", "failed",
+                            f"{reason}; --dsrepro-require-gpu makes this a failure", 0.0)
+            else:
+                skip_report(item, reason)
+            if should_stop(session):
+                return False
+        return True
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def worker_args(self) -> list[str]:
+        """pytest's options inside: same rootdir, ini and report style. The plugin's settings go
+        in the request, resolved here, never from these."""
+        option = self.config.option
+        args = ["--rootdir", str(self.settings.rootdir), "-p", "no:cacheprovider",
+                "-p", "no:xdist", "-o", "addopts="]
+        if self.config.inipath is not None:
+            args += ["-c", str(self.config.inipath)]
+        for override in getattr(option, "override_ini", None) or []:
+            args += ["-o", override]
+        verbosity = self.config.get_verbosity()
+        if verbosity > 0:
+            args.append("-" + "v" * verbosity)
+        args += [f"--tb={option.tbstyle}", f"--capture={option.capture}"]
+        if option.showlocals:
+            args.append("--showlocals")
+        if option.runxfail:
+            args.append("--runxfail")
+        return args
+
+    def request(self, nodeids: list[str], require: list[str], *extra_args: str,
+                workers: int = 1) -> Request:
+        from pytest_dsrepro.state import settings_of
+
+        return Request(settings=settings_of(self.config).to_wire(),
+                       args=[*self.worker_args(), *extra_args], nodeids=nodeids,
+                       require=require, workers=workers)
+
+    # -- collecting inside ---------------------------------------------------------------------------
+
+    def remote_collection(self) -> RemoteCollection:
+        """Items of ``dsrepro_container_paths``, collected once inside a worker."""
+        if self._collection is None:
+            from pytest_dsrepro.replay import read_collection
+
+            paths = [str(p) for p in self.settings.container_paths if p.exists()]
+            self.executor.prepare()
+            worker = self.executor.start(self.default_spec(), self.request(
+                paths, ["pytest", "yaml"], "--collect-only", "-q"))
+            try:
+                self._collection = read_collection(self.config, worker, ", ".join(paths))
+            except MissingPackages as exc:
+                raise DsreproUsageError(self.executor.missing(exc.packages)) from None
+            finally:
+                worker.remove()  # a forced removal also kills
+        return self._collection
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """Host items run here as usual; container items run group by group in workers."""
+        if self.xdist_controller or self.xdist_worker:
+            return None  # pytest-xdist's own loop; items come to pytest_runtest_protocol
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                "during collection"
+            )
+        if session.config.option.collectonly:
+            return True
+        in_container = [item for item in session.items if SPEC_KEY in item.stash]
+        on_host = [item for item in session.items if SPEC_KEY not in item.stash]
+        if in_container:
+            self.executor.prepare()
+        for index, item in enumerate(on_host):
+            nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            _raise_if_stopping(session)
+        groups: dict[tuple[Any, ...], tuple[ContainerSpec, list[pytest.Item]]] = {}
+        for item in in_container:
+            spec = item.stash[SPEC_KEY]
+            groups.setdefault(spec.group, (spec, []))[1].append(item)
+        previous = _terminate_as_interrupt()
+        try:
+            for spec, items in groups.values():
+                if not self.run_group(session, spec, items):
+                    break
+        finally:
+            _restore_terminate(previous)
+        _raise_if_stopping(session)
+        return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
+                                ) -> bool | None:
+        """Under pytest-xdist: a container item given to this worker runs in a worker of its
+        own."""
+        if not self.xdist_worker or SPEC_KEY not in item.stash:
+            return None
+        self.executor.prepare()
+        self.run_group(item.session, item.stash[SPEC_KEY], [item])
+        return True
+
+    def run_group(self, session: pytest.Session, spec: ContainerSpec,
+                  items: list[pytest.Item]) -> bool:
+        """Run one group's items, in fresh workers after a timeout; False to stop."""
+        if spec.gpu and not self.executor.gpus_available():
+            return self._without_gpu(session, items)
+        pending = list(items)
+        while pending:
+            request = self.request([i.nodeid for i in pending], requirements(pending),
+                                   workers=self.settings.workers)
+            worker = self.executor.start(spec, request)
+            try:
+                outcome = Replay(session, worker, spec, pending).run()
+            except MissingPackages as exc:
+                raise DsreproUsageError(self.executor.missing(exc.packages)) from None
+            finally:
+                worker.remove()  # a forced removal also kills
+            if outcome.stop:
+                return False
+            pending = outcome.rerun
+        return True
+
+
+def _raise_if_stopping(session: pytest.Session) -> None:
+    if session.shouldfail:
+        raise session.Failed(session.shouldfail)
+    if session.shouldstop:
+        raise session.Interrupted(session.shouldstop)
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM raises KeyboardInterrupt while workers run, so they are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _restore_terminate(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

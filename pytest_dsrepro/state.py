@@ -1,0 +1,63 @@
+"""Where a session keeps its state: stash keys and their accessors. Imports nothing above it, so
+every module can reach the settings, the store and the host session without an import cycle."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.inside import EventStream
+    from pytest_dsrepro.session import HostSession
+    from pytest_dsrepro.settings import Settings
+    from pytest_dsrepro.store import Store
+
+SETTINGS_KEY = pytest.StashKey["Settings"]()
+STORE_KEY = pytest.StashKey["Store"]()
+HOST_SESSION = "dsrepro-session"  # plugin name of the host session (--in-docker)
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    """The session's resolved settings: the host's own, inside a worker too."""
+    return config.stash[SETTINGS_KEY]
+
+
+def store_of(config: pytest.Config) -> Store:
+    """The session's baseline store, made on first use."""
+    from pytest_dsrepro.store import Store
+
+    if STORE_KEY not in config.stash:
+        settings = settings_of(config)
+        config.stash[STORE_KEY] = Store(settings.baselines, settings.rootdir)
+    return config.stash[STORE_KEY]
+
+
+def host_session_of(config: pytest.Config) -> HostSession | None:
+    """The host session plugin of an ``--in-docker`` run; None elsewhere."""
+    plugin: HostSession | None = config.pluginmanager.get_plugin(HOST_SESSION)
+    return plugin
+
+
+def inside_of(config: pytest.Config) -> EventStream | None:
+    """The event stream when this pytest runs inside a worker for a host session."""
+    for plugin in config.pluginmanager.get_plugins():
+        if getattr(plugin, "is_dsrepro_event_stream", False):
+            stream: EventStream = plugin
+            return stream
+    return None
+
+
+def is_inside(config: pytest.Config) -> bool:
+    return inside_of(config) is not None
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """Whether this is a pytest-xdist worker process."""
+    return hasattr(config, "workerinput")
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this is the pytest-xdist controller, which collects and runs nothing itself."""
+    return (not is_xdist_worker(config) and config.pluginmanager.has_plugin("xdist.dsession")
+            and bool(getattr(config.option, "dist", "no") != "no"))
