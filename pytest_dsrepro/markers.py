@@ -37,27 +37,6 @@ class ContainerSpec:
         """Items with equal groups share one container."""
         return (self.gpu, self.cpus, self.memory, self.network)
 
-    def describe(self) -> str:
-        """Short words for the terminal: ``gpu=all, memory=512m``."""
-        parts = []
-        if self.gpu:
-            parts.append(f"gpu={gpu_text(self.gpu)}")
-        if self.cpus:
-            parts.append(f"cpus={self.cpus:g}")
-        if self.memory:
-            parts.append(f"memory={self.memory // 1024**2}m")
-        if self.network != "none":
-            parts.append(f"network={self.network}")
-        return ", ".join(parts) or "default"
-
-
-def gpu_text(gpu: Gpu) -> str:
-    if gpu is True:
-        return "all"
-    if isinstance(gpu, tuple):
-        return ",".join(gpu)
-    return str(gpu)
-
 
 def parse_gpu(value: Any, where: str) -> Gpu:
     """``True``/``False``, a count, or a list of device ids."""

@@ -104,14 +104,11 @@ class HostSession:
         if not self.xdist_controller:
             self.executor.prestart(self.default_spec())
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """The xdist controller builds the image once, before its workers start."""
-        if self.xdist_controller and not self.config.option.collectonly:
-            self.executor.prepare()
-
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        """The xdist controller has the image ready (built once, its progress on the terminal)
+        before its first worker starts, and hands it to every worker."""
+        self.executor.prepare()
         facts = self.executor.facts()
         if facts.get("image_id"):
             node.workerinput[XDIST_IMAGE] = facts["image_id"]

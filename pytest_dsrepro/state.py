@@ -59,5 +59,6 @@ def is_xdist_worker(config: pytest.Config) -> bool:
 
 def is_xdist_controller(config: pytest.Config) -> bool:
     """Whether this is the pytest-xdist controller, which collects and runs nothing itself."""
-    return (not is_xdist_worker(config) and config.pluginmanager.has_plugin("xdist.dsession")
-            and bool(getattr(config.option, "dist", "no") != "no"))
+    option = config.option
+    return (not is_xdist_worker(config) and getattr(option, "dist", "no") != "no"
+            and bool(getattr(option, "tx", None)) and not option.collectonly)
