@@ -54,8 +54,10 @@ def _warm_up() -> bool:
     try:
         import pytest  # noqa: F401
 
+        # not the plugin module itself: pytest marks a -p plugin for assertion rewriting and warns
+        # when it is imported already
         import pytest_dsrepro.inside
-        import pytest_dsrepro.plugin  # noqa: F401
+        import pytest_dsrepro.markers  # noqa: F401
     except ImportError:  # reported as missing once the request names what is needed
         pass
     return _has_entry_point()

@@ -179,7 +179,7 @@ class Summary:
                 write(line)
         counts = self.counts()
         write(", ".join(f"{label} {counts[key]}" for key, label in COUNTED)
-              + "".join(f", {key} {n}" for key, n in counts.items()
+              + "".join(f", {key} {n}" for key, n in sorted(counts.items())
                         if n and key not in dict(COUNTED)))
         unchanged = 0
         for record in self.records.values():

@@ -436,3 +436,25 @@ def test_an_engine_that_cannot_see_the_repository_is_named(project: Project,
         assert client.api.containers(all=True) == []
     finally:
         client.close()
+
+
+def test_warnings_in_the_container_reach_the_host_summary(project: Project) -> None:
+    project.pytester.makepyfile(test_warn="""
+        import warnings, pytest
+
+        class ProjectWarning(UserWarning):
+            pass
+
+        @pytest.mark.container
+        def test_warns():
+            warnings.warn("the old loader is deprecated", DeprecationWarning)
+            warnings.warn("a category only the project has", ProjectWarning)
+    """)
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1, warnings=2)
+    result.stdout.fnmatch_lines([
+        "*= warnings summary =*",
+        "test_warn.py::test_warns",
+        "*test_warn.py:8: DeprecationWarning: the old loader is deprecated",
+        "*test_warn.py:9: ProjectWarning: a category only the project has",
+    ])

@@ -172,6 +172,8 @@ class WorkerContainer:
                 self._line(pending)
             if err_pending:
                 self.stderr_tail.append(err_pending.decode("utf-8", "replace"))
+            if self._exit_code is None:  # the stream ended early: is the engine still there?
+                self.client.ping()
         except Exception as exc:  # the engine went away: the replay fails the running item
             self.events.put({"e": protocol.LOST, "message": engine.first_line(exc)})
         finally:
