@@ -131,7 +131,7 @@ def test_a_failure_keeps_its_message(pytester: pytest.Pytester) -> None:
 
 def test_exitfirst_kills_the_worker_after_the_first_failure(pytester: pytest.Pytester) -> None:
     run = Run(pytester, "-x")
-    one, two, three = run.items
+    one, two, _three = run.items
     events = run.item_events(one, "failed", "boom") + run.item_events(two) + ends(1)
     worker = CannedWorker(events)
     assert run.replay(worker) == Outcome([], stop=True)
@@ -142,7 +142,7 @@ def test_exitfirst_kills_the_worker_after_the_first_failure(pytester: pytest.Pyt
 def test_a_timeout_fails_the_item_and_leaves_the_rest_for_a_fresh_worker(
         pytester: pytest.Pytester) -> None:
     run = Run(pytester, timeout=0.2)
-    one, two, three = run.items
+    one, two, _three = run.items
     events = run.item_events(one) + run.item_events(two)[:2]  # test_two starts, never ends
     worker = CannedWorker(events)
     outcome = run.replay(worker)
@@ -154,8 +154,8 @@ def test_a_timeout_fails_the_item_and_leaves_the_rest_for_a_fresh_worker(
 
 def test_out_of_memory_names_the_limit_and_reruns_the_rest(pytester: pytest.Pytester) -> None:
     run = Run(pytester, memory=64 * 1024**2)
-    one, two, three = run.items
-    events = run.item_events(one)[:2] + [{"e": protocol.EOF}]
+    one, _two, _three = run.items
+    events = [*run.item_events(one)[:2], {"e": protocol.EOF}]
     outcome = run.replay(CannedWorker(events, Ending(137, True, [])))
     assert "killed: out of memory (limit 64m)" in run.message("test_one")
     assert [item.name for item in outcome.rerun] == ["test_two", "test_three"]
@@ -163,7 +163,7 @@ def test_out_of_memory_names_the_limit_and_reruns_the_rest(pytester: pytest.Pyte
 
 def test_a_crash_fails_the_running_item_and_errors_the_rest(pytester: pytest.Pytester) -> None:
     run = Run(pytester)
-    one, two, three = run.items
+    one, two, _three = run.items
     events = run.item_events(one) + run.item_events(two)[:2] + [{"e": protocol.EOF}]
     outcome = run.replay(CannedWorker(events, Ending(139, False, ["Segmentation fault"])))
     assert outcome == Outcome([], stop=False)
@@ -176,9 +176,9 @@ def test_a_crash_fails_the_running_item_and_errors_the_rest(pytester: pytest.Pyt
 def test_a_lost_engine_fails_the_running_item_with_the_engine_message(
         pytester: pytest.Pytester) -> None:
     run = Run(pytester)
-    one, two, three = run.items
+    one, _two, _three = run.items
     lost = {"e": protocol.LOST, "message": "Cannot connect to the Docker daemon"}
-    worker = CannedWorker(run.item_events(one)[:2] + [lost], Ending(None, False, []))
+    worker = CannedWorker([*run.item_events(one)[:2], lost], Ending(None, False, []))
     run.replay(worker)
     assert worker.killed
     assert run.outcomes() == {"test_one": "failed", "test_two": "failed", "test_three": "failed"}
@@ -190,8 +190,8 @@ def test_a_lost_engine_fails_the_running_item_with_the_engine_message(
                                    {"e": protocol.INVALID, "message": "unknown event 'surprise'"}])
 def test_an_unknown_event_is_an_error(pytester: pytest.Pytester, event: dict[str, Any]) -> None:
     run = Run(pytester)
-    one, two, three = run.items
-    worker = CannedWorker(run.item_events(one) + [event])
+    one, _two, _three = run.items
+    worker = CannedWorker([*run.item_events(one), event])
     run.replay(worker)
     assert worker.killed
     assert run.outcomes()["test_one"] == "passed"
