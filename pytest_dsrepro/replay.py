@@ -209,7 +209,7 @@ class Replay:
         if in_flight and ending.oom_killed and cause is None:
             return Outcome(rest, stop=should_stop(self.session))
         if cause is not None:
-            reason = f"{cause}, before this item ran"
+            reason = f"not run: {cause}"
         elif self.finished and ending.exit_code == 0:
             reason = "the container's pytest session did not run this item"
         else:

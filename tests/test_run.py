@@ -458,3 +458,49 @@ def test_warnings_in_the_container_reach_the_host_summary(project: Project) -> N
         "*test_warn.py:8: DeprecationWarning: the old loader is deprecated",
         "*test_warn.py:9: ProjectWarning: a category only the project has",
     ])
+
+
+def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
+        project: Project, docker_client: Any) -> None:
+    """The engine goes away while an item runs (here: a proxy in front of it cuts every
+    connection): the item fails with the engine's own message, the rest error, no traceback."""
+    from engine_proxy import engine_proxy
+
+    project.pytester.makepyfile(test_gone="""
+        import os, time, pytest
+
+        @pytest.mark.container
+        def test_running():
+            open(os.path.join(os.environ["DSREPRO_SCRATCH"], "running"), "w").close()
+            time.sleep(30)
+
+        @pytest.mark.container
+        def test_after():
+            pass
+    """)
+    scratch = project.path / "scratch"
+    project.ignore("scratch")
+    with engine_proxy() as proxy:
+        session = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
+             f"--dsrepro-scratch={scratch}"], cwd=project.path,
+            env={**os.environ, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (scratch / "running").exists():
+                assert session.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            proxy.cut()
+            output, _ = session.communicate(timeout=60)
+        finally:
+            if session.poll() is None:
+                session.kill()
+            for container in container_ids(docker_client, session.pid):  # the engine is fine
+                docker_client.api.remove_container(container, force=True)
+    assert session.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert "Traceback" not in output
+    assert f"the engine went away: {proxy.url}: " in output, output
+    assert "while this item ran" in output
+    assert "not run: the engine went away" in output
+    assert "1 failed, 1 error" in output

@@ -175,7 +175,8 @@ class WorkerContainer:
             if self._exit_code is None:  # the stream ended early: is the engine still there?
                 self.client.ping()
         except Exception as exc:  # the engine went away: the replay fails the running item
-            self.events.put({"e": protocol.LOST, "message": engine.first_line(exc)})
+            self.events.put({"e": protocol.LOST,
+                             "message": f"{engine.engine_address()}: {engine.first_line(exc)}"})
         finally:
             self.events.put({"e": protocol.EOF})
 
