@@ -504,3 +504,24 @@ def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
     assert "while this item ran" in output
     assert "not run: the engine went away" in output
     assert "1 failed, 1 error" in output
+
+
+def test_files_ship_in_and_out_of_a_docker_worker(docker_client: Any, base_image: str,
+                                                  tmp_path: Path) -> None:
+    """The executor's file shipping, for engines that cannot mount this machine's folders."""
+    from pytest_dsrepro.executors.docker import WorkerContainer
+
+    source = tmp_path / "tree"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    worker = WorkerContainer(docker_client, {"image": base_image, "command": ["sleep", "60"],
+                                             "detach": True, "init": True})
+    try:
+        worker.start()
+        worker.ship_in(source, Path("/opt/tree"))
+        back = tmp_path / "back"
+        worker.ship_out(Path("/opt/tree"), back)
+        assert (back / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
+    finally:
+        worker.remove()
+    assert worker.container.id not in container_ids(docker_client)
