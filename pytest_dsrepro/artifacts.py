@@ -1,5 +1,5 @@
-"""Files a failed comparison leaves for people to look at: the expected, obtained and
-difference images, one folder per item under ``dsrepro_artifacts``."""
+"""Files a failure leaves for people to look at: the expected, obtained and difference images,
+and a failed notebook as it ran, one folder per item under ``dsrepro_artifacts``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ class Artifacts:
             path.write_bytes(data)
             written[kind] = shown(path, self.rootdir)
         return written
+
+
+    def write_file(self, name: str, data: bytes) -> str:
+        """Write one file into the item's folder; its path relative to the rootdir."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        path.write_bytes(data)
+        return shown(path, self.rootdir)
 
 
 def remove_if_empty(folder: Path) -> None:

@@ -10,13 +10,16 @@ import pytest
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Tolerance, number_table
 from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
+from pytest_dsrepro.normalize import here_paths, replace_paths
 from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.state import BASELINE_KEY, lineage_of
 from pytest_dsrepro.store import Store
 from pytest_dsrepro.values import Differences, encode
 
 
 class Baseline:
-    """Values one test must reproduce, stored in ``baselines/tests/<module>/<test>.yaml``."""
+    """Values one test must reproduce, stored in ``baselines/tests/<module>/<test>.yaml``. Every
+    value is checked; the test fails once, after its body, with all that differ, in order."""
 
     def __init__(self, item: pytest.Item, store: Store, settings: Settings) -> None:
         self.item = item
@@ -27,22 +30,30 @@ class Baseline:
         self.files: dict[str, bytes] = {}
         self._doc: dict[str, Any] | None = None
         self._lifecycle: Lifecycle | None = None
+        self.diverged: list[str] = []  # one message per value that differs, in order
+        self.changes: list[str] = []
         self.artifacts = Artifacts(settings.artifacts, settings.rootdir, item.nodeid)
+        item.stash[BASELINE_KEY] = self
 
     @property
     def lifecycle(self) -> Lifecycle:
         if self._lifecycle is None:
-            self._lifecycle = Lifecycle(self.item, self.store, self.path)
+            self._lifecycle = Lifecycle(self.item, self.store, self.path, self._inputs)
         return self._lifecycle
+
+    def _inputs(self) -> dict[str, dict[str, str]] | None:
+        lineage = lineage_of(self.item.config)
+        return lineage.inputs_of(self.item.nodeid, str(self.item.path)) if lineage else None
 
     def check(self, name: str, value: Any, *, rtol: float | None = None,
               atol: float | None = None) -> None:
-        """Record ``value`` under ``name`` (``--dsrepro-update``) or compare it with the record."""
+        """Record ``value`` under ``name`` (``--dsrepro-update``) or compare it with the record;
+        a difference fails the test when its body ends, with every other difference."""
         __tracebackhide__ = True
         if name in self.values:
             raise ValueError(f"baseline.check: {name!r} was checked twice in this test")
         files: dict[str, bytes] = {}
-        encoded = encode(value, name, files)
+        encoded = replace_paths(encode(value, name, files), here_paths(self.settings.rootdir))
         self.values[name] = encoded
         self.files.update(files)
         if self.settings.update:
@@ -63,11 +74,11 @@ class Baseline:
             for mismatch in found.images:
                 mismatch.written = self.artifacts.write(mismatch.what, mismatch.images)
                 written.update({f"{mismatch.what} {k}": v for k, v in mismatch.written.items()})
-            changed = self.lifecycle.diverged([_difference(name, found, written)])
-            pytest.fail(self._message(name, found, tolerance, written, changed), pytrace=False)
+            self.changes = self.lifecycle.diverged([_difference(name, found, written)])
+            self.diverged.append(self._message(name, found, tolerance, written))
 
     def _message(self, name: str, found: Differences, tolerance: Tolerance,
-                 written: dict[str, str], changed: list[str]) -> str:
+                 written: dict[str, str]) -> str:
         lines = [f"baseline {name!r} differs ({self.store.display(self.path)}):"]
         lines += [f"  {line}" for line in found.other[:20]]
         if found.numbers:
@@ -75,9 +86,14 @@ class Baseline:
                          f"({tolerance.describe()}):")
             lines.append(number_table(found.numbers))
         lines += [f"  {what} image: {path}" for what, path in written.items()]
-        if changed:
-            lines.append("  " + since_line(changed))
         return "\n".join(lines)
+
+    def failure(self) -> str | None:
+        """Every difference of this test, in the order checked, or None."""
+        if not self.diverged:
+            return None
+        since = ["  " + since_line(self.changes)] if self.changes else []
+        return "\n".join([*self.diverged, *since])
 
     def finish(self) -> None:
         """In update mode, write what the test checked; otherwise note a full reproduction."""

@@ -119,7 +119,9 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
         section = [f'<section id="{anchor}" class="item"><h3>{_e(item["nodeid"])} '
                    f'<span class="status {_e(item["status"])}">{_e(item["status"])}</span></h3>']
         if item["changes"]:
-            section.append(f"<p>Since its baseline was recorded: {_e('; '.join(item['changes']))}</p>")
+            section.append("<p>Since its baseline was recorded:</p><ul>" + "".join(
+                f"<li>{_e(change['text'])} <span class=\"muted\">({_e(change['kind'])})</span></li>"
+                for change in item["changes"]) + "</ul>")
         section += [_difference(entry, rootdir) for entry in item["differences"]]
         if not item["differences"] and item["message"]:
             section.append(f"<pre>{_e(item['message'])}</pre>")

@@ -17,6 +17,11 @@ from pytest_dsrepro.image import (
 )
 from pytest_dsrepro.settings import Settings
 
+# files of the build context whose change most often explains a changed image
+BUILD_FILES = ("requirements*.txt", "constraints*.txt", "*.lock", "environment*.yml",
+               "environment*.yaml", "conda*.yml", "pyproject.toml", "setup.py", "setup.cfg",
+               "Pipfile", "Pipfile.lock", "Dockerfile*", ".dockerignore")
+
 
 class ImageSource:
     """Finds or builds the session's image once; the context is hashed at most once."""
@@ -76,6 +81,34 @@ class ImageSource:
             self.interrupted = True
             raise
         return self.result
+
+    def build_files(self) -> dict[str, str]:
+        """Digests of the files that most often change an image: the Dockerfile and the
+        dependency lists in the build context (a baseline records them, to name what changed)."""
+        import fnmatch
+
+        from pytest_dsrepro.image import context_files
+        from pytest_dsrepro.lineage import digest
+
+        if self.settings.image:
+            return {}
+        plan = self.plan()
+        found = {"Dockerfile": digest(str(plan.dockerfile)) or ""}
+        try:
+            names = context_files(plan)
+        except OSError:
+            return found
+        for name in names:
+            if any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES):
+                found[name] = digest(str(plan.context / name)) or ""
+        return found
+
+    def content_hash(self) -> str:
+        """The image's content hash (its ``dsrepro.hash`` label), else its id."""
+        image = self.result
+        if image is None:
+            return ""
+        return image.tag.rsplit(":", 1)[-1] if image.tag.startswith("dsrepro/") else image.id
 
     def describe(self) -> str:
         image = self.result

@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import pytest
 
 from pytest_dsrepro.compare import Mismatch, NumberDiff, numbers_outside
-from pytest_dsrepro.results import annotate, since_baseline
+from pytest_dsrepro.results import annotate
 from pytest_dsrepro.store import BaselineError, Store
 
 
@@ -68,14 +68,23 @@ def headline(record: dict[str, Any]) -> str:
     return f"{place} ({detail})"
 
 
-class Lifecycle:
-    """The baseline of one item, at ``path`` in ``store``."""
+Inputs = Callable[[], "dict[str, dict[str, str]] | None"]
 
-    def __init__(self, item: pytest.Item, store: Store, path: Path) -> None:
+
+class Lifecycle:
+    """The baseline of one item, at ``path`` in ``store``. ``inputs`` says what the item read
+    (:mod:`pytest_dsrepro.lineage`); ``hash_seed`` is the seed its code ran with, where that is
+    not this process's."""
+
+    def __init__(self, item: pytest.Item, store: Store, path: Path, inputs: Inputs,
+                 hash_seed: str | None = None) -> None:
         self.item = item
         self.store = store
         self.path = path
+        self.inputs = inputs
+        self.hash_seed = hash_seed
         self.shown = store.display(path)
+        self.recorded: dict[str, Any] = {}
         self.differences: list[Difference] = []
         annotate(item, baseline=self.shown)
 
@@ -94,9 +103,8 @@ class Lifecycle:
         if doc is None:
             self.fail(Verdict.MISSING, f"no baseline: run with --dsrepro-update (expected at "
                                        f"{self.shown})")
-        from pytest_dsrepro import provenance
-
-        annotate(self.item, provenance=doc.get("provenance") or {}, run=provenance.collect())
+        self.recorded = doc.get("provenance") or {}
+        annotate(self.item, provenance=self.recorded)
         return doc
 
     def missing(self, what: str) -> NoReturn:
@@ -109,24 +117,45 @@ class Lifecycle:
         __tracebackhide__ = True
         self.fail(Verdict.STALE, message)
 
+    def current(self) -> dict[str, Any]:
+        """This run's provenance: where it ran, what it read, the settings that bear on it."""
+        from pytest_dsrepro import provenance
+        from pytest_dsrepro.markers import SPEC_KEY
+
+        spec = self.item.stash.get(SPEC_KEY, None)
+        settings = provenance.run_settings(spec.cpus if spec else None,
+                                           spec.memory if spec else None, self.hash_seed)
+        return provenance.collect(inputs=self.inputs(), settings=settings)
+
+    def _changes(self) -> list[dict[str, str]]:
+        """What changed since the baseline was recorded, most likely cause first."""
+        from pytest_dsrepro import provenance
+
+        run = self.current()
+        found = provenance.changes(self.recorded, run)
+        annotate(self.item, run=run, changes=found)
+        return found
+
     def diverged(self, differences: list[Difference]) -> list[str]:
         """Note ``differences``; return what changed since the baseline was recorded, in words,
         for the caller's failure message."""
+        from pytest_dsrepro.provenance import texts
+
         self.differences += differences
-        changes = since_baseline(self.item)
+        found = self._changes()
         annotate(self.item, verdict=Verdict.DIVERGED.value,
-                 differences=[d.record() for d in self.differences], changes=changes)
-        return changes
+                 differences=[d.record() for d in self.differences])
+        return texts(found)
 
     def reproduced(self) -> None:
+        """Outputs match; what changed meanwhile is noted as drift."""
         if not self.differences:
+            self._changes()
             annotate(self.item, verdict=Verdict.REPRODUCED.value)
 
     def record(self, kind: str, body: dict[str, Any], files: dict[str, bytes]) -> None:
         """Write the baseline (``--dsrepro-update``): ``body`` with this run's provenance."""
-        from pytest_dsrepro import provenance
-
-        doc = {"kind": kind, "node": self.item.nodeid, "provenance": provenance.collect(), **body}
+        doc = {"kind": kind, "node": self.item.nodeid, "provenance": self.current(), **body}
         status = self.store.write(self.path, doc, files)
         annotate(self.item, verdict=Verdict.RECORDED.value, status=status)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
 
 # (pattern, replacement, a text the pattern cannot match without); order matters: the more
 # specific first. The literal lets big outputs skip a pattern with a fast substring test.
@@ -14,9 +19,15 @@ VOLATILE: tuple[tuple[re.Pattern[str], str, str], ...] = ((ANSI, "", "\x1b"), *(
     (re.compile(pattern), replacement, literal) for pattern, replacement, literal in (
         (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
          "<UUID>", "-"),
+        # dates are replaced whole, with their time: another day is no difference
+        (rf"\b{_DAY}, \d{{1,2}} {_MONTH} \d{{4}}(?: {_CLOCK}(?: ?(?:[+-]\d{{4}}|GMT|UTC|Z))?)?",
+         "<DATETIME>", ", "),  # RFC 2822: Tue, 24 Nov 2026 11:22:03 +0000
+        (rf"\b{_DAY} {_MONTH} [ \d]\d {_CLOCK} \d{{4}}\b", "<DATETIME>", " "),  # ctime
         (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?",
          "<TIMESTAMP>", ":"),
         (r"\b\d{4}-\d{2}-\d{2}\b", "<DATE>", "-"),
+        (rf"\b\d{{1,2}}/\d{{1,2}}/\d{{4}}(?:,? {_CLOCK})?\b", "<DATE>", "/"),  # 24/11/2026
+        (rf"\b\d{{4}}/\d{{1,2}}/\d{{1,2}}(?:,? {_CLOCK})?\b", "<DATE>", "/"),
         (r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<TIME>", ":"),
         (r"\bat 0x[0-9a-fA-F]{4,}\b", "at <ADDRESS>", "0x"),
         (r"\b0x[0-9a-fA-F]{6,}\b", "<ADDRESS>", "0x"),
@@ -47,6 +58,37 @@ def compile_user_patterns(lines: Iterable[str]) -> list[tuple[re.Pattern[str], s
         except re.error as exc:
             raise DsreproUsageError(f"dsrepro_sanitize pattern {pattern!r}: {exc}") from None
     return compiled
+
+
+def host_paths(rootdir: Path | None, others: Iterable[tuple[str | None, str]] = ()
+               ) -> list[tuple[re.Pattern[str], str]]:
+    """Patterns that replace this machine's folders with placeholders: the rootdir by
+    ``<ROOTDIR>``, and ``others`` (folder, placeholder), longest folder first, so that a clone at
+    another path, another home or another scratch folder reproduces."""
+    folders = [(str(rootdir), "<ROOTDIR>")] if rootdir is not None else []
+    folders += [(folder, name) for folder, name in others if folder and folder != "/"]
+    folders.sort(key=lambda entry: len(entry[0]), reverse=True)
+    return [(re.compile(re.escape(folder.rstrip("/")) + r"(?=/|\b|$)"), name)
+            for folder, name in folders]
+
+
+def here_paths(rootdir: Path) -> list[tuple[re.Pattern[str], str]]:
+    """:func:`host_paths` for this process: the rootdir, the scratch folder and the home."""
+    return host_paths(rootdir, ((os.environ.get("DSREPRO_SCRATCH"), "<SCRATCH>"),
+                                (os.path.expanduser("~"), "<HOME>")))
+
+
+def replace_paths(value: Any, patterns: Sequence[tuple[re.Pattern[str], str]]) -> Any:
+    """``value`` with the folders of :func:`host_paths` replaced in every string inside it."""
+    if isinstance(value, str):
+        for pattern, name in patterns:
+            value = pattern.sub(name, value)
+        return value
+    if isinstance(value, list):
+        return [replace_paths(entry, patterns) for entry in value]
+    if isinstance(value, dict):
+        return {key: replace_paths(entry, patterns) for key, entry in value.items()}
+    return value
 
 
 def _carriage_returns(text: str) -> str:

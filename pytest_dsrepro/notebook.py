@@ -7,7 +7,10 @@ import base64
 import dataclasses
 import fnmatch
 import hashlib
+import os
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,18 @@ import pytest
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
 from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
+from pytest_dsrepro.lineage import KERNEL_REPORT, kernel_setup
 from pytest_dsrepro.normalize import (
     ANSI,
     IMAGE_TYPES,
     compile_user_patterns,
+    here_paths,
     joined,
     normalize_outputs,
 )
 from pytest_dsrepro.results import annotate
 from pytest_dsrepro.settings import Settings
-from pytest_dsrepro.state import settings_of, store_of
+from pytest_dsrepro.state import lineage_of, settings_of, store_of
 
 SKIP_TAGS = {"dsrepro-skip", "nbval-skip", "skip-execution"}
 IGNORE_TAGS = {"dsrepro-ignore-output", "nbval-ignore-output"}
@@ -39,10 +44,17 @@ class NotebookError(Exception):
     """A failure shown as plain text: the notebook's problem, not the plugin's traceback."""
 
 
+def output_patterns(settings: Settings) -> list[tuple[Any, str]]:
+    """The project's ``dsrepro_sanitize`` patterns, then this machine's folders."""
+    return [*compile_user_patterns(settings.sanitize), *here_paths(settings.rootdir)]
+
+
 def wanted(path: Path, settings: Settings, session: pytest.Session) -> bool:
     """Notebooks matching ``dsrepro_notebooks`` or named on the command line."""
     if path.suffix != ".ipynb" or ".ipynb_checkpoints" in path.parts:
         return False
+    if any(folder in path.parents for folder in (settings.artifacts, settings.baselines)):
+        return False  # a failed notebook kept as evidence is no notebook to run
     if session.isinitpath(path):
         return True
     try:
@@ -119,13 +131,19 @@ class NotebookItem(pytest.Item):
         saved = baseline_from_notebook(notebook, settings) \
             if settings.baseline_source == "notebook" else None  # before execution replaces them
         started = time.perf_counter()
-        cells = execute(self, settings, notebook)
-        executed = time.perf_counter()
+        executed = started
         try:
+            cells = execute(self, settings, notebook)
+            executed = time.perf_counter()
             self._check(cells, saved, settings)
+        except NotebookError as exc:  # keep the evidence: the notebook as it ran, outputs and all
+            written = Artifacts(settings.artifacts, settings.rootdir, self.nodeid).write_file(
+                "executed.ipynb", nbformat.writes(notebook).encode("utf-8"))
+            raise NotebookError(f"{exc}\n\nexecuted notebook: {written}") from None
         finally:  # how long each part took, for reports and benchmarks
-            annotate(self, timings={"execute": round(executed - started, 6),
-                                    "compare": round(time.perf_counter() - executed, 6)})
+            if executed > started:
+                annotate(self, timings={"execute": round(executed - started, 6),
+                                        "compare": round(time.perf_counter() - executed, 6)})
 
     def _check(self, cells: list[CellResult], saved: list[dict[str, Any]] | None,
                settings: Settings) -> None:
@@ -139,13 +157,19 @@ class NotebookItem(pytest.Item):
             return
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path))
-        lifecycle = Lifecycle(self, store, path)
+        lifecycle = Lifecycle(self, store, path, self._inputs, hash_seed=kernel_hash_seed())
         if settings.update:
             lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
             return
         doc = lifecycle.load()
         images = store.read_files(path, doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
+
+    def _inputs(self) -> dict[str, dict[str, str]] | None:
+        """What the notebook's kernel read, and the notebook itself."""
+        lineage = lineage_of(self.config)
+        return lineage.inputs_of(self.nodeid, str(self.path), own_process=False) \
+            if lineage else None
 
     def _compare(self, expected: list[dict[str, Any]], cells: list[CellResult],
                  tolerance: Tolerance, images: dict[str, bytes], artifacts: Artifacts,
@@ -164,7 +188,7 @@ class NotebookItem(pytest.Item):
         problems: list[str] = []
         differences: list[Difference] = []
         by_index = {cell.index: cell for cell in cells}
-        user = compile_user_patterns(settings_of(self.config).sanitize)
+        user = output_patterns(settings_of(self.config))
         for entry in expected:
             cell = by_index[entry["index"]]
             if cell.ignore_output or entry.get("ignore_output"):
@@ -238,9 +262,16 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellR
         startup_timeout=int(settings.kernel_startup_timeout),
         resources={"metadata": {"path": str(path.parent)}},
     )
+    if os.name == "posix":  # IPC sockets: no TCP port, and no warning about one
+        client.km = client.create_kernel_manager()
+        client.km.transport = "ipc"
+        client.km.ip = os.path.join(tempfile.gettempdir(), f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
+    lineage = lineage_of(item.config)
     results: list[CellResult] = []
     started = time.monotonic()
-    with client.setup_kernel():
+    with client.setup_kernel(env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}):
+        if lineage is not None:
+            _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
@@ -268,12 +299,43 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellR
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], tags))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
             results.append(_result(index, cell, list(cell.outputs), tags))
+        if lineage is not None:
+            lineage.add(item.nodeid, _kernel_reads(client))
     return results
+
+
+def kernel_hash_seed() -> str:
+    """Kernels hash strings with the project's ``PYTHONHASHSEED``, else 0: sets print alike."""
+    return os.environ.get("PYTHONHASHSEED") or "0"
+
+
+def _quietly(client: Any, code: str, expressions: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """Run ``code`` in the kernel without output or history; its reply's content."""
+    msg_id = client.kc.execute(code, silent=True, store_history=False,
+                               user_expressions=expressions or {})
+    reply = client.wait_for_reply(msg_id)
+    return dict((reply or {}).get("content") or {})
+
+
+def _kernel_reads(client: Any) -> list[str]:
+    """The files the kernel read under the rootdir, and its modules from there."""
+    import ast
+    import json
+
+    content = _quietly(client, "", {"reads": KERNEL_REPORT})
+    found = (content.get("user_expressions") or {}).get("reads") or {}
+    if found.get("status") != "ok":  # not a Python kernel, or the hook could not be set
+        return []
+    try:
+        return list(json.loads(ast.literal_eval(found["data"]["text/plain"])))
+    except (KeyError, ValueError, SyntaxError):
+        return []
 
 
 def normalized(cells: list[CellResult], settings: Settings) -> list[CellResult]:
     """The cells with their raw outputs normalized for comparison and storage."""
-    user = compile_user_patterns(settings.sanitize)
+    user = output_patterns(settings)
     return [dataclasses.replace(cell, outputs=normalize_outputs(cell.outputs, user))
             for cell in cells]
 
@@ -310,7 +372,7 @@ def _traceback(cell: Any) -> str:
 
 def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, Any]]:
     """The outputs saved in the notebook, as baseline cells."""
-    user = compile_user_patterns(settings.sanitize)
+    user = output_patterns(settings)
     cells = []
     for index, cell in enumerate(notebook.cells):
         tags = _tags(cell)

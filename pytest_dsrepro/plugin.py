@@ -10,10 +10,13 @@ import pytest
 from pytest_dsrepro import markers
 from pytest_dsrepro.settings import Settings, add_options
 from pytest_dsrepro.state import (
+    BASELINE_KEY,
     HOST_SESSION,
+    LINEAGE_KEY,
     SETTINGS_KEY,
     host_session_of,
     inside_of,
+    lineage_of,
     settings_of,
     store_of,
 )
@@ -52,9 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     inside = inside_of(config)
     if inside is not None:  # a worker: the host resolved the settings, and they are final
         config.stash[SETTINGS_KEY] = inside.settings
+        _start_lineage(config, inside.settings)
         return
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    _start_lineage(config, settings)
     from pytest_dsrepro.summary import Summary
 
     config.pluginmanager.register(Summary(config), "dsrepro-summary")
@@ -68,7 +73,42 @@ def pytest_configure(config: pytest.Config) -> None:
             host.prestart()
 
 
+def _start_lineage(config: pytest.Config, settings: Settings) -> None:
+    """Watch what items read under the rootdir (not the plugin's own folders)."""
+    import os
+
+    from pytest_dsrepro.lineage import Lineage
+
+    scratch = os.environ.get("DSREPRO_SCRATCH")
+    excluded = [settings.baselines, settings.artifacts, *([Path(scratch)] if scratch else [])]
+    config.stash[LINEAGE_KEY] = Lineage(settings.rootdir, excluded)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    """What importing a test module reads counts for its items."""
+    lineage = lineage_of(collector.config)
+    if lineage is None or not isinstance(collector, pytest.Module):
+        return (yield)
+    lineage.module_collecting()
+    try:
+        return (yield)
+    finally:
+        lineage.module_collected(str(collector.path))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    lineage = lineage_of(item.config)
+    if lineage is not None:
+        lineage.item_starting(item.nodeid)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    lineage = lineage_of(config)
+    if lineage is not None:
+        lineage.close()
+        del config.stash[LINEAGE_KEY]
     host = host_session_of(config)
     if host is not None:
         host.close()
@@ -126,6 +166,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if is_container_item(item, settings):
             extra = getattr(item, "container_settings", None)
             item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test whose checked values differ fails once its body ends, with all of them."""
+    result = yield
+    recorder = item.stash.get(BASELINE_KEY, None)
+    message = recorder.failure() if recorder is not None else None
+    if message:
+        pytest.fail(message, pytrace=False)
+    return result
 
 
 @pytest.fixture

@@ -12,20 +12,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "torch", "tensorflow",
-            "jax", "polars", "pillow", "pytest", "nbclient", "ipykernel")
+VERSION = 2  # provenance with every package, inputs, the image's content hash and settings
 
 
 def _versions() -> dict[str, str]:
+    """Every installed distribution and its version."""
     from importlib import metadata
 
     found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name:
+            found[name] = dist.version
+    return dict(sorted(found.items()))
 
 
 def _cpu_model() -> str:
@@ -60,23 +59,40 @@ def parse_nvidia_smi(text: str) -> dict[str, str] | None:
     return found if found["name"] else None
 
 
-def collect() -> dict[str, Any]:
-    """This process's provenance; the host passes image and commit in through the environment."""
-    return {
+def collect(inputs: dict[str, dict[str, str]] | None = None,
+            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """This process's provenance, with the item's ``inputs`` (:func:`lineage.inputs`) and the
+    run ``settings`` that bear on results; the host passes the image in through the
+    environment."""
+    found: dict[str, Any] = {
         "time": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         **_unchanging(),
     }
+    if settings is not None:
+        found["settings"] = settings
+    if inputs is not None:
+        found["inputs"] = inputs
+    return found
 
 
 @functools.cache
 def _unchanging() -> dict[str, Any]:
     """What stays the same for the life of the process: computed once."""
+    import json
+
     from pytest_dsrepro.image import git_commit
 
     commit = os.environ.get("DSREPRO_GIT_COMMIT") or git_commit(Path.cwd())
+    try:
+        build_files = json.loads(os.environ.get("DSREPRO_BUILD_FILES") or "{}")
+    except ValueError:
+        build_files = {}
     return {
+        "version": VERSION,
         "image": os.environ.get("DSREPRO_IMAGE", ""),
         "image_id": os.environ.get("DSREPRO_IMAGE_ID", ""),
+        "image_hash": os.environ.get("DSREPRO_IMAGE_HASH", ""),
+        "build_files": build_files,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": _versions(),
@@ -86,20 +102,84 @@ def _unchanging() -> dict[str, Any]:
     }
 
 
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between two provenances, in words: ``numpy 2.4.6 -> 2.5.0``."""
-    lines = []
-    for key in ("image", "python"):
-        if recorded.get(key) and recorded.get(key) != current.get(key):
-            lines.append(f"{key} {recorded.get(key)} -> {current.get(key)}")
-    old, new = recorded.get("packages") or {}, current.get("packages") or {}
-    for name in sorted(set(old) | set(new)):
-        if old.get(name) != new.get(name):
-            lines.append(f"{name} {old.get(name, 'absent')} -> {new.get(name, 'absent')}")
+# kinds of change, most likely cause of a divergence first
+KINDS = ("data", "source", "packages", "image", "hardware", "settings")
+
+
+def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str, str]]:
+    """What differs between a baseline's provenance and this run's, as ``{"kind", "text"}``,
+    most likely cause first: the data files read, the source, the packages, the image, the
+    hardware, the run settings. Facts a baseline did not record are not compared."""
+    found: list[dict[str, str]] = []
+
+    def add(kind: str, text: str) -> None:
+        found.append({"kind": kind, "text": text})
+
+    old_inputs, new_inputs = recorded.get("inputs"), current.get("inputs")
+    if old_inputs is not None and new_inputs is not None:
+        for kind in ("data", "source"):
+            old, new = old_inputs.get(kind) or {}, new_inputs.get(kind) or {}
+            for path in sorted(set(old) | set(new)):
+                if path not in new:
+                    add(kind, f"{path} no longer read")
+                elif path not in old:
+                    add(kind, f"{path} read, not read before")
+                elif old[path] != new[path]:
+                    add(kind, f"{path} changed")
+    old_packages, new_packages = recorded.get("packages") or {}, current.get("packages") or {}
+    names = set(old_packages) | set(new_packages) if recorded.get("version") == VERSION \
+        else set(old_packages)  # an older baseline recorded a few packages only
+    for name in sorted(names):
+        if old_packages.get(name) != new_packages.get(name):
+            add("packages", f"{name} {old_packages.get(name, 'absent')} -> "
+                            f"{new_packages.get(name, 'absent')}")
+    if recorded.get("python") and recorded.get("python") != current.get("python"):
+        add("image", f"Python {recorded.get('python')} -> {current.get('python')}")
+    old_hash, new_hash = recorded.get("image_hash"), current.get("image_hash")
+    if old_hash and new_hash and old_hash != new_hash:
+        add("image", f"image content {old_hash[:12]} -> {new_hash[:12]}")
+    old_files, new_files = recorded.get("build_files") or {}, current.get("build_files") or {}
+    if old_files and new_files:
+        for path in sorted(set(old_files) | set(new_files)):
+            if old_files.get(path) != new_files.get(path):
+                state = "added" if path not in old_files else "removed" \
+                    if path not in new_files else "changed"
+                add("image", f"build context: {path} {state}")
+    elif not old_hash and recorded.get("image") and current.get("image"):
+        # an older baseline: its tag ends with the content hash; the project's name does not count
+        old_tag, new_tag = str(recorded["image"]), str(current["image"])
+        if old_tag.rsplit(":", 1)[-1] != new_tag.rsplit(":", 1)[-1]:
+            add("image", f"image {old_tag} -> {new_tag}")
     old_cpu, new_cpu = recorded.get("cpu") or {}, current.get("cpu") or {}
     if old_cpu.get("model") != new_cpu.get("model"):
-        lines.append(f"CPU {old_cpu.get('model')} -> {new_cpu.get('model')}")
-    old_gpu, new_gpu = (recorded.get("gpu") or {}).get("name"), (current.get("gpu") or {}).get("name")
+        add("hardware", f"CPU {old_cpu.get('model')} -> {new_cpu.get('model')}")
+    if old_cpu.get("count") and old_cpu.get("count") != new_cpu.get("count"):
+        add("hardware", f"cores {old_cpu.get('count')} -> {new_cpu.get('count')}")
+    old_gpu = (recorded.get("gpu") or {}).get("name")
+    new_gpu = (current.get("gpu") or {}).get("name")
     if old_gpu != new_gpu:
-        lines.append(f"GPU {old_gpu or 'none'} -> {new_gpu or 'none'}")
-    return lines
+        add("hardware", f"GPU {old_gpu or 'none'} -> {new_gpu or 'none'}")
+    old_settings, new_settings = recorded.get("settings"), current.get("settings")
+    if old_settings is not None and new_settings is not None:
+        for key in sorted(set(old_settings) | set(new_settings)):
+            if old_settings.get(key) != new_settings.get(key):
+                add("settings", f"{key} {old_settings.get(key)} -> {new_settings.get(key)}")
+    return found
+
+
+def texts(found: list[dict[str, str]]) -> list[str]:
+    return [change["text"] for change in found]
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "CUBLAS_WORKSPACE_CONFIG")
+
+
+def run_settings(cpus: float | None, memory: int | None, hash_seed: str | None = None
+                 ) -> dict[str, Any]:
+    """The settings of this run that can change results: the hash seed (this process's unless
+    given), the limits, the thread counts."""
+    seed = hash_seed or os.environ.get("PYTHONHASHSEED") or "random"
+    found: dict[str, Any] = {"hash_seed": seed, "cpus": cpus, "memory": memory}
+    found.update({name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ})
+    return found

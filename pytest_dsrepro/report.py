@@ -32,7 +32,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "baseline_provenance": entry.get("provenance") or None,
         "run_provenance": entry.get("run") or None,
         "differences": list(entry.get("differences") or []),
-        "changes": list(entry.get("changes") or []),
+        "changes": [dict(change) for change in entry.get("changes") or []],
         "timings": dict(entry.get("timings") or {}),
         "message": record.message,
     }
@@ -64,6 +64,7 @@ def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
         "run": {"in_docker": settings_of(config).in_docker, **facts,
                 "host": provenance.collect(), "container": container},
         "counts": summary.counts(),
+        "drift": summary.drift(),
         "unused_baselines": [store.display(path) for path in summary.unused()],
         "items": [_item(record) for record in summary.records.values()],
     }

@@ -3,8 +3,8 @@ that it travels with the reports from a container to the host's summary and repo
 
 Keys: ``baseline`` (its path), ``verdict`` (reproduced, diverged, missing, stale, corrupt or
 recorded), ``status`` (created, changed or unchanged, in update mode), ``provenance`` (the
-baseline's), ``differences`` (a list of :meth:`Mismatch.record` dicts, with ``cell`` for
-notebooks and ``value`` for the fixture)."""
+baseline's), ``run`` (this run's), ``differences`` (:meth:`Difference.record` dicts) and
+``changes`` (what changed since the baseline was recorded: ``{"kind", "text"}`` dicts)."""
 
 from __future__ import annotations
 
@@ -35,13 +35,3 @@ def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:
     """The dsrepro property a report carries, if any."""
     return _find(report.user_properties)
-
-
-def since_baseline(item: pytest.Item) -> list[str]:
-    """What differs between the provenance of the item's baseline and of this run, in words."""
-    from pytest_dsrepro import provenance
-
-    entry = _find(item.user_properties) or {}
-    if not entry.get("provenance"):
-        return []
-    return provenance.differences(entry["provenance"], entry.get("run") or provenance.collect())

@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_dsrepro.fixture import Baseline  # noqa: F401  (named in a string below)
     from pytest_dsrepro.inside import EventStream
+    from pytest_dsrepro.lineage import Lineage
     from pytest_dsrepro.session import HostSession
     from pytest_dsrepro.settings import Settings
     from pytest_dsrepro.store import Store
 
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 STORE_KEY = pytest.StashKey["Store"]()
+LINEAGE_KEY = pytest.StashKey["Lineage"]()
+BASELINE_KEY = pytest.StashKey["Baseline"]()  # an item's ``baseline`` fixture object
 HOST_SESSION = "dsrepro-session"  # plugin name of the host session (--in-docker)
 
 
@@ -31,6 +35,11 @@ def store_of(config: pytest.Config) -> Store:
         settings = settings_of(config)
         config.stash[STORE_KEY] = Store(settings.baselines, settings.rootdir)
     return config.stash[STORE_KEY]
+
+
+def lineage_of(config: pytest.Config) -> Lineage | None:
+    """What the session's items read; None before configure or after unconfigure."""
+    return config.stash.get(LINEAGE_KEY, None)
 
 
 def host_session_of(config: pytest.Config) -> HostSession | None:

@@ -143,6 +143,34 @@ class Summary:
         return bool(self.in_container or self.written or any(r.dsrepro or r.kind == "notebook"
                                              for r in self.records.values()) or self.unused())
 
+    def drift(self) -> dict[str, dict[str, Any]]:
+        """Items that reproduced although something changed since their baselines were
+        recorded, by kind of change: ``{kind: {"items": [nodeid], "changes": [text]}}``."""
+        from pytest_dsrepro.provenance import KINDS
+
+        found: dict[str, dict[str, Any]] = {}
+        for record in self.records.values():
+            if record.status != "reproduced":
+                continue
+            for change in record.dsrepro.get("changes") or []:
+                entry = found.setdefault(change["kind"], {"items": [], "changes": []})
+                if record.nodeid not in entry["items"]:
+                    entry["items"].append(record.nodeid)
+                if change["text"] not in entry["changes"]:
+                    entry["changes"].append(change["text"])
+        return {kind: found[kind] for kind in KINDS if kind in found}
+
+    def drift_lines(self) -> list[str]:
+        """``reproduced 6, of which 2 under changed packages: scikit-learn 1.9.1 -> 1.9.0``."""
+        reproduced = self.counts().get("reproduced", 0)
+        lines = []
+        for kind, entry in self.drift().items():
+            shown = entry["changes"][:3]
+            more = len(entry["changes"]) - len(shown)
+            lines.append(f"reproduced {reproduced}, of which {len(entry['items'])} under changed "
+                         f"{kind}: {'; '.join(shown)}" + (f"; and {more} more" if more > 0 else ""))
+        return lines
+
     # -- the report files ---------------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
@@ -187,7 +215,7 @@ class Summary:
                 unchanged += 1
             elif record.status == "diverged":
                 write(f"diverged: {record.nodeid}: {where_it_differs(record.dsrepro)}")
-                changes = record.dsrepro.get("changes") or []
+                changes = change_texts(record.dsrepro)
                 if changes:
                     write(f"  since its baseline was recorded: {'; '.join(changes)}")
             elif record.status == "recorded":
@@ -195,12 +223,20 @@ class Summary:
                       f"{record.dsrepro.get('baseline')}")
         if unchanged:
             write(f"baselines unchanged: {unchanged}")
+        for line in self.drift_lines():
+            write(line)
         store = store_of(self.config)
         for unused in self.unused():
             write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "
                   "it if it is obsolete)")
         for label, shown in self.written.items():
             write(f"{label} report: {shown}")
+
+
+def change_texts(entry: dict[str, Any]) -> list[str]:
+    """What changed since an item's baseline was recorded, in words."""
+    return [str(change.get("text", change)) if isinstance(change, dict) else str(change)
+            for change in entry.get("changes") or []]
 
 
 def where_it_differs(entry: dict[str, Any]) -> str:

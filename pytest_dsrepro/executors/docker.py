@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import queue
 import shutil
@@ -245,6 +246,14 @@ class WorkerContainer:
             pass
 
 
+def _hash_seed(image_env: tuple[str, ...]) -> dict[str, str]:
+    """``PYTHONHASHSEED=0``, unless the image sets it: a set of strings prints the same way in
+    every run (``dsrepro_env`` can pass the host's value instead)."""
+    if any(entry.startswith("PYTHONHASHSEED=") for entry in image_env):
+        return {}
+    return {"PYTHONHASHSEED": "0"}
+
+
 class DockerExecutor:
     """Workers as containers on the engine at ``DOCKER_HOST`` (or the default socket): an
     :class:`~pytest_dsrepro.executors.Executor`."""
@@ -390,8 +399,11 @@ class DockerExecutor:
             self._run_config = RunConfig(
                 image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
                 scratch=self.scratch(), writable=self.writable_folders(),
-                env={**{name: os.environ[name] for name in s.env if name in os.environ},
+                env={**_hash_seed(image_env),
+                     **{name: os.environ[name] for name in s.env if name in os.environ},
                      "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
+                     "DSREPRO_IMAGE_HASH": self.images.content_hash(),
+                     "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
                 gpu_env=s.gpu_env,
