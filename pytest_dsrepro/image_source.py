@@ -17,6 +17,7 @@ from pytest_dsrepro.image import (
 )
 from pytest_dsrepro.settings import Settings
 
+CONTEXT_LIMIT = 300
 # files of the build context whose change most often explains a changed image
 BUILD_FILES = ("requirements*.txt", "constraints*.txt", "*.lock", "environment*.yml",
                "environment*.yaml", "conda*.yml", "pyproject.toml", "setup.py", "setup.cfg",
@@ -83,8 +84,9 @@ class ImageSource:
         return self.result
 
     def build_files(self) -> dict[str, str]:
-        """Digests of the files that most often change an image: the Dockerfile and the
-        dependency lists in the build context (a baseline records them, to name what changed)."""
+        """Digests of the build context's files, recorded with each baseline to name what changed
+        in an image: every file, up to :data:`CONTEXT_LIMIT`; beyond that the Dockerfile and the
+        dependency lists only."""
         import fnmatch
 
         from pytest_dsrepro.image import context_files
@@ -99,8 +101,11 @@ class ImageSource:
         except OSError:
             return found
         for name in names:
-            if any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES):
-                found[name] = digest(str(plan.context / name)) or ""
+            if len(names) <= CONTEXT_LIMIT or any(
+                    fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES):
+                value = digest(str(plan.context / name))
+                if value is not None and (plan.context / name).is_file():
+                    found[name] = value
         return found
 
     def content_hash(self) -> str:

@@ -140,7 +140,10 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
         add("image", f"image content {old_hash[:12]} -> {new_hash[:12]}")
     old_files, new_files = recorded.get("build_files") or {}, current.get("build_files") or {}
     if old_files and new_files:
+        named = {change["text"].split(" ")[0] for change in found}  # inputs said already
         for path in sorted(set(old_files) | set(new_files)):
+            if path in named:
+                continue
             if old_files.get(path) != new_files.get(path):
                 state = "added" if path not in old_files else "removed" \
                     if path not in new_files else "changed"

@@ -308,10 +308,13 @@ def test_image_mismatch_inside_the_container_leaves_images_owned_by_the_user(
         "  expected image: dsrepro-artifacts/nb__plot.ipynb/cell-0-output_0_image_png-expected.png",
         "  obtained image: dsrepro-artifacts/nb__plot.ipynb/cell-0-output_0_image_png-obtained.png",
     ])
+    result.stdout.fnmatch_lines(["executed notebook: dsrepro-artifacts/nb__plot.ipynb/executed.ipynb"])
     written = project.path / "dsrepro-artifacts" / "nb__plot.ipynb"
-    for image in written.iterdir():
+    assert sorted(p.suffix for p in written.iterdir()) == [".ipynb", ".png", ".png"]
+    for image in written.glob("*.png"):
         assert image.stat().st_uid == os.getuid()
         assert image.read_bytes().startswith(b"\x89PNG")
+    assert (written / "executed.ipynb").stat().st_uid == os.getuid()
     monkeypatch.delenv("NB_VALUE")
     project.run("--in-docker").assert_outcomes(passed=1)
     assert not (project.path / "dsrepro-artifacts").exists()  # cleared, and the empty folder removed
