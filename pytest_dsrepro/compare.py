@@ -99,10 +99,30 @@ def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
 SPLITTER = re.compile(f"({NUMBER.pattern})")
 
 
+# version-like tokens are text, never numbers: 1.9.1, v2.0.0rc1, 2.1rc1, v3
+_PRE = r"(?:(?:a|b|rc|dev|post)\d*)?"
+VERSION = re.compile(rf"(?<![\w.])(?:v?\d+(?:\.\d+){{2,}}{_PRE}|v\d+(?:\.\d+)*{_PRE}"
+                     rf"|\d+\.\d+(?:a|b|rc|dev|post)\d*)(?!\w)(?!\.\d)")
+TOKENS = re.compile(f"(?P<version>{VERSION.pattern})|(?P<number>{NUMBER.pattern})")
+
+
 def _split(text: str) -> tuple[list[str], list[str]]:
-    """The text between numbers, and the numbers, in one pass."""
-    parts = SPLITTER.split(text)
-    return parts[0::2], parts[1::2]
+    """The text between numbers, and the numbers, in one pass; version-like tokens stay text."""
+    if not VERSION.search(text):
+        parts = SPLITTER.split(text)
+        return parts[0::2], parts[1::2]
+    words, numbers, start, word = [], [], 0, ""
+    for match in TOKENS.finditer(text):
+        word += text[start:match.start()]
+        if match.group("version") is not None:
+            word += match.group()
+        else:
+            words.append(word)
+            numbers.append(match.group())
+            word = ""
+        start = match.end()
+    words.append(word + text[start:])
+    return words, numbers
 
 
 def unified(expected: str, obtained: str) -> list[str]:
@@ -127,10 +147,13 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
             if abs(ov - ev) <= tol.atol + tol.rtol * abs(ev):  # the common case, inline
                 continue
             if not tol.allows(ev, ov):
-                outside.append(NumberDiff(f"#{index + 1} (line {line})", ev, ov))
+                outside.append((index, line, ev, ov))
         if not outside:
             return None
-        return Mismatch(what, unified(expected, obtained), outside, tolerance=tol, kind="numbers")
+        labels = table_labels(expected, exp_words)
+        numbers = [NumberDiff(f"{labels.get(index, f'#{index + 1}')} (line {line})", ev, ov)
+                   for index, line, ev, ov in outside]
+        return Mismatch(what, unified(expected, obtained), numbers, tolerance=tol, kind="numbers")
     return Mismatch(what, unified(expected, obtained), tolerance=tol)
 
 
@@ -170,3 +193,79 @@ def compare_image(what: str, expected: bytes, obtained: bytes, pixel_tolerance: 
             f"{pixel_tolerance} (largest difference {worst})")
     return Mismatch(what, kind="image", note=note,
                     images={**images, "difference": buffer.getvalue()})
+
+
+_ROW = re.compile(r"<tr\b[^>]*>(.*?)</tr>", re.IGNORECASE | re.DOTALL)
+_CELL = re.compile(r"<t([hd])\b[^>]*>(.*?)</t[hd]>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def table_labels(text: str, words: list[str]) -> dict[int, str]:
+    """For numbers inside a table (an HTML table, or a text table as pandas prints one), their
+    row and column labels by the number's index in ``text``: ``row 'r1', column 'sepal'``."""
+    starts, offset = [], 0
+    for word in words[:-1]:  # where each number starts in the text
+        offset += len(word)
+        starts.append(offset)
+        offset += len(_number_at(text, offset))
+    if "<table" in text.lower():
+        return _html_labels(text, starts)
+    return _text_labels(text, starts)
+
+
+def _number_at(text: str, offset: int) -> str:
+    match = NUMBER.match(text, offset)
+    return match.group() if match else ""
+
+
+def _label(row: str, column: str) -> str:
+    parts = ([f"row {row!r}"] if row else []) + ([f"column {column!r}"] if column else [])
+    return ", ".join(parts)
+
+
+def _html_labels(text: str, starts: list[int]) -> dict[int, str]:
+    columns: list[str] = []
+    labels: dict[int, str] = {}
+    for row in _ROW.finditer(text):
+        cells = list(_CELL.finditer(text, row.start(1), row.end(1)))
+        if cells and all(cell.group(1).lower() == "h" for cell in cells):
+            columns = [_TAG.sub("", cell.group(2)).strip() for cell in cells]
+            continue
+        name = _TAG.sub("", cells[0].group(2)).strip() if cells and \
+            cells[0].group(1).lower() == "h" else ""
+        for position, cell in enumerate(cells):
+            column = columns[position] if position < len(columns) else ""
+            for index, start in enumerate(starts):
+                if cell.start(2) <= start < cell.end(2):
+                    labels[index] = _label(name, column) or f"cell {position + 1}"
+    return {index: label for index, label in labels.items() if label}
+
+
+def _text_labels(text: str, starts: list[int]) -> dict[int, str]:
+    """A header line of column names, then lines of a row label and one value per column."""
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) < 2:
+        return {}
+    header = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", lines[0])]
+    rows = [[(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", line)]
+            for line in lines[1:]]
+    if not header or any(len(row) != len(header) + 1 for row in rows):
+        return {}
+    line_starts: list[int] = []
+    offset = 0
+    for text_line in lines:
+        line_starts.append(offset)
+        offset += len(text_line) + 1
+    labels: dict[int, str] = {}
+    for index, start in enumerate(starts):
+        number = max(i for i, begin in enumerate(line_starts) if begin <= start)
+        if number == 0 or number > len(rows):
+            continue
+        column = start - line_starts[number]
+        tokens = rows[number - 1]
+        for position, (begin, end, _) in enumerate(tokens[1:]):
+            if begin <= column < end:
+                labels[index] = _label(tokens[0][2], header[position][2])
+    return labels

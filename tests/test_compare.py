@@ -64,3 +64,84 @@ def test_numbers_in_html_tables() -> None:
     assert mismatch is not None
     assert [(n.expected, n.obtained) for n in mismatch.numbers] == [(0.9711, 0.9811)]
     assert "abs diff" in mismatch.render()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("started Tue Nov 24 11:22:03 2026 ok", "started <DATETIME> ok"),  # time.ctime()
+    ("Wed Dec  2 01:02:03 2026", "<DATETIME>"),
+    ("Date: Tue, 24 Nov 2026 11:22:03 +0000", "Date: <DATETIME>"),  # RFC 2822
+    ("on 2026-11-24 and 2026-11-24T11:22:03Z", "on <DATE> and <TIMESTAMP>"),
+    ("report of 24/11/2026", "report of <DATE>"),
+    ("report of 24/11/2026 11:22", "report of <DATE>"),
+    ("run 2026/11/24", "run <DATE>"),
+])
+def test_dates_are_replaced_whole(text: str, expected: str) -> None:
+    assert sanitize(text) == expected
+
+
+def test_this_machines_folders_become_placeholders() -> None:
+    from pathlib import Path
+
+    from pytest_dsrepro.normalize import host_paths, replace_paths
+
+    patterns = host_paths(Path("/home/alice/proj"), [("/home/alice", "<HOME>"),
+                                                     ("/srv/scratch", "<SCRATCH>")])
+    text = "data /home/alice/proj/data/x.csv, cache /home/alice/.cache, /home/alice/project2"
+    assert sanitize(text, patterns) == ("data <ROOTDIR>/data/x.csv, cache <HOME>/.cache, "
+                                        "<HOME>/project2")
+    assert replace_paths({"paths": ["/srv/scratch/a", 1]}, patterns) == {
+        "paths": ["<SCRATCH>/a", 1]}
+
+
+def test_version_strings_compare_as_text() -> None:
+    mismatch = compare_text("out", "scikit-learn 1.9.1 accuracy 0.97",
+                            "scikit-learn 1.9.0 accuracy 0.97", Tolerance())
+    assert mismatch is not None and mismatch.numbers == [] and mismatch.kind == "text"
+    assert "+scikit-learn 1.9.0 accuracy 0.97" in mismatch.render()
+    assert compare_text("out", "v2.0.0rc1 loss 0.5", "v2.0.0rc1 loss 0.5000000001",
+                        Tolerance()) is None
+
+
+def test_numbers_in_tables_are_named_by_row_and_column() -> None:
+    html = ("<table><thead><tr><th></th><th>sepal</th><th>petal</th></tr></thead><tbody>"
+            "<tr><th>r1</th><td>4.9</td><td>1.4</td></tr>"
+            "<tr><th>r2</th><td>5.1</td><td>0.2</td></tr></tbody></table>")
+    mismatch = compare_text("html", html, html.replace("0.2", "0.3"), Tolerance())
+    assert mismatch is not None
+    assert [n.position for n in mismatch.numbers] == ["row 'r2', column 'petal' (line 1)"]
+    text = "    sepal  petal\nr1    4.9    1.4\nr2    5.1    0.2\n"
+    mismatch = compare_text("text", text, text.replace("5.1", "5.4"), Tolerance())
+    assert mismatch is not None
+    assert [n.position for n in mismatch.numbers] == ["row 'r2', column 'sepal' (line 3)"]
+    plain = compare_text("text", "acc 0.5\nloss 0.2", "acc 0.5\nloss 0.3", Tolerance())
+    assert plain is not None and [n.position for n in plain.numbers] == ["#2 (line 2)"]
+
+
+def test_changes_name_the_most_likely_cause_first() -> None:
+    from pytest_dsrepro.provenance import VERSION, changes
+
+    recorded = {"version": VERSION, "packages": {"numpy": "2.4.6", "scikit-learn": "1.9.1"},
+                "image_hash": "aaaa", "build_files": {"requirements.txt": "1", "Dockerfile": "2"},
+                "cpu": {"model": "EPYC", "count": 8}, "gpu": None, "python": "3.11.2",
+                "settings": {"hash_seed": "0", "cpus": None},
+                "inputs": {"data": {"data/rows.csv": "x", "params.yaml": "p"},
+                           "source": {"model.py": "m"}}}
+    current = {**recorded, "packages": {"numpy": "2.4.6", "scikit-learn": "1.9.0"},
+               "image_hash": "bbbb", "build_files": {"requirements.txt": "9", "Dockerfile": "2"},
+               "cpu": {"model": "EPYC", "count": 2}, "settings": {"hash_seed": "0", "cpus": 1.0},
+               "inputs": {"data": {"data/rows.csv": "y", "params.yaml": "p"},
+                          "source": {"model.py": "n"}}}
+    assert changes(recorded, current) == [
+        {"kind": "data", "text": "data/rows.csv changed"},
+        {"kind": "source", "text": "model.py changed"},
+        {"kind": "packages", "text": "scikit-learn 1.9.1 -> 1.9.0"},
+        {"kind": "image", "text": "image content aaaa -> bbbb"},
+        {"kind": "image", "text": "build context: requirements.txt changed"},
+        {"kind": "hardware", "text": "cores 8 -> 2"},
+        {"kind": "settings", "text": "cpus None -> 1.0"},
+    ]
+    assert changes(recorded, recorded) == []
+    # an older baseline's image tag names another project folder: the same content is no change
+    old = {"image": "dsrepro/proj:7a83aa", "packages": {"numpy": "2.4.6"}}
+    assert changes(old, {"image": "dsrepro/proj2:7a83aa", "packages": {"numpy": "2.4.6",
+                                                                       "six": "1.0"}}) == []

@@ -52,6 +52,30 @@ def test_lifecycle_of_plain_values(pytester: pytest.Pytester) -> None:
     assert "fixture.py" not in broken.stdout.str()  # the fixture's frames are hidden
 
 
+def test_every_value_is_checked_and_the_test_fails_once_with_all(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_all="""
+        import os
+
+        SHIFT = float(os.environ.get("SHIFT", "0"))
+
+        def test_metrics(baseline):
+            baseline.check("accuracy", 0.9 + SHIFT)
+            baseline.check("recall", 0.5)
+            baseline.check("f1", 0.7 + SHIFT)
+            print("the test body ran to its end")
+    """)
+    run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    broken = run(pytester, "-rA", shift="0.1")
+    broken.assert_outcomes(failed=1)  # in the call, not as a teardown error
+    text = broken.stdout.str()
+    assert text.count("differs (baselines/tests/test_all/test_metrics.yaml)") == 2
+    assert text.index("baseline 'accuracy' differs") < text.index("baseline 'f1' differs")
+    assert "baseline 'recall' differs" not in text
+    assert "the test body ran to its end" in text
+    broken.stdout.fnmatch_lines(["diverged: test_all.py::test_metrics: accuracy (*); f1 (*)"])
+
+
 def test_structure_and_string_changes_are_named(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_s="""
         import os

@@ -116,6 +116,14 @@ def test_unexpected_exception_shows_the_cell_traceback(nbproject: pytest.Pyteste
     result.stdout.fnmatch_lines(["nb/boom.ipynb: cell 1:", "    | def inner():",
                                  "raised an unexpected exception:", "*KeyError*missing-column*"])
     assert "pytest_dsrepro" not in result.stdout.str()
+    assert "Kernel is running over TCP" not in result.stdout.str()  # IPC: no such warning
+    # the notebook as it ran, up to the failing cell, for people to open in Jupyter
+    result.stdout.fnmatch_lines(["executed notebook: dsrepro-artifacts/nb__boom.ipynb/executed.ipynb"])
+    import nbformat
+
+    executed = nbformat.read(nbproject.path / "dsrepro-artifacts/nb__boom.ipynb/executed.ipynb",
+                             as_version=4)
+    assert executed.cells[1].outputs[0]["ename"] == "KeyError"
 
 
 def test_malformed_notebook_errors_and_the_others_run(nbproject: pytest.Pytester) -> None:
