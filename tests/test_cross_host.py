@@ -3,6 +3,7 @@ another day, with other limits; each real break fails, naming the changed input 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -106,10 +107,14 @@ def moved(project: Project, docker_client: Any) -> Any:
 
 
 def test_another_folder_day_and_limit_reproduce(moved: Path) -> None:
-    code, output = run_at(moved, "--dsrepro-cpus=1")
+    code, output = run_at(moved, "--dsrepro-cpus=1", "--dsrepro-report=report.json")
     assert code == 0, output
     assert "reproduced 2, diverged 0" in output
     assert "reproduced 2, of which 2 under changed settings: cpus None -> 1.0" in output
+    report = json.loads((moved / "report.json").read_text())
+    assert report["drift"] == {"settings": {"items": ["analysis.ipynb", "ctests/test_score.py::"
+                                                      "test_score"],
+                                            "changes": ["cpus None -> 1.0"]}}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAYS", "3")
         code, output = run_at(moved)
@@ -133,9 +138,12 @@ def test_a_changed_input_is_named_first(moved: Path, path: str, old: str, new: s
 
 
 def test_a_changed_package_is_named_first(moved: Path) -> None:
-    code, output = run_at(moved, "--dsrepro-build-arg=FAKEPKG=1.5")
+    code, output = run_at(moved, "--dsrepro-build-arg=FAKEPKG=1.5", "--dsrepro-report=report.json")
     assert code == pytest.ExitCode.TESTS_FAILED, output
     assert first_cause(output) == ["fakepkg 1.0 -> 1.5"] * 2, output
+    items = json.loads((moved / "report.json").read_text())["items"]
+    assert [item["changes"][0] for item in items] == [
+        {"kind": "packages", "text": "fakepkg 1.0 -> 1.5"}] * 2
     assert "Kernel is running over TCP" not in output
     assert "image content " in output
     assert re.search(r"executed notebook: dsrepro-artifacts/analysis\.ipynb/executed\.ipynb",
