@@ -40,7 +40,8 @@ class ImageSource:
         return BuildPlan(
             project=s.project, context=s.context, dockerfile=s.dockerfile,
             build_args=s.build_args, target=s.target, network=s.build_network,
-            ignore=_inside(s.baselines, s.context) + _inside(s.artifacts, s.context),
+            ignore=tuple(pattern for folder in (s.baselines, s.artifacts, s.report, s.html)
+                         if folder is not None for pattern in _inside(folder, s.context)),
         )
 
     def given(self, client: Any) -> ImageResult:
@@ -125,7 +126,8 @@ class ImageSource:
 
 
 def _inside(folder: Path, context: Path) -> tuple[str, ...]:
-    """``folder`` as an ignore pattern of ``context``: baselines never force a rebuild."""
+    """``folder`` (or file) as an ignore pattern of ``context``: baselines, artifacts and the
+    reports never force a rebuild."""
     try:
         rel = folder.resolve().relative_to(context.resolve()).as_posix()
     except ValueError:
