@@ -144,37 +144,27 @@ def inputs(files: Iterable[str], rootdir: Path) -> dict[str, dict[str, str]]:
 
 
 def kernel_setup(rootdir: Path, excluded: Iterable[Path]) -> str:
-    """Code run silently in a notebook's kernel before its first cell: the same hook there."""
+    """Code run silently in a notebook's kernel before its first cell: :class:`Reads` there too
+    (its source is sent along: the kernel need not import this plugin). It leaves one name in the
+    notebook's namespace, the report function."""
+    import inspect
+    import textwrap
+
+    source = "from __future__ import annotations\n" + textwrap.dedent(inspect.getsource(Reads))
     return f"""
 def __dsrepro_lineage():
     import os, sys
-    root, excluded = {str(rootdir).rstrip('/') + '/'!r}, {tuple(str(p).rstrip('/') + '/' for p in excluded)!r}
-    skipped = {SKIPPED_PARTS!r}
-    seen = set()
-    def hook(event, args):
-        if event != "open" or not args or isinstance(args[0], int):
-            return
-        mode = args[1] if len(args) > 1 else None
-        flags = args[2] if len(args) > 2 else 0
-        if isinstance(mode, str):
-            if any(c in mode for c in "wax+"):
-                return
-        elif isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR):
-            return
-        try:
-            path = os.path.abspath(os.fsdecode(args[0]))
-        except (TypeError, ValueError):
-            return
-        if path.startswith(root) and not path.startswith(excluded) \\
-                and not any(part in path for part in skipped):
-            seen.add(path)
-    sys.addaudithook(hook)
+    namespace = {{"os": os, "SKIPPED_PARTS": {SKIPPED_PARTS!r}}}
+    exec({source!r}, namespace)
+    reads = namespace["Reads"]({str(rootdir)!r}, {[str(path) for path in excluded]!r})
+    sys.addaudithook(reads.hook)
+    root, skipped = reads.root, namespace["SKIPPED_PARTS"]
     def report():
         import json
         modules = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
         modules = [f for f in modules if f and f.startswith(root)
                    and not any(part in f for part in skipped)]
-        return json.dumps(sorted(seen | set(modules)))
+        return json.dumps(sorted(reads.seen | set(modules)))
     return report
 __dsrepro_report = __dsrepro_lineage()
 del __dsrepro_lineage
