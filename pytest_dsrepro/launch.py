@@ -125,8 +125,8 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
         for line in child.stdout:
             try:
                 event = protocol.decode(line)
-            except protocol.ProtocolError:
-                event = None
+            except protocol.ProtocolError:  # passed on as it is: the host reports it
+                event = {"e": None}
             if event is not None and event["e"] not in protocol.CHILD_ONLY:
                 with lock:
                     channel.write(line if line.endswith("\n") else line + "\n")
