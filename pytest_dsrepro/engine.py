@@ -50,16 +50,23 @@ def first_line(exc: BaseException) -> str:
     return line[:200]
 
 
+def unseen_folder(exc: BaseException) -> str | None:
+    """The folder of this machine the engine said it cannot see, if that is the refusal."""
+    explanation = str(getattr(exc, "explanation", None) or first_line(exc))
+    unseen = re.search(r"bind source path does not exist: (\S+)", explanation)
+    return unseen.group(1) if unseen else None
+
+
 def refused(exc: BaseException, what: str) -> EngineError:
     """The engine's refusal of ``what`` in plain words; an engine that cannot see this machine's
     folders (a remote ``DOCKER_HOST``) is named as such."""
     explanation = str(getattr(exc, "explanation", None) or first_line(exc))
-    unseen = re.search(r"bind source path does not exist: (\S+)", explanation)
+    unseen = unseen_folder(exc)
     if unseen:
         return EngineError(
-            f"the engine at {engine_address()} cannot see {unseen.group(1)}: it does not run on "
-            "this machine (a remote DOCKER_HOST?).\n  pytest-dsrepro mounts the repository and "
-            "its own code into containers; use an engine that runs where pytest runs."
+            f"the engine at {engine_address()} cannot see {unseen}: it does not run on "
+            "this machine (a remote DOCKER_HOST?).\n  With dsrepro_transfer = mount the "
+            "repository must be visible to it; use auto or copy to copy the files in."
         )
     return EngineError(f"the engine at {engine_address()} refused {what}: {explanation}")
 

@@ -126,6 +126,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
            "folder removed at the end)", metavar="DIR"),
+    Option("transfer", "how the repository reaches containers: auto (default: mount where the "
+           "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
     Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
            metavar="GLOB"),
@@ -230,6 +232,7 @@ class Settings:
     gpu_env: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     scratch: Path | None = None
+    transfer: str = "auto"
     python: str = "python"
     notebooks: tuple[str, ...] = ()
     kernel: str | None = None
@@ -282,6 +285,8 @@ class Settings:
             timeout=_optional(raw_value(config, "timeout"),
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,
+            transfer=_choice(raw_value(config, "transfer") or "auto", "transfer",
+                             ("auto", "mount", "copy")),
             python=raw_value(config, "python") or "python",
             notebooks=tuple(raw_value(config, "notebooks")),
             kernel=raw_value(config, "kernel") or None,

@@ -410,8 +410,9 @@ def test_a_container_started_early_is_removed_when_not_used(
 
 def test_an_engine_that_cannot_see_the_repository_is_named(project: Project,
                                                           remote_engine: Any) -> None:
-    """An engine elsewhere builds the image from the sent context, but cannot mount the
-    repository: one plain error that says so, and no container left on it."""
+    """With dsrepro_transfer = mount, an engine elsewhere builds the image from the sent
+    context, but cannot mount the repository: one plain error that says so, and no container
+    left on it."""
     import docker
 
     project.pytester.makepyfile(test_one="""
@@ -421,14 +422,15 @@ def test_an_engine_that_cannot_see_the_repository_is_named(project: Project,
         def test_inside():
             pass
     """)
-    result = run_with_env(project.pytester, "--in-docker", DOCKER_HOST=remote_engine.url)
+    result = run_with_env(project.pytester, "--in-docker", "--dsrepro-transfer=mount",
+                          DOCKER_HOST=remote_engine.url)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["dsrepro: image dsrepro/* built in *s"])
     result.stderr.fnmatch_lines([
         f"ERROR: the engine at {remote_engine.url} cannot see {project.path}*: it does not run "
         "on this machine (a remote DOCKER_HOST?).",
-        "  pytest-dsrepro mounts the repository and its own code into containers; use an engine "
-        "that runs where pytest runs.",
+        "  With dsrepro_transfer = mount the repository must be visible to it; use auto or copy "
+        "to copy the files in.",
     ])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     client = docker.DockerClient(base_url=remote_engine.url)
@@ -525,3 +527,50 @@ def test_files_ship_in_and_out_of_a_docker_worker(docker_client: Any, base_image
     finally:
         worker.remove()
     assert worker.container.id not in container_ids(docker_client)
+
+
+def test_an_engine_that_cannot_see_the_repository_gets_it_by_copy(project: Project,
+                                                                  remote_engine: Any) -> None:
+    """The engine cannot see this machine's folders: the repository is copied in at the same
+    path; recorded baselines and a failure's artifacts come back, owned by the host's user."""
+    import docker
+
+    from notebooks import write_notebook
+
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
+    project.ignore("value.txt", "baselines", "dsrepro-artifacts")
+    (project.path / "value.txt").write_text("0.5")
+    project.pytester.makepyfile(test_copied="""
+        import os, pytest
+
+        @pytest.mark.container
+        def test_value(baseline):
+            with open("value.txt") as handle:
+                baseline.check("value", float(handle.read()))
+            assert os.path.isfile(__file__)
+    """)
+    write_notebook(project.path / "nb" / "show.ipynb", "print(open('../value.txt').read())")
+
+    def run(*args: str) -> pytest.RunResult:
+        return run_with_env(project.pytester, "--in-docker", *args, DOCKER_HOST=remote_engine.url)
+
+    recorded = run("--dsrepro-update")
+    recorded.assert_outcomes(passed=2)
+    recorded.stdout.fnmatch_lines(["dsrepro: the engine at * cannot see this machine's folders: "
+                                   "the repository is copied into containers",
+                                   "image dsrepro/*; engine *; files copied in; GPUs *"])
+    for baseline in ("baselines/tests/test_copied/test_value.yaml", "baselines/nb/show.yaml"):
+        path = project.path / baseline
+        assert path.is_file() and path.stat().st_uid == os.getuid(), baseline
+    run().assert_outcomes(passed=2)
+    (project.path / "value.txt").write_text("0.75")
+    broken = run()
+    broken.assert_outcomes(failed=2)
+    broken.stdout.fnmatch_lines(["*since the baseline was recorded: value.txt changed*"])
+    executed = project.path / "dsrepro-artifacts" / "nb__show.ipynb" / "executed.ipynb"
+    assert executed.is_file() and executed.stat().st_uid == os.getuid()
+    client = docker.DockerClient(base_url=remote_engine.url)
+    try:
+        assert client.api.containers(all=True) == []
+    finally:
+        client.close()

@@ -20,7 +20,7 @@ FLAGS = [
     "--dsrepro-network=bridge", "--dsrepro-env=HOME", "--dsrepro-cpus=1.5",
     "--dsrepro-memory=2g", "--dsrepro-require-gpu", "--dsrepro-gpu-env=K=v,w",
     "--dsrepro-workers=3", "--dsrepro-timeout=7", "--dsrepro-scratch=/tmp/dsrepro-scr",
-    "--dsrepro-python=python3", "--dsrepro-notebooks=nb/*.ipynb", "--dsrepro-kernel=k",
+    "--dsrepro-transfer=copy", "--dsrepro-python=python3", "--dsrepro-notebooks=nb/*.ipynb", "--dsrepro-kernel=k",
     "--dsrepro-baselines=golden", "--dsrepro-artifacts=arts", "--dsrepro-report=r.json",
     "--dsrepro-html=r.html", "--dsrepro-baseline-source=notebook", "--dsrepro-rtol=0.25",
     "--dsrepro-atol=0.5", "--dsrepro-cell-timeout=9", "--dsrepro-kernel-startup-timeout=11",

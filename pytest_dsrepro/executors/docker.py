@@ -56,6 +56,7 @@ class RunConfig:
     labels: dict[str, str]
     image_env: tuple[str, ...] = ()
     gpu_env: tuple[tuple[str, str], ...] = ()
+    copy: bool = False  # the engine cannot see this machine's folders: files are copied in
 
 
 def plugin_source() -> Path:
@@ -87,16 +88,18 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
     from docker.types import Mount
 
     home = run.scratch / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    mounts = [
-        Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True),
-        Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
-        Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
-              read_only=True),
-    ]
-    for folder in run.writable:
-        folder.mkdir(parents=True, exist_ok=True)
-        mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
+    mounts = []
+    if not run.copy:  # in copy mode the files are put into the container before it starts
+        home.mkdir(parents=True, exist_ok=True)
+        mounts = [
+            Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True),
+            Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
+            Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
+                  read_only=True),
+        ]
+        for folder in run.writable:
+            folder.mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
     gpu = {**GPU_ENV, **dict(run.gpu_env)} if spec.gpu else {}
     environment = {
         **gpu,
@@ -135,13 +138,16 @@ class WorkerContainer:
     """A started container whose events arrive on a queue read by the main thread: a
     :class:`~pytest_dsrepro.executors.Worker`."""
 
-    def __init__(self, client: Any, options: dict[str, Any]) -> None:
+    def __init__(self, client: Any, options: dict[str, Any],
+                 bring_back: tuple[tuple[Path, bool], ...] = ()) -> None:
         self.client = client
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.container = client.containers.create(**options)
+        self.bring_back = bring_back  # copy mode: folders to copy back (whole entries?)
         self._reader: threading.Thread | None = None
         self._exit_code: int | None = None
+        self._started = False
 
     def exited(self, code: int) -> None:
         """The worker said it is done with this exit code; ``ending`` need not wait."""
@@ -149,6 +155,7 @@ class WorkerContainer:
 
     def start(self) -> None:
         self.container.start()
+        self._started = True
         self._reader = threading.Thread(target=self._pump, name="dsrepro-events", daemon=True)
         self._reader.start()
 
@@ -240,6 +247,19 @@ class WorkerContainer:
             shutil.move(str(found), str(target))
 
     def remove(self) -> None:
+        """Copy back what a copy-mode container wrote (stopping it first), then remove it."""
+        if self.bring_back and self._started:
+            from pytest_dsrepro.executors.transfer import bring_back
+
+            try:
+                self.container.kill()
+            except Exception:  # stopped already
+                pass
+            for folder, whole in self.bring_back:
+                try:
+                    bring_back(self.container, folder, folder, whole_entries=whole)
+                except Exception as exc:  # the engine is gone: nothing can come back
+                    self.stderr_tail.append(f"dsrepro: {folder} could not be copied back: {exc}")
         try:
             self.container.remove(force=True)
         except Exception:  # removed already, or the engine is gone: the next sweep takes it
@@ -273,6 +293,7 @@ class DockerExecutor:
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
         self._gpu: bool | None = None
+        self._tree: Any = None  # copy mode: the repository's archive, made once
 
     # -- a container started while the host collects -------------------------------------------
 
@@ -289,7 +310,8 @@ class DockerExecutor:
                 return
             self.images.result, how = found
             self._notes.append(f"image {found[0].tag} ({how})")
-            self.run_config()
+            if self.run_config().copy:  # a request can only be copied in: no waiting container
+                return
             request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
             request.parent.mkdir(exist_ok=True)
             worker = self._create(spec, ["--wait", str(request)])
@@ -303,6 +325,13 @@ class DockerExecutor:
             self._warming.join()
             self._warming = None
             self._flush_notes()
+
+    def _note(self, line: str) -> None:
+        """Say ``line`` now, or (from the background start) once the main thread settles."""
+        if self._warming is not None and self._warming is threading.current_thread():
+            self._notes.append(line)
+        else:
+            self._say_now(line)
 
     def _flush_notes(self) -> None:
         for note in self._notes:
@@ -367,7 +396,9 @@ class DockerExecutor:
                 f"  Add to its Dockerfile: RUN pip install {' '.join(packages)}")
 
     def describe(self) -> list[str]:
-        return [f"{self.images.describe()}; engine {engine.engine_address()}; "
+        copied = "; files copied in" if self._run_config is not None and self._run_config.copy \
+            else ""
+        return [f"{self.images.describe()}; engine {engine.engine_address()}{copied}; "
                 f"GPUs {gpu_words(self._gpu)}"]
 
     def facts(self) -> dict[str, Any]:
@@ -406,9 +437,45 @@ class DockerExecutor:
                      "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
-                gpu_env=s.gpu_env,
+                gpu_env=s.gpu_env, copy=self._copies(image.id),
             )
         return self._run_config
+
+    def _copies(self, image: str) -> bool:
+        """Whether files must be copied: ``dsrepro_transfer``, or (auto) a probe container that
+        mounts the rootdir and this session's scratch folder and reads a token the host wrote
+        there, as only an engine that sees this machine's folders can."""
+        import docker.errors
+        from docker.types import Mount
+
+        if self.settings.transfer != "auto":
+            return self.settings.transfer == "copy"
+        rootdir, scratch = str(self.settings.rootdir), self.scratch()
+        token = uuid.uuid4().hex
+        (scratch / ".dsrepro-probe").write_text(token)
+        probe = None
+        try:
+            probe = self.client.containers.create(
+                image, ["cat", str(scratch / ".dsrepro-probe")], user=f"{os.getuid()}:{os.getgid()}",
+                mounts=[Mount(rootdir, rootdir, type="bind", read_only=True),
+                        Mount(str(scratch), str(scratch), type="bind", read_only=True)],
+                labels=engine.session_labels(self.session_id), network_mode="none")
+            probe.start()
+            probe.wait(timeout=60)
+            seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+        except docker.errors.APIError as exc:
+            if not engine.unseen_folder(exc):
+                raise engine.refused(exc, "to create a container") from None
+            seen = ""
+        finally:
+            (scratch / ".dsrepro-probe").unlink(missing_ok=True)
+            if probe is not None:
+                probe.remove(force=True)
+        if seen == token:
+            return False
+        self._note(f"the engine at {engine.engine_address()} cannot see this machine's folders: "
+                   "the repository is copied into containers")
+        return True
 
     def writable_folders(self) -> tuple[Path, ...]:
         """The artifacts folder, and the baselines folder in update mode only."""
@@ -436,18 +503,40 @@ class DockerExecutor:
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
+        back = ((self.settings.artifacts, True),
+                *(((self.settings.baselines, False),) if self.settings.update else ()))
         try:
-            worker = WorkerContainer(self.client, options)
+            worker = WorkerContainer(self.client, options, back if run.copy else ())
         except docker.errors.APIError as exc:
             raise engine.refused(exc, "to create a container") from None
         try:
+            if run.copy:
+                worker.container.put_archive("/", self._tree_archive(run))
             worker.start()
         except docker.errors.APIError as exc:
             worker.remove()
             raise engine.refused(exc, "to start a container") from None
         return worker
 
+    def _tree_archive(self, run: RunConfig) -> Any:
+        """The repository, the plugin and the writable folders, as one tar (made once)."""
+        from pytest_dsrepro.executors.transfer import repository_files, tree_archive
+
+        if self._tree is None:
+            s = self.settings
+            files = repository_files(s.rootdir, also=(s.baselines,), never=(s.artifacts,))
+            writable = [run.scratch, run.scratch / "home", *run.writable]
+            if s.update:  # recorded baselines replace files in any of its folders
+                writable += sorted({path.parent for path in files if s.baselines in path.parents})
+            self._tree = tree_archive(
+                files, s.rootdir, (plugin_source(), Path(PLUGIN_MOUNT) / "pytest_dsrepro"),
+                writable, (os.getuid(), os.getgid()))
+        self._tree.seek(0)
+        return self._tree.read()
+
     def close(self) -> None:
+        if self._tree is not None:
+            self._tree.close()
         self._settle()
         if self._warm is not None:
             self._warm[0].remove()

@@ -1,0 +1,136 @@
+"""Copy mode, for an engine that cannot see this machine's folders (a remote ``DOCKER_HOST``, a
+CI job's mounted socket): the repository's files go into each container at their own absolute
+paths, and what the container writes (artifacts, baselines in update mode) comes back, file by
+file, atomically, owned by the host's user."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+SKIPPED = {".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".tox", ".venv"}
+
+
+def repository_files(rootdir: Path, also: Iterable[Path] = (), never: Iterable[Path] = ()
+                     ) -> list[Path]:
+    """The files tests may read: git's tracked and untracked-but-not-ignored files (every file
+    outside a git work tree), the files under ``also`` (the baselines), none under ``never``."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(rootdir), "ls-files", "-z", "--cached", "--others",
+             "--exclude-standard"], capture_output=True, check=True, timeout=60).stdout
+        files = {rootdir / name for name in listed.decode("utf-8", "replace").split("\0") if name}
+    except (OSError, subprocess.SubprocessError):
+        files = set(_walk(rootdir))
+    for folder in also:
+        files.update(_walk(folder))
+    excluded = tuple(never)
+    return sorted(path for path in files
+                  if path.is_file() and not any(part in SKIPPED for part in path.parts)
+                  and not any(folder == path or folder in path.parents for folder in excluded))
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    if not folder.is_dir():
+        return []
+    return (Path(top, name) for top, dirs, names in os.walk(folder)
+            if not SKIPPED & set(Path(top).parts) for name in names)
+
+
+def tree_archive(files: list[Path], rootdir: Path, plugin: tuple[Path, Path],
+                 writable: Iterable[Path], user: tuple[int, int]) -> IO[bytes]:
+    """A tar for ``put_archive(container, "/")``: the files at their absolute paths, owned by root
+    (read-only to a container that runs as the host's user), the plugin's package at its mount
+    point, and the ``writable`` folders owned by ``user``."""
+    handle = tempfile.TemporaryFile()
+    owned = {str(path).lstrip("/") for path in writable}
+    with tarfile.open(fileobj=handle, mode="w") as archive:
+        made: set[str] = set()
+
+        def folder(path: Path) -> None:
+            name = str(path).lstrip("/")
+            if name in made or not name:
+                return
+            made.add(name)
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode, (info.uid, info.gid) = (0o775, user) if name in owned else (0o755, (0, 0))
+            archive.addfile(info)
+
+        def file(source: Path, target: Path) -> None:
+            info = archive.gettarinfo(str(source), arcname=str(target).lstrip("/"))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode |= 0o444
+            with open(source, "rb") as data:
+                archive.addfile(info, data)
+
+        folder(rootdir)
+        for path in files:
+            for parent in reversed(path.relative_to(rootdir).parents[:-1]):
+                folder(rootdir / parent)
+            file(path, path)
+        source, mount = plugin
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                file(path, mount / path.relative_to(source))
+        for path in writable:
+            folder(path)
+    handle.seek(0)
+    return handle
+
+
+def bring_back(container: Any, inside: Path, target: Path, *, whole_entries: bool) -> None:
+    """Copy the container's folder ``inside`` to the host's ``target``: each file replaced
+    atomically (``whole_entries``: each top-level entry replaced whole, so an item's artifacts
+    folder holds only this run's files). A folder the container never made is no error."""
+    import docker.errors
+
+    try:
+        stream, _ = container.get_archive(str(inside))
+    except docker.errors.NotFound:
+        return
+    data = io.BytesIO(b"".join(stream))
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".dsrepro-back-", dir=target.parent))
+    try:
+        with tarfile.open(fileobj=data) as archive:
+            for member in archive.getmembers():
+                parts = Path(member.name).parts
+                if member.name.startswith("/") or ".." in parts or not (member.isfile()
+                                                                         or member.isdir()):
+                    continue  # only plain files and folders, inside the folder
+                relative = Path(*parts[1:]) if len(parts) > 1 else None
+                if relative is None:
+                    continue
+                if member.isdir():
+                    (staging / relative).mkdir(parents=True, exist_ok=True)
+                    continue
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                with open(staging / relative, "wb") as out:
+                    shutil.copyfileobj(extracted, out)
+                os.chmod(staging / relative, 0o644)
+        for entry in sorted(staging.iterdir()):
+            _move(entry, target / entry.name, whole_entries)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move(source: Path, target: Path, whole: bool) -> None:
+    if source.is_dir():
+        if whole and target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(source.iterdir()):
+            _move(entry, target / entry.name, False)
+    else:
+        os.replace(source, target)
