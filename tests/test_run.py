@@ -347,7 +347,9 @@ WATCH_COLLECTION = """
         client = docker.from_env()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = client.api.containers(all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
+            found = [c for c in client.api.containers(
+                all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
+                if "pytest_dsrepro.launch" in c.get("Command", "")]  # a worker, not a probe
             if found:
                 with open("during-collection.json", "w") as handle:
                     json.dump([c["Id"] for c in found], handle)
