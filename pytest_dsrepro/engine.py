@@ -3,9 +3,13 @@ containers left behind by killed sessions."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 from pytest_dsrepro.errors import EngineError
@@ -20,26 +24,107 @@ START_HINT = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """Where the engine is, and how that was decided (for messages and the header)."""
+
+    url: str
+    source: str
+    tls: Any = None
+
+
+def _config_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def _context(name: str, source: str) -> Address:
+    """The Docker endpoint of the CLI context ``name`` (``default``: the default socket)."""
+    if name == "default":
+        return Address(_default_socket(), source)
+    meta = _config_dir() / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    try:
+        data = json.loads((meta / "meta.json").read_text())
+        host = data["Endpoints"]["docker"]["Host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EngineError(f"Docker context {name!r} ({source}) is not in {_config_dir()}; "
+                          "list them with 'docker context ls'") from None
+    tls = None
+    tls_dir = _config_dir() / "contexts" / "tls" / meta.name / "docker"
+    if (tls_dir / "cert.pem").is_file():
+        import docker.tls
+
+        skip = bool(data["Endpoints"]["docker"].get("SkipTLSVerify"))
+        ca = tls_dir / "ca.pem"
+        tls = docker.tls.TLSConfig(client_cert=(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")),
+                                   ca_cert=str(ca) if ca.is_file() and not skip else None,
+                                   verify=not skip)
+    return Address(host, source, tls)
+
+
+def _default_socket() -> str:
+    """The rootful socket where it exists, else a rootless Docker's or Podman's."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in ("/var/run/docker.sock", f"{runtime}/docker.sock", "/run/podman/podman.sock",
+                 f"{runtime}/podman/podman.sock"):
+        if os.path.exists(path):
+            return f"unix://{path}"
+    return "unix:///var/run/docker.sock"
+
+
+def resolve(setting: str | None = None) -> Address:
+    """The engine, as the Docker CLI finds it: ``dsrepro_engine`` (a URL or a context name),
+    ``DOCKER_HOST``, ``DOCKER_CONTEXT``, the current context of the Docker config, then the
+    default and rootless sockets."""
+    if setting:
+        return Address(setting, "dsrepro_engine") if "://" in setting \
+            else _context(setting, "dsrepro_engine")
+    if os.environ.get("DOCKER_HOST"):
+        return Address(os.environ["DOCKER_HOST"], "DOCKER_HOST")
+    if os.environ.get("DOCKER_CONTEXT"):
+        return _context(os.environ["DOCKER_CONTEXT"], "DOCKER_CONTEXT")
+    try:
+        current = json.loads((_config_dir() / "config.json").read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    if current:
+        return _context(str(current), "the current Docker context")
+    return Address(_default_socket(), "the default socket")
+
+
 def engine_address() -> str:
-    """What the Docker SDK will try: ``DOCKER_HOST`` or the default socket."""
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    """The engine's URL as resolved from the environment alone (no ``dsrepro_engine``)."""
+    return resolve().url
 
 
-def connect() -> Any:
+def connect(address: Address | None = None) -> Any:
     """A ``docker.DockerClient`` that answered a ping, or :class:`EngineError`."""
     import docker
     import docker.errors
 
-    address = engine_address()
+    address = address or resolve()
     try:
-        client = docker.from_env(timeout=600)
+        client = docker.DockerClient(base_url=address.url, tls=address.tls or False, timeout=600,
+                                     use_ssh_client=address.url.startswith("ssh://"))
         client.ping()
     except docker.errors.DockerException as exc:
         reason = first_line(exc)
         raise EngineError(
-            f"no Docker engine answers at {address} ({reason}).\n  To fix: {START_HINT}."
+            f"no Docker engine answers at {address.url} ({reason}).\n  To fix: {START_HINT}."
         ) from None
     return client
+
+
+def kind(client: Any) -> str:
+    """``Docker 20.10.24``, ``Podman 4.3.1``, with ``rootless`` where it runs so."""
+    try:
+        version = client.version()
+        info = client.info()
+    except Exception:  # an engine that answers ping but not this: say what is known
+        return "engine"
+    names = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    name = "Podman" if any("podman" in n.lower() for n in names) else "Docker"
+    rootless = any("rootless" in str(option) for option in info.get("SecurityOptions") or [])
+    return f"{name} {version.get('Version', '?')}" + (", rootless" if rootless else "")
 
 
 def first_line(exc: BaseException) -> str:
@@ -57,18 +142,18 @@ def unseen_folder(exc: BaseException) -> str | None:
     return unseen.group(1) if unseen else None
 
 
-def refused(exc: BaseException, what: str) -> EngineError:
+def refused(exc: BaseException, what: str, url: str | None = None) -> EngineError:
     """The engine's refusal of ``what`` in plain words; an engine that cannot see this machine's
     folders (a remote ``DOCKER_HOST``) is named as such."""
     explanation = str(getattr(exc, "explanation", None) or first_line(exc))
     unseen = unseen_folder(exc)
     if unseen:
         return EngineError(
-            f"the engine at {engine_address()} cannot see {unseen}: it does not run on "
+            f"the engine at {url or engine_address()} cannot see {unseen}: it does not run on "
             "this machine (a remote DOCKER_HOST?).\n  With dsrepro_transfer = mount the "
             "repository must be visible to it; use auto or copy to copy the files in."
         )
-    return EngineError(f"the engine at {engine_address()} refused {what}: {explanation}")
+    return EngineError(f"the engine at {url or engine_address()} refused {what}: {explanation}")
 
 
 def session_labels(session_id: str) -> dict[str, str]:

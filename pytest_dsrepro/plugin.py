@@ -117,12 +117,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if inside_of(config) is not None:
         return ["dsrepro: worker inside the project's container"]
-    if host_session_of(config) is None:
+    host = host_session_of(config)
+    if host is None:
         return ["dsrepro: container items run on the host (use --in-docker to run them in "
                 "the project's image)"]
-    from pytest_dsrepro.engine import engine_address
-
-    return [f"dsrepro: container items run in the project's image (engine {engine_address()})"]
+    return [f"dsrepro: container items run in the project's image ({host.executor.header()})"]
 
 
 def _under(path: Path, folders: tuple[Path, ...]) -> bool:

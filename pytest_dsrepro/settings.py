@@ -126,6 +126,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
            "folder removed at the end)", metavar="DIR"),
+    Option("engine", "the engine: a URL (unix://, tcp://, ssh://) or a Docker context name "
+           "(default: DOCKER_HOST, DOCKER_CONTEXT, the current context, the default socket)",
+           metavar="ENGINE"),
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
@@ -232,6 +235,7 @@ class Settings:
     gpu_env: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     scratch: Path | None = None
+    engine: str | None = None
     transfer: str = "auto"
     python: str = "python"
     notebooks: tuple[str, ...] = ()
@@ -285,6 +289,7 @@ class Settings:
             timeout=_optional(raw_value(config, "timeout"),
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,
+            engine=raw_value(config, "engine") or None,
             transfer=_choice(raw_value(config, "transfer") or "auto", "transfer",
                              ("auto", "mount", "copy")),
             python=raw_value(config, "python") or "python",

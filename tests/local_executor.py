@@ -78,6 +78,9 @@ class LocalExecutor:
     def start(self, spec: Any, request: protocol.Request) -> LocalWorker:
         return LocalWorker(request)
 
+    def header(self) -> str:
+        return "local processes"
+
     def where(self) -> str:
         return "this machine's processes"
 

@@ -74,6 +74,9 @@ class Executor(Protocol):
     def start(self, spec: ContainerSpec, request: Request) -> Worker:
         """A started worker running ``request`` with the resources ``spec`` asks for."""
 
+    def header(self) -> str:
+        """Where workers run, for the session header: ``engine URL (Docker 20.10, from ...)``."""
+
     def where(self) -> str:
         """Where workers run, in words: ``the engine at unix:///var/run/docker.sock``."""
 

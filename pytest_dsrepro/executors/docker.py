@@ -139,8 +139,9 @@ class WorkerContainer:
     :class:`~pytest_dsrepro.executors.Worker`."""
 
     def __init__(self, client: Any, options: dict[str, Any],
-                 bring_back: tuple[tuple[Path, bool], ...] = ()) -> None:
+                 bring_back: tuple[tuple[Path, bool], ...] = (), address: str = "") -> None:
         self.client = client
+        self.address = address or engine.engine_address()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.container = client.containers.create(**options)
@@ -184,7 +185,7 @@ class WorkerContainer:
                 self.client.ping()
         except Exception as exc:  # the engine went away: the replay fails the running item
             self.events.put({"e": protocol.LOST,
-                             "message": f"{engine.engine_address()}: {engine.first_line(exc)}"})
+                             "message": f"{self.address}: {engine.first_line(exc)}"})
         finally:
             self.events.put({"e": protocol.EOF})
 
@@ -285,6 +286,7 @@ class DockerExecutor:
         self.session_id = session_id
         self.say = say
         self.images = ImageSource(settings, self._say_now, config.get_verbosity() > 0)
+        self.address = engine.resolve(settings.engine)
         self._client: Any = None
         self._scratch: Path | None = None
         self._own_scratch = False
@@ -351,7 +353,7 @@ class DockerExecutor:
         return self._client
 
     def _connect(self) -> None:
-        self._client = engine.connect()
+        self._client = engine.connect(self.address)
         swept = engine.sweep(self._client)
         if swept:
             self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
@@ -383,11 +385,22 @@ class DockerExecutor:
                         pass
         return self._gpu
 
+    def header(self) -> str:
+        """The engine, where it was found, its kind and version: the session header's line."""
+        try:
+            client = engine.connect(self.address)
+        except DsreproUsageError:
+            return f"engine {self.address.url} (from {self.address.source}; not answering)"
+        try:
+            return f"engine {self.address.url} ({engine.kind(client)}, from {self.address.source})"
+        finally:
+            client.close()
+
     def where(self) -> str:
-        return f"the engine at {engine.engine_address()}"
+        return f"the engine at {self.address.url}"
 
     def no_gpu_reason(self) -> str:
-        return (f"GPU requested, but the Docker engine at {engine.engine_address()} cannot "
+        return (f"GPU requested, but the engine at {self.address.url} cannot "
                 "provide one (install the NVIDIA Container Toolkit)")
 
     def missing(self, packages: list[str]) -> str:
@@ -398,14 +411,14 @@ class DockerExecutor:
     def describe(self) -> list[str]:
         copied = "; files copied in" if self._run_config is not None and self._run_config.copy \
             else ""
-        return [f"{self.images.describe()}; engine {engine.engine_address()}{copied}; "
+        return [f"{self.images.describe()}; engine {self.address.url}{copied}; "
                 f"GPUs {gpu_words(self._gpu)}"]
 
     def facts(self) -> dict[str, Any]:
         image = self.images.result
         return {"image": image.tag if image else None, "image_id": image.id if image else None,
                 "image_built": image.built if image else None,
-                "engine": engine.engine_address(), "gpus_available": self._gpu}
+                "engine": self.address.url, "gpus_available": self._gpu}
 
     # -- starting containers ----------------------------------------------------------------------
 
@@ -465,7 +478,7 @@ class DockerExecutor:
             seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
         except docker.errors.APIError as exc:
             if not engine.unseen_folder(exc):
-                raise engine.refused(exc, "to create a container") from None
+                raise engine.refused(exc, "to create a container", self.address.url) from None
             seen = ""
         finally:
             (scratch / ".dsrepro-probe").unlink(missing_ok=True)
@@ -473,7 +486,7 @@ class DockerExecutor:
                 probe.remove(force=True)
         if seen == token:
             return False
-        self._note(f"the engine at {engine.engine_address()} cannot see this machine's folders: "
+        self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
                    "the repository is copied into containers")
         return True
 
@@ -506,16 +519,17 @@ class DockerExecutor:
         back = ((self.settings.artifacts, True),
                 *(((self.settings.baselines, False),) if self.settings.update else ()))
         try:
-            worker = WorkerContainer(self.client, options, back if run.copy else ())
+            worker = WorkerContainer(self.client, options, back if run.copy else (),
+                                     self.address.url)
         except docker.errors.APIError as exc:
-            raise engine.refused(exc, "to create a container") from None
+            raise engine.refused(exc, "to create a container", self.address.url) from None
         try:
             if run.copy:
                 worker.container.put_archive("/", self._tree_archive(run))
             worker.start()
         except docker.errors.APIError as exc:
             worker.remove()
-            raise engine.refused(exc, "to start a container") from None
+            raise engine.refused(exc, "to start a container", self.address.url) from None
         return worker
 
     def _tree_archive(self, run: RunConfig) -> Any:

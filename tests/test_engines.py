@@ -1,0 +1,69 @@
+"""Which engine: resolved as the Docker CLI resolves it, and named in the header."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project, run_with_env
+from pytest_dsrepro.engine import resolve
+from pytest_dsrepro.errors import EngineError
+
+
+def write_context(config: Path, name: str, host: str, current: bool = False) -> None:
+    meta = config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps(
+        {"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host}}}))
+    if current:
+        (config / "config.json").write_text(json.dumps({"currentContext": name}))
+
+
+def test_the_engine_is_found_as_the_docker_cli_finds_it(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    write_context(tmp_path, "lab", "tcp://127.0.0.1:2376")
+    write_context(tmp_path, "ci", "unix:///run/ci.sock", current=True)
+    assert resolve().url == "unix:///run/ci.sock"  # the current context
+    assert resolve().source == "the current Docker context"
+    monkeypatch.setenv("DOCKER_CONTEXT", "lab")
+    assert (resolve().url, resolve().source) == ("tcp://127.0.0.1:2376", "DOCKER_CONTEXT")
+    monkeypatch.setenv("DOCKER_HOST", "ssh://me@gpu-box")
+    assert (resolve().url, resolve().source) == ("ssh://me@gpu-box", "DOCKER_HOST")
+    assert resolve("ci").url == "unix:///run/ci.sock"  # dsrepro_engine: a context name
+    assert resolve("tcp://127.0.0.1:9").url == "tcp://127.0.0.1:9"  # or a URL
+    with pytest.raises(EngineError, match="Docker context 'nope' .* is not in"):
+        resolve("nope")
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    (tmp_path / "config.json").unlink()
+    assert resolve().source == "the default socket"
+    assert resolve().url.startswith("unix://")
+
+
+def test_a_docker_context_is_honoured(project: Project, remote_engine: Any,
+                                      tmp_path: Path) -> None:
+    """The current context of the Docker config names an engine elsewhere: items run there."""
+    config = tmp_path / "docker-config"
+    write_context(config, "elsewhere", remote_engine.url, current=True)
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+    """)
+    result = run_with_env(project.pytester, "--in-docker", DOCKER_CONFIG=str(config),
+                          DOCKER_HOST="")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        f"dsrepro: container items run in the project's image (engine {remote_engine.url} "
+        "(Docker *, from the current Docker context))",
+        f"image dsrepro/*; engine {remote_engine.url}; files copied in; GPUs not requested",
+    ])
