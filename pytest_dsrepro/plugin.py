@@ -50,6 +50,17 @@ def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, sess
     return DockerExecutor(config, settings, session_id, say)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--dsrepro-doctor``: report on the engine, then exit."""
+    if not config.getoption("dsrepro_doctor", default=None):
+        return None
+    from pytest_dsrepro import doctor
+
+    settings = Settings.from_config(config)
+    return doctor.run(settings, lambda line: print(line, flush=True))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", markers.DESCRIPTION)
     inside = inside_of(config)

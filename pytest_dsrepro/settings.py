@@ -105,6 +105,8 @@ OPTIONS: tuple[Option, ...] = (
            flag="--dsrepro-build-arg", metavar="KEY=VALUE"),
     Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE"),
     Option("build_network", "network mode of the build, e.g. host", metavar="MODE"),
+    Option("doctor", "check the engine, the image and the transfer of files, then exit (0 "
+           "only when --in-docker can run)", "action", False, ini=False),
     Option("rebuild", "build the image anew, without the engine's layer cache",
            "action", False, ini=False),
     Option("project", "project name used in the image tag (default: the rootdir's name)",
@@ -224,6 +226,7 @@ class Settings:
     target: str | None = None
     build_network: str | None = None
     rebuild: bool = False
+    doctor: bool = False
     project: str = "project"
     container_paths: tuple[Path, ...] = ()
     network: str = "none"
@@ -277,6 +280,7 @@ class Settings:
             target=raw_value(config, "target"),
             build_network=raw_value(config, "build_network"),
             rebuild=bool(raw_value(config, "rebuild")),
+            doctor=bool(raw_value(config, "doctor")),
             project=project_name(raw_value(config, "project") or root.name),
             container_paths=tuple(root / p for p in paths),
             network=raw_value(config, "network") or "none",

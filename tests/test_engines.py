@@ -38,7 +38,7 @@ def test_the_engine_is_found_as_the_docker_cli_finds_it(tmp_path: Path,
     assert (resolve().url, resolve().source) == ("ssh://me@gpu-box", "DOCKER_HOST")
     assert resolve("ci").url == "unix:///run/ci.sock"  # dsrepro_engine: a context name
     assert resolve("tcp://127.0.0.1:9").url == "tcp://127.0.0.1:9"  # or a URL
-    with pytest.raises(EngineError, match="Docker context 'nope' .* is not in"):
+    with pytest.raises(EngineError, match=r"Docker context 'nope' .* is not in"):
         resolve("nope")
     monkeypatch.delenv("DOCKER_HOST")
     monkeypatch.delenv("DOCKER_CONTEXT")
@@ -67,3 +67,45 @@ def test_a_docker_context_is_honoured(project: Project, remote_engine: Any,
         "(Docker *, from the current Docker context))",
         f"image dsrepro/*; engine {remote_engine.url}; files copied in; GPUs not requested",
     ])
+
+
+def doctor(project: Project, **env: str) -> pytest.RunResult:
+    return run_with_env(project.pytester, "--dsrepro-doctor", **env)
+
+
+def test_the_doctor_reports_what_the_engine_offers(project: Project, remote_engine: Any,
+                                                   gpu_engine: Any) -> None:
+    here = doctor(project)
+    assert here.ret == 0
+    here.stdout.fnmatch_lines([
+        "pytest-dsrepro doctor, for *",
+        "ok engine: unix://* (Docker *, from the default socket)",
+        "ok Dockerfile: */Dockerfile",
+        "ok base image dsrepro-test/base:* is in the engine",
+        "ok files: the engine sees this machine's folders: the repository is mounted",
+        "-- GPUs: none from this engine: *",
+        "ok user namespace: none; containers run as your uid:gid",
+        "* limits: memory *, CPU * (cgroups v*)",
+        "   --in-docker can run",
+    ])
+    elsewhere = doctor(project, DOCKER_HOST=remote_engine.url)
+    assert elsewhere.ret == 0
+    elsewhere.stdout.fnmatch_lines([f"ok engine: {remote_engine.url} (Docker *, from DOCKER_HOST)",
+                                    "ok files: the engine cannot see this machine's folders: the "
+                                    "repository is copied in, and artifacts and baselines copied "
+                                    "back"])
+    with_gpus = doctor(project, DOCKER_HOST=gpu_engine.url)
+    with_gpus.stdout.fnmatch_lines(["ok GPUs: a container that asks for GPUs starts*"])
+
+
+def test_the_doctor_says_what_to_fix(project: Project) -> None:
+    (project.path / "Dockerfile").unlink()
+    missing = doctor(project)
+    assert missing.ret == 1
+    missing.stdout.fnmatch_lines(["!! no Dockerfile at */Dockerfile: add one*",
+                                  "   --in-docker cannot run: 1 fault(s) above"])
+    nothing = doctor(project, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert nothing.ret == 1
+    nothing.stdout.fnmatch_lines(["!! engine: no Docker engine answers at "
+                                  "unix:///nonexistent/docker.sock*",
+                                  "   --in-docker cannot run: no engine"])

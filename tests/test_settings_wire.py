@@ -14,7 +14,7 @@ from pytest_dsrepro.settings import OPTIONS, Settings
 
 # a value for every option that is not its default, by how it is given
 FLAGS = [
-    "--in-docker", "--dsrepro-update", "--dsrepro-image=img:1", "--dsrepro-dockerfile=D.repro",
+    "--in-docker", "--dsrepro-update", "--dsrepro-doctor", "--dsrepro-image=img:1", "--dsrepro-dockerfile=D.repro",
     "--dsrepro-context=ctx", "--dsrepro-build-arg=A=1", "--dsrepro-target=stage",
     "--dsrepro-build-network=host", "--dsrepro-rebuild", "--dsrepro-project=Other",
     "--dsrepro-network=bridge", "--dsrepro-env=HOME", "--dsrepro-cpus=1.5",

@@ -365,24 +365,8 @@ class DockerExecutor:
     def gpus_available(self) -> bool:
         """A trivial container is started with the request GPU items get; checked once."""
         if self._gpu is None:
-            container = None
-            try:
-                container = self.client.containers.create(
-                    self.images.get(self.client).id, ["true"], device_requests=device_requests(True),
-                    network_mode="none", labels=engine.session_labels(self.session_id),
-                    user=f"{os.getuid()}:{os.getgid()}")
-                container.start()
-                self._gpu = int(container.wait(timeout=60).get("StatusCode", 1)) == 0
-            except DsreproUsageError:
-                raise
-            except Exception:  # the engine refused the request: no GPU support
-                self._gpu = False
-            finally:
-                if container is not None:
-                    try:
-                        container.remove(force=True)
-                    except Exception:
-                        pass
+            self._gpu = gpu_probe(self.client, self.images.get(self.client).id,
+                                  engine.session_labels(self.session_id))
         return self._gpu
 
     def header(self) -> str:
@@ -455,36 +439,12 @@ class DockerExecutor:
         return self._run_config
 
     def _copies(self, image: str) -> bool:
-        """Whether files must be copied: ``dsrepro_transfer``, or (auto) a probe container that
-        mounts the rootdir and this session's scratch folder and reads a token the host wrote
-        there, as only an engine that sees this machine's folders can."""
-        import docker.errors
-        from docker.types import Mount
-
+        """Whether files must be copied: ``dsrepro_transfer``, or (auto) what
+        :func:`sees_folders` finds."""
         if self.settings.transfer != "auto":
             return self.settings.transfer == "copy"
-        rootdir, scratch = str(self.settings.rootdir), self.scratch()
-        token = uuid.uuid4().hex
-        (scratch / ".dsrepro-probe").write_text(token)
-        probe = None
-        try:
-            probe = self.client.containers.create(
-                image, ["cat", str(scratch / ".dsrepro-probe")], user=f"{os.getuid()}:{os.getgid()}",
-                mounts=[Mount(rootdir, rootdir, type="bind", read_only=True),
-                        Mount(str(scratch), str(scratch), type="bind", read_only=True)],
-                labels=engine.session_labels(self.session_id), network_mode="none")
-            probe.start()
-            probe.wait(timeout=60)
-            seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
-        except docker.errors.APIError as exc:
-            if not engine.unseen_folder(exc):
-                raise engine.refused(exc, "to create a container", self.address.url) from None
-            seen = ""
-        finally:
-            (scratch / ".dsrepro-probe").unlink(missing_ok=True)
-            if probe is not None:
-                probe.remove(force=True)
-        if seen == token:
+        if sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
+                        engine.session_labels(self.session_id), self.address.url):
             return False
         self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
                    "the repository is copied into containers")
@@ -560,3 +520,53 @@ class DockerExecutor:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
             self._client.close()
+
+
+def gpu_probe(client: Any, image: str, labels: dict[str, str]) -> bool:
+    """Whether a trivial container with the GPU items' device request starts and succeeds."""
+    container = None
+    try:
+        container = client.containers.create(
+            image, ["true"], device_requests=device_requests(True), network_mode="none",
+            labels=labels, user=f"{os.getuid()}:{os.getgid()}")
+        container.start()
+        return int(container.wait(timeout=60).get("StatusCode", 1)) == 0
+    except Exception:  # the engine refused the request: no GPU support
+        return False
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
+
+def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: dict[str, str],
+                 url: str) -> bool:
+    """Whether the engine sees this machine's folders: a probe container mounts ``rootdir`` and
+    ``scratch`` and reads a token written there, as only such an engine can."""
+    import docker.errors
+    from docker.types import Mount
+
+    token = uuid.uuid4().hex
+    marker = scratch / f".dsrepro-probe-{token[:8]}"
+    marker.write_text(token)
+    probe = None
+    try:
+        probe = client.containers.create(
+            image, ["cat", str(marker)], user=f"{os.getuid()}:{os.getgid()}",
+            mounts=[Mount(str(rootdir), str(rootdir), type="bind", read_only=True),
+                    Mount(str(scratch), str(scratch), type="bind", read_only=True)],
+            labels=labels, network_mode="none")
+        probe.start()
+        probe.wait(timeout=60)
+        seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+    except docker.errors.APIError as exc:
+        if not engine.unseen_folder(exc):
+            raise engine.refused(exc, "to create a container", url) from None
+        seen = ""
+    finally:
+        marker.unlink(missing_ok=True)
+        if probe is not None:
+            probe.remove(force=True)
+    return bool(seen == token)
