@@ -195,6 +195,10 @@ class Replay:
         """Fail what the worker left unreported: the items it was running, then the rest."""
         ending = self.worker.ending()
         in_flight = [item for item, _ in self.running.values()]
+        if not ending.oom_killed and ending.exit_code == 137 and cause is None and any(
+                self.memory_text(item)[0].isdigit() for item in in_flight):
+            # SIGKILL under a memory limit: an engine that does not report OOMKilled (Podman)
+            ending = dataclasses.replace(ending, oom_killed=True)
         rest = [i for i in self.items if i.nodeid not in self.done and i not in in_flight]
         tail = "\n".join(ending.log_tail)
         for current in in_flight:

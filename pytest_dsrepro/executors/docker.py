@@ -384,7 +384,7 @@ class DockerExecutor:
         return f"the engine at {self.address.url}"
 
     def no_gpu_reason(self) -> str:
-        return (f"GPU requested, but the engine at {self.address.url} cannot "
+        return (f"GPU requested, but the Docker engine at {self.address.url} cannot "
                 "provide one (install the NVIDIA Container Toolkit)")
 
     def missing(self, packages: list[str]) -> str:
