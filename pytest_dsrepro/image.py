@@ -44,6 +44,7 @@ class BuildPlan:
     target: str | None = None
     network: str | None = None
     ignore: tuple[str, ...] = ()  # more patterns, e.g. the baselines folder
+    ignore_file: str = ".dockerignore"  # Podman reads .containerignore first
 
     def check(self) -> None:
         """Missing inputs are a usage error that says what to do."""
@@ -59,9 +60,9 @@ class BuildPlan:
 
 
 def ignore_patterns(plan: BuildPlan) -> list[str]:
-    """The patterns of ``.dockerignore``, read the way the Docker SDK reads them, after
-    :data:`ALWAYS_IGNORED` and the plan's own."""
-    path = plan.context / ".dockerignore"
+    """The patterns of the plan's ignore file (``.dockerignore``), read the way the Docker SDK
+    reads them, after :data:`ALWAYS_IGNORED` and the plan's own."""
+    path = plan.context / plan.ignore_file
     lines = [line.strip() for line in path.read_text().splitlines()] if path.exists() else []
     return [*ALWAYS_IGNORED, *plan.ignore,
             *(line for line in lines if line and not line.startswith("#"))]

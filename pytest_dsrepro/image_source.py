@@ -32,6 +32,7 @@ class ImageSource:
         self.say = say
         self.verbose = verbose
         self.result: ImageResult | None = None
+        self.ignore_file = ".dockerignore"  # the executor says .containerignore for Podman
         self.interrupted = False  # a build was interrupted: nothing was tagged
         self._digest: str | None = None
 
@@ -42,6 +43,7 @@ class ImageSource:
             build_args=s.build_args, target=s.target, network=s.build_network,
             ignore=tuple(pattern for folder in (s.baselines, s.artifacts, s.report, s.html)
                          if folder is not None for pattern in _inside(folder, s.context)),
+            ignore_file=self.ignore_file,
         )
 
     def given(self, client: Any) -> ImageResult:

@@ -90,3 +90,16 @@ def test_build_errors_say_which_setting_to_fix(tmp_path: Path) -> None:
     failed = str(_step_failed(plan(tmp_path), "Step 2/2 : RUN make", "exit code 2", ["a", "b"]))
     assert failed.splitlines()[-1] == "  Nothing was tagged; fix the step and rerun."
     assert "  last 2 lines of its output:\n  | a\n  | b" in failed
+
+
+def test_a_containerignore_counts_where_podman_reads_it(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "big.bin").write_text("data")
+    (tmp_path / ".containerignore").write_text("big.bin\n")
+    docker_plan = BuildPlan("p", tmp_path, tmp_path / "Dockerfile")
+    podman_plan = BuildPlan("p", tmp_path, tmp_path / "Dockerfile", ignore_file=".containerignore")
+    assert "big.bin" in context_files(docker_plan)
+    assert "big.bin" not in context_files(podman_plan)
+    before = content_hash(podman_plan)
+    (tmp_path / "big.bin").write_text("other data")
+    assert content_hash(podman_plan) == before and content_hash(docker_plan) != before

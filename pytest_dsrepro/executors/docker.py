@@ -354,6 +354,9 @@ class DockerExecutor:
 
     def _connect(self) -> None:
         self._client = engine.connect(self.address)
+        if engine.kind(self._client).startswith("Podman") and \
+                (self.settings.context / ".containerignore").is_file():
+            self.images.ignore_file = ".containerignore"  # as Podman itself would read it
         swept = engine.sweep(self._client)
         if swept:
             self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
