@@ -30,7 +30,10 @@ ALWAYS_IGNORED = tuple(
 )
 
 Say = Callable[[str], None]
-_NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
+_NOISE = re.compile(r"^( ---> |--> |Removing intermediate container |Successfully (built|tagged) "
+                    r"|COMMIT |[0-9a-f]{64}$)")
+# Docker says "Step 1/3 : FROM x", Podman "STEP 1/3: FROM x": shown the one way
+_STEP = re.compile(r"^(?:Step|STEP) (\d+/\d+) ?: (.*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,8 +265,9 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
                 line = ANSI.sub("", line).rstrip()
                 if not line or _NOISE.match(line):
                     continue
-                if line.startswith("Step "):
-                    step = line
+                found = _STEP.match(line)
+                if found:
+                    step = line = f"Step {found.group(1)} : {found.group(2)}"
                     step_log.clear()
                     say(f"  {line}")
                     continue
