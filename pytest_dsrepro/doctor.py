@@ -28,10 +28,13 @@ def run(settings: Settings, say: Say) -> int:
     try:
         info = client.info()
         say(f"ok engine: {address.url} ({engine.kind(client)}, from {address.source})")
+        kind = engine.kind(client)
+        options = {"user": "0:0"} if kind.startswith("Podman") and kind.endswith("rootless") \
+            else {}
         image, faults = _image(client, settings, say)
         if image is not None:
-            _transfer(client, image, settings, say, address.url)
-            _gpus(client, image, say)
+            _transfer(client, image, settings, say, address.url, options)
+            _gpus(client, image, say, settings.python, options)
         _isolation(info, say)
     finally:
         client.close()
@@ -76,12 +79,14 @@ def _image(client: Any, settings: Settings, say: Say) -> tuple[str | None, int]:
     return usable, faults
 
 
-def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str) -> None:
+def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str,
+              options: dict[str, Any]) -> None:
     from pytest_dsrepro.executors.docker import sees_folders
 
     with tempfile.TemporaryDirectory(prefix="dsrepro-doctor-") as scratch:
         try:
-            seen = sees_folders(client, image, settings.rootdir, Path(scratch).resolve(), {}, url)
+            seen = sees_folders(client, image, settings.rootdir, Path(scratch).resolve(), {}, url,
+                                options)
         except DsreproUsageError as exc:
             say(f"-- files: could not probe ({exc})")
             return
@@ -95,10 +100,10 @@ def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str) -
             say("!! dsrepro_transfer = mount cannot work with this engine: use auto or copy")
 
 
-def _gpus(client: Any, image: str, say: Say) -> None:
+def _gpus(client: Any, image: str, say: Say, python: str, options: dict[str, Any]) -> None:
     from pytest_dsrepro.executors.docker import gpu_probe
 
-    if gpu_probe(client, image, {}):
+    if gpu_probe(client, image, {}, python, options):
         say("ok GPUs: a container that asks for GPUs starts (NVIDIA device requests)")
     else:
         say("-- GPUs: none from this engine: GPU items are skipped, or fail with "
@@ -108,7 +113,8 @@ def _gpus(client: Any, image: str, say: Say) -> None:
 def _isolation(info: dict[str, Any], say: Say) -> None:
     options = [str(option) for option in info.get("SecurityOptions") or []]
     if any("rootless" in option for option in options):
-        say("-- user namespace: rootless engine: files containers write belong to your user")
+        say("-- user namespace: rootless engine: containers run as its root, which is your user, "
+            "so the files they write belong to you")
     elif any("userns" in option for option in options):
         say("-- user namespace: remapped by the engine")
     else:

@@ -124,6 +124,12 @@ def kind(client: Any) -> str:
     names = [str(c.get("Name", "")) for c in version.get("Components") or []]
     name = "Podman" if any("podman" in n.lower() for n in names) else "Docker"
     rootless = any("rootless" in str(option) for option in info.get("SecurityOptions") or [])
+    if name == "Podman" and not rootless:  # its Docker API does not say; its own API does
+        try:
+            own = client.api.get(f"{client.api.base_url}/v4.0.0/libpod/info", timeout=30).json()
+            rootless = bool(own["host"]["security"]["rootless"])
+        except Exception:  # an older Podman: taken as rootful
+            pass
     return f"{name} {version.get('Version', '?')}" + (", rootless" if rootless else "")
 
 

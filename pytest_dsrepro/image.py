@@ -162,8 +162,9 @@ def find_image(client: Any, tag: str) -> Any | None:
 
 def _lock_path(tag: str) -> Path:
     name = hashlib.sha256(tag.encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "dsrepro-locks"
-    folder.mkdir(mode=0o777, exist_ok=True)
+    # one folder per user: another user's folder is not writable (a umask of 022 makes it 755)
+    folder = Path(tempfile.gettempdir()) / f"dsrepro-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
     return folder / f"build-{name}.lock"
 
 
@@ -204,7 +205,7 @@ def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbo
             say(f"image {cached.tag} (cached)")
             return cached
     tag = tag_for(plan, digest)
-    lock = FileLock(str(_lock_path(tag)), mode=0o666)
+    lock = FileLock(str(_lock_path(tag)))
     try:
         lock.acquire(timeout=0)
     except Exception:

@@ -6,7 +6,9 @@
 # background and, where the base image cannot be pulled, builds a stand-in
 # from Debian's packages with debootstrap. Otherwise it says what to do.
 # With --browser it also makes sure a headless chromium exists (the HTML
-# report's tests open the page in it).
+# report's tests open the page in it); with --podman, that rootful Podman
+# serves the Docker API on $DSREPRO_PODMAN_SOCKET (/run/dsrepro-podman.sock)
+# with the base image loaded.
 set -euo pipefail
 
 BASE_IMAGE=${DSREPRO_BASE_IMAGE:-python:3.11-slim}
@@ -115,6 +117,41 @@ ensure_base_image() {
   build_stand_in
 }
 
+PODMAN_SOCKET=${DSREPRO_PODMAN_SOCKET:-/run/dsrepro-podman.sock}
+PODMAN_LOG=${DSREPRO_PODMAN_LOG:-/var/log/dsrepro-podman.log}
+
+podman_answers() { curl -sf --unix-socket "$PODMAN_SOCKET" http://d/_ping >/dev/null 2>&1; }
+
+# Rootful Podman serving the Docker API on $PODMAN_SOCKET, with the base image loaded from Docker.
+ensure_podman() {
+  if ! command -v podman >/dev/null 2>&1; then
+    is_root_on_debian || die "no podman; install Debian's podman and catatonit"
+    say "installing Debian's podman"
+    apt_install podman catatonit uidmap curl
+  fi
+  command -v curl >/dev/null 2>&1 || apt_install curl
+  if [ ! -f /etc/containers/containers.conf ] && [ "$(id -u)" = 0 ]; then
+    # this machine may itself be a container: Podman's default rlimits would be refused
+    local nofile; nofile=$(ulimit -Hn)
+    mkdir -p /etc/containers
+    printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' \
+      "$nofile" "$nofile" > /etc/containers/containers.conf
+  fi
+  if ! podman_answers; then
+    say "starting podman system service on $PODMAN_SOCKET (log: $PODMAN_LOG)"
+    nohup podman system service --time=0 "unix://$PODMAN_SOCKET" >>"$PODMAN_LOG" 2>&1 </dev/null &
+    local waited=0
+    until podman_answers; do
+      [ "$waited" -lt 60 ] || die "podman system service did not answer; see $PODMAN_LOG"
+      sleep 0.5; waited=$((waited + 1))
+    done
+  fi
+  if ! podman image exists "$BASE_IMAGE"; then
+    say "loading $BASE_IMAGE into podman"
+    docker save "$BASE_IMAGE" | podman load -q >/dev/null
+  fi
+}
+
 ensure_browser() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
   is_root_on_debian || die "no chromium to open the HTML report with; install Debian's chromium package"
@@ -124,4 +161,10 @@ ensure_browser() {
 
 ensure_engine
 ensure_base_image
-if [ "${1:-}" = "--browser" ]; then ensure_browser; fi
+for option in "$@"; do
+  case "$option" in
+    --browser) ensure_browser ;;
+    --podman) ensure_podman ;;
+    *) die "unknown option $option (known: --browser, --podman)" ;;
+  esac
+done

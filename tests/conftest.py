@@ -143,6 +143,29 @@ def remote_engine(docker_client: Any, base_image: str,
                              hide=(tmp_path_factory.getbasetemp(),))
 
 
+PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.sock")
+
+
+@pytest.fixture(scope="session")
+def podman_engine(docker_client: Any, base_image: str) -> Iterator[str]:
+    """The URL of rootful Podman's Docker API (``scripts/provision.sh --podman`` starts it), with
+    the base image loaded from the Docker engine."""
+    import docker
+
+    url = f"unix://{PODMAN_SOCKET}"
+    try:
+        client = docker.DockerClient(base_url=url)
+        client.ping()
+    except Exception as exc:
+        unavailable(f"no Podman answers at {url} (bash scripts/provision.sh --podman): {exc}")
+    try:
+        client.images.get(base_image)
+    except docker.errors.ImageNotFound:
+        client.api.load_image(docker_client.api.get_image(base_image))
+    yield url
+    client.close()
+
+
 class Project:
     """A small user project in pytester's folder, with a Dockerfile FROM the base image."""
 

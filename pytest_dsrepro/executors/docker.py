@@ -57,6 +57,7 @@ class RunConfig:
     image_env: tuple[str, ...] = ()
     gpu_env: tuple[tuple[str, str], ...] = ()
     copy: bool = False  # the engine cannot see this machine's folders: files are copied in
+    as_root: bool = False  # rootless Podman: the container's root is the host's user
 
 
 def plugin_source() -> Path:
@@ -124,6 +125,8 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "init": True,
         "detach": True,
     }
+    if run.as_root:  # rootless Podman: root inside is the host's user outside, so what the
+        options["user"] = "0:0"  # container writes belongs to that user
     if spec.gpu:
         options["device_requests"] = device_requests(spec.gpu)
     if spec.cpus:
@@ -295,6 +298,7 @@ class DockerExecutor:
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
         self._gpu: bool | None = None
+        self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
         self._tree: Any = None  # copy mode: the repository's archive, made once
 
     # -- a container started while the host collects -------------------------------------------
@@ -354,7 +358,8 @@ class DockerExecutor:
 
     def _connect(self) -> None:
         self._client = engine.connect(self.address)
-        if engine.kind(self._client).startswith("Podman") and \
+        self.kind = engine.kind(self._client)
+        if self.kind.startswith("Podman") and \
                 (self.settings.context / ".containerignore").is_file():
             self.images.ignore_file = ".containerignore"  # as Podman itself would read it
         swept = engine.sweep(self._client)
@@ -365,11 +370,22 @@ class DockerExecutor:
         self._settle()
         self.images.get(self.client)
 
+    def _rootless_podman(self) -> bool:
+        """Rootless Podman maps a container's uids into the user's subordinate range, where files
+        it writes would belong to nobody on the host; its root is the user. (``keep-id`` would
+        say the same, but fails on some storage drivers.)"""
+        self.client  # noqa: B018  (connects, and so learns the kind)
+        return self.kind.startswith("Podman") and self.kind.endswith("rootless")
+
+    def _probe_options(self) -> dict[str, Any]:
+        return {"user": "0:0"} if self._rootless_podman() else {}
+
     def gpus_available(self) -> bool:
         """A trivial container is started with the request GPU items get; checked once."""
         if self._gpu is None:
             self._gpu = gpu_probe(self.client, self.images.get(self.client).id,
-                                  engine.session_labels(self.session_id))
+                                  engine.session_labels(self.session_id), self.settings.python,
+                                  self._probe_options())
         return self._gpu
 
     def header(self) -> str:
@@ -437,7 +453,7 @@ class DockerExecutor:
                      "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
-                gpu_env=s.gpu_env, copy=self._copies(image.id),
+                gpu_env=s.gpu_env, copy=self._copies(image.id), as_root=self._rootless_podman(),
             )
         return self._run_config
 
@@ -447,7 +463,8 @@ class DockerExecutor:
         if self.settings.transfer != "auto":
             return self.settings.transfer == "copy"
         if sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
-                        engine.session_labels(self.session_id), self.address.url):
+                        engine.session_labels(self.session_id), self.address.url,
+                        self._probe_options()):
             return False
         self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
                    "the repository is copied into containers")
@@ -525,13 +542,20 @@ class DockerExecutor:
             self._client.close()
 
 
-def gpu_probe(client: Any, image: str, labels: dict[str, str]) -> bool:
-    """Whether a trivial container with the GPU items' device request starts and succeeds."""
+GPU_CHECK = "import os, sys; sys.exit(0 if os.environ.get('NVIDIA_VISIBLE_DEVICES') else 1)"
+
+
+def gpu_probe(client: Any, image: str, labels: dict[str, str], python: str = "python",
+              options: dict[str, Any] | None = None) -> bool:
+    """Whether a container with the GPU items' device request starts and is given GPUs (the
+    NVIDIA runtime sets ``NVIDIA_VISIBLE_DEVICES``; an engine that ignores the request, as
+    Podman's Docker API does, gives none)."""
     container = None
     try:
         container = client.containers.create(
-            image, ["true"], device_requests=device_requests(True), network_mode="none",
-            labels=labels, user=f"{os.getuid()}:{os.getgid()}")
+            image, [python, "-c", GPU_CHECK], device_requests=device_requests(True),
+            network_mode="none", labels=labels,
+            **{"user": f"{os.getuid()}:{os.getgid()}", **(options or {})})
         container.start()
         return int(container.wait(timeout=60).get("StatusCode", 1)) == 0
     except Exception:  # the engine refused the request: no GPU support
@@ -545,7 +569,7 @@ def gpu_probe(client: Any, image: str, labels: dict[str, str]) -> bool:
 
 
 def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: dict[str, str],
-                 url: str) -> bool:
+                 url: str, options: dict[str, Any] | None = None) -> bool:
     """Whether the engine sees this machine's folders: a probe container mounts ``rootdir`` and
     ``scratch`` and reads a token written there, as only such an engine can."""
     import docker.errors
@@ -557,10 +581,11 @@ def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: 
     probe = None
     try:
         probe = client.containers.create(
-            image, ["cat", str(marker)], user=f"{os.getuid()}:{os.getgid()}",
+            image, ["cat", str(marker)],
             mounts=[Mount(str(rootdir), str(rootdir), type="bind", read_only=True),
                     Mount(str(scratch), str(scratch), type="bind", read_only=True)],
-            labels=labels, network_mode="none")
+            labels=labels, network_mode="none",
+            **{"user": f"{os.getuid()}:{os.getgid()}", **(options or {})})
         probe.start()
         probe.wait(timeout=60)
         seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
