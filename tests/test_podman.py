@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -162,8 +163,9 @@ def rootless_podman(docker_client: Any, base_image: str,
         done = subprocess.run(as_user(*command), capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             unavailable(f"the rootless user's Python: {done.stderr[-1500:]}")
-    runtime = work / "run"
-    runtime.mkdir(mode=0o700)
+    # Podman keeps the first runtime folder of a user in its database: always the same one
+    runtime = Path(tempfile.gettempdir()) / f"dsrepro-rootless-run-{uid}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
     os.chown(runtime, uid, uid)
     socket = runtime / "podman.sock"
     service = subprocess.Popen(
@@ -186,12 +188,18 @@ def rootless_podman(docker_client: Any, base_image: str,
         archive.unlink()
         yield uid, venv / "bin" / "python", f"unix://{socket}", work
     finally:
-        service.terminate()
+        pauses = list(runtime.rglob("pause.pid"))  # the user namespace Podman keeps alive
+        os.killpg(service.pid, signal.SIGTERM)  # runuser, and the service it started
         try:
             service.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            service.kill()
+            os.killpg(service.pid, signal.SIGKILL)
             service.wait()
+        for pause in pauses:
+            try:
+                os.kill(int(pause.read_text()), signal.SIGKILL)  # it ignores SIGTERM
+            except (ValueError, OSError):
+                pass
         shutil.rmtree(work, ignore_errors=True)
 
 
