@@ -134,14 +134,16 @@ def test_a_changed_input_is_named_first(moved: Path, path: str, old: str, new: s
     changed.write_text(changed.read_text().replace(old, new))
     code, output = run_at(moved)
     assert code == pytest.ExitCode.TESTS_FAILED, output
-    assert first_cause(output) == [cause] * 2, output  # the notebook and the test
+    causes = first_cause(output)  # the notebook's and the test's (and, under CI, the summary's)
+    assert len(causes) >= 2 and set(causes) == {cause}, output
     assert f"  since its baseline was recorded: {cause}" in output
 
 
 def test_a_changed_package_is_named_first(moved: Path) -> None:
     code, output = run_at(moved, "--dsrepro-build-arg=FAKEPKG=1.5", "--dsrepro-report=report.json")
     assert code == pytest.ExitCode.TESTS_FAILED, output
-    assert first_cause(output) == ["fakepkg 1.0 -> 1.5"] * 2, output
+    causes = first_cause(output)
+    assert len(causes) >= 2 and set(causes) == {"fakepkg 1.0 -> 1.5"}, output
     items = json.loads((moved / "report.json").read_text())["items"]
     assert [item["changes"][0] for item in items] == [
         {"kind": "packages", "text": "fakepkg 1.0 -> 1.5"}] * 2
