@@ -46,7 +46,7 @@ def run(settings: Settings, say: Say) -> int:
 def _image(client: Any, settings: Settings, say: Say) -> tuple[str | None, int]:
     """The image a probe can use, and the faults found: the given image, or the Dockerfile's
     base images, which must be in the engine or pullable by it."""
-    from pytest_dsrepro.image import _from_images, find_image
+    from pytest_dsrepro.image import base_images, find_image
 
     if settings.image:
         found = find_image(client, settings.image)
@@ -66,7 +66,7 @@ def _image(client: Any, settings: Settings, say: Say) -> tuple[str | None, int]:
         words = line.split()
         if len(words) >= 4 and words[0].upper() == "FROM" and words[-2].upper() == "AS":
             stages.add(words[-1].lower())
-    for base in _from_images(settings.dockerfile):
+    for base in base_images(settings.dockerfile):
         if base.lower() in stages or base.lower() == "scratch" or "$" in base:
             continue
         found = find_image(client, base)

@@ -108,11 +108,15 @@ def _file_digest(path: str) -> bytes:
     return digest.digest()
 
 
-def content_hash(plan: BuildPlan) -> str:
+def content_hash(plan: BuildPlan, files: dict[str, str] | None = None) -> str:
     """sha256 over the Dockerfile, build args, target and each context file's path, mode and
-    content."""
+    content. ``files``, when given, receives each regular file's own digest (16 hex digits) by
+    its path in the context, and the Dockerfile's under ``Dockerfile``."""
     digest = hashlib.sha256(HASH_VERSION.encode())
-    digest.update(b"\0dockerfile\0" + plan.dockerfile.read_bytes())
+    dockerfile = plan.dockerfile.read_bytes()
+    digest.update(b"\0dockerfile\0" + dockerfile)
+    if files is not None:
+        files["Dockerfile"] = hashlib.sha256(dockerfile).hexdigest()[:16]
     for key, value in sorted(plan.build_args):
         digest.update(f"\0arg\0{key}={value}".encode())
     digest.update(f"\0target\0{plan.target or ''}".encode())
@@ -125,7 +129,10 @@ def content_hash(plan: BuildPlan) -> str:
             continue
         digest.update(f"\0file\0{rel}\0{info.st_mode:o}\0".encode())
         if stat.S_ISREG(info.st_mode):
-            digest.update(_file_digest(full))
+            own = _file_digest(full)
+            digest.update(own)
+            if files is not None:
+                files[rel] = own.hex()[:16]
         elif stat.S_ISLNK(info.st_mode):
             digest.update(os.readlink(full).encode())
     return digest.hexdigest()
@@ -226,7 +233,8 @@ def ensure_image(client: Any, plan: BuildPlan, *, rebuild: bool, say: Say, verbo
     return ImageResult(tag, image_id, True, seconds)
 
 
-def _from_images(dockerfile: Path) -> list[str]:
+def base_images(dockerfile: Path) -> list[str]:
+    """The images the Dockerfile's FROM lines name (stages included), in order."""
     images = []
     for line in dockerfile.read_text(errors="replace").splitlines():
         words = line.split()
@@ -291,7 +299,7 @@ def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> Bui
     pull_words = ("pull", "manifest", "repository", "not found", "no such host")
     at_from = bool(words) and words[0].upper() == "FROM"
     if at_from or (not step and any(word in error.lower() for word in pull_words)):
-        bases = _from_images(plan.dockerfile)
+        bases = base_images(plan.dockerfile)
         base = words[1] if len(words) > 1 else (bases[0] if bases else "?")
         return BuildError(
             f"image build failed at {where}: the base image {base} is neither present nor "

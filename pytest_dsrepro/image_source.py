@@ -35,6 +35,7 @@ class ImageSource:
         self.ignore_file = ".dockerignore"  # the executor says .containerignore for Podman
         self.interrupted = False  # a build was interrupted: nothing was tagged
         self._digest: str | None = None
+        self._files: dict[str, str] = {}  # each context file's digest, from the same pass
 
     def plan(self) -> BuildPlan:
         s = self.settings
@@ -63,10 +64,15 @@ class ImageSource:
         if self.settings.rebuild:
             return None
         plan = self.plan()
-        plan.check()
-        self._digest = content_hash(plan)
-        found = cached_image(client, plan, self._digest)
+        found = cached_image(client, plan, self._hash(plan))
         return (found, "cached") if found is not None else None
+
+    def _hash(self, plan: BuildPlan) -> str:
+        """The context's content hash, computed once per session."""
+        if self._digest is None:
+            plan.check()
+            self._digest = content_hash(plan, self._files)
+        return self._digest
 
     def get(self, client: Any) -> ImageResult:
         """The image, built (with progress through ``say``) when no cached one fits."""
@@ -77,8 +83,9 @@ class ImageSource:
             self.say(f"image {self.result.tag} (given)")
             return self.result
         try:
-            self.result = ensure_image(client, self.plan(), rebuild=self.settings.rebuild,
-                                       say=self.say, verbose=self.verbose, digest=self._digest)
+            plan = self.plan()
+            self.result = ensure_image(client, plan, rebuild=self.settings.rebuild,
+                                       say=self.say, verbose=self.verbose, digest=self._hash(plan))
         except KeyboardInterrupt:
             # closing the build's stream makes the engine cancel it and remove its container;
             # nothing is tagged
@@ -89,27 +96,16 @@ class ImageSource:
     def build_files(self) -> dict[str, str]:
         """Digests of the build context's files, recorded with each baseline to name what changed
         in an image: every file, up to :data:`CONTEXT_LIMIT`; beyond that the Dockerfile and the
-        dependency lists only."""
+        dependency lists only. Taken from the pass that computed the content hash."""
         import fnmatch
-
-        from pytest_dsrepro.image import context_files
-        from pytest_dsrepro.lineage import digest
 
         if self.settings.image:
             return {}
-        plan = self.plan()
-        found = {"Dockerfile": digest(str(plan.dockerfile)) or ""}
-        try:
-            names = context_files(plan)
-        except OSError:
-            return found
-        for name in names:
-            if len(names) <= CONTEXT_LIMIT or any(
-                    fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES):
-                value = digest(str(plan.context / name))
-                if value is not None and (plan.context / name).is_file():
-                    found[name] = value
-        return found
+        self._hash(self.plan())
+        if len(self._files) <= CONTEXT_LIMIT + 1:  # the files and the Dockerfile
+            return dict(self._files)
+        return {name: value for name, value in self._files.items()
+                if any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES)}
 
     def content_hash(self) -> str:
         """The image's content hash (its ``dsrepro.hash`` label), else its id."""

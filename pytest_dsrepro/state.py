@@ -57,10 +57,6 @@ def inside_of(config: pytest.Config) -> EventStream | None:
     return None
 
 
-def is_inside(config: pytest.Config) -> bool:
-    return inside_of(config) is not None
-
-
 def is_xdist_worker(config: pytest.Config) -> bool:
     """Whether this is a pytest-xdist worker process."""
     return hasattr(config, "workerinput")

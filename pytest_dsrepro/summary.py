@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.lifecycle import DECISIVE, Verdict, headline
+from pytest_dsrepro.provenance import KINDS, texts
 from pytest_dsrepro.replay import WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
 from pytest_dsrepro.state import (
@@ -146,8 +147,6 @@ class Summary:
     def drift(self) -> dict[str, dict[str, Any]]:
         """Items that reproduced although something changed since their baselines were
         recorded, by kind of change: ``{kind: {"items": [nodeid], "changes": [text]}}``."""
-        from pytest_dsrepro.provenance import KINDS
-
         found: dict[str, dict[str, Any]] = {}
         for record in self.records.values():
             if record.status != "reproduced":
@@ -215,7 +214,7 @@ class Summary:
                 unchanged += 1
             elif record.status == "diverged":
                 write(f"diverged: {record.nodeid}: {where_it_differs(record.dsrepro)}")
-                changes = change_texts(record.dsrepro)
+                changes = texts(record.dsrepro.get("changes") or [])
                 if changes:
                     write(f"  since its baseline was recorded: {'; '.join(changes)}")
             elif record.status == "recorded":
@@ -231,12 +230,6 @@ class Summary:
                   "it if it is obsolete)")
         for label, shown in self.written.items():
             write(f"{label} report: {shown}")
-
-
-def change_texts(entry: dict[str, Any]) -> list[str]:
-    """What changed since an item's baseline was recorded, in words."""
-    return [str(change.get("text", change)) if isinstance(change, dict) else str(change)
-            for change in entry.get("changes") or []]
 
 
 def where_it_differs(entry: dict[str, Any]) -> str:

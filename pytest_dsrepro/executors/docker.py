@@ -237,18 +237,17 @@ class WorkerContainer:
         self.container.put_archive(str(target.parent), buffer.getvalue())
 
     def ship_out(self, source: Path, target: Path) -> None:
-        """Copy ``source`` from the container to ``target`` on the host."""
-        stream, _ = self.container.get_archive(str(source))
-        buffer = io.BytesIO(b"".join(stream))
-        with tempfile.TemporaryDirectory() as unpacked:
-            with tarfile.open(fileobj=buffer) as archive:
-                archive.extractall(unpacked, filter="data") if hasattr(tarfile, "data_filter") \
-                    else archive.extractall(unpacked)
-            found = Path(unpacked) / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() and target.is_dir():
+        """Copy ``source`` from the container to ``target`` on the host, replacing it."""
+        from pytest_dsrepro.executors.transfer import fetch
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".dsrepro-out-", dir=target.parent) as staging:
+            found = fetch(self.container, source, Path(staging))
+            if found is None:
+                raise FileNotFoundError(f"{source} is not in the container")
+            if target.is_dir():
                 shutil.rmtree(target)
-            shutil.move(str(found), str(target))
+            os.replace(found, target)
 
     def remove(self) -> None:
         """Copy back what a copy-mode container wrote (stopping it first), then remove it."""
@@ -358,7 +357,8 @@ class DockerExecutor:
 
     def _connect(self) -> None:
         self._client = engine.connect(self.address)
-        self.kind = engine.kind(self._client)
+        if self.kind == "engine":  # the header may have asked already
+            self.kind = engine.kind(self._client)
         if self.kind.startswith("Podman") and \
                 (self.settings.context / ".containerignore").is_file():
             self.images.ignore_file = ".containerignore"  # as Podman itself would read it
@@ -395,7 +395,8 @@ class DockerExecutor:
         except DsreproUsageError:
             return f"engine {self.address.url} (from {self.address.source}; not answering)"
         try:
-            return f"engine {self.address.url} ({engine.kind(client)}, from {self.address.source})"
+            self.kind = engine.kind(client)
+            return f"engine {self.address.url} ({self.kind}, from {self.address.source})"
         finally:
             client.close()
 

@@ -87,40 +87,47 @@ def tree_archive(files: list[Path], rootdir: Path, plugin: tuple[Path, Path],
     return handle
 
 
-def bring_back(container: Any, inside: Path, target: Path, *, whole_entries: bool) -> None:
-    """Copy the container's folder ``inside`` to the host's ``target``: each file replaced
-    atomically (``whole_entries``: each top-level entry replaced whole, so an item's artifacts
-    folder holds only this run's files). A folder the container never made is no error."""
+def fetch(container: Any, inside: Path, staging: Path) -> Path | None:
+    """Unpack the container's file or folder ``inside`` into ``staging``; its path there, or
+    None when the container has no such path. Plain files and folders only, never outside
+    ``staging``; files readable by all, written by (and so owned by) this process."""
     import docker.errors
 
     try:
         stream, _ = container.get_archive(str(inside))
     except docker.errors.NotFound:
-        return
-    data = io.BytesIO(b"".join(stream))
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            if member.name.startswith("/") or ".." in parts or not parts \
+                    or not (member.isfile() or member.isdir()):
+                continue
+            path = staging.joinpath(*parts)
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            with open(path, "wb") as out:
+                shutil.copyfileobj(extracted, out)
+            os.chmod(path, 0o644)
+    found = staging / inside.name
+    return found if found.exists() else None
+
+
+def bring_back(container: Any, inside: Path, target: Path, *, whole_entries: bool) -> None:
+    """Copy the container's folder ``inside`` to the host's ``target``: each file replaced
+    atomically (``whole_entries``: each top-level entry replaced whole, so an item's artifacts
+    folder holds only this run's files). A folder the container never made is no error."""
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".dsrepro-back-", dir=target.parent))
     try:
-        with tarfile.open(fileobj=data) as archive:
-            for member in archive.getmembers():
-                parts = Path(member.name).parts
-                if member.name.startswith("/") or ".." in parts or not (member.isfile()
-                                                                         or member.isdir()):
-                    continue  # only plain files and folders, inside the folder
-                relative = Path(*parts[1:]) if len(parts) > 1 else None
-                if relative is None:
-                    continue
-                if member.isdir():
-                    (staging / relative).mkdir(parents=True, exist_ok=True)
-                    continue
-                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-                extracted = archive.extractfile(member)
-                assert extracted is not None
-                with open(staging / relative, "wb") as out:
-                    shutil.copyfileobj(extracted, out)
-                os.chmod(staging / relative, 0o644)
-        for entry in sorted(staging.iterdir()):
-            _move(entry, target / entry.name, whole_entries)
+        found = fetch(container, inside, staging)
+        if found is not None and found.is_dir():
+            for entry in sorted(found.iterdir()):
+                _move(entry, target / entry.name, whole_entries)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
