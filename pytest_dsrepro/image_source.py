@@ -107,12 +107,18 @@ class ImageSource:
         return {name: value for name, value in self._files.items()
                 if any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in BUILD_FILES)}
 
-    def content_hash(self) -> str:
-        """The image's content hash (its ``dsrepro.hash`` label), else its id."""
+    def content_hash(self, client: Any) -> str:
+        """The image's content hash, as its tag shows it (16 digits), from its ``dsrepro.hash``
+        label: an image named by id (a pytest-xdist worker's, or ``dsrepro_image``) too. An image
+        without the label is known by its id."""
+        from pytest_dsrepro.image import LABEL_HASH
+
         image = self.result
         if image is None:
             return ""
-        return image.tag.rsplit(":", 1)[-1] if image.tag.startswith("dsrepro/") else image.id
+        found = find_image(client, image.id)
+        label = (found.labels or {}).get(LABEL_HASH, "") if found is not None else ""
+        return label[:16] if label else image.id
 
     def describe(self) -> str:
         image = self.result

@@ -64,6 +64,7 @@ def test_xdist_runs_every_item_once_with_the_same_report(project: Project,
     for result in (plain, spread):
         result.stdout.fnmatch_lines(["reproduced 4, diverged 0, missing baseline 0, stale 0, "
                                      "skipped 0, failed 1, passed 1"])
+        assert "of which" not in result.stdout.str()  # the same image, whoever named it
         assert [line for line in result.outlines if line.startswith("baseline unused")] == [
             "baseline unused: baselines/orphan.yaml (no collected item uses it; delete it if "
             "it is obsolete)"]

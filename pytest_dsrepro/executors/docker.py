@@ -450,7 +450,7 @@ class DockerExecutor:
                 env={**_hash_seed(image_env),
                      **{name: os.environ[name] for name in s.env if name in os.environ},
                      "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
-                     "DSREPRO_IMAGE_HASH": self.images.content_hash(),
+                     "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
                      "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
