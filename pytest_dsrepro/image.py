@@ -32,6 +32,8 @@ ALWAYS_IGNORED = tuple(
 Say = Callable[[str], None]
 _NOISE = re.compile(r"^( ---> |--> |Removing intermediate container |Successfully (built|tagged) "
                     r"|COMMIT |[0-9a-f]{64}$)")
+# the image's id as the build's last line gives it: Docker's "Successfully built ID", Podman's ID
+_BUILT = re.compile(r"^(?:Successfully built )?([0-9a-f]{12}|[0-9a-f]{64})$")
 # Docker says "Step 1/3 : FROM x", Podman "STEP 1/3: FROM x": shown the one way
 _STEP = re.compile(r"^(?:Step|STEP) (\d+/\d+) ?: (.*)$")
 
@@ -247,6 +249,8 @@ def base_images(dockerfile: Path) -> list[str]:
 
 def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbose: bool,
            nocache: bool) -> str:
+    """The image's id, tagged ``tag`` only once its build has ended well. (The build itself is
+    untagged: Podman goes on with a build whose stream was closed, and must not tag it later.)"""
     import docker.errors
 
     labels = {LABEL_HASH: digest}
@@ -255,11 +259,11 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
         labels[LABEL_COMMIT] = commit
     step = ""
     step_log: deque[str] = deque(maxlen=TAIL_LINES)
-    image_id = ""
+    image_id = said_id = ""
     archive, dockerfile = context_archive(plan)
     try:
         stream = client.api.build(
-            fileobj=archive, custom_context=True, dockerfile=dockerfile, tag=tag,
+            fileobj=archive, custom_context=True, dockerfile=dockerfile,
             buildargs=dict(plan.build_args) or None, target=plan.target,
             network_mode=plan.network, labels=labels, rm=True, forcerm=True, decode=True,
             nocache=nocache,
@@ -272,6 +276,9 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
             text = chunk.get("stream") or chunk.get("status") or ""
             for line in str(text).splitlines():
                 line = ANSI.sub("", line).rstrip()
+                built = _BUILT.match(line)
+                if built:
+                    said_id = built.group(1)
                 if not line or _NOISE.match(line):
                     continue
                 found = _STEP.match(line)
@@ -287,10 +294,13 @@ def _build(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say, verbos
         raise _step_failed(plan, step, exc.explanation or str(exc), list(step_log)) from None
     finally:
         archive.close()
-    image = find_image(client, tag)
+    image_id = image_id or said_id
+    image = find_image(client, image_id) if image_id else None
     if image is None:
         raise BuildError(f"the build of {tag} ended without an image; rerun with -v for its log")
-    return str(image.id or image_id)
+    repository, _, version = tag.rpartition(":")
+    image.tag(repository, version)
+    return str(image.id)
 
 
 def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> BuildError:

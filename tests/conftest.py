@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -47,6 +49,39 @@ def container_ids(client: Any, pid: int | None = None) -> list[str]:
 
     filters = {"label": f"{LABEL_PID}={pid}"} if pid is not None else {}
     return [entry["Id"] for entry in client.api.containers(all=True, filters=filters)]
+
+
+def every_container(client: Any) -> set[str]:
+    """Ids of all the engine's containers, build containers included: Docker lists a ``RUN``
+    step's container with the others, Podman only among its external (buildah) containers."""
+    ids = {entry["Id"] for entry in client.api.containers(all=True)}
+    if "Podman" in str(client.version().get("Components", [{}])[0].get("Name", "")):
+        url = client.api.base_url + "/v4.0.0/libpod/containers/json"
+        external = client.api._get(url, params={"all": "true", "external": "true"}).json()
+        ids |= {entry["Id"] for entry in external}
+    return ids
+
+
+def processes_with(token: str) -> list[int]:
+    """Pids of this machine's processes whose command line holds ``token`` (an engine running
+    here runs a build step's processes here too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def short_tag(tag: str) -> str:
+    """An image tag as the plugin names it: Podman lists ``dsrepro/x:y`` with a registry prefix."""
+    for prefix in ("docker.io/", "localhost/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return tag
 
 
 def needs(*modules: str) -> None:
@@ -141,6 +176,25 @@ def remote_engine(docker_client: Any, base_image: str,
     projects live), as an engine on another machine could not."""
     yield from second_engine(docker_client, base_image, kind="rem",
                              hide=(tmp_path_factory.getbasetemp(),))
+
+
+@pytest.fixture(scope="session")
+def ssh_engine(remote_engine: Any) -> Iterator[Any]:
+    """The hidden-folders engine reached as ``ssh://root@127.0.0.1:PORT`` through an OpenSSH
+    server on loopback (tests/ssh_server.py)."""
+    import ssh_server
+
+    folder = Path(tempfile.mkdtemp(prefix="dsrepro-ssh-"))  # sshd wants short paths
+    try:
+        started = ssh_server.start(folder, remote_engine.url)
+        engine = next(started)
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        unavailable(f"no ssh server in front of the engine: {exc}")
+    yield engine
+    for _ in started:  # stops the server
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.sock")
