@@ -3,6 +3,8 @@ containers left behind by killed sessions."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import dataclasses
 import hashlib
 import json
@@ -102,6 +104,12 @@ def connect(address: Address | None = None) -> Any:
     import docker.errors
 
     address = address or resolve()
+    if address.url.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+        raise EngineError(
+            f"the engine at {address.url} is reached by ssh, and the docker SDK needs the "
+            "paramiko package for that (the connection itself uses the ssh command).\n"
+            "  To fix: pip install 'pytest-dsrepro[ssh]'"
+        )
     try:
         client = docker.DockerClient(base_url=address.url, tls=address.tls or False, timeout=600,
                                      use_ssh_client=address.url.startswith("ssh://"))

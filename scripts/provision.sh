@@ -8,7 +8,8 @@
 # With --browser it also makes sure a headless chromium exists (the HTML
 # report's tests open the page in it); with --podman, that rootful Podman
 # serves the Docker API on $DSREPRO_PODMAN_SOCKET (/run/dsrepro-podman.sock)
-# with the base image loaded.
+# with the base image loaded; with --ssh, that an OpenSSH server exists (the
+# tests start their own on loopback, to reach an engine by ssh://).
 set -euo pipefail
 
 BASE_IMAGE=${DSREPRO_BASE_IMAGE:-python:3.11-slim}
@@ -159,12 +160,20 @@ ensure_browser() {
   apt_install chromium
 }
 
+ensure_ssh() {
+  if [ -x /usr/sbin/sshd ]; then return 0; fi
+  is_root_on_debian || die "no sshd for the ssh:// engine tests; install Debian's openssh-server"
+  say "installing Debian's openssh-server (the tests start their own sshd on loopback)"
+  apt_install openssh-server openssh-client
+}
+
 ensure_engine
 ensure_base_image
 for option in "$@"; do
   case "$option" in
     --browser) ensure_browser ;;
     --podman) ensure_podman ;;
-    *) die "unknown option $option (known: --browser, --podman)" ;;
+    --ssh) ensure_ssh ;;
+    *) die "unknown option $option (known: --browser, --podman, --ssh)" ;;
   esac
 done

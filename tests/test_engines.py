@@ -47,6 +47,19 @@ def test_the_engine_is_found_as_the_docker_cli_finds_it(tmp_path: Path,
     assert resolve().url.startswith("unix://")
 
 
+def test_an_ssh_engine_without_paramiko_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from pytest_dsrepro.engine import connect
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "paramiko" else real(name, *rest))
+    with pytest.raises(EngineError, match=r"pip install 'pytest-dsrepro\[ssh\]'"):
+        connect(resolve("ssh://me@127.0.0.1:9"))
+
+
 def test_a_docker_context_is_honoured(project: Project, remote_engine: Any,
                                       tmp_path: Path) -> None:
     """The current context of the Docker config names an engine elsewhere: items run there."""
@@ -64,7 +77,8 @@ def test_a_docker_context_is_honoured(project: Project, remote_engine: Any,
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
         f"dsrepro: container items run in the project's image (engine {remote_engine.url} "
-        "(Docker *, from the current Docker context))",
+        "(Docker *, from the current Docker context; cannot see this machine's folders: files "
+        "copied in))",
         f"image dsrepro/*; engine {remote_engine.url}; files copied in; GPUs not requested",
     ])
 
@@ -109,3 +123,31 @@ def test_the_doctor_says_what_to_fix(project: Project) -> None:
     nothing.stdout.fnmatch_lines(["!! engine: no Docker engine answers at "
                                   "unix:///nonexistent/docker.sock*",
                                   "   --in-docker cannot run: no engine"])
+
+
+def test_an_engine_reached_by_ssh(project: Project, ssh_engine: Any) -> None:
+    """DOCKER_HOST=ssh://...: the docker SDK's shell-out transport (the ssh command) reaches an
+    engine that cannot see this machine's folders; baselines recorded there come back."""
+    project.ignore("baselines")
+    project.pytester.makepyfile(test_far="""
+        import pytest
+
+        @pytest.mark.container
+        def test_value(baseline):
+            baseline.check("value", 0.5)
+    """)
+    recorded = run_with_env(project.pytester, "--in-docker", "--dsrepro-update",
+                            **ssh_engine.env())
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines([
+        f"dsrepro: container items run in the project's image (engine {ssh_engine.url} "
+        "(Docker *, from DOCKER_HOST; cannot see this machine's folders: files copied in))",
+    ])
+    assert (project.path / "baselines" / "tests" / "test_far" / "test_value.yaml").is_file()
+    again = run_with_env(project.pytester, "--in-docker", **ssh_engine.env())
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["reproduced 1, diverged 0*"])
+    checked = doctor(project, **ssh_engine.env())
+    assert checked.ret == 0
+    checked.stdout.fnmatch_lines([f"ok engine: {ssh_engine.url} (Docker *, from DOCKER_HOST)",
+                                  "ok files: the engine cannot see this machine's folders:*"])

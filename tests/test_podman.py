@@ -47,7 +47,7 @@ def test_a_project_reproduces_on_podman(project: Project, podman_engine: str) ->
     recorded.assert_outcomes(passed=2, skipped=1)  # no GPU from Podman: skipped, as on Docker
     recorded.stdout.fnmatch_lines([
         f"dsrepro: container items run in the project's image (engine {podman_engine} "
-        "(Podman *, from DOCKER_HOST))",
+        "(Podman *, from DOCKER_HOST; sees this machine's folders: mounted))",
         "dsrepro: GPUs: not available from the engine at *; 1 GPU item(s) are skipped",
     ])
     for baseline in ("baselines/tests/test_podman/test_value.yaml", "baselines/nb/show.yaml"):
@@ -225,7 +225,8 @@ def test_a_project_reproduces_on_rootless_podman(rootless_podman: Any, base_imag
 
     recorded = run("--dsrepro-update")
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-    assert re.search(r"\(engine unix://\S+ \(Podman [\d.]+, rootless, from DOCKER_HOST\)\)",
+    assert re.search(r"\(engine unix://\S+ \(Podman [\d.]+, rootless, from DOCKER_HOST; sees this "
+                     r"machine's folders: mounted\)\)",
                      recorded.stdout), recorded.stdout
     for baseline in ("baselines/tests/test_rootless/test_value.yaml", "baselines/nb/show.yaml"):
         assert (folder / baseline).stat().st_uid == uid, baseline

@@ -531,6 +531,30 @@ def test_files_ship_in_and_out_of_a_docker_worker(docker_client: Any, base_image
     assert worker.container.id not in container_ids(docker_client)
 
 
+def test_copy_mode_can_be_forced_on_an_engine_that_sees_the_folders(project: Project) -> None:
+    """dsrepro_transfer = copy: the header says so, and the container has the repository as
+    copied files, not as a mount of this machine's folder."""
+    project.ini(dsrepro_transfer="copy")
+    project.pytester.makepyfile(test_forced=f"""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            with open("/proc/mounts") as handle:
+                mounted = [line.split()[1] for line in handle]
+            assert {str(project.path)!r} not in mounted
+            with open(__file__) as handle:
+                assert "test_inside" in handle.read()
+    """)
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dsrepro: container items run in the project's image (engine * "
+                                 "(Docker *; files copied in (dsrepro_transfer = copy)))"])
+    mounted = project.run("--in-docker", "--dsrepro-transfer=mount")
+    mounted.assert_outcomes(failed=1)
+    mounted.stdout.fnmatch_lines(["*(Docker *; folders mounted (dsrepro_transfer = mount)))"])
+
+
 def test_an_engine_that_cannot_see_the_repository_gets_it_by_copy(project: Project,
                                                                   remote_engine: Any) -> None:
     """The engine cannot see this machine's folders: the repository is copied in at the same
@@ -558,13 +582,19 @@ def test_an_engine_that_cannot_see_the_repository_gets_it_by_copy(project: Proje
 
     recorded = run("--dsrepro-update")
     recorded.assert_outcomes(passed=2)
-    recorded.stdout.fnmatch_lines(["dsrepro: the engine at * cannot see this machine's folders: "
+    recorded.stdout.fnmatch_lines(["dsrepro: container items run in the project's image (engine "
+                                   f"{remote_engine.url} (Docker *, from DOCKER_HOST; cannot see "
+                                   "this machine's folders: files copied in))",
+                                   "dsrepro: the engine at * cannot see this machine's folders: "
                                    "the repository is copied into containers",
                                    "image dsrepro/*; engine *; files copied in; GPUs *"])
     for baseline in ("baselines/tests/test_copied/test_value.yaml", "baselines/nb/show.yaml"):
         path = project.path / baseline
         assert path.is_file() and path.stat().st_uid == os.getuid(), baseline
-    run().assert_outcomes(passed=2)
+    again = run()  # the image is cached now: the probe ran in it while the host collected
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["*(Docker *, from DOCKER_HOST; cannot see this machine's folders: "
+                                "files copied in))"])
     (project.path / "value.txt").write_text("0.75")
     broken = run()
     broken.assert_outcomes(failed=2)

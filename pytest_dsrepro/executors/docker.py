@@ -26,7 +26,7 @@ from pytest_dsrepro import engine, protocol
 from pytest_dsrepro.artifacts import remove_if_empty
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import Ending, gpu_words
-from pytest_dsrepro.image import git_commit
+from pytest_dsrepro.image import base_images, find_image, git_commit
 from pytest_dsrepro.image_source import ImageSource
 from pytest_dsrepro.markers import ContainerSpec, Gpu
 from pytest_dsrepro.settings import Settings
@@ -297,6 +297,8 @@ class DockerExecutor:
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
         self._gpu: bool | None = None
+        self._sees: bool | None = None  # whether the engine sees this machine's folders
+        self._decided = threading.Event()  # the background start has chosen mount or copy
         self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
         self._tree: Any = None  # copy mode: the repository's archive, made once
 
@@ -315,7 +317,9 @@ class DockerExecutor:
                 return
             self.images.result, how = found
             self._notes.append(f"image {found[0].tag} ({how})")
-            if self.run_config().copy:  # a request can only be copied in: no waiting container
+            copy = self.run_config().copy
+            self._decided.set()
+            if copy:  # a request can only be copied in: no waiting container
                 return
             request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
             request.parent.mkdir(exist_ok=True)
@@ -323,6 +327,8 @@ class DockerExecutor:
             self._warm = (worker, request, spec.group)
         except Exception:  # the main thread meets the same fault and reports it
             return
+        finally:
+            self._decided.set()
 
     def _settle(self) -> None:
         """Wait for the background start; print what it found."""
@@ -389,16 +395,48 @@ class DockerExecutor:
         return self._gpu
 
     def header(self) -> str:
-        """The engine, where it was found, its kind and version: the session header's line."""
+        """The engine, where it was found, its kind and version, and whether it sees this
+        machine's folders (as a probe container found): the session header's line."""
+        if self._warming is not None:
+            self._decided.wait()  # the background start probes the folders with the image
         try:
-            client = engine.connect(self.address)
+            self.client  # noqa: B018  (connects, and so learns the kind)
         except DsreproUsageError:
             return f"engine {self.address.url} (from {self.address.source}; not answering)"
         try:
-            self.kind = engine.kind(client)
-            return f"engine {self.address.url} ({self.kind}, from {self.address.source})"
-        finally:
-            client.close()
+            folders = self._folder_words()
+        except DsreproUsageError:  # said again, in full, where the session meets it
+            folders = "folders not probed"
+        return f"engine {self.address.url} ({self.kind}, from {self.address.source}; {folders})"
+
+    def _folder_words(self) -> str:
+        forced = self.settings.transfer != "auto"
+        why = f" (dsrepro_transfer = {self.settings.transfer})" if forced else ""
+        if self._run_config is not None:
+            copy: bool | None = self._run_config.copy
+        elif forced:
+            copy = self.settings.transfer == "copy"
+        else:
+            copy = None if self._probe_early() is None else not self._sees
+        if copy is None:
+            return "whether it sees this machine's folders is probed once the image is built"
+        if copy:
+            return f"files copied in{why}" if forced else \
+                "cannot see this machine's folders: files copied in"
+        return f"folders mounted{why}" if forced else "sees this machine's folders: mounted"
+
+    def _probe_early(self) -> bool | None:
+        """Before the image exists: the folder probe in a base image the engine already has."""
+        for base in base_images(self.settings.dockerfile) if self.settings.dockerfile.is_file() \
+                else ():
+            image = find_image(self.client, base)
+            if image is not None:
+                self._sees = sees_folders(self.client, image.id, self.settings.rootdir,
+                                          self.scratch(), engine.session_labels(self.session_id),
+                                          self.address.url, self._probe_options())
+                if self._sees is not None:
+                    break
+        return self._sees
 
     def where(self) -> str:
         return f"the engine at {self.address.url}"
@@ -463,9 +501,11 @@ class DockerExecutor:
         :func:`sees_folders` finds."""
         if self.settings.transfer != "auto":
             return self.settings.transfer == "copy"
-        if sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
-                        engine.session_labels(self.session_id), self.address.url,
-                        self._probe_options()):
+        if self._sees is None:
+            self._sees = sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
+                                      engine.session_labels(self.session_id), self.address.url,
+                                      self._probe_options())
+        if self._sees is not False:  # the image's probe could not tell: try mounting
             return False
         self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
                    "the repository is copied into containers")
@@ -570,9 +610,10 @@ def gpu_probe(client: Any, image: str, labels: dict[str, str], python: str = "py
 
 
 def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: dict[str, str],
-                 url: str, options: dict[str, Any] | None = None) -> bool:
+                 url: str, options: dict[str, Any] | None = None) -> bool | None:
     """Whether the engine sees this machine's folders: a probe container mounts ``rootdir`` and
-    ``scratch`` and reads a token written there, as only such an engine can."""
+    ``scratch`` and reads a token written there, as only such an engine can. None when the
+    image cannot run the probe (it has no ``cat``)."""
     import docker.errors
     from docker.types import Mount
 
@@ -588,14 +629,18 @@ def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: 
             labels=labels, network_mode="none",
             **{"user": f"{os.getuid()}:{os.getgid()}", **(options or {})})
         probe.start()
-        probe.wait(timeout=60)
+        status = int(probe.wait(timeout=60).get("StatusCode", 1))
         seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
     except docker.errors.APIError as exc:
-        if not engine.unseen_folder(exc):
-            raise engine.refused(exc, "to create a container", url) from None
-        seen = ""
+        if engine.unseen_folder(exc):
+            return False
+        if "executable file not found" in str(exc.explanation or exc):
+            return None
+        raise engine.refused(exc, "to create a container", url) from None
     finally:
         marker.unlink(missing_ok=True)
         if probe is not None:
             probe.remove(force=True)
+    if status in (126, 127):  # no cat to run
+        return None
     return bool(seen == token)
