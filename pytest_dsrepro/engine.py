@@ -3,10 +3,9 @@ containers left behind by killed sessions."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import re

@@ -328,3 +328,9 @@ def _step_failed(plan: BuildPlan, step: str, error: str, tail: list[str]) -> Bui
         + (f"\n  last {len(tail)} lines of its output:{log}" if tail else "")
         + f"\n  {advice}"
     )
+
+
+def build_without_cache(client: Any, plan: BuildPlan, tag: str, digest: str, say: Say,
+                        verbose: bool) -> str:
+    """Build ``plan`` anew as ``tag``, with no layer of the engine's cache: its id."""
+    return _build(client, plan, tag, digest, say, verbose, nocache=True)

@@ -3,6 +3,7 @@ with the build inputs' content hash (cached), or a new build (built)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +15,11 @@ from pytest_dsrepro.image import (
     content_hash,
     ensure_image,
     find_image,
+    tag_for,
 )
+from pytest_dsrepro.registry import RegistryError, repo_digest
+from pytest_dsrepro.registry import pull as registry_pull
+from pytest_dsrepro.registry import push as registry_push
 from pytest_dsrepro.settings import Settings
 
 CONTEXT_LIMIT = 300
@@ -67,6 +72,10 @@ class ImageSource:
         found = cached_image(client, plan, self._hash(plan))
         return (found, "cached") if found is not None else None
 
+    def full_hash(self) -> str:
+        """The build inputs' content hash, all its digits."""
+        return self._hash(self.plan())
+
     def _hash(self, plan: BuildPlan) -> str:
         """The context's content hash, computed once per session."""
         if self._digest is None:
@@ -84,14 +93,55 @@ class ImageSource:
             return self.result
         try:
             plan = self.plan()
+            digest = self._hash(plan)
+            registry = self.settings.registry
+            if registry and not self.settings.rebuild and cached_image(client, plan, digest) is None:
+                self.result = self._pulled(client, plan, digest, registry)
+                if self.result is not None:
+                    return self.result
             self.result = ensure_image(client, plan, rebuild=self.settings.rebuild,
-                                       say=self.say, verbose=self.verbose, digest=self._hash(plan))
+                                       say=self.say, verbose=self.verbose, digest=digest)
+            if registry and not repo_digest(client, self.result.id, registry):
+                self._push(client, digest, registry)
         except KeyboardInterrupt:
             # closing the build's stream makes the engine cancel it and remove its container;
             # nothing is tagged
             self.interrupted = True
             raise
         return self.result
+
+    def _pulled(self, client: Any, plan: BuildPlan, digest: str, registry: str
+                ) -> ImageResult | None:
+        """The image pulled from the registry and tagged as a local build would be, or None."""
+        start = time.monotonic()
+        try:
+            pulled = registry_pull(client, registry, digest)
+        except RegistryError as exc:
+            self.say(f"registry {registry} not reachable ({exc}); building here")
+            return None
+        if pulled is None:
+            return None
+        tag = tag_for(plan, digest)
+        repository, _, version = tag.rpartition(":")
+        pulled.tag(repository, version)
+        self.say(f"image {tag} pulled from {registry}:{digest[:16]} "
+                 f"({repo_digest(client, pulled.id, registry).rpartition('@')[2][:19]})")
+        return ImageResult(tag, pulled.id, False, time.monotonic() - start)
+
+    def _push(self, client: Any, digest: str, registry: str) -> None:
+        assert self.result is not None
+        try:
+            pushed = registry_push(client, client.images.get(self.result.id), registry, digest)
+        except RegistryError as exc:
+            self.say(f"image not pushed to {registry} ({exc}); other hosts will build it")
+            return
+        self.say(f"image {self.result.tag} pushed to {registry}:{digest[:16]} ({pushed[:19]})")
+
+    def digest(self, client: Any) -> str:
+        """``repository@sha256:...`` of the image in use, where a registry has it ('' else)."""
+        if self.result is None:
+            return ""
+        return repo_digest(client, self.result.id, self.settings.registry)
 
     def build_files(self) -> dict[str, str]:
         """Digests of the build context's files, recorded with each baseline to name what changed

@@ -92,6 +92,7 @@ def _unchanging() -> dict[str, Any]:
         "image": os.environ.get("DSREPRO_IMAGE", ""),
         "image_id": os.environ.get("DSREPRO_IMAGE_ID", ""),
         "image_hash": os.environ.get("DSREPRO_IMAGE_HASH", ""),
+        "image_digest": os.environ.get("DSREPRO_IMAGE_DIGEST", ""),
         "build_files": build_files,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -138,6 +139,11 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
     old_hash, new_hash = recorded.get("image_hash"), current.get("image_hash")
     if old_hash and new_hash and old_hash != new_hash:
         add("image", f"image content {old_hash[:12]} -> {new_hash[:12]}")
+    old_digest = str(recorded.get("image_digest") or "").rpartition("@")[2]
+    new_digest = str(current.get("image_digest") or "").rpartition("@")[2]
+    if old_hash == new_hash and old_digest and new_digest and old_digest != new_digest:
+        add("image", f"image rebuilt from the same inputs: digest {old_digest[7:19]} -> "
+                     f"{new_digest[7:19]}")
     old_files, new_files = recorded.get("build_files") or {}, current.get("build_files") or {}
     if old_files and new_files:
         named = {change["text"].split(" ")[0] for change in found}  # inputs said already

@@ -120,6 +120,8 @@ class HostSession:
             self._gpus_seen = bool(self._gpus_seen) or bool(seen)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.executor.facts().get("rebuild_check") and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the rebuild drifted
         if self.xdist_worker:
             gpus = self.executor.facts().get("gpus_available")
             if gpus is not None:

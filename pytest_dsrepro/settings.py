@@ -64,6 +64,18 @@ def parse_bool(text: str) -> bool:
     raise DsreproUsageError(f"{text!r} is not a boolean (use true or false)")
 
 
+def parse_registry(text: str) -> str:
+    """A registry repository without tag or digest: ``host:port/org/project``."""
+    value = text.strip().rstrip("/")
+    name = value.rsplit("/", 1)[-1]
+    if "/" not in value or "@" in value or ":" in name or value != value.lower() or " " in value:
+        raise DsreproUsageError(
+            f"dsrepro_registry {text!r} is not a repository: give host[:port]/path in lower "
+            "case, without a tag (the content hash is the tag), e.g. localhost:5000/team/project"
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One setting: its ``--dsrepro-*`` flag, ``dsrepro_*`` ini name and ``DSREPRO_*`` variable."""
@@ -109,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
            "only when --in-docker can run)", "action", False, ini=False),
     Option("rebuild", "build the image anew, without the engine's layer cache",
            "action", False, ini=False),
+    Option("rebuild_check", "also rebuild the image without any cache and report the packages "
+           "that differ from the image in use", "action", False, ini=False),
+    Option("registry", "registry repository shared as the image cache, host:port/org/project: "
+           "pull <registry>:<content hash> before building, push it after", metavar="REPO"),
     Option("project", "project name used in the image tag (default: the rootdir's name)",
            metavar="NAME"),
     Option("container_paths", "test files and folders collected only inside the container",
@@ -226,6 +242,8 @@ class Settings:
     target: str | None = None
     build_network: str | None = None
     rebuild: bool = False
+    rebuild_check: bool = False
+    registry: str | None = None
     doctor: bool = False
     project: str = "project"
     container_paths: tuple[Path, ...] = ()
@@ -280,6 +298,8 @@ class Settings:
             target=raw_value(config, "target"),
             build_network=raw_value(config, "build_network"),
             rebuild=bool(raw_value(config, "rebuild")),
+            rebuild_check=bool(raw_value(config, "rebuild_check")),
+            registry=_optional(raw_value(config, "registry"), parse_registry),
             doctor=bool(raw_value(config, "doctor")),
             project=project_name(raw_value(config, "project") or root.name),
             container_paths=tuple(root / p for p in paths),

@@ -9,7 +9,8 @@
 # report's tests open the page in it); with --podman, that rootful Podman
 # serves the Docker API on $DSREPRO_PODMAN_SOCKET (/run/dsrepro-podman.sock)
 # with the base image loaded; with --ssh, that an OpenSSH server exists (the
-# tests start their own on loopback, to reach an engine by ssh://).
+# tests start their own on loopback, to reach an engine by ssh://); with
+# --registry, that Debian's docker-registry exists (the tests serve their own).
 set -euo pipefail
 
 BASE_IMAGE=${DSREPRO_BASE_IMAGE:-python:3.11-slim}
@@ -167,6 +168,13 @@ ensure_ssh() {
   apt_install openssh-server openssh-client
 }
 
+ensure_registry() {
+  if command -v docker-registry >/dev/null 2>&1; then return 0; fi
+  is_root_on_debian || die "no docker-registry for the image cache tests; install Debian's docker-registry"
+  say "installing Debian's docker-registry (the tests serve their own on loopback)"
+  apt_install docker-registry
+}
+
 ensure_engine
 ensure_base_image
 for option in "$@"; do
@@ -174,6 +182,7 @@ for option in "$@"; do
     --browser) ensure_browser ;;
     --podman) ensure_podman ;;
     --ssh) ensure_ssh ;;
-    *) die "unknown option $option (known: --browser, --podman, --ssh)" ;;
+    --registry) ensure_registry ;;
+    *) die "unknown option $option (known: --browser, --podman, --ssh, --registry)" ;;
   esac
 done

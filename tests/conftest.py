@@ -197,6 +197,22 @@ def ssh_engine(remote_engine: Any) -> Iterator[Any]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A registry on loopback that asks for credentials (tests/registry_server.py), and a
+    Docker config folder that holds them."""
+    import registry_server
+
+    try:
+        started = registry_server.start(tmp_path_factory.mktemp("registry"))
+        served = next(started)
+    except Exception as exc:
+        unavailable(f"no registry: {exc}")
+    yield served
+    for _ in started:  # stops the registry
+        pass
+
+
 PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.sock")
 
 

@@ -16,7 +16,8 @@ from pytest_dsrepro.settings import OPTIONS, Settings
 FLAGS = [
     "--in-docker", "--dsrepro-update", "--dsrepro-doctor", "--dsrepro-image=img:1", "--dsrepro-dockerfile=D.repro",
     "--dsrepro-context=ctx", "--dsrepro-build-arg=A=1", "--dsrepro-target=stage",
-    "--dsrepro-build-network=host", "--dsrepro-rebuild", "--dsrepro-project=Other",
+    "--dsrepro-build-network=host", "--dsrepro-rebuild", "--dsrepro-rebuild-check",
+    "--dsrepro-registry=127.0.0.1:5000/team/other", "--dsrepro-project=Other",
     "--dsrepro-network=bridge", "--dsrepro-env=HOME", "--dsrepro-cpus=1.5",
     "--dsrepro-memory=2g", "--dsrepro-require-gpu", "--dsrepro-gpu-env=K=v,w",
     "--dsrepro-workers=3", "--dsrepro-timeout=7", "--dsrepro-scratch=/tmp/dsrepro-scr",

@@ -297,6 +297,7 @@ class DockerExecutor:
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
         self._gpu: bool | None = None
+        self._rebuilt: list[str] | None = None  # --dsrepro-rebuild-check's package changes
         self._sees: bool | None = None  # whether the engine sees this machine's folders
         self._decided = threading.Event()  # the background start has chosen mount or copy
         self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
@@ -375,6 +376,12 @@ class DockerExecutor:
     def prepare(self) -> None:
         self._settle()
         self.images.get(self.client)
+        if self.settings.rebuild_check and self._rebuilt is None:
+            from pytest_dsrepro import rebuild_check
+
+            self._rebuilt = rebuild_check.check(self.client, self.images, self.settings.python,
+                                                self._say_now, self.images.verbose,
+                                                self._probe_options())
 
     def _rootless_podman(self) -> bool:
         """Rootless Podman maps a container's uids into the user's subordinate range, where files
@@ -453,13 +460,22 @@ class DockerExecutor:
     def describe(self) -> list[str]:
         copied = "; files copied in" if self._run_config is not None and self._run_config.copy \
             else ""
-        return [f"{self.images.describe()}; engine {self.address.url}{copied}; "
-                f"GPUs {gpu_words(self._gpu)}"]
+        lines = [f"{self.images.describe()}; engine {self.address.url}{copied}; "
+                 f"GPUs {gpu_words(self._gpu)}"]
+        if self._rebuilt:
+            lines.append(f"rebuild check: {len(self._rebuilt)} package(s) differ in a rebuild "
+                         f"without cache: {', '.join(self._rebuilt)}")
+        elif self._rebuilt is not None:
+            lines.append("rebuild check: a rebuild without cache has the same packages")
+        return lines
 
     def facts(self) -> dict[str, Any]:
         image = self.images.result
         return {"image": image.tag if image else None, "image_id": image.id if image else None,
                 "image_built": image.built if image else None,
+                "image_digest": (self.images.digest(self._client) or None)
+                if image and self._client is not None else None,
+                "rebuild_check": self._rebuilt,
                 "engine": self.address.url, "gpus_available": self._gpu}
 
     # -- starting containers ----------------------------------------------------------------------
@@ -489,6 +505,7 @@ class DockerExecutor:
                      **{name: os.environ[name] for name in s.env if name in os.environ},
                      "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
                      "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
+                     "DSREPRO_IMAGE_DIGEST": self.images.digest(self.client),
                      "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,

@@ -1,0 +1,140 @@
+"""A registry as the shared image cache, and the rebuild check, on the real engines."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project, run_with_env
+from pytest_dsrepro import provenance
+
+pytestmark = pytest.mark.usefixtures("docker_client")
+
+VALUE_TEST = """
+import pytest
+
+@pytest.mark.container
+def test_value(baseline):
+    baseline.check("value", 0.5)
+"""
+
+
+def _digests(report: Path) -> set[str]:
+    """The image digests a JSON report names: the host's, and the containers' provenance."""
+    document = json.loads(report.read_text())
+    found = {document["run"]["image_digest"]}
+    for provenance in [document["run"]["container"],
+                       *(item["run_provenance"] for item in document["items"])]:
+        if provenance:
+            found.add(provenance["image_digest"])
+    return found
+
+
+def test_an_image_pushed_by_one_engine_is_pulled_by_the_other(
+        project: Project, registry: Any, gpu_engine: Any) -> None:
+    """This machine's engine builds and pushes; the second engine pulls the very same image
+    (nothing is built there), and both runs record the same digest. The registry asks for
+    credentials: they come from the Docker config and appear in no output or report."""
+    import registry_server
+
+    repo = f"{registry.address}/dsrepro-test/{project.name}"
+    project.ini(dsrepro_registry=repo)
+    project.ignore("baselines", "*.json")
+    project.pytester.makepyfile(test_shared=VALUE_TEST)
+    env = {"DOCKER_CONFIG": str(registry.docker_config)}
+    first = run_with_env(project.pytester, "--in-docker", "--dsrepro-update",
+                         "--dsrepro-report=first.json", **env)
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["dsrepro: image dsrepro/*:* built in *s",
+                                f"dsrepro: image dsrepro/*:* pushed to {repo}:* (sha256:*)"])
+    second = run_with_env(project.pytester, "--in-docker", "--dsrepro-report=second.json",
+                          DOCKER_HOST=gpu_engine.url, **env)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines([f"dsrepro: image dsrepro/*:* pulled from {repo}:* (sha256:*)",
+                                 "reproduced 1, diverged 0*"])
+    assert "building" not in second.stdout.str()
+    (digest,) = _digests(project.path / "first.json")
+    assert digest.startswith(f"{repo}@sha256:")
+    assert _digests(project.path / "second.json") == {digest}  # in the container's provenance too
+    recorded = (project.path / "baselines" / "tests" / "test_shared" / "test_value.yaml")
+    assert f"image_digest: {digest}" in recorded.read_text()  # recorded on the first engine
+    token = base64.b64encode(f"{registry_server.USER}:{registry_server.PASSWORD}".encode())
+    for text in (first.stdout.str(), first.stderr.str(), second.stdout.str(),
+                 second.stderr.str(), (project.path / "first.json").read_text(),
+                 (project.path / "second.json").read_text(), recorded.read_text()):
+        assert registry_server.PASSWORD not in text and token.decode() not in text
+
+
+def test_a_registry_that_cannot_be_reached_is_said_and_the_image_built_here(
+        project: Project) -> None:
+    project.ini(dsrepro_registry="127.0.0.1:9/nobody/here")
+    project.pytester.makepyfile(test_shared=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+                                                               "pass"))
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "dsrepro: registry 127.0.0.1:9/nobody/here not reachable (*); building here",
+        "dsrepro: image dsrepro/*:* built in *s",
+        "dsrepro: image not pushed to 127.0.0.1:9/nobody/here (*); other hosts will build it",
+    ])
+
+
+def test_a_malformed_registry_is_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_shared=VALUE_TEST)
+    result = project.run("--in-docker", "--dsrepro-registry=127.0.0.1:5000/team/p:latest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*dsrepro_registry '127.0.0.1:5000/team/p:latest' is not a "
+                                 "repository: *without a tag*"])
+
+
+DRIFT = """
+import os, site, time
+
+version = f"1.{time.time_ns()}"  # a new version at every build: an unpinned dependency
+folder = os.path.join(site.getsitepackages()[0], f"drifty-{version}.dist-info")
+os.makedirs(folder)
+with open(os.path.join(folder, "METADATA"), "w") as handle:
+    handle.write(f"Metadata-Version: 2.1\\nName: drifty\\nVersion: {version}\\n")
+"""
+
+
+def test_the_rebuild_check_names_packages_that_drift(project: Project,
+                                                     docker_client: Any) -> None:
+    (project.path / "drift.py").write_text(DRIFT)
+    project.dockerfile("COPY drift.py /drift.py", "RUN python /drift.py")
+    project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+                                                            "pass"))
+    project.run("--in-docker").assert_outcomes(passed=1)  # the image in use
+    checked = project.run("--in-docker", "--dsrepro-rebuild-check")
+    checked.assert_outcomes(passed=1)
+    assert checked.ret == pytest.ExitCode.TESTS_FAILED  # the items passed; the rebuild drifted
+    checked.stdout.fnmatch_lines([
+        "dsrepro: rebuild check: building dsrepro/*-rebuild-check without any cache",
+        "dsrepro: rebuild check: a rebuild without cache differs from dsrepro/* in 1 package(s):",
+        "dsrepro:   drifty 1.* -> 1.*",
+        "rebuild check: 1 package(s) differ in a rebuild without cache: drifty 1.* -> 1.*",
+    ])
+    assert not [tag for image in project.images(docker_client) for tag in image.tags
+                if tag.endswith("-rebuild-check")]
+
+
+def test_the_rebuild_check_passes_a_pinned_image(project: Project) -> None:
+    project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+                                                            "pass"))
+    checked = project.run("--in-docker", "--dsrepro-rebuild-check")
+    assert checked.ret == pytest.ExitCode.OK
+    checked.stdout.fnmatch_lines(["dsrepro: rebuild check: a rebuild without cache has the "
+                                  "packages of dsrepro/*"])
+
+
+def test_a_rebuild_from_the_same_inputs_with_another_digest_is_named() -> None:
+    recorded = {"image_hash": "ab" * 32, "image_digest": "r/p@sha256:" + "1" * 64}
+    same = provenance.changes(recorded, dict(recorded))
+    assert same == []
+    moved = provenance.changes(recorded, {**recorded, "image_digest": "r/p@sha256:" + "2" * 64})
+    assert moved == [{"kind": "image", "text": "image rebuilt from the same inputs: digest "
+                                               "111111111111 -> 222222222222"}]
