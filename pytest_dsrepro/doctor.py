@@ -91,7 +91,10 @@ def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str,
             say(f"-- files: could not probe ({exc})")
             return
     forced = f"; dsrepro_transfer = {settings.transfer}" if settings.transfer != "auto" else ""
-    if seen:
+    if seen is None:
+        say(f"-- files: could not probe: {image} has no 'cat' to read the probe's token; the "
+            "repository is mounted unless dsrepro_transfer = copy")
+    elif seen:
         say(f"ok files: the engine sees this machine's folders: the repository is mounted{forced}")
     else:
         say("ok files: the engine cannot see this machine's folders: the repository is copied "

@@ -72,13 +72,12 @@ def _default_socket() -> str:
     return "unix:///var/run/docker.sock"
 
 
-def resolve(setting: str | None = None) -> Address:
+def resolve(setting: str | None = None, source: str = "dsrepro_engine") -> Address:
     """The engine, as the Docker CLI finds it: ``dsrepro_engine`` (a URL or a context name),
     ``DOCKER_HOST``, ``DOCKER_CONTEXT``, the current context of the Docker config, then the
     default and rootless sockets."""
     if setting:
-        return Address(setting, "dsrepro_engine") if "://" in setting \
-            else _context(setting, "dsrepro_engine")
+        return Address(setting, source) if "://" in setting else _context(setting, source)
     if os.environ.get("DOCKER_HOST"):
         return Address(os.environ["DOCKER_HOST"], "DOCKER_HOST")
     if os.environ.get("DOCKER_CONTEXT"):

@@ -83,6 +83,30 @@ def _difference(entry: dict[str, Any], rootdir: Path) -> str:
     return "\n".join(parts)
 
 
+def _matrix(matrix: dict[str, Any] | None, engines: dict[str, Any]) -> str:
+    """Matrix mode: item x engine statuses, and what differs between the engines."""
+    if not matrix or not matrix["items"]:
+        return ""
+    labels = list(matrix["engines"])
+    head = "".join(f"<th>{_e(label)}<br><span class=\"muted\">"
+                   f"{_e((engines.get(label) or {}).get('kind') or '')}</span></th>"
+                   for label in labels)
+    rows = "".join(
+        f"<tr><td>{_e(base)}</td>" + "".join(
+            f'<td><span class="status {_e(row.get(label, "-"))}">{_e(row.get(label, "-"))}'
+            "</span></td>" for label in labels) + "</tr>"
+        for base, row in matrix["items"].items())
+    facts = "".join(
+        f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{_e(values.get(label, '-'))}</td>"
+                                            for label in labels) + "</tr>"
+        for name, values in matrix["differences"].items())
+    return ('<h2>Item x engine</h2><table id="matrix"><tr><th>item</th>' + head + "</tr>"
+            + rows + "</table>"
+            + ("<h3>Differs between engines</h3><table id=\"engine-facts\"><tr><th></th>"
+               + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>" + facts
+               + "</table>" if facts else ""))
+
+
 def render(doc: dict[str, Any], rootdir: Path) -> str:
     """The page for one report document (see :mod:`pytest_dsrepro.report`)."""
     run, counts = doc["run"], doc["counts"]
@@ -128,9 +152,9 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
         details.append("\n".join(section) + "</section>")
     table = ('<h2>Items</h2><table id="items"><tr><th>item</th><th>kind</th><th>where</th>'
              "<th>status</th><th>duration</th><th>baseline</th></tr>" + "".join(rows) + "</table>")
-    unused = ""
+    unused = _matrix(doc.get("matrix"), run.get("engines") or {})
     if doc["unused_baselines"]:
-        unused = "<h2>Unused baselines</h2><ul>" + "".join(
+        unused += "<h2>Unused baselines</h2><ul>" + "".join(
             f"<li>{_e(path)}</li>" for path in doc["unused_baselines"]) + "</ul>"
     body = "\n".join([*head, table, *(["<h2>What differs</h2>"] if details else []), *details,
                       unused])

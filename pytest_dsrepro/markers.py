@@ -31,11 +31,12 @@ class ContainerSpec:
     cpus: float | None = None
     memory: int | None = None
     network: str = "none"
+    engine: str | None = None  # the label of one of --dsrepro-engines; None: the engine
 
     @property
     def group(self) -> tuple[Any, ...]:
         """Items with equal groups share one container."""
-        return (self.gpu, self.cpus, self.memory, self.network)
+        return (self.gpu, self.cpus, self.memory, self.network, self.engine)
 
 
 def parse_gpu(value: Any, where: str) -> Gpu:

@@ -132,7 +132,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if host is None:
         return ["dsrepro: container items run on the host (use --in-docker to run them in "
                 "the project's image)"]
-    return [f"dsrepro: container items run in the project's image ({host.executor.header()})"]
+    return host.header()
 
 
 def _under(path: Path, folders: tuple[Path, ...]) -> bool:
@@ -176,6 +176,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if is_container_item(item, settings):
             extra = getattr(item, "container_settings", None)
             item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
+    if host_session_of(config) is not None and settings.engines \
+            and settings.engines_mode == "matrix":
+        from pytest_dsrepro.matrix import expand
+
+        items[:] = expand(items, [label for label, _ in settings.engines])
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,12 +17,14 @@ import pytest
 from pytest_dsrepro import protocol
 from pytest_dsrepro.executors import Worker
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+from pytest_dsrepro.matrix import inner_nodeid
 
 if TYPE_CHECKING:
     from pytest_dsrepro.remote import RemoteCollection
 
 POLL_SECONDS = 0.5
 WHERE_ATTRIBUTE = "dsrepro_where"  # set on every report of a container item, travels with it
+ENGINE_ATTRIBUTE = "dsrepro_engine"  # with --dsrepro-engines: the label of the engine
 
 
 @dataclasses.dataclass
@@ -56,6 +58,8 @@ def host_report(item: pytest.Item, when: str, outcome: str, longrepr: Any,
         duration=duration, start=now - duration, stop=now,
     )
     setattr(report, WHERE_ATTRIBUTE, "container")
+    spec = item.stash.get(SPEC_KEY, None)
+    setattr(report, ENGINE_ATTRIBUTE, spec.engine if spec is not None else None)
     hook.pytest_runtest_logreport(report=report)
     hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
@@ -99,7 +103,10 @@ class Replay:
         self.worker = worker
         self.spec = spec
         self.items = items
-        self.by_id = {item.nodeid: item for item in items}
+        self.by_id = {inner_nodeid(item): item for item in items}
+        # matrix mode: the container's node ids, plus the engine's label, are the host's
+        self.suffix = f"@{spec.engine}" if spec.engine and any(
+            item.nodeid != inner_nodeid(item) for item in items) else ""
         self.done: set[str] = set()
         self.running: dict[int, tuple[pytest.Item, float]] = {}  # process number -> item, start
         self.finished = False
@@ -115,19 +122,24 @@ class Replay:
 
     def run(self) -> Outcome:
         while True:
-            deadline = self._first_deadline()
-            wait = POLL_SECONDS
-            if deadline is not None:
-                wait = max(0.05, min(POLL_SECONDS, deadline[0] - time.monotonic()))
-            try:
-                event = self.worker.next_event(wait)
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline[0]:
-                    return self._timed_out(deadline[1], deadline[2])
-                continue
-            outcome = self._handle(event)
+            outcome = self.step(POLL_SECONDS)
             if outcome is not None:
                 return outcome
+
+    def step(self, longest: float) -> Outcome | None:
+        """Handle at most one event, waiting up to ``longest`` seconds (less before a deadline);
+        the outcome once the worker is done with."""
+        deadline = self._first_deadline()
+        wait = longest
+        if deadline is not None:
+            wait = max(0.0, min(longest, deadline[0] - time.monotonic()))
+        try:
+            event = self.worker.next_event(wait)
+        except queue.Empty:
+            if deadline is not None and time.monotonic() >= deadline[0]:
+                return self._timed_out(deadline[1], deadline[2])
+            return None
+        return self._handle(event)
 
     def _first_deadline(self) -> tuple[float, pytest.Item, float] | None:
         deadlines = [(started + timeout, item, started) for item, started in self.running.values()
@@ -145,10 +157,13 @@ class Replay:
             starting = self.by_id.get(event["nodeid"])
             if starting is not None:
                 self.running[int(event.get("w", 0))] = (starting, time.monotonic())
-            hook.pytest_runtest_logstart(nodeid=event["nodeid"], location=tuple(event["location"]))
+            hook.pytest_runtest_logstart(nodeid=event["nodeid"] + self.suffix,
+                                         location=tuple(event["location"]))
         elif kind == protocol.REPORT:
             report = hook.pytest_report_from_serializable(config=self.config, data=event["data"])
+            report.nodeid += self.suffix
             setattr(report, WHERE_ATTRIBUTE, "container")
+            setattr(report, ENGINE_ATTRIBUTE, self.spec.engine)
             hook.pytest_runtest_logreport(report=report)
         elif kind == protocol.COLLECTREPORT:
             report = hook.pytest_report_from_serializable(config=self.config, data=event["data"])
@@ -158,7 +173,8 @@ class Replay:
                 "warning_message": warning_message(event["warning"]), "when": event["when"],
                 "nodeid": event.get("nodeid", ""), "location": None})
         elif kind == protocol.LOGFINISH:
-            hook.pytest_runtest_logfinish(nodeid=event["nodeid"], location=tuple(event["location"]))
+            hook.pytest_runtest_logfinish(nodeid=event["nodeid"] + self.suffix,
+                                          location=tuple(event["location"]))
             self.done.add(event["nodeid"])
             self.running.pop(int(event.get("w", 0)), None)
             if should_stop(self.session):
@@ -186,10 +202,10 @@ class Replay:
         timeout = self.timeout_of(item) or 0.0
         host_report(item, "call", "failed", f"timeout: the item ran longer than {timeout:g}s; its "
                     "container was stopped", time.monotonic() - started)
-        self.done.add(item.nodeid)
+        self.done.add(inner_nodeid(item))
         if should_stop(self.session):
             return Outcome([], stop=True)
-        return Outcome([i for i in self.items if i.nodeid not in self.done])
+        return Outcome([i for i in self.items if inner_nodeid(i) not in self.done])
 
     def _after_exit(self, cause: str | None = None) -> Outcome:
         """Fail what the worker left unreported: the items it was running, then the rest."""
@@ -199,7 +215,7 @@ class Replay:
                 self.memory_text(item)[0].isdigit() for item in in_flight):
             # SIGKILL under a memory limit: an engine that does not report OOMKilled (Podman)
             ending = dataclasses.replace(ending, oom_killed=True)
-        rest = [i for i in self.items if i.nodeid not in self.done and i not in in_flight]
+        rest = [i for i in self.items if inner_nodeid(i) not in self.done and i not in in_flight]
         tail = "\n".join(ending.log_tail)
         for current in in_flight:
             if cause is not None:

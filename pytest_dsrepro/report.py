@@ -24,6 +24,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "nodeid": record.nodeid,
         "kind": record.kind,
         "where": record.where,
+        "engine": record.engine,
         "outcome": record.final_outcome,
         "status": record.status,
         "duration": round(record.duration, 6),
@@ -65,6 +66,7 @@ def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
                 "host": provenance.collect(), "container": container},
         "counts": summary.counts(),
         "drift": summary.drift(),
+        "matrix": summary.matrix(),
         "unused_baselines": [store.display(path) for path in summary.unused()],
         "items": [_item(record) for record in summary.records.values()],
     }

@@ -12,6 +12,7 @@ Three shapes, as pytest-xdist splits a session:
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import uuid
@@ -22,6 +23,7 @@ import pytest
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import Executor
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+from pytest_dsrepro.matrix import inner_nodeid
 from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.remote import RemoteCollection
 from pytest_dsrepro.replay import MissingPackages, Replay, host_report, should_stop, skip_report
@@ -53,15 +55,49 @@ class HostSession:
         if self.xdist_worker:  # the controller has the image ready: use it as given
             image = getattr(config, "workerinput", {}).get(XDIST_IMAGE)
             if image:
-                import dataclasses
-
                 for_executor = dataclasses.replace(settings, image=image)
-        self.executor: Executor = config.hook.pytest_dsrepro_make_executor(
-            config=config, settings=for_executor, session_id=self.session_id, say=self.say)
+        self.executors: dict[str, Executor] = {}  # by label, with --dsrepro-engines
+        if settings.engines:
+            self._check_engines()
+            for label, engine in settings.engines:
+                self.executors[label] = config.hook.pytest_dsrepro_make_executor(
+                    config=config, settings=dataclasses.replace(for_executor, engine=engine),
+                    session_id=self.session_id, say=self._labelled(label))
+            self.executor: Executor = next(iter(self.executors.values()))
+        else:
+            self.executor = config.hook.pytest_dsrepro_make_executor(
+                config=config, settings=for_executor, session_id=self.session_id, say=self.say)
         self._collection: RemoteCollection | None = None
         self._gpus_seen: bool | None = None  # from xdist workers
 
+    def _check_engines(self) -> None:
+        if self.xdist_controller or self.xdist_worker:
+            raise DsreproUsageError("--dsrepro-engines and pytest-xdist (-n) do not combine: the "
+                                    "engines already run side by side; drop -n")
+        if self.settings.update and self.settings.engines_mode == "matrix":
+            raise DsreproUsageError(
+                "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
+                "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
+                "on all.")
+
+    def executor_for(self, spec: ContainerSpec) -> Executor:
+        """The executor of the spec's engine (``--dsrepro-engines``), else the one."""
+        return self.executors.get(spec.engine or "", self.executor)
+
     # -- talking to the user ----------------------------------------------------------------------
+
+    def _labelled(self, label: str) -> Any:
+        return lambda line: self.say(f"[{label}] {line}")
+
+    def header(self) -> list[str]:
+        if not self.executors:
+            return [f"dsrepro: container items run in the project's image "
+                    f"({self.executor.header()})"]
+        mode = self.settings.engines_mode
+        return [f"dsrepro: container items run in the project's image on "
+                f"{len(self.executors)} engines ({mode})",
+                *(f"dsrepro:   {label}: {executor.header()}"
+                  for label, executor in self.executors.items())]
 
     def say(self, line: str) -> None:
         """One ``dsrepro:`` line on pytest's terminal, flushed at once: a build's progress must
@@ -79,6 +115,9 @@ class HostSession:
             reporter.flush()
 
     def describe(self) -> list[str]:
+        if self.executors:
+            return [f"[{label}] {line}" for label, executor in self.executors.items()
+                    for line in executor.describe()]
         lines = self.executor.describe()
         if self._gpus_seen is not None:
             from pytest_dsrepro.executors import gpu_words
@@ -89,6 +128,10 @@ class HostSession:
 
     def facts(self) -> dict[str, Any]:
         facts = self.executor.facts()
+        if self.executors:
+            facts["engines"] = {label: {**executor.facts(),
+                                        "kind": getattr(executor, "kind", "engine")}
+                                for label, executor in self.executors.items()}
         if facts.get("gpus_available") is None and self._gpus_seen is not None:
             facts["gpus_available"] = self._gpus_seen
         return facts
@@ -128,7 +171,8 @@ class HostSession:
                 self.config.workeroutput[XDIST_GPUS] = gpus  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        self.executor.close()
+        for executor in self.executors.values() or [self.executor]:
+            executor.close()
 
     # -- GPUs --------------------------------------------------------------------------------------
 
@@ -137,15 +181,18 @@ class HostSession:
         wanting = [i for i in items if SPEC_KEY in i.stash and i.stash[SPEC_KEY].gpu]
         if not wanting or config.option.collectonly or self.xdist_worker:
             return []
+        if self.executors:
+            return []  # each engine's GPU items are skipped or run as its own run_group finds
         where = self.executor.where()
         if self.executor.gpus_available():
             return [f"dsrepro: GPUs: available from {where} ({len(wanting)} GPU item(s))"]
         then = "fail (--dsrepro-require-gpu)" if self.settings.require_gpu else "are skipped"
         return [f"dsrepro: GPUs: not available from {where}; {len(wanting)} GPU item(s) {then}"]
 
-    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item]) -> bool:
+    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item],
+                     executor: Executor) -> bool:
         """GPU items where there is none: skipped, or failed under require_gpu; False to stop."""
-        reason = self.executor.no_gpu_reason()
+        reason = executor.no_gpu_reason()
         for item in items:
             if self.settings.require_gpu:
                 host_report(item, "setup", "failed",
@@ -222,7 +269,8 @@ class HostSession:
         in_container = [item for item in session.items if SPEC_KEY in item.stash]
         on_host = [item for item in session.items if SPEC_KEY not in item.stash]
         if in_container:
-            self.executor.prepare()
+            for executor in self.executors.values() or [self.executor]:
+                executor.prepare()
         for index, item in enumerate(on_host):
             nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
@@ -233,13 +281,65 @@ class HostSession:
             groups.setdefault(spec.group, (spec, []))[1].append(item)
         previous = _terminate_as_interrupt()
         try:
-            for spec, items in groups.values():
-                if not self.run_group(session, spec, items):
-                    break
+            if self.executors:
+                self._run_on_engines(session, list(groups.values()))
+            else:
+                for spec, items in groups.values():
+                    if not self.run_group(session, spec, items):
+                        break
         finally:
             _restore_terminate(previous)
         _raise_if_stopping(session)
         return True
+
+    def _run_on_engines(self, session: pytest.Session,
+                        groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """The engines side by side: each runs its groups one after another (matrix: the
+        groups of its own items; spread: its share, longest first)."""
+        from pytest_dsrepro import matrix
+
+        labels = list(self.executors)
+        if self.settings.engines_mode == "spread":
+            shares = matrix.spread(groups, labels, matrix.last_durations(self.settings))
+            lanes = {label: [(dataclasses.replace(spec, engine=label), items)
+                             for spec, items in shares[label]] for label in labels}
+        else:
+            lanes = {label: [(spec, items) for spec, items in groups if spec.engine == label]
+                     for label in labels}
+        running: dict[str, tuple[ContainerSpec, Replay]] = {}
+        try:
+            while True:
+                for label, pending in lanes.items():
+                    while label not in running and pending:
+                        spec, items = pending.pop(0)
+                        executor = self.executors[label]
+                        if spec.gpu and not executor.gpus_available():
+                            if not self._without_gpu(session, items, executor):
+                                return
+                            continue
+                        worker = executor.start(spec, self.request(
+                            [inner_nodeid(i) for i in items], requirements(items),
+                            workers=self.settings.workers))
+                        running[label] = (spec, Replay(session, worker, spec, items))
+                if not running:
+                    return
+                for label, (spec, replay) in list(running.items()):
+                    try:
+                        outcome = replay.step(0.05 / len(running))
+                    except MissingPackages as exc:
+                        raise DsreproUsageError(
+                            self.executors[label].missing(exc.packages)) from None
+                    if outcome is None:
+                        continue
+                    replay.worker.remove()
+                    del running[label]
+                    if outcome.stop:
+                        return
+                    if outcome.rerun:
+                        lanes[label].insert(0, (spec, outcome.rerun))
+        finally:
+            for _, replay in running.values():
+                replay.worker.remove()  # a forced removal also kills
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
@@ -256,10 +356,10 @@ class HostSession:
                   items: list[pytest.Item]) -> bool:
         """Run one group's items, in fresh workers after a timeout; False to stop."""
         if spec.gpu and not self.executor.gpus_available():
-            return self._without_gpu(session, items)
+            return self._without_gpu(session, items, self.executor)
         pending = list(items)
         while pending:
-            request = self.request([i.nodeid for i in pending], requirements(pending),
+            request = self.request([inner_nodeid(i) for i in pending], requirements(pending),
                                    workers=self.settings.workers)
             worker = self.executor.start(spec, request)
             try:

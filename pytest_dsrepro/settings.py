@@ -64,6 +64,32 @@ def parse_bool(text: str) -> bool:
     raise DsreproUsageError(f"{text!r} is not a boolean (use true or false)")
 
 
+def parse_engines(entries: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--dsrepro-engines``: ``(label, engine)`` pairs. An entry is a context name, an engine URL
+    or ``LABEL=ENGINE``; a URL's label is its host (tcp, ssh) or its socket's path (unix)."""
+    found: list[tuple[str, str]] = []
+    for entry in (part.strip() for text in entries for part in str(text).split(",")):
+        if not entry:
+            continue
+        label, sep, engine = entry.partition("=")
+        if not sep or "://" in label:
+            label, engine = "", entry
+        if not label:
+            scheme, _, rest = engine.partition("://")
+            label = (rest.rsplit("@", 1)[-1] if scheme in ("tcp", "ssh", "http", "https")
+                     else rest) if rest else engine
+        if not re.fullmatch(r"[\w.:/+-]+", label):
+            raise DsreproUsageError(f"engine label {label!r} (dsrepro_engines) may hold letters, "
+                                    "digits and . _ - + : / only; name it with LABEL=ENGINE")
+        if any(label == known for known, _ in found):
+            raise DsreproUsageError(f"engine label {label!r} is given twice in dsrepro_engines")
+        found.append((label, engine))
+    if len(found) == 1:
+        raise DsreproUsageError("dsrepro_engines names one engine; name two or more, or use "
+                                "dsrepro_engine for one")
+    return tuple(found)
+
+
 def parse_registry(text: str) -> str:
     """A registry repository without tag or digest: ``host:port/org/project``."""
     value = text.strip().rstrip("/")
@@ -147,6 +173,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "the engine: a URL (unix://, tcp://, ssh://) or a Docker context name "
            "(default: DOCKER_HOST, DOCKER_CONTEXT, the current context, the default socket)",
            metavar="ENGINE"),
+    Option("engines", "run container items on several engines: names of Docker contexts or "
+           "engine URLs, comma-separated, each optionally LABEL=ENGINE", "linelist", (),
+           metavar="ENGINES"),
+    Option("engines_mode", "with several engines: matrix (default: every item on every engine) "
+           "or spread (groups shared out to finish sooner)", metavar="MODE"),
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
@@ -257,6 +288,8 @@ class Settings:
     timeout: float | None = None
     scratch: Path | None = None
     engine: str | None = None
+    engines: tuple[tuple[str, str], ...] = ()  # (label, engine) of --dsrepro-engines
+    engines_mode: str = "matrix"
     transfer: str = "auto"
     python: str = "python"
     notebooks: tuple[str, ...] = ()
@@ -314,6 +347,9 @@ class Settings:
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,
             engine=raw_value(config, "engine") or None,
+            engines=parse_engines(list(raw_value(config, "engines"))),
+            engines_mode=_choice(raw_value(config, "engines_mode") or "matrix", "engines_mode",
+                                 ("matrix", "spread")),
             transfer=_choice(raw_value(config, "transfer") or "auto", "transfer",
                              ("auto", "mount", "copy")),
             python=raw_value(config, "python") or "python",

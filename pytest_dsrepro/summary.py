@@ -12,7 +12,7 @@ import pytest
 
 from pytest_dsrepro.lifecycle import DECISIVE, Verdict, headline
 from pytest_dsrepro.provenance import KINDS, texts
-from pytest_dsrepro.replay import WHERE_ATTRIBUTE
+from pytest_dsrepro.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
 from pytest_dsrepro.state import (
     host_session_of,
@@ -40,6 +40,7 @@ class ItemRecord:
     dsrepro: dict[str, Any] = dataclasses.field(default_factory=dict)
     message: str = ""
     finished: bool = False  # its teardown was reported
+    engine: str | None = None  # the label of the engine that ran it (--dsrepro-engines)
 
     @property
     def final_outcome(self) -> str:
@@ -101,10 +102,12 @@ class Summary:
         nodeid = report.nodeid
         record = self.records.get(nodeid)
         if record is None:
-            kind = "notebook" if nodeid.split("::")[0].endswith(".ipynb") else "test"
+            path = nodeid.split("::")[0].split("@")[0]  # notebook.ipynb@engine in a matrix
+            kind = "notebook" if path.endswith(".ipynb") else "test"
             inside = getattr(report, WHERE_ATTRIBUTE, None) == "container"
             where = "container" if inside or nodeid in self.in_container else "host"
             record = self.records[nodeid] = ItemRecord(nodeid, kind, where)
+        record.engine = getattr(report, ENGINE_ATTRIBUTE, None) or record.engine
         record.duration += float(report.duration or 0.0)
         record.finished = record.finished or report.when == "teardown"
         if report.failed:
@@ -143,6 +146,15 @@ class Summary:
         """Whether the session had anything to do with reproducibility."""
         return bool(self.in_container or self.written or any(r.dsrepro or r.kind == "notebook"
                                              for r in self.records.values()) or self.unused())
+
+    def matrix(self) -> dict[str, Any] | None:
+        """Item x engine verdicts in matrix mode (``--dsrepro-engines``), else None."""
+        settings = settings_of(self.config)
+        if not settings.in_docker or not settings.engines or settings.engines_mode != "matrix":
+            return None
+        from pytest_dsrepro.matrix import table
+
+        return table(list(self.records.values()), [label for label, _ in settings.engines])
 
     def drift(self) -> dict[str, dict[str, Any]]:
         """Items that reproduced although something changed since their baselines were
@@ -224,6 +236,12 @@ class Summary:
             write(f"baselines unchanged: {unchanged}")
         for line in self.drift_lines():
             write(line)
+        matrix = self.matrix()
+        if matrix is not None:
+            from pytest_dsrepro.matrix import lines
+
+            for line in lines(matrix, (host.facts() if host is not None else {}).get("engines", {})):
+                write(line)
         store = store_of(self.config)
         for unused in self.unused():
             write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "

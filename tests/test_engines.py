@@ -93,7 +93,7 @@ def test_the_doctor_reports_what_the_engine_offers(project: Project, remote_engi
     assert here.ret == 0
     here.stdout.fnmatch_lines([
         "pytest-dsrepro doctor, for *",
-        "ok engine: unix://* (Docker *, from the default socket)",
+        "ok engine: unix://* (*, from *)",
         "ok Dockerfile: */Dockerfile",
         "ok base image dsrepro-test/base:* is in the engine",
         "ok files: the engine sees this machine's folders: the repository is mounted",

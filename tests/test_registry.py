@@ -27,10 +27,10 @@ def _digests(report: Path) -> set[str]:
     """The image digests a JSON report names: the host's, and the containers' provenance."""
     document = json.loads(report.read_text())
     found = {document["run"]["image_digest"]}
-    for provenance in [document["run"]["container"],
+    for facts in [document["run"]["container"],
                        *(item["run_provenance"] for item in document["items"])]:
-        if provenance:
-            found.add(provenance["image_digest"])
+        if facts:
+            found.add(facts["image_digest"])
     return found
 
 

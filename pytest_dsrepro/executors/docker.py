@@ -288,7 +288,8 @@ class DockerExecutor:
         self.session_id = session_id
         self.say = say
         self.images = ImageSource(settings, self._say_now, config.get_verbosity() > 0)
-        self.address = engine.resolve(settings.engine)
+        self.address = engine.resolve(
+            settings.engine, "dsrepro_engines" if settings.engines else "dsrepro_engine")
         self._client: Any = None
         self._scratch: Path | None = None
         self._own_scratch = False
