@@ -44,7 +44,12 @@ def pytest_dsrepro_compare_output(what: str, kind: str, expected: Any, obtained:
 @pytest.hookimpl(trylast=True)
 def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, session_id: str,
                                  say: Callable[[str], None]) -> Any:
-    """The plugin's own executor, after any of the project's: containers on the Docker engine."""
+    """The plugin's own executor, after any of the project's: containers on the Docker engine,
+    or SLURM job steps that start them on a node's engine (``dsrepro_executor = "slurm"``)."""
+    if settings.executor == "slurm":
+        from pytest_dsrepro.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(config, settings, session_id, say)
     from pytest_dsrepro.executors.docker import DockerExecutor
 
     return DockerExecutor(config, settings, session_id, say)

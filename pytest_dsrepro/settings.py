@@ -178,6 +178,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="ENGINES"),
     Option("engines_mode", "with several engines: matrix (default: every item on every engine) "
            "or spread (groups shared out to finish sooner)", metavar="MODE"),
+    Option("executor", "where container groups run: docker (default: this machine's engine) or "
+           "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME"),
+    Option("slurm_args", "extra srun arguments for every job step, e.g. --partition=gpu "
+           "--account=lab (ini: one a line)", "linelist", (), metavar="ARG"),
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
@@ -290,6 +294,8 @@ class Settings:
     engine: str | None = None
     engines: tuple[tuple[str, str], ...] = ()  # (label, engine) of --dsrepro-engines
     engines_mode: str = "matrix"
+    executor: str = "docker"
+    slurm_args: tuple[str, ...] = ()
     transfer: str = "auto"
     python: str = "python"
     notebooks: tuple[str, ...] = ()
@@ -350,6 +356,10 @@ class Settings:
             engines=parse_engines(list(raw_value(config, "engines"))),
             engines_mode=_choice(raw_value(config, "engines_mode") or "matrix", "engines_mode",
                                  ("matrix", "spread")),
+            executor=_choice(raw_value(config, "executor") or "docker", "executor",
+                             ("docker", "slurm")),
+            slurm_args=tuple(arg for entry in raw_value(config, "slurm_args")
+                             for arg in str(entry).split()),
             transfer=_choice(raw_value(config, "transfer") or "auto", "transfer",
                              ("auto", "mount", "copy")),
             python=raw_value(config, "python") or "python",

@@ -10,7 +10,8 @@
 # serves the Docker API on $DSREPRO_PODMAN_SOCKET (/run/dsrepro-podman.sock)
 # with the base image loaded; with --ssh, that an OpenSSH server exists (the
 # tests start their own on loopback, to reach an engine by ssh://); with
-# --registry, that Debian's docker-registry exists (the tests serve their own).
+# --registry, that Debian's docker-registry exists (the tests serve their own);
+# with --slurm, that a one-node SLURM cluster answers (scripts/slurm.sh).
 set -euo pipefail
 
 BASE_IMAGE=${DSREPRO_BASE_IMAGE:-python:3.11-slim}
@@ -183,6 +184,7 @@ for option in "$@"; do
     --podman) ensure_podman ;;
     --ssh) ensure_ssh ;;
     --registry) ensure_registry ;;
-    *) die "unknown option $option (known: --browser, --podman, --ssh, --registry)" ;;
+    --slurm) bash "$(dirname "$0")/slurm.sh" ;;
+    *) die "unknown option $option (known: --browser, --podman, --ssh, --registry, --slurm)" ;;
   esac
 done

@@ -1,0 +1,158 @@
+"""The SLURM executor on a real one-node cluster (scripts/slurm.sh): each container group is a
+job step that starts the container on the node's engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project, container_ids, unavailable
+from pytest_dsrepro.executors.slurm import srun_resources
+from pytest_dsrepro.markers import ContainerSpec
+from test_example import copy_example
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    if shutil.which("srun") is None:
+        unavailable("no SLURM client commands (bash scripts/provision.sh --slurm)")
+    answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                            timeout=30)
+    usable = {"idle", "mixed", "allocated", "completing"}
+    if answer.returncode != 0 or not usable & set(answer.stdout.split()):
+        unavailable(f"no SLURM node answers: {answer.stdout}{answer.stderr}"
+                    " (bash scripts/provision.sh --slurm)")
+
+
+def jobs(name_prefix: str) -> dict[str, str]:
+    """Job name -> state, from SLURM's job completion records (``sacct -c``)."""
+    out = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobName,State"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return {name: state for name, _, state in (line.partition("|") for line in out.splitlines())
+            if name.startswith(name_prefix)}
+
+
+def queued(prefix: str = "dsrepro-") -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [name for name in out.split() if name.startswith(prefix)]
+
+
+def test_marker_keywords_become_srun_resources() -> None:
+    spec = ContainerSpec(gpu=2, timeout=90, cpus=1.5, memory=512 * 1024**2)
+    assert srun_resources(spec, items=3) == ["--cpus-per-task=2", "--mem=512M", "--gres=gpu:2",
+                                             "--time=6"]
+    assert srun_resources(ContainerSpec(gpu=("0", "1", "2"))) == ["--gres=gpu:3"]
+    assert srun_resources(ContainerSpec()) == []
+
+
+SLOW = """
+import time, pytest
+
+@pytest.mark.container
+def test_slow():
+    time.sleep(120)
+"""
+
+
+def _session_label(output: str) -> str:
+    found = re.findall(r"dsrepro-([0-9a-f]{12})-", output)
+    return found[0] if found else ""
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_the_tiny_project_runs_as_job_steps(project: Project) -> None:
+    project.ini(dsrepro_executor="slurm")
+    project.ignore("baselines", "*.xml")
+    project.pytester.makepyfile(test_s="""
+        import pytest
+
+        @pytest.mark.container
+        def test_fails():
+            assert 1 == 2
+
+        @pytest.mark.container(cpus=1)
+        def test_value(baseline):
+            baseline.check("value", 0.5)
+    """)
+    before = set(jobs("dsrepro-"))
+    recorded = project.run("--in-docker", "--dsrepro-update", "-k", "value")
+    recorded.assert_outcomes(passed=1, deselected=1)
+    recorded.stdout.fnmatch_lines(["dsrepro: container items run in the project's image "
+                                   "(SLURM job steps (srun), each on its node's engine; here: *"])
+    result = project.run("--in-docker", "--junitxml=out.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["reproduced 1, diverged 0*", "*assert 1 == 2*"])
+    assert 'name="test_fails"' in (project.path / "out.xml").read_text()
+    ran = {name: state for name, state in jobs("dsrepro-").items() if name not in before}
+    # one step per group; the failing test's step ends with pytest's exit status 1
+    assert sorted(ran.values()) == ["COMPLETED", "COMPLETED", "FAILED"], ran
+    first = project.pytester.runpytest_subprocess("--in-docker", "-x")  # the cache for --lf
+    first.assert_outcomes(failed=1)  # -x: the other group's step never starts
+    again = project.pytester.runpytest_subprocess("--in-docker", "--lf", "-v")
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["run-last-failure: *", "test_s.py::test_fails FAILED*"])
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_the_example_reproduces_under_slurm(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker", "-o", "dsrepro_executor=slurm"], cwd=folder,
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^reproduced 6, diverged 0, missing baseline 0, stale 0, skipped 1",
+                     result.stdout, re.MULTILINE), result.stdout
+    assert "SLURM job steps" in result.stdout
+
+
+def _start_slow(project: Project) -> tuple[subprocess.Popen[str], list[str]]:
+    project.ini(dsrepro_executor="slurm")
+    project.pytester.makepyfile(test_slow=SLOW)
+    before = set(queued())
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (mine := [name for name in queued() if name not in before]):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the job step never appeared in squeue"
+        time.sleep(0.3)
+    return proc, mine
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_ctrl_c_cancels_the_job(project: Project, docker_client: Any) -> None:
+    proc, mine = _start_slow(project)
+    time.sleep(2)  # the container has started on the node
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output
+    deadline = time.monotonic() + 60
+    while set(mine) & set(queued()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not set(mine) & set(queued())
+    assert jobs(mine[0]) == {mine[0]: "CANCELLED"}
+    assert container_ids(docker_client, proc.pid) == []
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_job_slurm_kills_fails_its_item_with_slurms_reason(project: Project,
+                                                            docker_client: Any) -> None:
+    proc, mine = _start_slow(project)
+    time.sleep(2)
+    subprocess.run(["scancel", "--name", mine[0]], check=True, timeout=30)
+    output = proc.communicate(timeout=180)[0]
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert re.search(r"CANCELLED AT \S+", output), output
+    assert "1 failed" in output
+    assert container_ids(docker_client, proc.pid) == []
