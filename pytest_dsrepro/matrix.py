@@ -104,8 +104,10 @@ def _fact(provenance: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def table(records: list[Any], labels: list[str]) -> dict[str, Any]:
-    """Item x engine verdicts and the provenance facts that differ between engines.
+def table(records: list[Any], labels: list[str],
+          kinds: dict[str, str] | None = None) -> dict[str, Any]:
+    """Item x engine verdicts and the facts that differ between engines: each engine's kind and
+    version (``kinds``), then the provenance the items recorded.
 
     ``records`` are the summary's item records (``nodeid``, ``status``, ``dsrepro``)."""
     suffixes = {f"@{label}": label for label in labels}
@@ -120,7 +122,9 @@ def table(records: list[Any], labels: list[str]) -> dict[str, Any]:
                 if provenance and label not in seen:
                     seen[label] = provenance
                 break
-    differing = {}
+    differing: dict[str, dict[str, Any]] = {}
+    if kinds and len(set(kinds.values())) > 1:
+        differing["engine"] = dict(kinds)
     for name, path in COMPARED:
         values = {label: _fact(seen[label], path) for label in labels if label in seen}
         if len({json.dumps(value, sort_keys=True) for value in values.values()}) > 1:
@@ -128,7 +132,7 @@ def table(records: list[Any], labels: list[str]) -> dict[str, Any]:
     return {"engines": labels, "items": rows, "differences": differing}
 
 
-def lines(matrix: dict[str, Any], engine_facts: dict[str, dict[str, Any]]) -> list[str]:
+def lines(matrix: dict[str, Any]) -> list[str]:
     """The matrix as terminal lines: one row per item, one column per engine."""
     labels = list(matrix["engines"])
     rows = matrix["items"]
@@ -143,11 +147,7 @@ def lines(matrix: dict[str, Any], engine_facts: dict[str, dict[str, Any]]) -> li
     for base, row in rows.items():
         out.append("  " + base.ljust(width) + "  " + "  ".join(
             row.get(label, "-").ljust(w) for label, w in zip(labels, columns)).rstrip())
-    kinds = {label: facts.get("kind") for label, facts in engine_facts.items()}
-    differing = dict(matrix["differences"])
-    if len(set(kinds.values())) > 1:
-        differing = {"engine": kinds, **differing}
-    for name, values in differing.items():
+    for name, values in matrix["differences"].items():
         out.append(f"differs between engines: {name}: "
                    + "; ".join(f"{label} {_short(value)}" for label, value in values.items()))
     return out

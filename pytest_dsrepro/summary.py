@@ -154,7 +154,10 @@ class Summary:
             return None
         from pytest_dsrepro.matrix import table
 
-        return table(list(self.records.values()), [label for label, _ in settings.engines])
+        host = host_session_of(self.config)
+        engines = (host.facts() if host is not None else {}).get("engines") or {}
+        return table(list(self.records.values()), [label for label, _ in settings.engines],
+                     {label: str(facts.get("kind")) for label, facts in engines.items()})
 
     def drift(self) -> dict[str, dict[str, Any]]:
         """Items that reproduced although something changed since their baselines were
@@ -240,7 +243,7 @@ class Summary:
         if matrix is not None:
             from pytest_dsrepro.matrix import lines
 
-            for line in lines(matrix, (host.facts() if host is not None else {}).get("engines", {})):
+            for line in lines(matrix):
                 write(line)
         store = store_of(self.config)
         for unused in self.unused():

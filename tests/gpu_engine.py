@@ -15,13 +15,14 @@ import dataclasses
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import processes
 
 HOOK = """#!/bin/sh
 # stand-in for the NVIDIA hook: record the call and the container id from the OCI state on stdin
@@ -94,12 +95,7 @@ def start(docker_client: Any, images: list[str], *, kind: str = "gpu",
     finally:
         if client is not None:
             client.close()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        processes.stop(daemon, wait=30)
         log.close()
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(root, ignore_errors=True)

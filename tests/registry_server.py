@@ -7,7 +7,6 @@ import base64
 import dataclasses
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +14,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+import processes
 
 USER, PASSWORD = "dsrepro", "s3cret-registry-password"
 
@@ -66,9 +67,4 @@ def start(folder: Path) -> Iterator[Registry]:
             time.sleep(0.2)
         yield Registry(f"127.0.0.1:{port}", config)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process)

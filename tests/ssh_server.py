@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import processes
 
 
 @dataclasses.dataclass
@@ -75,9 +76,4 @@ def start(folder: Path, engine_url: str) -> Iterator[SshEngine]:
             time.sleep(0.3)
         yield SshEngine(f"ssh://root@127.0.0.1:{port}", path)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        processes.stop(server)

@@ -61,11 +61,13 @@ class _Record:
 def test_the_table_shows_verdicts_and_what_differs_between_engines() -> None:
     matrix = table([_Record("nb/a.ipynb@x", "reproduced", "Xeon"),
                     _Record("nb/a.ipynb@y", "diverged", "EPYC"),
-                    _Record("t.py::test_b@x", "reproduced", "Xeon")], ["x", "y"])
+                    _Record("t.py::test_b@x", "reproduced", "Xeon")], ["x", "y"],
+                   {"x": "Docker 20.10", "y": "Podman 4.3"})
     assert matrix["items"] == {"nb/a.ipynb": {"x": "reproduced", "y": "diverged"},
                                "t.py::test_b": {"x": "reproduced"}}
-    assert matrix["differences"] == {"CPU": {"x": "Xeon", "y": "EPYC"}}
-    shown = lines(matrix, {"x": {"kind": "Docker 20.10"}, "y": {"kind": "Podman 4.3"}})
+    assert matrix["differences"] == {"engine": {"x": "Docker 20.10", "y": "Podman 4.3"},
+                                     "CPU": {"x": "Xeon", "y": "EPYC"}}
+    shown = lines(matrix)
     assert shown[2].split() == ["nb/a.ipynb", "reproduced", "diverged"]
     assert shown[3].split() == ["t.py::test_b", "reproduced", "-"]
     assert "differs between engines: engine: x Docker 20.10; y Podman 4.3" in shown

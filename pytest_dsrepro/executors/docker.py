@@ -137,6 +137,20 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
     return options
 
 
+def take_line(raw: bytes, events: queue.Queue[dict[str, Any]], tail: deque[str]) -> None:
+    """One line of a worker's standard output: an event onto ``events`` (a broken one as
+    ``INVALID``), or other output onto the log ``tail``."""
+    try:
+        event = protocol.decode(raw)
+    except protocol.ProtocolError as exc:
+        events.put({"e": protocol.INVALID, "message": str(exc)})
+        return
+    if event is None:
+        tail.append(raw.decode("utf-8", "replace"))
+    else:
+        events.put(event)
+
+
 class WorkerContainer:
     """A started container whose events arrive on a queue read by the main thread: a
     :class:`~pytest_dsrepro.executors.Worker`."""
@@ -193,15 +207,7 @@ class WorkerContainer:
             self.events.put({"e": protocol.EOF})
 
     def _line(self, raw: bytes) -> None:
-        try:
-            event = protocol.decode(raw)
-        except protocol.ProtocolError as exc:
-            self.events.put({"e": protocol.INVALID, "message": str(exc)})
-            return
-        if event is None:
-            self.stderr_tail.append(raw.decode("utf-8", "replace"))
-        else:
-            self.events.put(event)
+        take_line(raw, self.events, self.stderr_tail)
 
     def next_event(self, timeout: float | None) -> dict[str, Any]:
         """The next event; ``queue.Empty`` after ``timeout`` seconds."""

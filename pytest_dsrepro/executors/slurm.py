@@ -29,6 +29,7 @@ from pytest_dsrepro.executors.docker import (
     DockerExecutor,
     container_options,
     plugin_source,
+    take_line,
 )
 from pytest_dsrepro.markers import ContainerSpec
 
@@ -90,16 +91,7 @@ class SrunWorker:
     def _pump(self) -> None:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
-            line = raw.rstrip(b"\n")
-            try:
-                event = protocol.decode(line)
-            except protocol.ProtocolError as exc:
-                self.events.put({"e": protocol.INVALID, "message": str(exc)})
-                continue
-            if event is None:
-                self.stderr_tail.append(line.decode("utf-8", "replace"))
-            else:
-                self.events.put(event)
+            take_line(raw.rstrip(b"\n"), self.events, self.stderr_tail)
         self.events.put({"e": protocol.EOF})
 
     def next_event(self, timeout: float | None) -> dict[str, Any]:
