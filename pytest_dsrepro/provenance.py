@@ -139,11 +139,12 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
     old_hash, new_hash = recorded.get("image_hash"), current.get("image_hash")
     if old_hash and new_hash and old_hash != new_hash:
         add("image", f"image content {old_hash[:12]} -> {new_hash[:12]}")
-    old_digest = str(recorded.get("image_digest") or "").rpartition("@")[2]
-    new_digest = str(current.get("image_digest") or "").rpartition("@")[2]
-    if old_hash == new_hash and old_digest and new_digest and old_digest != new_digest:
-        add("image", f"image rebuilt from the same inputs: digest {old_digest[7:19]} -> "
-                     f"{new_digest[7:19]}")
+    if old_hash == new_hash and recorded.get("image_digest") and current.get("image_digest") \
+            and recorded.get("image_id") and recorded.get("image_id") != current.get("image_id"):
+        # both from a registry, with the same inputs, yet another image (its id is its config's
+        # digest, the same on every engine; manifest digests differ between Docker and Podman)
+        add("image", f"image rebuilt from the same inputs: "
+                     f"{str(recorded.get('image_id'))[7:19]} -> {str(current.get('image_id'))[7:19]}")
     old_files, new_files = recorded.get("build_files") or {}, current.get("build_files") or {}
     if old_files and new_files:
         named = {change["text"].split(" ")[0] for change in found}  # inputs said already

@@ -8,8 +8,7 @@ included); nothing here prints or keeps them.
 from __future__ import annotations
 
 from typing import Any
-
-from pytest_dsrepro.engine import first_line
+from urllib.parse import quote
 
 
 class RegistryError(Exception):
@@ -21,58 +20,126 @@ def reference(registry: str, content_hash: str) -> tuple[str, str]:
     return registry, content_hash[:16]
 
 
+def _stream(client: Any, action: str, registry: str, tag: str) -> Any:
+    """Pull or push ``<registry>:<tag>`` with the Docker config's credentials; the engine's
+    decoded progress stream. A loopback registry is asked for without TLS, as Docker does by
+    itself: Podman is asked through its own API, which alone takes ``tlsVerify=false``."""
+    from docker import auth
+
+    api = client.api
+    host, _ = auth.resolve_repository_name(registry)
+    headers = {}
+    header = auth.get_config_header(api, host)
+    if header:
+        headers["X-Registry-Auth"] = header
+    reference = f"{registry}:{tag}"
+    if _loopback(host) and _podman(client):
+        libpod = f"{api.base_url}/v4.0.0/libpod/images"
+        url, params = ((f"{libpod}/pull", {"reference": reference}) if action == "pull" else
+                       (f"{libpod}/{quote(reference, safe='')}/push",
+                        {"destination": reference}))
+        params["tlsVerify"] = "false"
+    elif action == "pull":
+        url, params = api._url("/images/create"), {"fromImage": registry, "tag": tag}
+    else:
+        url, params = api._url("/images/{0}/push", registry), {"tag": tag}
+    response = api._post(url, params=params, headers=headers, stream=True, timeout=None)
+    api._raise_for_status(response)
+    return _chunks(response)
+
+
+def _chunks(response: Any) -> Any:
+    """The engine's progress as dicts: a JSON object a line (text that is not JSON, as Podman's
+    push sends, counts as progress)."""
+    import json
+
+    for line in response.iter_lines():
+        text = line.decode("utf-8", "replace").strip() if isinstance(line, bytes) else line
+        if not text:
+            continue
+        try:
+            chunk = json.loads(text)
+        except ValueError:
+            chunk = {"stream": text}
+        yield chunk if isinstance(chunk, dict) else {"stream": text}
+
+
+def _podman(client: Any) -> bool:
+    try:
+        components = client.version().get("Components") or []
+    except Exception:
+        return False
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)
+
+
+def _loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name in ("localhost", "::1", "[::1]") or name.startswith("127.")
+
+
 def pull(client: Any, registry: str, content_hash: str) -> Any | None:
     """The image ``<registry>:<hash>`` pulled into the engine, or None where the registry does
     not have it. :class:`RegistryError` when the registry cannot be asked."""
     import docker.errors
+    import requests
 
     repository, tag = reference(registry, content_hash)
     try:
-        for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
+        for chunk in _stream(client, "pull", registry, tag):
             if "error" in chunk:
                 error = str(chunk["error"])
                 if _not_there(error):
                     return None
-                raise RegistryError(error.strip())
+                raise RegistryError(_first(error))
     except docker.errors.NotFound:
         return None
     except docker.errors.APIError as exc:
         if _not_there(str(exc.explanation or exc)):
             return None
-        raise RegistryError(first_line(exc)) from None
+        raise RegistryError(_first(str(exc.explanation or exc))) from None
+    except requests.RequestException as exc:
+        raise RegistryError(_first(str(exc))) from None
     return client.images.get(f"{repository}:{tag}")
 
 
 def push(client: Any, image: Any, registry: str, content_hash: str) -> str:
     """Push ``image`` as ``<registry>:<hash>``; its digest (``sha256:...``)."""
     import docker.errors
+    import requests
 
     repository, tag = reference(registry, content_hash)
     try:
         image.tag(repository, tag)
         digest = ""
-        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        for chunk in _stream(client, "push", registry, tag):
             if "error" in chunk:
-                raise RegistryError(str(chunk["error"]).strip())
+                raise RegistryError(_first(str(chunk["error"])))
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = str(aux["Digest"])
     except docker.errors.APIError as exc:
-        raise RegistryError(first_line(exc)) from None
+        raise RegistryError(_first(str(exc.explanation or exc))) from None
+    except requests.RequestException as exc:
+        raise RegistryError(_first(str(exc))) from None
     return digest or (repo_digest(client, image.id, registry) or "").rpartition("@")[2]
 
 
+def _first(error: str, limit: int = 200) -> str:
+    """The engine's message, one line, at most ``limit`` characters."""
+    line = error.strip().splitlines()[0] if error.strip() else "no message"
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def repo_digest(client: Any, image_id: str, registry: str | None) -> str:
-    """``repository@sha256:...`` of the image as a registry knows it: the one in ``registry``
-    first, else any; '' for an image no registry has given or taken."""
+    """``repository@sha256:...`` of the image as ``registry`` knows it ('' where it has not
+    given or taken it); without a registry, any repository's digest the engine knows."""
     try:
         digests = list(client.images.get(image_id).attrs.get("RepoDigests") or [])
     except Exception:
         return ""
     if registry:
         mine = [d for d in digests if d.rpartition("@")[0] == registry]
-        if mine:
-            return str(mine[0])
+        return str(mine[0]) if mine else ""
     return str(digests[0]) if digests else ""
 
 
