@@ -183,6 +183,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+SCRATCH_PREFIX = "dsrepro-scratch-"
+SCRATCH_OWNER = ".dsrepro-owner"  # the pid of the session that made a scratch folder
+
+
+def sweep_scratch(folder: Path) -> int:
+    """Remove the scratch folders under ``folder`` whose session on this host is gone (their
+    owner file names a dead pid); how many."""
+    import shutil
+
+    removed = 0
+    for scratch in folder.glob(SCRATCH_PREFIX + "*"):
+        try:
+            owner = scratch / SCRATCH_OWNER
+            host, _, pid = owner.read_text().partition(":")
+            if scratch.stat().st_uid != os.getuid() or host != socket.gethostname() \
+                    or _alive(int(pid)):
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(scratch, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def sweep(client: Any) -> list[str]:
     """Remove containers whose pytest process on this host is gone; return their names."""
     removed: list[str] = []

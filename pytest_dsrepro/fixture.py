@@ -67,7 +67,7 @@ class Baseline:
         tolerance = Tolerance(rtol=self.settings.rtol if rtol is None else rtol,
                               atol=self.settings.atol if atol is None else atol)
         found = Differences(tolerance)
-        stored = self.store.read_files(self.path, recorded[name])
+        stored = self.lifecycle.read_files(recorded[name])
         found.walk(name, recorded[name], encoded, stored, files)
         if found.numbers or found.other:
             written = {}

@@ -118,7 +118,8 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
                                     nodeids=share)
         children.append(subprocess.Popen(
             [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "DSREPRO_PROCESS": str(number)}))
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "DSREPRO_PROCESS": str(number), "DSREPRO_WATCH_STDIN": "0"}))
 
     def pump(child: subprocess.Popen[str]) -> None:
         assert child.stdout is not None
@@ -144,7 +145,28 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
     return code
 
 
+HOST_GONE = 75  # the exit status of a worker whose host went away
+
+
+def _watch_host() -> None:
+    """Exit when standard input closes: the host attached to it, and the engine closes it
+    when the host goes away (killed, its machine gone), so no worker outlives its session."""
+    own = os.dup(0)  # pytest's capture later puts /dev/null on descriptor 0
+
+    def watch() -> None:
+        try:
+            while os.read(own, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(HOST_GONE)
+
+    threading.Thread(target=watch, name="dsrepro-host-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    if os.environ.get("DSREPRO_WATCH_STDIN") == "1":
+        _watch_host()
     channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
     entry_point: bool | None

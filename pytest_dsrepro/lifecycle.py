@@ -107,6 +107,14 @@ class Lifecycle:
         annotate(self.item, provenance=self.recorded)
         return doc
 
+    def read_files(self, value: Any) -> dict[str, bytes]:
+        """The files beside the baseline that ``value`` names; a bad reference fails the item."""
+        __tracebackhide__ = True
+        try:
+            return self.store.read_files(self.path, value)
+        except BaselineError as exc:
+            self.fail(Verdict.CORRUPT, str(exc))
+
     def missing(self, what: str) -> NoReturn:
         """Part of the item has no record in an existing baseline."""
         __tracebackhide__ = True
@@ -155,8 +163,12 @@ class Lifecycle:
 
     def record(self, kind: str, body: dict[str, Any], files: dict[str, bytes]) -> None:
         """Write the baseline (``--dsrepro-update``): ``body`` with this run's provenance."""
+        __tracebackhide__ = True
         doc = {"kind": kind, "node": self.item.nodeid, "provenance": self.current(), **body}
-        status = self.store.write(self.path, doc, files)
+        try:
+            status = self.store.write(self.path, doc, files)
+        except BaselineError as exc:
+            pytest.fail(str(exc), pytrace=False)
         annotate(self.item, verdict=Verdict.RECORDED.value, status=status)
 
 

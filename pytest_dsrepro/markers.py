@@ -47,11 +47,22 @@ def parse_gpu(value: Any, where: str) -> Gpu:
         if value < 0:
             raise DsreproUsageError(f"{where}: gpu={value} must not be negative")
         return value if value else False
-    if isinstance(value, str):
-        return (value,) if value.lower() != "all" else True
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
-        return tuple(str(v) for v in value)
-    raise DsreproUsageError(f"{where}: gpu={value!r} must be True, a count or a list of ids")
+    if isinstance(value, str) and value.lower() == "all":
+        return True
+    ids = [value] if isinstance(value, str) else value
+    if isinstance(ids, (list, tuple)) and ids and all(_device_id(v) for v in ids):
+        return tuple(str(v) for v in ids)
+    raise DsreproUsageError(f"{where}: gpu={value!r} is not a GPU: use gpu=True, a count, or "
+                            "device ids such as '0' or 'GPU-<uuid>'")
+
+
+def _device_id(value: Any) -> bool:
+    """An index (``0``, ``'1'``), a GPU or MIG UUID (``GPU-...``, ``MIG-...``)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and (value.isdigit() or value.startswith(("GPU-", "MIG-")))
 
 
 def check_keywords(keywords: Iterable[str], where: str) -> None:

@@ -57,11 +57,33 @@ def wanted(path: Path, settings: Settings, session: pytest.Session) -> bool:
         return False  # a failed notebook kept as evidence is no notebook to run
     if session.isinitpath(path):
         return True
-    try:
-        rel = path.resolve().relative_to(settings.rootdir).as_posix()
+    try:  # as named (a link inside the repository matches; where it leads is checked later)
+        rel = Path(os.path.abspath(path)).relative_to(settings.rootdir).as_posix()
     except ValueError:
         return False
     return any(fnmatch.fnmatch(rel, pattern) for pattern in settings.notebooks)
+
+
+def outside(path: Path, rootdir: Path) -> str | None:
+    """Why a notebook cannot run: it lies outside the rootdir, or is a link that leads there."""
+    real = path.resolve()
+    if real.is_relative_to(rootdir.resolve()):
+        return None
+    named = Path(os.path.abspath(path))
+    if named.is_relative_to(rootdir) and named != real:
+        return (f"{named.relative_to(rootdir).as_posix()} is a link to {real}, outside the "
+                f"rootdir {rootdir}: pytest-dsrepro runs the repository's notebooks only")
+    return f"{named} is outside the rootdir {rootdir}: pytest-dsrepro runs the repository's " \
+           "notebooks only"
+
+
+class RefusedNotebook(pytest.File):
+    """A notebook that cannot run here: collecting it is an error that says why."""
+
+    reason = ""
+
+    def collect(self) -> Any:
+        raise self.CollectError(self.reason)
 
 
 def source_hash(source: str) -> str:
@@ -162,7 +184,7 @@ class NotebookItem(pytest.Item):
             lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
             return
         doc = lifecycle.load()
-        images = store.read_files(path, doc.get("cells") or [])
+        images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
 
     def _inputs(self) -> dict[str, dict[str, str]] | None:
@@ -248,6 +270,17 @@ def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
     return " and ".join(parts)
 
 
+def _check_kernel(name: str) -> None:
+    """A kernel that is not installed here fails the item in one line (not ``NoSuchKernel``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = sorted(KernelSpecManager().find_kernel_specs())
+    if name not in installed:
+        raise NotebookError(f"kernel {name!r} is not installed here (installed: "
+                            f"{', '.join(installed) or 'none'}); set the notebook's kernel or "
+                            "dsrepro_kernel, or install it in the image")
+
+
 def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellResult]:
     """Run ``notebook`` (as read from the item's file) cell by cell in its own folder; return the
     code cells' raw outputs."""
@@ -256,6 +289,7 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellR
 
     path = Path(item.path)
     kernel = settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name") or "python3"
+    _check_kernel(kernel)
     total = item.options.get("timeout")
     client = NotebookClient(
         notebook, timeout=int(settings.cell_timeout), kernel_name=kernel,

@@ -158,10 +158,16 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     if file_path.suffix != ".ipynb":
         return None
-    from pytest_dsrepro.notebook import NotebookItem, wanted
+    from pytest_dsrepro.notebook import NotebookItem, RefusedNotebook, outside, wanted
 
-    if not wanted(file_path, settings_of(parent.config), parent.session):
+    settings = settings_of(parent.config)
+    if not wanted(file_path, settings, parent.session):
         return None
+    refused = outside(file_path, settings.rootdir)
+    if refused is not None:
+        collector = RefusedNotebook.from_parent(parent, path=file_path)
+        collector.reason = refused
+        return collector
     nodeid = file_path.resolve().relative_to(parent.config.rootpath).as_posix()
     return NotebookItem.from_parent(parent, name=file_path.name, path=file_path, nodeid=nodeid)
 

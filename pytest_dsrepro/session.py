@@ -68,6 +68,8 @@ class HostSession:
             self.executor = config.hook.pytest_dsrepro_make_executor(
                 config=config, settings=for_executor, session_id=self.session_id, say=self.say)
         self._collection: RemoteCollection | None = None
+        # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
+        self._previous_terminate = _terminate_as_interrupt()
         self._gpus_seen: bool | None = None  # from xdist workers
 
     def _check_engines(self) -> None:
@@ -171,8 +173,11 @@ class HostSession:
                 self.config.workeroutput[XDIST_GPUS] = gpus  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        for executor in self.executors.values() or [self.executor]:
-            executor.close()
+        try:
+            for executor in self.executors.values() or [self.executor]:
+                executor.close()
+        finally:
+            _restore_terminate(self._previous_terminate)
 
     # -- GPUs --------------------------------------------------------------------------------------
 

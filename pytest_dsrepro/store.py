@@ -83,18 +83,47 @@ class Store:
         if not isinstance(doc, dict) or FORMAT_KEY not in doc:
             raise BaselineError(f"{self.display(path)}:1: not a pytest-dsrepro baseline (no "
                                 f"{FORMAT_KEY} header); delete it and run with --dsrepro-update")
-        if doc[FORMAT_KEY] != FORMAT_VERSION:
-            raise BaselineError(f"{self.display(path)}:1: baseline format {doc[FORMAT_KEY]} is not "
+        version = doc[FORMAT_KEY]
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise BaselineError(f"{self.display(path)}:1: baseline format {version} was written by "
+                                f"a newer pytest-dsrepro (this one reads {FORMAT_VERSION}); upgrade "
+                                "pytest-dsrepro to use it")
+        if version != FORMAT_VERSION:
+            raise BaselineError(f"{self.display(path)}:1: baseline format {version!r} is not "
                                 f"{FORMAT_VERSION}; rerun with --dsrepro-update")
+        wrong = _wrong_shape(doc)
+        if wrong:
+            raise BaselineError(f"{self.display(path)}:1: not a baseline of this shape: {wrong}; "
+                                "fix it, or delete it and run with --dsrepro-update")
         return doc
 
     def read_files(self, path: Path, value: Any) -> dict[str, bytes]:
-        """The files beside the baseline ``path`` that ``value`` (part of its document) names."""
-        return {name: (self.files_dir(path) / name).read_bytes() for name in _named_files(value)}
+        """The files beside the baseline ``path`` that ``value`` (part of its document) names:
+        only plain names inside its own folder, never a path that leaves it."""
+        folder = self.files_dir(path)
+        found = {}
+        for name in _named_files(value):
+            if Path(name).name != name or name in ("", ".", "..") or "\\" in name:
+                raise BaselineError(f"{self.display(path)}: names the file {name!r}, outside its "
+                                    f"folder {self.display(folder)}; fix it, or delete it and run "
+                                    "with --dsrepro-update")
+            try:
+                found[name] = (folder / name).read_bytes()
+            except OSError as exc:
+                raise BaselineError(f"{self.display(path)}: its file {name} cannot be read "
+                                    f"({exc.strerror}); rerun with --dsrepro-update") from None
+        return found
 
     def write(self, path: Path, doc: dict[str, Any], files: dict[str, bytes]) -> str:
         """Write files then the YAML, each atomically; return ``created``, ``changed`` or
-        ``unchanged``."""
+        ``unchanged``. A full disk or a refused write is a :class:`BaselineError`."""
+        try:
+            return self._write(path, doc, files)
+        except OSError as exc:
+            raise BaselineError(f"{self.display(path)} could not be written: "
+                                f"{exc.strerror or exc}; nothing was half-written") from None
+
+    def _write(self, path: Path, doc: dict[str, Any], files: dict[str, bytes]) -> str:
         text = HEADER + yaml.dump({FORMAT_KEY: FORMAT_VERSION, **doc}, Dumper=_Dumper,
                                   sort_keys=False, allow_unicode=True, width=100)
         old = path.read_text(encoding="utf-8") if path.exists() else None
@@ -133,6 +162,25 @@ def _named_files(value: Any) -> list[str]:
     if isinstance(value, list):
         return [name for v in value for name in _named_files(v)]
     return []
+
+
+# the top-level keys a baseline may hold, and the type each must have
+SHAPE = {"kind": str, "node": str, "provenance": dict, "cells": list, "values": dict}
+
+
+def _wrong_shape(doc: dict[str, Any]) -> str:
+    """What is not of the baseline's shape, in words; '' when all is."""
+    names = {str: "a string", dict: "a mapping", list: "a list"}
+    for key, kind in SHAPE.items():
+        if key in doc and not isinstance(doc[key], kind):
+            return (f"{key!r} is a {type(doc[key]).__name__}, where {names[kind]} belongs")
+    for index, cell in enumerate(doc.get("cells") or []):
+        if not isinstance(cell, dict):
+            return f"cells[{index}] is a {type(cell).__name__}, where a mapping belongs"
+        outputs = cell.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            return f"cells[{index}].outputs is not a list of mappings"
+    return ""
 
 
 def _same(old: str, new: str) -> bool:

@@ -10,7 +10,9 @@ import io
 import json
 import os
 import queue
+import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import threading
@@ -58,6 +60,7 @@ class RunConfig:
     gpu_env: tuple[tuple[str, str], ...] = ()
     copy: bool = False  # the engine cannot see this machine's folders: files are copied in
     as_root: bool = False  # rootless Podman: the container's root is the host's user
+    watch_host: bool = True  # the worker exits when its standard input (the host) closes
 
 
 def plugin_source() -> Path:
@@ -112,6 +115,7 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "PYTHONPATH": _pythonpath(run.image_env),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        **({"DSREPRO_WATCH_STDIN": "1"} if run.watch_host else {}),
     }
     options: dict[str, Any] = {
         "image": run.image,
@@ -123,7 +127,10 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "labels": run.labels,
         "network_mode": spec.network,
         "init": True,
-        "detach": True,
+        # watched: stdin is open, and (the SDK's "not detached") closed by the engine once the
+        # one attached client, the host, goes away
+        "detach": not run.watch_host,
+        "stdin_open": run.watch_host,
     }
     if run.as_root:  # rootless Podman: root inside is the host's user outside, so what the
         options["user"] = "0:0"  # container writes belongs to that user
@@ -135,6 +142,33 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         options["mem_limit"] = spec.memory
         options["memswap_limit"] = spec.memory
     return options
+
+
+FATAL = re.compile(r"Fatal Python error|Segmentation fault|Bus error|Illegal instruction|"
+                   r"Aborted|MemoryError")
+
+
+class LineBuffer:
+    """Bytes in, complete lines out, in time linear in the bytes: a chunk is searched for
+    newlines once, and a long line is kept as a list of parts until its end comes."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            self._parts.append(chunk)
+            return []
+        first = b"".join([*self._parts, lines[0]])
+        self._parts = [lines[-1]] if lines[-1] else []
+        return [first, *lines[1:-1]]
+
+    def rest(self) -> list[bytes]:
+        """What is left after the stream's end, as a last line."""
+        rest = b"".join(self._parts)
+        self._parts = []
+        return [rest] if rest else []
 
 
 def take_line(raw: bytes, events: queue.Queue[dict[str, Any]], tail: deque[str]) -> None:
@@ -162,10 +196,23 @@ class WorkerContainer:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.container = client.containers.create(**options)
+        self._stdin: Any = None
+        if options.get("stdin_open"):
+            self._hold_stdin()
         self.bring_back = bring_back  # copy mode: folders to copy back (whole entries?)
+        self.fatal: str | None = None  # the first fatal error line of the log
         self._reader: threading.Thread | None = None
         self._exit_code: int | None = None
         self._started = False
+
+    def _hold_stdin(self) -> None:
+        """Attach to the container's standard input and keep it open: when this process dies,
+        the engine closes it, and the worker, which watches it, exits."""
+        try:
+            self._stdin = self.client.api.attach_socket(
+                self.container.id, params={"stdin": 1, "stream": 1})
+        except Exception:  # a worker without the watch still ends with its items
+            self._stdin = None
 
     def exited(self, code: int) -> None:
         """The worker said it is done with this exit code; ``ending`` need not wait."""
@@ -178,26 +225,22 @@ class WorkerContainer:
         self._reader.start()
 
     def _pump(self) -> None:
-        pending = b""
-        err_pending = b""
+        out_lines, err_lines = LineBuffer(), LineBuffer()
         try:
             stream = self.client.api.attach(
                 self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
             )
             for out, err in stream:
                 if err:
-                    err_pending += err
-                    *lines, err_pending = err_pending.split(b"\n")
-                    self.stderr_tail.extend(line.decode("utf-8", "replace") for line in lines)
+                    for line in err_lines.feed(err):
+                        self._log(line.decode("utf-8", "replace"))
                 if out:
-                    pending += out
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
+                    for line in out_lines.feed(out):
                         self._line(line)
-            if pending:
-                self._line(pending)
-            if err_pending:
-                self.stderr_tail.append(err_pending.decode("utf-8", "replace"))
+            for line in out_lines.rest():
+                self._line(line)
+            for line in err_lines.rest():
+                self._log(line.decode("utf-8", "replace"))
             if self._exit_code is None:  # the stream ended early: is the engine still there?
                 self.client.ping()
         except Exception as exc:  # the engine went away: the replay fails the running item
@@ -205,6 +248,19 @@ class WorkerContainer:
                              "message": f"{self.address}: {engine.first_line(exc)}"})
         finally:
             self.events.put({"e": protocol.EOF})
+
+    def _log(self, line: str) -> None:
+        """A line of the worker's log: the tail keeps the last ones, and the first fatal error
+        (``Fatal Python error: Segmentation fault``, before its stack frames) is kept too."""
+        if self.fatal is None and FATAL.search(line):
+            self.fatal = line
+        self.stderr_tail.append(line)
+
+    def log_tail(self) -> list[str]:
+        tail = list(self.stderr_tail)
+        if self.fatal is not None and self.fatal not in tail:
+            tail.insert(0, self.fatal)
+        return tail
 
     def _line(self, raw: bytes) -> None:
         take_line(raw, self.events, self.stderr_tail)
@@ -222,7 +278,7 @@ class WorkerContainer:
     def ending(self) -> Ending:
         """Wait for the exit and say how it went."""
         if self._exit_code is not None:
-            return Ending(self._exit_code, False, list(self.stderr_tail))
+            return Ending(self._exit_code, False, self.log_tail())
         try:
             result = self.client.api.wait(self.container.id, timeout=60)
             code = int(result.get("StatusCode", -1))
@@ -232,7 +288,7 @@ class WorkerContainer:
             code, oom = None, False
         if self._reader is not None:
             self._reader.join(timeout=5)
-        return Ending(code, oom, list(self.stderr_tail))
+        return Ending(code, oom, self.log_tail())
 
     def ship_in(self, source: Path, target: Path) -> None:
         """Copy ``source`` from the host to ``target`` in the container (its parent must
@@ -273,6 +329,11 @@ class WorkerContainer:
             self.container.remove(force=True)
         except Exception:  # removed already, or the engine is gone: the next sweep takes it
             pass
+        if self._stdin is not None:
+            try:
+                self._stdin.close()
+            except Exception:
+                pass
 
 
 def _hash_seed(image_env: tuple[str, ...]) -> dict[str, str]:
@@ -379,6 +440,9 @@ class DockerExecutor:
         swept = engine.sweep(self._client)
         if swept:
             self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
+        folders = engine.sweep_scratch(Path(tempfile.gettempdir()))
+        if folders:
+            self._notes.append(f"removed {folders} scratch folder(s) left by killed sessions")
 
     def prepare(self) -> None:
         self._settle()
@@ -493,7 +557,9 @@ class DockerExecutor:
                 self._scratch = self.settings.scratch
                 self._scratch.mkdir(parents=True, exist_ok=True)
             else:
-                self._scratch = Path(tempfile.mkdtemp(prefix="dsrepro-scratch-")).resolve()
+                self._scratch = Path(tempfile.mkdtemp(prefix=engine.SCRATCH_PREFIX)).resolve()
+                (self._scratch / engine.SCRATCH_OWNER).write_text(
+                    f"{socket.gethostname()}:{os.getpid()}")
                 self._own_scratch = True
         return self._scratch
 

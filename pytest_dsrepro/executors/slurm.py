@@ -8,6 +8,7 @@ pull it from ``dsrepro_registry``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -192,7 +193,7 @@ class SlurmExecutor(DockerExecutor):
         return False
 
     def start(self, spec: ContainerSpec, request: protocol.Request) -> SrunWorker:  # type: ignore[override]
-        run = self.run_config()
+        run = dataclasses.replace(self.run_config(), watch_host=False)  # the step is cancelled
         command = [run.python, "-m", "pytest_dsrepro.launch", "--request", request.to_json()]
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
