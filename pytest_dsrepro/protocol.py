@@ -36,6 +36,17 @@ EOF = "_eof"  # the stream ended
 CHILD_ONLY = frozenset({START, FINISH, EXIT, COLLECTED})
 
 
+# the fields each event must carry, with their types: a line that lacks one is broken
+FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    LOGSTART: {"nodeid": str, "location": list},
+    LOGFINISH: {"nodeid": str, "location": list},
+    REPORT: {"data": dict},
+    COLLECTREPORT: {"data": dict},
+    WARNING: {"warning": dict, "when": str},
+    EXIT: {"code": int},
+}
+
+
 class ProtocolError(Exception):
     """A line that claims to be an event but is not one this version knows."""
 
@@ -53,12 +64,16 @@ def decode(line: str | bytes) -> dict[str, Any] | None:
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
     try:
         event = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(event, dict) or not isinstance(event.get("e"), str):
         return None
     if event["e"] not in EVENTS:
         raise ProtocolError(f"unknown event {event['e']!r}: {text.strip()[:200]}")
+    for name, kind in FIELDS.get(event["e"], {}).items():
+        if not isinstance(event.get(name), kind) or isinstance(event.get(name), bool):
+            raise ProtocolError(f"event {event['e']!r} without a valid {name!r}: "
+                                f"{text.strip()[:200]}")
     return event
 
 

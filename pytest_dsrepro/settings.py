@@ -90,6 +90,19 @@ def parse_engines(entries: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def parse_privileges(text: str) -> str:
+    """``restricted``, or ``engine: <why>`` (the engine's defaults, with the reason said)."""
+    value = str(text).strip()
+    if value == "restricted":
+        return value
+    kind, _, why = value.partition(":")
+    if kind.strip() == "engine" and why.strip():
+        return f"engine: {why.strip()}"
+    raise DsreproUsageError(
+        f"dsrepro_privileges {text!r}: use restricted, or 'engine: <why>' to keep the engine's "
+        "default capabilities (the reason is printed with every run)")
+
+
 def parse_registry(text: str) -> str:
     """A registry repository without tag or digest: ``host:port/org/project``."""
     value = text.strip().rstrip("/")
@@ -182,6 +195,8 @@ OPTIONS: tuple[Option, ...] = (
            "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME"),
     Option("slurm_args", "extra srun arguments for every job step, e.g. --partition=gpu "
            "--account=lab (ini: one a line)", "linelist", (), metavar="ARG"),
+    Option("privileges", "restricted (default: no new privileges, no capabilities) or "
+           "'engine: <why>' to keep the engine's defaults", metavar="POLICY"),
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
     Option("python", "Python command inside the image (default: python)", metavar="CMD"),
@@ -295,6 +310,7 @@ class Settings:
     engines: tuple[tuple[str, str], ...] = ()  # (label, engine) of --dsrepro-engines
     engines_mode: str = "matrix"
     executor: str = "docker"
+    privileges: str = "restricted"  # or "engine: <why>"
     slurm_args: tuple[str, ...] = ()
     transfer: str = "auto"
     python: str = "python"
@@ -356,6 +372,7 @@ class Settings:
             engines=parse_engines(list(raw_value(config, "engines"))),
             engines_mode=_choice(raw_value(config, "engines_mode") or "matrix", "engines_mode",
                                  ("matrix", "spread")),
+            privileges=parse_privileges(raw_value(config, "privileges") or "restricted"),
             executor=_choice(raw_value(config, "executor") or "docker", "executor",
                              ("docker", "slurm")),
             slurm_args=tuple(arg for entry in raw_value(config, "slurm_args")

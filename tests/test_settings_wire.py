@@ -23,6 +23,7 @@ FLAGS = [
     "--dsrepro-workers=3", "--dsrepro-timeout=7", "--dsrepro-scratch=/tmp/dsrepro-scr",
     "--dsrepro-engine=tcp://127.0.0.1:2375", "--dsrepro-engines=a=tcp://127.0.0.1:1,ctx",
     "--dsrepro-engines-mode=spread", "--dsrepro-executor=slurm", "--dsrepro-slurm-args=-p x",
+    "--dsrepro-privileges=engine: ptrace",
     "--dsrepro-transfer=copy", "--dsrepro-python=python3",
     "--dsrepro-notebooks=nb/*.ipynb", "--dsrepro-kernel=k",
     "--dsrepro-baselines=golden", "--dsrepro-artifacts=arts", "--dsrepro-report=r.json",

@@ -61,6 +61,7 @@ class RunConfig:
     copy: bool = False  # the engine cannot see this machine's folders: files are copied in
     as_root: bool = False  # rootless Podman: the container's root is the host's user
     watch_host: bool = True  # the worker exits when its standard input (the host) closes
+    restricted: bool = True  # no new privileges, no capabilities (dsrepro_privileges)
 
 
 def plugin_source() -> Path:
@@ -132,6 +133,9 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "detach": not run.watch_host,
         "stdin_open": run.watch_host,
     }
+    if run.restricted:  # setuid programs gain nothing; no capability is kept
+        options["security_opt"] = ["no-new-privileges"]
+        options["cap_drop"] = ["ALL"]
     if run.as_root:  # rootless Podman: root inside is the host's user outside, so what the
         options["user"] = "0:0"  # container writes belongs to that user
     if spec.gpu:
@@ -531,6 +535,8 @@ class DockerExecutor:
     def describe(self) -> list[str]:
         copied = "; files copied in" if self._run_config is not None and self._run_config.copy \
             else ""
+        if self.settings.privileges != "restricted":
+            copied += f"; the engine's default privileges ({self.settings.privileges[8:]})"
         lines = [f"{self.images.describe()}; engine {self.address.url}{copied}; "
                  f"GPUs {gpu_words(self._gpu)}"]
         if self._rebuilt:
@@ -571,7 +577,7 @@ class DockerExecutor:
             image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
             invocation = Path(self.config.invocation_params.dir)
             workdir = invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
-            self._run_config = RunConfig(
+            config = RunConfig(
                 image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
                 scratch=self.scratch(), writable=self.writable_folders(),
                 env={**_hash_seed(image_env),
@@ -583,7 +589,11 @@ class DockerExecutor:
                      "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
                 gpu_env=s.gpu_env, copy=self._copies(image.id), as_root=self._rootless_podman(),
+                restricted=s.privileges == "restricted",
             )
+            if not config.copy:
+                refuse_inner_mounts(s.rootdir, config.writable)
+            self._run_config = config
         return self._run_config
 
     def _copies(self, image: str) -> bool:
@@ -602,10 +612,14 @@ class DockerExecutor:
         return True
 
     def writable_folders(self) -> tuple[Path, ...]:
-        """The artifacts folder, and the baselines folder in update mode only."""
-        artifacts = self.settings.artifacts
-        artifacts.mkdir(parents=True, exist_ok=True)
-        return (artifacts, self.settings.baselines) if self.settings.update else (artifacts,)
+        """The artifacts folder, and the baselines folder in update mode only; one that is a
+        link out of the repository is refused."""
+        s = self.settings
+        folders = (s.artifacts, s.baselines) if s.update else (s.artifacts,)
+        for folder, option in zip(folders, ("dsrepro_artifacts", "dsrepro_baselines")):
+            leaves_repository(folder, s.rootdir, option)
+        s.artifacts.mkdir(parents=True, exist_ok=True)
+        return folders
 
     def start(self, spec: ContainerSpec, request: protocol.Request) -> WorkerContainer:
         """A container running ``request``: the prestarted one when its group fits."""
@@ -671,6 +685,51 @@ class DockerExecutor:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
             self._client.close()
+
+
+def leaves_repository(folder: Path, rootdir: Path, option: str) -> None:
+    """Refuse a writable folder inside the repository that is a link leading out of it: the
+    containers would write there. (A folder set outside the repository is the user's choice.)"""
+    named = Path(os.path.abspath(folder))
+    if not named.is_relative_to(rootdir):
+        return
+    real = named.resolve()
+    if not real.is_relative_to(rootdir.resolve()):
+        raise DsreproUsageError(
+            f"{named.relative_to(rootdir).as_posix()} ({option}) leads to {real}, outside the "
+            "repository: containers would write there.\n  Remove the link, or set "
+            f"{option} to a folder of your choice explicitly.")
+
+
+def mounts_below(rootdir: Path, mountinfo: str = "/proc/self/mountinfo") -> list[Path]:
+    """Mount points strictly inside ``rootdir`` on this machine."""
+    root = rootdir.resolve()
+    found = []
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = Path(fields[4].replace("\\040", " "))
+            if point != root and point.is_relative_to(root):
+                found.append(point)
+    return found
+
+
+def refuse_inner_mounts(rootdir: Path, writable: tuple[Path, ...]) -> None:
+    """A separate filesystem mounted inside the repository stays writable under the read-only
+    bind of the repository (the engine's bind is not recursively read-only): refused."""
+    allowed = [folder.resolve() for folder in writable]
+    inner = [point for point in mounts_below(rootdir)
+             if not any(point == a or point.is_relative_to(a) for a in allowed)]
+    if inner:
+        shown = ", ".join(point.relative_to(rootdir.resolve()).as_posix() for point in inner)
+        raise DsreproUsageError(
+            f"{shown}: a separate mount inside the repository, which containers could write to "
+            "(the engine's read-only bind does not reach mounts below it).\n  Move it out of "
+            "the repository, or set dsrepro_transfer = copy.")
 
 
 GPU_CHECK = "import os, sys; sys.exit(0 if os.environ.get('NVIDIA_VISIBLE_DEVICES') else 1)"

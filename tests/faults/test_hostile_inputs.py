@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from figures import fault_figures  # noqa: F401  (autouse)
 
 from conftest import needs, run_with_env, unavailable
 from notebooks import write_notebook

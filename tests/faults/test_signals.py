@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from figures import fault_figures  # noqa: F401  (autouse)
 
 from conftest import Project, container_ids
 

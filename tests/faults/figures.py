@@ -1,0 +1,93 @@
+"""The fault suite's figures: after every fault, no container of its sessions left, no
+half-written baseline, no file that is not the user's, no traceback shown to the user. Each
+fault fails on any of these; the totals are printed at the end. Every fault module imports
+:func:`fault_figures` (an autouse fixture)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-written": 0,
+           "files not the user's": 0, "tracebacks shown": 0}
+
+
+def _session_containers() -> set[str]:
+    try:
+        import docker
+
+        from pytest_dsrepro.engine import LABEL_SESSION, connect
+
+        client = connect()
+    except Exception:  # no engine: the Docker faults fail on their own
+        return set()
+    try:
+        return {entry["Id"] for entry in
+                client.api.containers(all=True, filters={"label": LABEL_SESSION})}
+    except docker.errors.DockerException:
+        return set()
+    finally:
+        client.close()
+
+
+def _folder(request: pytest.FixtureRequest) -> Path | None:
+    for name in ("pytester", "nbproject", "project"):
+        value = request.node.funcargs.get(name)
+        if value is not None:
+            return Path(value.path)
+    return None
+
+
+class Totals:
+    """Registered once: counts the faults that survived and prints the figures."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        report = yield
+        if report.when == "teardown" and report.passed and "fault_figures" in item.fixturenames:
+            FIGURES["survived"] += 1
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if FIGURES["faults"]:
+            terminalreporter.section("fault suite")
+            terminalreporter.line(", ".join(f"{name} {count}" for name, count in FIGURES.items()))
+
+
+@pytest.fixture(autouse=True)
+def fault_figures(request: pytest.FixtureRequest,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    manager = request.config.pluginmanager
+    if manager.get_plugin("dsrepro-fault-figures") is None:
+        manager.register(Totals(), "dsrepro-fault-figures")
+    before = _session_containers()
+    outputs: list[str] = []
+    original = pytest.Pytester.runpytest_subprocess
+
+    def recording(self: pytest.Pytester, *args: Any, **kwargs: Any) -> pytest.RunResult:
+        result = original(self, *args, **kwargs)
+        outputs.append(result.stdout.str() + result.stderr.str())
+        return result
+
+    monkeypatch.setattr(pytest.Pytester, "runpytest_subprocess", recording)
+    yield
+    leaked = _session_containers() - before
+    folder = _folder(request)
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] \
+        if folder is not None and folder.exists() else []
+    half = [p for p in files if p.name.startswith(".") and p.name.endswith(".tmp")]
+    foreign = [p for p in files if p.stat().st_uid != os.getuid()]
+    tracebacks = sum("Traceback (most recent call last)" in text for text in outputs)
+    FIGURES["faults"] += 1
+    FIGURES["containers leaked"] += len(leaked)
+    FIGURES["baselines half-written"] += len(half)
+    FIGURES["files not the user's"] += len(foreign)
+    FIGURES["tracebacks shown"] += tracebacks
+    assert not leaked, f"containers left by the fault's sessions: {sorted(leaked)}"
+    assert not half, f"half-written files: {half}"
+    assert not foreign, f"files that are not the user's: {foreign}"
+    assert not tracebacks, "a traceback was shown to the user"
