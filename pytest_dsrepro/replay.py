@@ -210,6 +210,8 @@ class Replay:
     def _after_exit(self, cause: str | None = None) -> Outcome:
         """Fail what the worker left unreported: the items it was running, then the rest."""
         ending = self.worker.ending()
+        if cause is None and ending.lost:
+            cause = ending.lost
         in_flight = [item for item, _ in self.running.values()]
         if not ending.oom_killed and ending.exit_code == 137 and cause is None and any(
                 self.memory_text(item)[0].isdigit() for item in in_flight):

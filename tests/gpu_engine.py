@@ -59,7 +59,7 @@ def start(docker_client: Any, images: list[str], *, kind: str = "gpu",
         hook.write_text(HOOK)
         hook.chmod(0o755)
     bridge = f"dsr{kind}{os.getpid() % 100000}"  # at most 15 characters
-    offset = {"gpu": 200, "rem": 150}[kind]
+    offset = {"gpu": 200, "rem": 150, "die": 100}[kind]
     subnet = f"10.{offset + os.getpid() % 50}.{os.getpid() % 250}.1/24"
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "addr", "add", subnet, "dev", bridge], check=True)

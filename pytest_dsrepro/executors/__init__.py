@@ -29,6 +29,7 @@ class Ending:
     exit_code: int | None
     oom_killed: bool
     log_tail: list[str]
+    lost: str = ""  # the engine stopped answering before it said how the worker ended
 
 
 class Worker(Protocol):

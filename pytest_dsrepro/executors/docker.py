@@ -283,16 +283,18 @@ class WorkerContainer:
         """Wait for the exit and say how it went."""
         if self._exit_code is not None:
             return Ending(self._exit_code, False, self.log_tail())
+        lost = ""
         try:
             result = self.client.api.wait(self.container.id, timeout=60)
             code = int(result.get("StatusCode", -1))
             state = self.client.api.inspect_container(self.container.id)["State"]
             oom = bool(state.get("OOMKilled"))
-        except Exception:
+        except Exception as exc:  # the engine stopped, or is stopping: it cannot say
             code, oom = None, False
+            lost = f"the engine went away: {self.address}: {engine.first_line(exc)}"
         if self._reader is not None:
             self._reader.join(timeout=5)
-        return Ending(code, oom, self.log_tail())
+        return Ending(code, oom, self.log_tail(), lost)
 
     def ship_in(self, source: Path, target: Path) -> None:
         """Copy ``source`` from the host to ``target`` in the container (its parent must

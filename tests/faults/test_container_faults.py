@@ -69,6 +69,14 @@ def test_a_writable_folder_linked_out_of_the_repository_is_refused(project: Proj
                                  "there.", "  Remove the link, or set dsrepro_artifacts*"])
     assert list(elsewhere.iterdir()) == []
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    os.unlink(project.path / "dsrepro-artifacts")
+    os.symlink(elsewhere, project.path / "baselines")  # written only in update mode
+    project.run("--in-docker").assert_outcomes(passed=1)
+    recording = project.run("--in-docker", "--dsrepro-update")
+    assert recording.ret == pytest.ExitCode.USAGE_ERROR
+    recording.stderr.fnmatch_lines(["ERROR: baselines (dsrepro_baselines) leads to *, outside "
+                                    "the repository: containers would write there."])
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_mount_inside_the_repository_is_refused(project: Project) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
 
-from conftest import Project, container_ids
+from conftest import Project, container_ids, unavailable
 
 SLOW = """
 import time, pytest
@@ -93,3 +94,36 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
     assert not [p for p in Path(tempfile.gettempdir()).glob("dsrepro-scratch-*")
                 if (p / ".dsrepro-owner").is_file()
                 and (p / ".dsrepro-owner").read_text().endswith(f":{proc.pid}")]
+
+
+def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: Any,
+                                               base_image: str) -> None:
+    """The engine is stopped while an item runs: the item fails saying the engine went away
+    (not "exited with code None"), and pytest ends with no traceback."""
+    import docker
+
+    import gpu_engine as engines
+
+    try:
+        started = engines.start(docker_client, [base_image], kind="die")
+        engine = next(started)
+    except Exception as exc:
+        unavailable(f"no engine to stop: {exc}")
+    project.pytester.makepyfile(test_slow=SLOW)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "DOCKER_HOST": engine.url})
+    client = docker.DockerClient(base_url=engine.url)
+    try:
+        wait_for(lambda: running(client, proc.pid), "no container started", proc)
+        time.sleep(1)  # the item runs
+    finally:
+        client.close()
+        for _ in started:  # stops the engine
+            pass
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert "went away" in output, output
+    assert "code None" not in output
+    assert "Traceback" not in output
