@@ -149,18 +149,25 @@ def base_image(docker_client: Any) -> str:
     return tag
 
 
+def served(start: Any, what: str) -> Iterator[Any]:
+    """Run the server generator ``start()`` for a fixture: what it yields, then its stop; one
+    that does not start is unavailable (a failure under DSREPRO_REQUIRE_DOCKER)."""
+    try:
+        started = start()
+        value = next(started)
+    except Exception as exc:
+        unavailable(f"no {what}: {exc}")
+    yield value
+    for _ in started:  # stops it
+        pass
+
+
 def second_engine(docker_client: Any, base_image: str, **options: Any) -> Iterator[Any]:
     """A second engine (tests/gpu_engine.py) with the base image, stopped at the end."""
     import gpu_engine as engines
 
-    try:
-        started = engines.start(docker_client, [base_image], **options)
-        engine = next(started)
-    except Exception as exc:
-        unavailable(f"no second engine: {exc}")
-    yield engine
-    for _ in started:  # stops the engine
-        pass
+    yield from served(lambda: engines.start(docker_client, [base_image], **options),
+                      "second engine")
 
 
 @pytest.fixture(scope="session")
@@ -186,15 +193,10 @@ def ssh_engine(remote_engine: Any) -> Iterator[Any]:
 
     folder = Path(tempfile.mkdtemp(prefix="dsrepro-ssh-"))  # sshd wants short paths
     try:
-        started = ssh_server.start(folder, remote_engine.url)
-        engine = next(started)
-    except Exception as exc:
+        yield from served(lambda: ssh_server.start(folder, remote_engine.url),
+                          "ssh server in front of the engine")
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-        unavailable(f"no ssh server in front of the engine: {exc}")
-    yield engine
-    for _ in started:  # stops the server
-        pass
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -203,14 +205,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     Docker config folder that holds them."""
     import registry_server
 
-    try:
-        started = registry_server.start(tmp_path_factory.mktemp("registry"))
-        served = next(started)
-    except Exception as exc:
-        unavailable(f"no registry: {exc}")
-    yield served
-    for _ in started:  # stops the registry
-        pass
+    yield from served(lambda: registry_server.start(tmp_path_factory.mktemp("registry")),
+                      "registry")
 
 
 PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.sock")

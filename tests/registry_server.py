@@ -9,7 +9,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -51,20 +50,17 @@ def start(folder: Path) -> Iterator[Registry]:
     process = subprocess.Popen([server, "serve", str(folder / "config.yml")],
                                stdout=subprocess.DEVNULL,
                                stderr=open(folder / "registry.log", "wb"))
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # it answers, and asks for credentials
+        except OSError:
+            return False
+        return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401:  # answers, and asks for credentials
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the registry did not answer: "
-                                   + (folder / "registry.log").read_text()[-500:])
-            time.sleep(0.2)
+        processes.wait_until(answers, process, folder / "registry.log", "the registry")
         yield Registry(f"127.0.0.1:{port}", config)
     finally:
         processes.stop(process)

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,13 +66,10 @@ def start(folder: Path, engine_url: str) -> Iterator[SshEngine]:
                               stdout=subprocess.DEVNULL, stderr=open(folder / "sshd.log", "wb"))
     try:
         path = f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"
-        deadline = time.monotonic() + 30
-        while subprocess.run([str(wrapper), "-p", str(port), "root@127.0.0.1", "true"],
-                             capture_output=True).returncode != 0:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("sshd did not answer: "
-                                   + (folder / "sshd.log").read_text()[-500:])
-            time.sleep(0.3)
+        processes.wait_until(
+            lambda: subprocess.run([str(wrapper), "-p", str(port), "root@127.0.0.1", "true"],
+                                   capture_output=True).returncode == 0,
+            server, folder / "sshd.log", "sshd")
         yield SshEngine(f"ssh://root@127.0.0.1:{port}", path)
     finally:
         processes.stop(server)
