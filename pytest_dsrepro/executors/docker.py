@@ -214,9 +214,23 @@ class WorkerContainer:
         the engine closes it, and the worker, which watches it, exits."""
         try:
             self._stdin = self.client.api.attach_socket(
-                self.container.id, params={"stdin": 1, "stream": 1})
+                self.container.id, params={"stdin": 1, "stdout": 0, "stderr": 0, "stream": 1})
         except Exception:  # a worker without the watch still ends with its items
             self._stdin = None
+            return
+        # an engine that sends output on this attachment too (Podman) must not block on it
+        threading.Thread(target=self._drain, args=(self._stdin,), name="dsrepro-stdin",
+                         daemon=True).start()
+
+    @staticmethod
+    def _drain(attached: Any) -> None:
+        from docker.utils.socket import read
+
+        try:
+            while read(attached, 65536):
+                pass
+        except Exception:  # closed: the container is gone
+            pass
 
     def exited(self, code: int) -> None:
         """The worker said it is done with this exit code; ``ending`` need not wait."""
