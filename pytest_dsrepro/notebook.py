@@ -44,6 +44,41 @@ class NotebookError(Exception):
     """A failure shown as plain text: the notebook's problem, not the plugin's traceback."""
 
 
+def read_options(notebook: Any) -> dict[str, Any]:
+    """``metadata.dsrepro`` of a notebook, checked: a mapping of known keys with values of the
+    right kind; :class:`NotebookError` in one line otherwise."""
+    from pytest_dsrepro.errors import DsreproUsageError
+    from pytest_dsrepro.markers import parse_gpu
+    from pytest_dsrepro.settings import parse_positive
+
+    metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
+    raw = (metadata or {}).get("dsrepro") if isinstance(metadata, dict) else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise NotebookError(f"metadata.dsrepro is a {type(raw).__name__}, where a mapping belongs")
+    unknown = set(raw) - METADATA_KEYS
+    if unknown:
+        raise NotebookError(f"unknown keys in metadata.dsrepro: {', '.join(sorted(map(str, unknown)))}"
+                            f" (known: {', '.join(sorted(METADATA_KEYS))})")
+    options = dict(raw)
+    try:
+        for key in ("timeout", "rtol", "atol"):
+            if key in options and not (key != "timeout" and options[key] == 0):
+                options[key] = parse_positive(options[key], f"metadata.dsrepro.{key}")
+        if "gpu" in options:
+            parse_gpu(options["gpu"], "metadata.dsrepro")
+    except DsreproUsageError as exc:
+        raise NotebookError(str(exc)) from None
+    markers = options.get("markers", [])
+    if not isinstance(markers, list) or not all(isinstance(m, str) and m.isidentifier()
+                                                for m in markers):
+        raise NotebookError("metadata.dsrepro.markers must be a list of marker names")
+    if not isinstance(options.get("skip", False), (bool, str)):
+        raise NotebookError("metadata.dsrepro.skip must be true, false or a reason")
+    return options
+
+
 def output_patterns(settings: Settings) -> list[tuple[Any, str]]:
     """The project's ``dsrepro_sanitize`` patterns, then this machine's folders."""
     return [*compile_user_patterns(settings.sanitize), *here_paths(settings.rootdir)]
@@ -123,11 +158,10 @@ class NotebookItem(pytest.Item):
         except Exception as exc:  # nbformat raises many kinds for a broken file
             self.parse_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
             return
-        options = dict((notebook.get("metadata") or {}).get("dsrepro") or {})
-        unknown = set(options) - METADATA_KEYS
-        if unknown:
-            self.parse_error = (f"unknown keys in metadata.dsrepro: {', '.join(sorted(unknown))}"
-                                f" (known: {', '.join(sorted(METADATA_KEYS))})")
+        try:
+            options = read_options(notebook)
+        except NotebookError as exc:
+            self.parse_error = str(exc)
             return
         self.options = options
         self.container_settings = {k: options[k] for k in ("gpu", "timeout") if k in options}

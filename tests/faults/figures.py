@@ -16,22 +16,33 @@ FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-w
            "files not the user's": 0, "tracebacks shown": 0}
 
 
-def _session_containers() -> set[str]:
+def _session_containers() -> dict[str, int]:
+    """The engine's pytest-dsrepro containers, with the pid of the session that started each."""
     try:
         import docker
 
-        from pytest_dsrepro.engine import LABEL_SESSION, connect
+        from pytest_dsrepro.engine import LABEL_PID, LABEL_SESSION, connect
 
         client = connect()
     except Exception:  # no engine: the Docker faults fail on their own
-        return set()
+        return {}
     try:
-        return {entry["Id"] for entry in
+        return {entry["Id"]: int((entry.get("Labels") or {}).get(LABEL_PID) or 0) for entry in
                 client.api.containers(all=True, filters={"label": LABEL_SESSION})}
     except docker.errors.DockerException:
-        return set()
+        return {}
     finally:
         client.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _folder(request: pytest.FixtureRequest) -> Path | None:
@@ -75,7 +86,9 @@ def fault_figures(request: pytest.FixtureRequest,
 
     monkeypatch.setattr(pytest.Pytester, "runpytest_subprocess", recording)
     yield
-    leaked = _session_containers() - before
+    # left behind: new, and their session has ended (other sessions may run meanwhile)
+    leaked = [cid for cid, pid in _session_containers().items()
+              if cid not in before and not _alive(pid)]
     folder = _folder(request)
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] \
         if folder is not None and folder.exists() else []

@@ -90,3 +90,21 @@ def test_malformed_notebooks_are_one_line_each(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-update")
     result.assert_outcomes(passed=1, errors=len(broken))
     assert "Traceback" not in result.stdout.str()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(JSON, st.builds(
+    lambda meta: {"metadata": {"dsrepro": meta}},
+    st.one_of(JSON, st.dictionaries(st.sampled_from(["skip", "gpu", "timeout", "rtol", "atol",
+                                                     "markers", "other"]), JSON, max_size=4)))))
+def test_the_notebook_metadata_reader_reads_or_refuses(notebook: object) -> None:
+    from pytest_dsrepro.notebook import NotebookError, read_options
+
+    try:
+        options = read_options(notebook)
+    except NotebookError as exc:
+        assert "\n" not in str(exc)
+        return
+    for key in ("timeout", "rtol", "atol"):
+        if key in options:
+            assert isinstance(options[key], (int, float)) and options[key] >= 0
