@@ -44,6 +44,7 @@ def _gpu() -> dict[str, str] | None:
         return None
     try:
         out = subprocess.run(["nvidia-smi", "-q"], capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL,
                              check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None

@@ -25,7 +25,8 @@ def repository_files(rootdir: Path, also: Iterable[Path] = (), never: Iterable[P
     try:
         listed = subprocess.run(
             ["git", "-C", str(rootdir), "ls-files", "-z", "--cached", "--others",
-             "--exclude-standard"], capture_output=True, check=True, timeout=60).stdout
+             "--exclude-standard"], capture_output=True, check=True, timeout=60,
+            stdin=subprocess.DEVNULL).stdout
         files = {rootdir / name for name in listed.decode("utf-8", "replace").split("\0") if name}
     except (OSError, subprocess.SubprocessError):
         files = set(_walk(rootdir))
