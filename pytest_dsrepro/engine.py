@@ -173,7 +173,8 @@ def session_labels(session_id: str) -> dict[str, str]:
     return {LABEL_SESSION: session_id, LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ def sweep_scratch(folder: Path) -> int:
             owner = scratch / SCRATCH_OWNER
             host, _, pid = owner.read_text().partition(":")
             if scratch.stat().st_uid != os.getuid() or host != socket.gethostname() \
-                    or _alive(int(pid)):
+                    or alive(int(pid)):
                 continue
         except (OSError, ValueError):
             continue
@@ -219,7 +220,7 @@ def sweep(client: Any) -> list[str]:
             pid = int(labels.get(LABEL_PID, ""))
         except ValueError:
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         try:
             container.remove(force=True)

@@ -41,6 +41,8 @@ class ImageSource:
         self.interrupted = False  # a build was interrupted: nothing was tagged
         self._digest: str | None = None
         self._files: dict[str, str] = {}  # each context file's digest, from the same pass
+        self._repo_digest: tuple[str, str] | None = None  # (image id, its registry digest)
+        self.podman = False  # the executor says so once connected: registry calls differ
 
     def plan(self) -> BuildPlan:
         s = self.settings
@@ -115,7 +117,7 @@ class ImageSource:
         """The image pulled from the registry and tagged as a local build would be, or None."""
         start = time.monotonic()
         try:
-            pulled = registry_pull(client, registry, digest)
+            pulled = registry_pull(client, registry, digest, self.podman)
         except RegistryError as exc:
             self.say(f"registry {registry} not reachable ({exc}); building here")
             return None
@@ -131,17 +133,22 @@ class ImageSource:
     def _push(self, client: Any, digest: str, registry: str) -> None:
         assert self.result is not None
         try:
-            pushed = registry_push(client, client.images.get(self.result.id), registry, digest)
+            pushed = registry_push(client, client.images.get(self.result.id), registry, digest,
+                                   self.podman)
         except RegistryError as exc:
             self.say(f"image not pushed to {registry} ({exc}); other hosts will build it")
             return
+        self._repo_digest = None  # the registry has it now
         self.say(f"image {self.result.tag} pushed to {registry}:{digest[:16]} ({pushed[:19]})")
 
     def digest(self, client: Any) -> str:
         """``repository@sha256:...`` of the image in use, where a registry has it ('' else)."""
         if self.result is None:
             return ""
-        return repo_digest(client, self.result.id, self.settings.registry)
+        if self._repo_digest is None or self._repo_digest[0] != self.result.id:
+            self._repo_digest = (self.result.id,
+                                 repo_digest(client, self.result.id, self.settings.registry))
+        return self._repo_digest[1]
 
     def build_files(self) -> dict[str, str]:
         """Digests of the build context's files, recorded with each baseline to name what changed

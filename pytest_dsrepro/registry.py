@@ -20,7 +20,7 @@ def reference(registry: str, content_hash: str) -> tuple[str, str]:
     return registry, content_hash[:16]
 
 
-def _stream(client: Any, action: str, registry: str, tag: str) -> Any:
+def _stream(client: Any, action: str, registry: str, tag: str, podman: bool) -> Any:
     """Pull or push ``<registry>:<tag>`` with the Docker config's credentials; the engine's
     decoded progress stream. A loopback registry is asked for without TLS, as Docker does by
     itself: Podman is asked through its own API, which alone takes ``tlsVerify=false``."""
@@ -33,7 +33,7 @@ def _stream(client: Any, action: str, registry: str, tag: str) -> Any:
     if header:
         headers["X-Registry-Auth"] = header
     reference = f"{registry}:{tag}"
-    if _loopback(host) and _podman(client):
+    if _loopback(host) and podman:
         libpod = f"{api.base_url}/v4.0.0/libpod/images"
         url, params = ((f"{libpod}/pull", {"reference": reference}) if action == "pull" else
                        (f"{libpod}/{quote(reference, safe='')}/push",
@@ -64,20 +64,12 @@ def _chunks(response: Any) -> Any:
         yield chunk if isinstance(chunk, dict) else {"stream": text}
 
 
-def _podman(client: Any) -> bool:
-    try:
-        components = client.version().get("Components") or []
-    except Exception:
-        return False
-    return any("podman" in str(c.get("Name", "")).lower() for c in components)
-
-
 def _loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name in ("localhost", "::1", "[::1]") or name.startswith("127.")
 
 
-def pull(client: Any, registry: str, content_hash: str) -> Any | None:
+def pull(client: Any, registry: str, content_hash: str, podman: bool = False) -> Any | None:
     """The image ``<registry>:<hash>`` pulled into the engine, or None where the registry does
     not have it. :class:`RegistryError` when the registry cannot be asked."""
     import docker.errors
@@ -85,7 +77,7 @@ def pull(client: Any, registry: str, content_hash: str) -> Any | None:
 
     repository, tag = reference(registry, content_hash)
     try:
-        for chunk in _stream(client, "pull", registry, tag):
+        for chunk in _stream(client, "pull", registry, tag, podman):
             if "error" in chunk:
                 error = str(chunk["error"])
                 if _not_there(error):
@@ -102,7 +94,8 @@ def pull(client: Any, registry: str, content_hash: str) -> Any | None:
     return client.images.get(f"{repository}:{tag}")
 
 
-def push(client: Any, image: Any, registry: str, content_hash: str) -> str:
+def push(client: Any, image: Any, registry: str, content_hash: str,
+         podman: bool = False) -> str:
     """Push ``image`` as ``<registry>:<hash>``; its digest (``sha256:...``)."""
     import docker.errors
     import requests
@@ -111,7 +104,7 @@ def push(client: Any, image: Any, registry: str, content_hash: str) -> str:
     try:
         image.tag(repository, tag)
         digest = ""
-        for chunk in _stream(client, "push", registry, tag):
+        for chunk in _stream(client, "push", registry, tag, podman):
             if "error" in chunk:
                 raise RegistryError(_first(str(chunk["error"])))
             aux = chunk.get("aux")

@@ -454,8 +454,8 @@ class DockerExecutor:
         self._client = engine.connect(self.address)
         if self.kind == "engine":  # the header may have asked already
             self.kind = engine.kind(self._client)
-        if self.kind.startswith("Podman") and \
-                (self.settings.context / ".containerignore").is_file():
+        self.images.podman = self.kind.startswith("Podman")
+        if self.images.podman and (self.settings.context / ".containerignore").is_file():
             self.images.ignore_file = ".containerignore"  # as Podman itself would read it
         swept = engine.sweep(self._client)
         if swept:

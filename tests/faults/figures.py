@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro.engine import alive
+
 FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-written": 0,
            "files not the user's": 0, "tracebacks shown": 0}
 
@@ -33,16 +35,6 @@ def _session_containers() -> dict[str, int]:
         return {}
     finally:
         client.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _folder(request: pytest.FixtureRequest) -> Path | None:
@@ -88,7 +80,7 @@ def fault_figures(request: pytest.FixtureRequest,
     yield
     # left behind: new, and their session has ended (other sessions may run meanwhile)
     leaked = [cid for cid, pid in _session_containers().items()
-              if cid not in before and not _alive(pid)]
+              if cid not in before and not alive(pid)]
     folder = _folder(request)
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] \
         if folder is not None and folder.exists() else []
