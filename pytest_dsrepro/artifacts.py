@@ -27,9 +27,10 @@ class Artifacts:
         self.folder = root / safe_name(nodeid.replace("/", "__").replace("::", "--"))
 
     def clear(self) -> None:
-        """Drop what an earlier failure of this item left, and the root folder if now empty."""
+        """Drop what an earlier failure of this item left. The root folder stays: another
+        process of this run (an xdist worker) may be about to mount it into a container; the
+        session removes it at its end if it is empty."""
         shutil.rmtree(self.folder, ignore_errors=True)
-        remove_if_empty(self.root)
 
     def write(self, label: str, images: dict[str, bytes]) -> dict[str, str]:
         """Write ``{"expected": png, ...}`` as ``<label>-expected.png`` and so on; return each
@@ -52,6 +53,7 @@ class Artifacts:
 
 
 def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is an empty folder; otherwise leave it."""
     try:
         folder.rmdir()
     except OSError:  # absent, not empty, or a mount point

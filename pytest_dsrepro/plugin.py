@@ -16,6 +16,7 @@ from pytest_dsrepro.state import (
     SETTINGS_KEY,
     host_session_of,
     inside_of,
+    is_xdist_worker,
     lineage_of,
     settings_of,
     store_of,
@@ -128,6 +129,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     host = host_session_of(config)
     if host is not None:
         host.close()
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is not None and inside_of(config) is None and not is_xdist_worker(config):
+        from pytest_dsrepro.artifacts import remove_if_empty
+
+        remove_if_empty(settings.artifacts)  # no failure left anything: no empty folder either
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -25,7 +25,6 @@ import pytest
 
 import pytest_dsrepro
 from pytest_dsrepro import engine, protocol
-from pytest_dsrepro.artifacts import remove_if_empty
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import Ending, gpu_words
 from pytest_dsrepro.image import base_images, find_image, git_commit
@@ -696,7 +695,6 @@ class DockerExecutor:
         if self._warm is not None:
             self._warm[0].remove()
             self._warm = None
-        remove_if_empty(self.settings.artifacts)  # made for the containers to write into
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
