@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -93,6 +94,18 @@ def needs(*modules: str) -> None:
     for module in modules:
         if importlib.util.find_spec(module) is None:
             unavailable(f"{module} is not installed: pip install -e '.[test]'")
+
+
+SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """A JSON report, checked against its schema."""
+    needs("jsonschema")
+    import jsonschema
+
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()),
+                        format_checker=jsonschema.FormatChecker())
 
 
 def run_with_env(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:

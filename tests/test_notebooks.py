@@ -126,31 +126,6 @@ def test_unexpected_exception_shows_the_cell_traceback(nbproject: pytest.Pyteste
     assert executed.cells[1].outputs[0]["ename"] == "KeyError"
 
 
-def test_malformed_notebook_errors_and_the_others_run(nbproject: pytest.Pytester) -> None:
-    (nbproject.path / "nb").mkdir()
-    (nbproject.path / "nb" / "broken.ipynb").write_text("{not json")
-    write_notebook(nbproject.path / "nb" / "fine.ipynb", "print(1)")
-    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1, errors=1)
-    result = run(nbproject)
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["nb/broken.ipynb: cannot read the notebook: NotJSONError*"])
-
-
-def test_corrupt_baseline_names_file_and_line(nbproject: pytest.Pytester) -> None:
-    write_notebook(nbproject.path / "nb" / "a.ipynb", "print(1)")
-    run(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
-    path = nbproject.path / "baselines" / "nb" / "a.yaml"
-    lines = path.read_text().splitlines()
-    lines[4] = "  time: [unclosed"
-    path.write_text("\n".join(lines) + "\n")
-    result = run(nbproject)
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["baselines/nb/a.yaml:*: not valid YAML (*); fix it or delete it "
-                                 "and run with --dsrepro-update"])
-    path.write_text("just: a mapping\n")
-    run(nbproject).stdout.fnmatch_lines(["baselines/nb/a.yaml:1: not a pytest-dsrepro baseline*"])
-
-
 def test_changed_cell_source_is_stale(nbproject: pytest.Pytester) -> None:
     nb = nbproject.path / "nb" / "s.ipynb"
     write_notebook(nb, "print(1)", "print(2)")
@@ -172,13 +147,6 @@ def test_metadata_skip_and_markers(nbproject: pytest.Pytester) -> None:
     selected.assert_outcomes(passed=1, deselected=2)
     selected.stdout.fnmatch_lines(["nb/slow.ipynb PASSED*"])
     run(nbproject, "-rs").stdout.fnmatch_lines(["SKIPPED*needs the full data set"])
-
-
-def test_unknown_metadata_key_is_named(nbproject: pytest.Pytester) -> None:
-    write_notebook(nbproject.path / "nb" / "typo.ipynb", "print(1)", dsrepro={"rtoll": 1})
-    result = run(nbproject)
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*unknown keys in metadata.dsrepro: rtoll*"])
 
 
 def test_baseline_source_notebook_compares_saved_outputs(nbproject: pytest.Pytester) -> None:

@@ -39,28 +39,6 @@ def test_marker_passes_strict_markers_and_runs_on_the_host(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["dsrepro: container items run on the host (use --in-docker*"])
 
 
-@pytest.mark.parametrize(("marker", "message"), [
-    ("container(gpus=1)", "*unknown keyword gpus in @pytest.mark.container(*"),
-    ("container(True)", "*@pytest.mark.container takes keywords only"),
-    ("container(memory='lots')", "*memory limit 'lots' is not a size like 512m or 2g"),
-    ("container(timeout=-1)", "*timeout -1 must be above zero"),
-])
-def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, message: str
-                                     ) -> None:
-    pytester.makepyfile(f"""
-        import pytest
-
-        @pytest.mark.{marker}
-        def test_marked():
-            pass
-    """)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: test_bad_marker_is_a_usage_error.py::test_marked: "
-                                 f"{message.lstrip('*')}"])
-    assert "Traceback" not in result.stdout.str() + result.stderr.str()
-
-
 def test_command_line_over_environment_over_ini(pytester: pytest.Pytester,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makeini("""
@@ -80,13 +58,6 @@ def test_command_line_over_environment_over_ini(pytester: pytest.Pytester,
     assert settings.cpus == 3.0  # environment over ini
     assert settings.timeout == 50.0  # command line over environment
     assert settings.build_args == (("B", "cli"),)  # command line replaces the ini list
-
-
-def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--dsrepro-cpus=many")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: cpus 'many' is not a number"])
 
 
 @pytest.mark.parametrize(("text", "expected"), [

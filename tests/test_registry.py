@@ -88,14 +88,6 @@ def test_a_registry_that_cannot_be_reached_is_said_and_the_image_built_here(
     ])
 
 
-def test_a_malformed_registry_is_a_usage_error(project: Project) -> None:
-    project.pytester.makepyfile(test_shared=VALUE_TEST)
-    result = project.run("--in-docker", "--dsrepro-registry=127.0.0.1:5000/team/p:latest")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*dsrepro_registry '127.0.0.1:5000/team/p:latest' is not a "
-                                 "repository: *without a tag*"])
-
-
 DRIFT = """
 import os, site, time
 

@@ -7,19 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import Project, container_ids, needs, run_with_env, unavailable
+from conftest import needs, run_with_env, unavailable, validate
 from notebooks import write_notebook
 
-SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
 SCREENSHOTS = Path(os.environ.get("DSREPRO_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 
 NOTEBOOK = "import os\nprint('accuracy', float(os.environ.get('NB_VALUE', '0.9711')))"
@@ -36,14 +31,6 @@ def test_skipped():
     import pytest
     pytest.skip("not today")
 """
-
-
-def validate(doc: dict[str, Any]) -> None:
-    needs("jsonschema")
-    import jsonschema
-
-    jsonschema.validate(doc, json.loads(SCHEMA.read_text()),
-                        format_checker=jsonschema.FormatChecker())
 
 
 @pytest.fixture
@@ -106,39 +93,6 @@ def test_json_report_is_valid_for_passing_and_failing_runs(reproject: pytest.Pyt
         assert difference["max_rel"] == pytest.approx(0.01 / 0.9711)
         assert "+accuracy 0.9811" in difference["diff"]
         assert doc["counts"]["diverged"] == 1
-
-
-def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
-                                                            docker_client: Any) -> None:
-    project.pytester.makepyfile(test_long="""
-        import time, pytest
-
-        def test_first():
-            pass
-
-        @pytest.mark.container
-        def test_long():
-            time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--in-docker", "--dsrepro-report=report.json"],
-                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    deadline = time.monotonic() + 120
-    while not container_ids(docker_client, proc.pid):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
-    doc = json.loads((project.path / "report.json").read_text())
-    validate(doc)
-    assert doc["interrupted"] is True and doc["exit_status_name"] == "INTERRUPTED"
-    outcomes = {item["nodeid"]: item["outcome"] for item in doc["items"]}
-    assert outcomes == {"test_long.py::test_first": "passed",
-                        "test_long.py::test_long": "interrupted"}
-    assert doc["run"]["in_docker"] is True and doc["run"]["image"].startswith("dsrepro/")
 
 
 PNG_CELL = """

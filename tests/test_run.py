@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Project, container_ids, run_with_env
-from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 HOSTNAME = socket.gethostname()
 
@@ -63,18 +58,6 @@ def test_container_paths_import_packages_only_the_image_has(project: Project) ->
     # without --in-docker the file is collected on the host as usual, and fails to import
     host = project.run()
     host.stdout.fnmatch_lines(["*ModuleNotFoundError: No module named 'imageonly'*"])
-
-
-def test_container_path_collection_error_is_shown(project: Project) -> None:
-    project.ini(dsrepro_container_paths=["ctests"])
-    project.pytester.mkdir("ctests")
-    (project.path / "ctests" / "test_broken.py").write_text("import not_in_the_image\n")
-    result = project.run("--in-docker")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "*collecting ctests/test_broken.py inside the container failed:",
-        "*No module named 'not_in_the_image'*",
-    ])
 
 
 def test_reports_replay_with_junitxml_output_and_tracebacks(project: Project) -> None:
@@ -148,47 +131,6 @@ def test_last_failed_reruns_only_the_failed_container_item(project: Project) -> 
     assert "test_ok" not in again.stdout.str()
 
 
-def test_scratch_files_belong_to_the_host_user_and_the_repo_is_read_only(
-        project: Project, tmp_path: Path) -> None:
-    project.dockerfile("USER 65534:65534")  # the plugin must run as the host user anyway
-    project.pytester.makepyfile(test_fs="""
-        import os, pathlib, pytest
-
-        @pytest.mark.container
-        def test_write():
-            scratch = pathlib.Path(os.environ["DSREPRO_SCRATCH"])
-            (scratch / "result.txt").write_text("42")
-            with pytest.raises(OSError, match="Read-only file system"):
-                pathlib.Path("written-into-repo.txt").write_text("no")
-    """)
-    scratch = tmp_path / "scratch"
-    result = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
-    result.assert_outcomes(passed=1)
-    written = scratch / "result.txt"
-    assert written.read_text() == "42"
-    assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
-    assert not (project.path / "written-into-repo.txt").exists()
-
-
-def test_no_network_unless_asked(project: Project) -> None:
-    project.pytester.makepyfile(test_net="""
-        import os, pytest
-
-        def interfaces():
-            return sorted(os.listdir("/sys/class/net"))
-
-        @pytest.mark.container
-        def test_isolated():
-            assert interfaces() == ["lo"]
-
-        @pytest.mark.container(network="bridge")
-        def test_bridged():
-            assert "eth0" in interfaces()
-    """)
-    result = project.run("--in-docker", "-v")
-    result.assert_outcomes(passed=2)
-
-
 def test_environment_passes_only_named_variables(project: Project,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSREPRO_TEST_SHARED", "yes")
@@ -203,134 +145,6 @@ def test_environment_passes_only_named_variables(project: Project,
             assert "DSREPRO_TEST_PRIVATE" not in os.environ
     """)
     project.run("--in-docker").assert_outcomes(passed=1)
-
-
-def test_timeout_fails_the_item_and_the_rest_still_run(project: Project) -> None:
-    project.pytester.makepyfile(test_slow="""
-        import time, pytest
-
-        @pytest.mark.container(timeout=2)
-        def test_hangs():
-            time.sleep(60)
-
-        @pytest.mark.container(timeout=2)
-        def test_after():
-            pass
-    """)
-    started = time.monotonic()
-    result = project.run("--in-docker")
-    assert time.monotonic() - started < 40
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*timeout: the item ran longer than 2s; its container was stopped"])
-
-
-def test_out_of_memory_is_named(project: Project) -> None:
-    project.pytester.makepyfile(test_mem="""
-        import pytest
-
-        @pytest.mark.container(memory="64m")
-        def test_greedy():
-            blocks = [bytearray(16 * 1024 * 1024) for _ in range(64)]
-            assert blocks
-
-        @pytest.mark.container(memory="64m")
-        def test_modest():
-            pass
-    """)
-    result = project.run("--in-docker")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*killed: out of memory (limit 64m)*"])
-
-
-def test_container_dying_errors_the_rest_and_host_items_still_run(project: Project) -> None:
-    project.pytester.makepyfile(test_die="""
-        import os, pytest
-
-        def test_host():
-            pass
-
-        @pytest.mark.container
-        def test_dies():
-            print("last words", flush=True)
-            os._exit(7)
-
-        @pytest.mark.container
-        def test_never_reached():
-            pass
-    """)
-    result = project.run("--in-docker", "-s")
-    result.assert_outcomes(passed=1, failed=1, errors=1)
-    result.stdout.fnmatch_lines(["*the container exited with code 7 while this item ran; "
-                                 "its last log lines:*", "*last words*"])
-    result.stdout.fnmatch_lines(["*the container stopped (exit code 7) before this item ran*"])
-
-
-def test_image_without_the_worker_packages_is_named(project: Project) -> None:
-    (project.path / "Dockerfile").write_text("FROM python:3.11-slim\n")
-    project.pytester.makepyfile(test_one="""
-        import pytest
-
-        @pytest.mark.container
-        def test_inside():
-            pass
-    """)
-    result = project.run("--in-docker")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "ERROR: the image dsrepro/* lacks pytest, pyyaml, which container items need.",
-        "  Add to its Dockerfile: RUN pip install pytest pyyaml",
-    ])
-
-
-def _labelled(client: Any, pid: int) -> list[str]:
-    return container_ids(client, pid)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_no_container(project: Project, docker_client: Any, signum: int
-                                       ) -> None:
-    project.pytester.makepyfile(test_long="""
-        import time, pytest
-
-        @pytest.mark.container
-        def test_long():
-            time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not _labelled(docker_client, proc.pid):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    time.sleep(1)
-    proc.send_signal(signum)
-    output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
-    assert "KeyboardInterrupt" in output
-    assert _labelled(docker_client, proc.pid) == []
-
-
-def test_containers_of_killed_sessions_are_swept(project: Project, docker_client: Any,
-                                                 base_image: str) -> None:
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    left = docker_client.containers.create(
-        base_image, ["sleep", "600"],
-        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: HOSTNAME})
-    project.pytester.makepyfile(test_one="""
-        import pytest
-
-        @pytest.mark.container
-        def test_inside():
-            pass
-    """)
-    result = project.run("--in-docker")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
-    assert _labelled(docker_client, dead.pid) == []
-    assert left.id not in container_ids(docker_client)
 
 
 # A conftest that waits, while the host collects, for a container of this session to exist and
@@ -462,52 +276,6 @@ def test_warnings_in_the_container_reach_the_host_summary(project: Project) -> N
         "*test_warn.py:8: DeprecationWarning: the old loader is deprecated",
         "*test_warn.py:9: ProjectWarning: a category only the project has",
     ])
-
-
-def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
-        project: Project, docker_client: Any) -> None:
-    """The engine goes away while an item runs (here: a proxy in front of it cuts every
-    connection): the item fails with the engine's own message, the rest error, no traceback."""
-    from engine_proxy import engine_proxy
-
-    project.pytester.makepyfile(test_gone="""
-        import os, time, pytest
-
-        @pytest.mark.container
-        def test_running():
-            open(os.path.join(os.environ["DSREPRO_SCRATCH"], "running"), "w").close()
-            time.sleep(30)
-
-        @pytest.mark.container
-        def test_after():
-            pass
-    """)
-    scratch = project.path / "scratch"
-    project.ignore("scratch")
-    with engine_proxy() as proxy:
-        session = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
-             f"--dsrepro-scratch={scratch}"], cwd=project.path,
-            env={**os.environ, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not (scratch / "running").exists():
-                assert session.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
-            proxy.cut()
-            output, _ = session.communicate(timeout=60)
-        finally:
-            if session.poll() is None:
-                session.kill()
-            for container in container_ids(docker_client, session.pid):  # the engine is fine
-                docker_client.api.remove_container(container, force=True)
-    assert session.returncode == pytest.ExitCode.TESTS_FAILED, output
-    assert "Traceback" not in output
-    assert f"the engine went away: {proxy.url}: " in output, output
-    assert "while this item ran" in output
-    assert "not run: the engine went away" in output
-    assert "1 failed, 1 error" in output
 
 
 def test_files_ship_in_and_out_of_a_docker_worker(docker_client: Any, base_image: str,

@@ -8,8 +8,6 @@ import json
 import socket
 from typing import Any
 
-import pytest
-
 from conftest import Project, needs
 
 TESTS = """
@@ -95,13 +93,3 @@ def test_xdist_and_processes_inside_combine(project: Project) -> None:
                          "--dsrepro-update", "-k", "metric or host")
     result.assert_outcomes(passed=5)
 
-
-def test_no_engine_under_xdist_is_one_plain_error(pytester: pytest.Pytester) -> None:
-    needs("xdist")
-    pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\ndef test_a():\n    pass\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--in-docker", "-n", "2")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: no Docker engine answers at unix:///nonexistent/*"])
-    assert "Traceback" not in result.stdout.str() + result.stderr.str()

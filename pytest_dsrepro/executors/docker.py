@@ -61,6 +61,7 @@ class RunConfig:
     as_root: bool = False  # rootless Podman: the container's root is the host's user
     watch_host: bool = True  # the worker exits when its standard input (the host) closes
     restricted: bool = True  # no new privileges, no capabilities (dsrepro_privileges)
+    recursive_read_only: bool = False  # the engine makes mounts below the repository read-only
 
 
 def plugin_source() -> Path:
@@ -95,8 +96,11 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
     mounts = []
     if not run.copy:  # in copy mode the files are put into the container before it starts
         home.mkdir(parents=True, exist_ok=True)
+        repository = Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True)
+        if run.recursive_read_only:  # the engine fails the container rather than fall back
+            repository["BindOptions"] = {"ReadOnlyForceRecursive": True}
         mounts = [
-            Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True),
+            repository,
             Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
             Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
                   read_only=True),
@@ -605,8 +609,9 @@ class DockerExecutor:
                 labels=engine.session_labels(self.session_id), image_env=image_env,
                 gpu_env=s.gpu_env, copy=self._copies(image.id), as_root=self._rootless_podman(),
                 restricted=s.privileges == "restricted",
+                recursive_read_only=recursive_read_only(self.kind, self.client.api.api_version),
             )
-            if not config.copy:
+            if not config.copy and not config.recursive_read_only:
                 refuse_inner_mounts(s.rootdir, config.writable)
             self._run_config = config
         return self._run_config
@@ -732,9 +737,18 @@ def mounts_below(rootdir: Path, mountinfo: str = "/proc/self/mountinfo") -> list
     return found
 
 
+def recursive_read_only(kind: str, api_version: str) -> bool:
+    """Whether the engine can bind the repository read-only all the way down (Docker 25, API
+    1.44, on Linux 5.12 or later; it fails the container when the kernel cannot). Podman is not
+    asked: its Docker API is not known to honour the option."""
+    from docker.utils import version_gte
+
+    return kind.startswith("Docker") and version_gte(api_version, "1.44")
+
+
 def refuse_inner_mounts(rootdir: Path, writable: tuple[Path, ...]) -> None:
     """A separate filesystem mounted inside the repository stays writable under the read-only
-    bind of the repository (the engine's bind is not recursively read-only): refused."""
+    bind of the repository where the engine cannot make it recursively read-only: refused."""
     allowed = [folder.resolve() for folder in writable]
     inner = [point for point in mounts_below(rootdir)
              if not any(point == a or point.is_relative_to(a) for a in allowed)]
@@ -742,8 +756,8 @@ def refuse_inner_mounts(rootdir: Path, writable: tuple[Path, ...]) -> None:
         shown = ", ".join(point.relative_to(rootdir.resolve()).as_posix() for point in inner)
         raise DsreproUsageError(
             f"{shown}: a separate mount inside the repository, which containers could write to "
-            "(the engine's read-only bind does not reach mounts below it).\n  Move it out of "
-            "the repository, or set dsrepro_transfer = copy.")
+            "(this engine's read-only bind does not reach mounts below it; Docker 25 or later "
+            "does).\n  Move it out of the repository, or set dsrepro_transfer = copy.")
 
 
 GPU_CHECK = "import os, sys; sys.exit(0 if os.environ.get('NVIDIA_VISIBLE_DEVICES') else 1)"

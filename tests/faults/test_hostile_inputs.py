@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
 
-from conftest import needs, run_with_env, unavailable
+from conftest import Project, needs, run_with_env, unavailable
 from notebooks import write_notebook
 
 PNG_CELL = """
@@ -147,3 +147,84 @@ def test_a_full_disk_under_baselines_is_one_line_and_nothing_half_written(
         no_traceback(result)
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_malformed_notebook_errors_and_the_others_run(nbproject: pytest.Pytester) -> None:
+    (nbproject.path / "nb").mkdir()
+    (nbproject.path / "nb" / "broken.ipynb").write_text("{not json")
+    write_notebook(nbproject.path / "nb" / "fine.ipynb", "print(1)")
+    run_with_env(nbproject, "--dsrepro-update").assert_outcomes(passed=1, errors=1)
+    result = run_with_env(nbproject)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["nb/broken.ipynb: cannot read the notebook: NotJSONError*"])
+
+
+def test_corrupt_baseline_names_file_and_line(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "a.ipynb", "print(1)")
+    run_with_env(nbproject, "--dsrepro-update").assert_outcomes(passed=1)
+    path = nbproject.path / "baselines" / "nb" / "a.yaml"
+    lines = path.read_text().splitlines()
+    lines[4] = "  time: [unclosed"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_with_env(nbproject)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["baselines/nb/a.yaml:*: not valid YAML (*); fix it or delete it "
+                                 "and run with --dsrepro-update"])
+    path.write_text("just: a mapping\n")
+    run_with_env(nbproject).stdout.fnmatch_lines(["baselines/nb/a.yaml:1: not a pytest-dsrepro baseline*"])
+
+
+def test_unknown_metadata_key_is_named(nbproject: pytest.Pytester) -> None:
+    write_notebook(nbproject.path / "nb" / "typo.ipynb", "print(1)", dsrepro={"rtoll": 1})
+    result = run_with_env(nbproject)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown keys in metadata.dsrepro: rtoll*"])
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ("container(gpus=1)", "*unknown keyword gpus in @pytest.mark.container(*"),
+    ("container(True)", "*@pytest.mark.container takes keywords only"),
+    ("container(memory='lots')", "*memory limit 'lots' is not a size like 512m or 2g"),
+    ("container(timeout=-1)", "*timeout -1 must be above zero"),
+])
+def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, message: str
+                                     ) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_bad_marker_is_a_usage_error.py::test_marked: "
+                                 f"{message.lstrip('*')}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--dsrepro-cpus=many")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cpus 'many' is not a number"])
+
+
+def test_no_engine_under_xdist_is_one_plain_error(pytester: pytest.Pytester) -> None:
+    needs("xdist")
+    pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\ndef test_a():\n    pass\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--in-docker", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no Docker engine answers at unix:///nonexistent/*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_malformed_registry_is_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_shared="import pytest\n\n@pytest.mark.container\n"
+                                            "def test_one():\n    pass\n")
+    result = project.run("--in-docker", "--dsrepro-registry=127.0.0.1:5000/team/p:latest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*dsrepro_registry '127.0.0.1:5000/team/p:latest' is not a "
+                                 "repository: *without a tag*"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +16,10 @@ from typing import Any
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
 
-from conftest import Project, container_ids, unavailable
+from conftest import Project, container_ids, unavailable, validate
+from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
+
+HOSTNAME = socket.gethostname()
 
 SLOW = """
 import time, pytest
@@ -58,9 +63,7 @@ def test_a_killed_host_stops_its_containers_within_seconds(project: Project,
     while running(docker_client, proc.pid) and time.monotonic() < deadline:
         time.sleep(0.3)
     assert running(docker_client, proc.pid) == []
-    scratch = [p for p in Path(tempfile.gettempdir()).glob("dsrepro-scratch-*")
-               if (p / ".dsrepro-owner").is_file()
-               and (p / ".dsrepro-owner").read_text().endswith(f":{proc.pid}")]
+    scratch = scratch_of(proc.pid)
     assert scratch, "the killed session's scratch folder"
     project.pytester.makepyfile(test_slow="def test_fast():\n    pass\n")
     after = project.run("--in-docker")
@@ -70,7 +73,24 @@ def test_a_killed_host_stops_its_containers_within_seconds(project: Project,
     assert not any(p.exists() for p in scratch)
 
 
-@pytest.mark.parametrize("phase", ["host collection", "a build"])
+def scratch_of(pid: int) -> list[Path]:
+    """The scratch folders of the session ``pid`` (its owner file names it)."""
+    return [p for p in Path(tempfile.gettempdir()).glob("dsrepro-scratch-*")
+            if (p / ".dsrepro-owner").is_file()
+            and (p / ".dsrepro-owner").read_text().endswith(f":{pid}")]
+
+
+# inside the container only, collection takes its time, and says so in the scratch folder
+SLOW_INNER_COLLECTION = """
+import os, time
+
+if os.environ.get("DSREPRO_IN_CONTAINER"):
+    open(os.path.join(os.environ["DSREPRO_SCRATCH"], "collecting"), "w").close()
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("phase", ["host collection", "a build", "collection in the container"])
 def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client: Any,
                                                 phase: str) -> None:
     if phase == "host collection":  # a conftest that takes its time while collecting
@@ -79,6 +99,13 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
                                              "def test_one():\n    pass\n")
         proc = start(project)
         wait_for(lambda: running(docker_client, proc.pid), "the prestarted container", proc)
+    elif phase == "collection in the container":
+        project.pytester.makeconftest(SLOW_INNER_COLLECTION)
+        project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
+                                             "def test_one():\n    pass\n")
+        proc = start(project)
+        wait_for(lambda: any((folder / "collecting").exists() for folder in scratch_of(proc.pid)),
+                 "collection in the container", proc)
     else:
         project.dockerfile("RUN sleep 60")
         project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
@@ -91,9 +118,7 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
     assert "Traceback" not in output
     assert "KeyboardInterrupt" in output or "interrupted" in output
     assert container_ids(docker_client, proc.pid) == []
-    assert not [p for p in Path(tempfile.gettempdir()).glob("dsrepro-scratch-*")
-                if (p / ".dsrepro-owner").is_file()
-                and (p / ".dsrepro-owner").read_text().endswith(f":{proc.pid}")]
+    assert scratch_of(proc.pid) == []
 
 
 def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: Any,
@@ -127,3 +152,158 @@ def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: 
     assert "went away" in output, output
     assert "code None" not in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_container(project: Project, docker_client: Any, signum: int
+                                       ) -> None:
+    project.pytester.makepyfile(test_long="""
+        import time, pytest
+
+        @pytest.mark.container
+        def test_long():
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not container_ids(docker_client, proc.pid):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output
+    assert container_ids(docker_client, proc.pid) == []
+
+
+def test_containers_of_killed_sessions_are_swept(project: Project, docker_client: Any,
+                                                 base_image: str) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = docker_client.containers.create(
+        base_image, ["sleep", "600"],
+        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: HOSTNAME})
+    project.pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.container
+        def test_inside():
+            pass
+    """)
+    result = project.run("--in-docker")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
+    assert container_ids(docker_client, dead.pid) == []
+    assert left.id not in container_ids(docker_client)
+
+
+def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
+                                                            docker_client: Any) -> None:
+    project.pytester.makepyfile(test_long="""
+        import time, pytest
+
+        def test_first():
+            pass
+
+        @pytest.mark.container
+        def test_long():
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker", "--dsrepro-report=report.json"],
+                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not container_ids(docker_client, proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    doc = json.loads((project.path / "report.json").read_text())
+    validate(doc)
+    assert doc["interrupted"] is True and doc["exit_status_name"] == "INTERRUPTED"
+    outcomes = {item["nodeid"]: item["outcome"] for item in doc["items"]}
+    assert outcomes == {"test_long.py::test_first": "passed",
+                        "test_long.py::test_long": "interrupted"}
+    assert doc["run"]["in_docker"] is True and doc["run"]["image"].startswith("dsrepro/")
+
+
+RECORDING = """
+import os, time, pytest
+
+@pytest.mark.container
+def test_first(baseline):
+    baseline.check("table", [[float(i), i * 0.5] for i in range(20000)])
+
+@pytest.mark.container
+def test_second(baseline):
+    baseline.check("value", 1.0)
+    open(os.path.join(os.environ["DSREPRO_SCRATCH"], "second"), "w").close()
+    time.sleep(120)
+"""
+
+
+def whole_baselines(folder: Path) -> dict[str, object]:
+    """Every baseline under ``folder``, read; no temporary file beside them."""
+    import yaml
+
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")], "a half-written file"
+    return {str(p.relative_to(folder)): yaml.safe_load(p.read_text())
+            for p in folder.rglob("*.yaml")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_update_leaves_whole_baselines(project: Project, docker_client: Any,
+                                                     signum: int) -> None:
+    """Ctrl-C or a kill while ``--dsrepro-update`` writes: what was recorded is whole, the rest
+    absent, no temporary file; the container stops; the next run says which baseline is missing."""
+    project.pytester.makepyfile(test_rec=RECORDING)
+    scratch = project.path / "scratch"
+    project.ignore("scratch")
+    proc = start(project, "--dsrepro-update", f"--dsrepro-scratch={scratch}")
+    wait_for(lambda: (scratch / "second").exists(), "the second item never ran", proc)
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=60)[0]
+    assert "Traceback" not in output
+    deadline = time.monotonic() + 30  # after a kill, the worker sees its input close
+    while running(docker_client, proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert running(docker_client, proc.pid) == []
+    for leftover in container_ids(docker_client, proc.pid):  # a killed session's, stopped
+        docker_client.api.remove_container(leftover, force=True)
+    recorded = whole_baselines(project.path / "baselines")
+    assert [name.rpartition("test_rec/")[2] for name in recorded] == ["test_first.yaml"], recorded
+    after = project.run("--in-docker", "--dsrepro-scratch", str(scratch))
+    after.assert_outcomes(passed=1, failed=1)
+    after.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update (expected at "
+                                "baselines/*test_rec/test_second.yaml)*"])
+
+
+CONCURRENT = """
+import pytest
+
+@pytest.mark.container
+@pytest.mark.parametrize("k", range(6))
+def test_value(baseline, k):
+    baseline.check("values", [k + i / 7 for i in range(5000)])
+"""
+
+
+def test_concurrent_updates_leave_whole_baselines(project: Project) -> None:
+    """Two ``--dsrepro-update`` sessions of one project at once: both finish, every baseline
+    is one of theirs, whole, and the next run reproduces."""
+    project.pytester.makepyfile(test_many=CONCURRENT)
+    project.run("--in-docker").assert_outcomes(failed=6)  # no baselines yet; the image built
+    sessions = [start(project, "--dsrepro-update") for _ in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in sessions]
+    for proc, output in zip(sessions, outputs):
+        assert proc.returncode == pytest.ExitCode.OK, output
+    recorded = whole_baselines(project.path / "baselines")
+    assert len(recorded) == 6
+    project.run("--in-docker").assert_outcomes(passed=6)
