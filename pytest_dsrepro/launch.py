@@ -94,17 +94,51 @@ def split(nodeids: list[str], workers: int) -> list[list[str]]:
     return [share for share in shares if share]
 
 
+def as_arguments(nodeids: list[str], rootdir: str) -> tuple[list[str], set[str]]:
+    """Node ids (relative to the rootdir) as pytest arguments (taken relative to the working
+    folder, which may be below the rootdir: so made absolute). A notebook's profile item
+    (``nb/train.ipynb[smoke]``) is no path pytest can take: its notebook is named instead, and
+    the profile items to keep are returned beside."""
+    args: list[str] = []
+    profiled: set[str] = set()
+    for nodeid in nodeids:
+        path, bracket, _ = nodeid.partition("[")
+        if bracket and "::" not in nodeid and path.endswith(".ipynb"):
+            profiled.add(nodeid)
+            path = os.path.join(rootdir, path)
+            if path not in args:
+                args.append(path)
+        else:
+            args.append(os.path.join(rootdir, nodeid))
+    return args, profiled
+
+
+class KeepProfiles:
+    """Inside: of the notebooks named for their profile items, only those items run."""
+
+    def __init__(self, wanted: set[str]) -> None:
+        self.wanted = wanted
+        self.notebooks = {nodeid.partition("[")[0] for nodeid in wanted}
+
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        items[:] = [item for item in items if item.nodeid in self.wanted
+                    or item.nodeid.partition("[")[0] not in self.notebooks]
+
+
 def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) -> int:
     import pytest
 
     from pytest_dsrepro.inside import EventStream
     from pytest_dsrepro.settings import Settings
 
-    args = [*request.args, *request.nodeids]
+    settings = Settings.from_wire(request.settings)
+    nodeids, profiled = as_arguments(request.nodeids, str(settings.rootdir))
+    args = [*request.args, *nodeids]
     if not entry_point:
         args = ["-p", "pytest_dsrepro.plugin", *args]
-    stream = EventStream(channel, Settings.from_wire(request.settings))
-    return int(pytest.main(args, plugins=[stream]))
+    stream = EventStream(channel, settings)
+    plugins: list[Any] = [stream, *([KeepProfiles(profiled)] if profiled else [])]
+    return int(pytest.main(args, plugins=plugins))
 
 
 def _run_children(channel: IO[str], request: protocol.Request, shares: list[list[str]],

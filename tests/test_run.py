@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,22 @@ def test_marked_test_runs_inside_and_unmarked_on_the_host(project: Project) -> N
     result.stdout.fnmatch_lines(["test_where.py::test_host PASSED*",
                                  "test_where.py::test_inside PASSED*",
                                  "test_where.py::TestClass::test_method PASSED*"])
+
+
+def test_pytest_started_in_a_folder_below_the_rootdir(project: Project) -> None:
+    """``cd tests && pytest --in-docker``: the container works in that folder too, and finds
+    the items by their ids (relative to the rootdir), not relative to the folder."""
+    sub = project.path / "tests"
+    sub.mkdir()
+    (sub / "test_below.py").write_text(
+        "import os, pytest\n\n@pytest.mark.container\ndef test_inside():\n"
+        "    assert os.environ['DSREPRO_IN_CONTAINER'] == '1'\n"
+        "    assert os.getcwd().endswith('/tests')\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker", "-v"], cwd=sub, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_below.py::test_inside PASSED" in result.stdout
 
 
 def test_container_paths_import_packages_only_the_image_has(project: Project) -> None:
