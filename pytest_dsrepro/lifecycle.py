@@ -77,8 +77,9 @@ class Lifecycle:
     not this process's."""
 
     def __init__(self, item: pytest.Item, store: Store, path: Path, inputs: Inputs,
-                 hash_seed: str | None = None) -> None:
+                 hash_seed: str | None = None, settings: dict[str, Any] | None = None) -> None:
         self.item = item
+        self.settings = dict(settings or {})  # the item's own, e.g. its papermill parameters
         self.store = store
         self.path = path
         self.inputs = inputs
@@ -133,6 +134,7 @@ class Lifecycle:
         spec = self.item.stash.get(SPEC_KEY, None)
         settings = provenance.run_settings(spec.cpus if spec else None,
                                            spec.memory if spec else None, self.hash_seed)
+        settings.update(self.settings)
         return provenance.collect(inputs=self.inputs(), settings=settings)
 
     def _changes(self) -> list[dict[str, str]]:

@@ -31,7 +31,9 @@ VOLATILE: tuple[tuple[re.Pattern[str], str, str], ...] = ((ANSI, "", "\x1b"), *(
         (r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<TIME>", ":"),
         (r"\bat 0x[0-9a-fA-F]{4,}\b", "at <ADDRESS>", "0x"),
         (r"\b0x[0-9a-fA-F]{6,}\b", "<ADDRESS>", "0x"),
-        (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp)/[^\s'\"),\]]*", "<TMPPATH>", "/"),
+        # the scratch folder is the container's TMPDIR: its files are temporary paths too
+        (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp|<SCRATCH>)/[^\s'\"),\]]*",
+         "<TMPPATH>", "/"),
         (r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|seconds|min|minutes)\b(?= |$|\n|,|\)|\])",
          "<DURATION>", ""),
         (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>", "/"),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
+from pytest_dsrepro.cell_rules import CellRules, rules_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
 from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
 from pytest_dsrepro.lineage import KERNEL_REPORT, kernel_setup
@@ -29,13 +30,18 @@ from pytest_dsrepro.normalize import (
     joined,
     normalize_outputs,
 )
+from pytest_dsrepro.parameters import (
+    INJECTED_TAG,
+    Injected,
+    Run,
+    has_parameters_cell,
+    inject,
+    runs_of,
+)
 from pytest_dsrepro.results import annotate
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import lineage_of, settings_of, store_of
 
-SKIP_TAGS = {"dsrepro-skip", "nbval-skip", "skip-execution"}
-IGNORE_TAGS = {"dsrepro-ignore-output", "nbval-ignore-output"}
-RAISES_TAGS = {"raises-exception", "nbval-raises-exception", "dsrepro-raises-exception"}
 METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers"}
 SOURCE_LINES = 5
 
@@ -79,9 +85,43 @@ def read_options(notebook: Any) -> dict[str, Any]:
     return options
 
 
+def read_execution(notebook: Any) -> tuple[float | None, bool]:
+    """nbclient's and nbmake's ``metadata.execution``: the cell timeout (None: as the settings
+    say; -1 or null there: none) and ``allow_errors``; :class:`NotebookError` in one line."""
+    metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
+    raw = (metadata or {}).get("execution") if isinstance(metadata, dict) else None
+    if raw is None:
+        return None, False
+    if not isinstance(raw, dict):
+        raise NotebookError(f"metadata.execution is a {type(raw).__name__}, where a mapping "
+                            "belongs")
+    timeout = raw.get("timeout", 0)
+    if timeout is None or timeout == -1:
+        timeout = float("inf")
+    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise NotebookError(f"metadata.execution.timeout {timeout!r}: give seconds, or -1 for "
+                            "none")
+    allow = raw.get("allow_errors", False)
+    if not isinstance(allow, bool):
+        raise NotebookError(f"metadata.execution.allow_errors {allow!r}: give true or false")
+    return (float(timeout) if timeout else None), allow
+
+
 def output_patterns(settings: Settings) -> list[tuple[Any, str]]:
-    """The project's ``dsrepro_sanitize`` patterns, then this machine's folders."""
-    return [*compile_user_patterns(settings.sanitize), *here_paths(settings.rootdir)]
+    """The project's ``dsrepro_sanitize`` patterns and sanitize file, then this machine's
+    folders."""
+    import re
+
+    pairs = [(re.compile(pattern), replacement) for pattern, replacement in settings.sanitize_file]
+    return [*compile_user_patterns(settings.sanitize), *pairs, *here_paths(settings.rootdir)]
+
+
+def images_compared(settings: Settings) -> bool:
+    """``dsrepro_compare_images``; unset, images count with recorded baselines only (nbval
+    leaves them out of the outputs saved in a notebook)."""
+    if settings.compare_images is not None:
+        return settings.compare_images
+    return settings.baseline_source == "baselines"
 
 
 def wanted(path: Path, settings: Settings, session: pytest.Session) -> bool:
@@ -112,6 +152,33 @@ def outside(path: Path, rootdir: Path) -> str | None:
            "notebooks only"
 
 
+def notebook_runs(path: Path, rel: str, settings: Settings) -> list[Run]:
+    """How the notebook runs: once per profile of ``dsrepro_profiles`` that applies to it, else
+    once; with the parameter values of each."""
+    import json
+
+    has_cell = False
+    if settings.profiles:
+        try:
+            has_cell = has_parameters_cell(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError):  # the item says what is wrong with it
+            pass
+    return runs_of(rel, has_cell, settings.parameters, settings.profiles, settings.param)
+
+
+class NotebookFile(pytest.File):
+    """A notebook with profiles: one item per profile, ``nb/train.ipynb[smoke]``."""
+
+    runs: list[Run] = []
+
+    def collect(self) -> Any:
+        for run in self.runs:
+            yield NotebookItem.from_parent(
+                self, name=f"{self.path.name}[{run.profile}]", path=self.path,
+                nodeid=f"{self.nodeid}[{run.profile}]", profile=run.profile,
+                parameters=run.values)
+
+
 class RefusedNotebook(pytest.File):
     """A notebook that cannot run here: collecting it is an error that says why."""
 
@@ -125,10 +192,6 @@ def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
 
-def _tags(cell: Any) -> set[str]:
-    return set((cell.get("metadata") or {}).get("tags") or [])
-
-
 @dataclasses.dataclass
 class CellResult:
     index: int
@@ -136,6 +199,7 @@ class CellResult:
     outputs: list[dict[str, Any]]  # raw (nbformat) until normalized
     ignore_output: bool
     raw_sha256: str = ""  # of the raw outputs: equal to the baseline's means nothing to compare
+    checked: bool = False  # marked to be compared (dsrepro_check = "marked" compares only these)
 
 
 class NotebookItem(pytest.Item):
@@ -143,10 +207,14 @@ class NotebookItem(pytest.Item):
 
     is_notebook = True
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, profile: str | None = None, parameters: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.profile = profile  # of dsrepro_profiles; None: no profile
+        self.parameters = dict(parameters or {})  # papermill's, injected after ``parameters``
         self.parse_error: str | None = None
         self.options: dict[str, Any] = {}
+        self.execution: tuple[float | None, bool] = (None, False)
         self.container_settings: dict[str, Any] = {}
         self._read_metadata()
 
@@ -160,6 +228,7 @@ class NotebookItem(pytest.Item):
             return
         try:
             options = read_options(notebook)
+            self.execution = read_execution(notebook)
         except NotebookError as exc:
             self.parse_error = str(exc)
             return
@@ -186,12 +255,14 @@ class NotebookItem(pytest.Item):
         notebook = nbformat.read(str(self.path), as_version=4)
         saved = baseline_from_notebook(notebook, settings) \
             if settings.baseline_source == "notebook" else None  # before execution replaces them
+        injected = inject(notebook, self.parameters)
         started = time.perf_counter()
         executed = started
         try:
-            cells = execute(self, settings, notebook)
+            cells = execute(self, settings, notebook, injected)
             executed = time.perf_counter()
-            self._check(cells, saved, settings)
+            if settings.baseline_source != "none":  # "none": running without error is enough
+                self._check(cells, saved, settings)
         except NotebookError as exc:  # keep the evidence: the notebook as it ran, outputs and all
             written = Artifacts(settings.artifacts, settings.rootdir, self.nodeid).write_file(
                 "executed.ipynb", nbformat.writes(notebook).encode("utf-8"))
@@ -212,14 +283,21 @@ class NotebookItem(pytest.Item):
             self._compare(saved, cells, tolerance, {}, artifacts, None)
             return
         store = store_of(self.config)
-        path = store.for_notebook(Path(self.path))
-        lifecycle = Lifecycle(self, store, path, self._inputs, hash_seed=kernel_hash_seed())
+        path = store.for_notebook(Path(self.path), self.profile)
+        lifecycle = Lifecycle(self, store, path, self._inputs, hash_seed=kernel_hash_seed(),
+                              settings=self.run_settings())
         if settings.update:
             lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
             return
         doc = lifecycle.load()
         images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The profile and parameters this item ran with, for the baseline's provenance."""
+        found: dict[str, Any] = {"profile": self.profile} if self.profile else {}
+        found.update({f"parameter {name}": value for name, value in self.parameters.items()})
+        return found
 
     def _inputs(self) -> dict[str, dict[str, str]] | None:
         """What the notebook's kernel read, and the notebook itself."""
@@ -244,16 +322,20 @@ class NotebookItem(pytest.Item):
         problems: list[str] = []
         differences: list[Difference] = []
         by_index = {cell.index: cell for cell in cells}
-        user = output_patterns(settings_of(self.config))
+        settings = settings_of(self.config)
+        user = output_patterns(settings)
+        marked_only = settings.check == "marked"
+        with_images = images_compared(settings)
         for entry in expected:
             cell = by_index[entry["index"]]
-            if cell.ignore_output or entry.get("ignore_output"):
+            skipped = marked_only and not cell.checked  # dsrepro_check = "marked"
+            if cell.ignore_output or entry.get("ignore_output") or skipped:
                 continue
             if entry.get("raw_sha256") == cell.raw_sha256:  # printed exactly what was recorded
                 continue
             obtained = normalize_outputs(cell.outputs, user)
             mismatches = compare_cell(entry.get("outputs") or [], obtained, tolerance, images,
-                                      self._compare_output)
+                                      self._compare_output, with_images)
             for mismatch in mismatches:
                 if mismatch.images:
                     mismatch.written = artifacts.write(f"cell-{cell.index}-{mismatch.what}",
@@ -315,9 +397,11 @@ def _check_kernel(name: str) -> None:
                             "dsrepro_kernel, or install it in the image")
 
 
-def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellResult]:
-    """Run ``notebook`` (as read from the item's file) cell by cell in its own folder; return the
-    code cells' raw outputs."""
+def execute(item: NotebookItem, settings: Settings, notebook: Any,
+            injected: Injected | None = None) -> list[CellResult]:
+    """Run ``notebook`` (as read from the item's file, with its parameters ``injected``) cell by
+    cell in its own folder; return the code cells' raw outputs, indexed as in the file (the
+    injected cell runs, and is neither compared nor recorded)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -325,10 +409,12 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellR
     kernel = settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name") or "python3"
     _check_kernel(kernel)
     total = item.options.get("timeout")
+    cell_limit, allow_errors = item.execution
+    cell_timeout = settings.cell_timeout if cell_limit is None else cell_limit
     client = NotebookClient(
-        notebook, timeout=int(settings.cell_timeout), kernel_name=kernel,
-        startup_timeout=int(settings.kernel_startup_timeout),
-        resources={"metadata": {"path": str(path.parent)}},
+        notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
+        kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
+        allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
     )
     if os.name == "posix":  # IPC sockets: no TCP port, and no warning about one
         client.km = client.create_kernel_manager()
@@ -340,33 +426,35 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any) -> list[CellR
     with client.setup_kernel(env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}):
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
-        for index, cell in enumerate(notebook.cells):
+        for position, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
-            tags = _tags(cell)
-            if tags & SKIP_TAGS:
+            index = injected.shown(position) if injected is not None else position
+            rules = rules_of(cell)
+            if rules.skip:
                 continue
-            if tags & RAISES_TAGS:
+            if rules.raises and "raises-exception" not in (cell.metadata.get("tags") or []):
                 cell.metadata.setdefault("tags", []).append("raises-exception")
             if total is not None:
                 left = float(total) - (time.monotonic() - started)
                 if left <= 0:
                     raise NotebookError(f"{item.nodeid}: the notebook ran longer than "
                                         f"{float(total):g}s (metadata.dsrepro.timeout)")
-                client.timeout = int(max(1, min(settings.cell_timeout, left)))
+                client.timeout = int(max(1, min(cell_timeout, left)))
             try:
-                client.execute_cell(cell, index)
+                client.execute_cell(cell, position)
             except CellTimeoutError:
-                raise NotebookError(f"{_cell_header(_result(index, cell, [], tags))}\n"
+                raise NotebookError(f"{_cell_header(_result(index, cell, [], rules))}\n"
                                     f"timed out after {client.timeout}s") from None
             except DeadKernelError as exc:
-                raise NotebookError(f"{_cell_header(_result(index, cell, [], tags))}\n"
+                raise NotebookError(f"{_cell_header(_result(index, cell, [], rules))}\n"
                                     f"the kernel died: {exc}") from None
             except CellExecutionError:
                 raise NotebookError(
-                    f"{item.nodeid}: {_cell_header(_result(index, cell, [], tags))}\n"
+                    f"{item.nodeid}: {_cell_header(_result(index, cell, [], rules))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
-            results.append(_result(index, cell, list(cell.outputs), tags))
+            if injected is None or position != injected.index:
+                results.append(_result(index, cell, list(cell.outputs), rules))
         if lineage is not None:
             lineage.add(item.nodeid, _kernel_reads(client))
     return results
@@ -408,8 +496,10 @@ def normalized(cells: list[CellResult], settings: Settings) -> list[CellResult]:
             for cell in cells]
 
 
-def _result(index: int, cell: Any, outputs: list[dict[str, Any]], tags: set[str]) -> CellResult:
-    return CellResult(index, cell.source, outputs, bool(tags & IGNORE_TAGS), raw_digest(outputs))
+def _result(index: int, cell: Any, outputs: list[dict[str, Any]], rules: CellRules
+            ) -> CellResult:
+    return CellResult(index, cell.source, outputs, rules.ignore, raw_digest(outputs),
+                      checked=rules.check)
 
 
 def raw_digest(outputs: list[Any]) -> str:
@@ -439,15 +529,22 @@ def _traceback(cell: Any) -> str:
 
 
 def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, Any]]:
-    """The outputs saved in the notebook, as baseline cells."""
+    """The outputs saved in the notebook, as baseline cells. As in nbval, a cell that was never
+    run (no execution count) has nothing to compare, and must have no outputs either."""
     user = output_patterns(settings)
     cells = []
     for index, cell in enumerate(notebook.cells):
-        tags = _tags(cell)
-        if cell.cell_type != "code" or tags & SKIP_TAGS:
+        rules = rules_of(cell)
+        if cell.cell_type != "code" or rules.skip or INJECTED_TAG in (cell.metadata.get("tags")
+                                                                        or []):
             continue
+        unrun = cell.get("execution_count") is None
+        if unrun and cell.outputs:
+            raise NotebookError(f"cell {index} has saved outputs but no execution count (never "
+                                "run as saved): run the notebook and save it, or clear its "
+                                "outputs")
         cells.append({"index": index, "source_sha256": source_hash(cell.source),
-                      "ignore_output": bool(tags & IGNORE_TAGS),
+                      "ignore_output": rules.ignore or unrun,
                       "raw_sha256": raw_digest(cell.outputs),
                       "outputs": normalize_outputs(cell.outputs, user)})
     return cells
@@ -510,8 +607,11 @@ def default_compare(what: str, kind: str, expected: Any, obtained: Any,
 
 def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
                  tolerance: Tolerance, images: dict[str, bytes],
-                 compare: Compare = default_compare) -> list[Mismatch]:
-    """The differences between one cell's expected and obtained outputs."""
+                 compare: Compare = default_compare, with_images: bool = True) -> list[Mismatch]:
+    """The differences between one cell's expected and obtained outputs; without images, image
+    types are left out of both (nbval's default)."""
+    if not with_images:
+        expected, obtained = _without_images(expected), _without_images(obtained)
     if [o["type"] for o in expected] != [o["type"] for o in obtained]:
         return [Mismatch("outputs", kind="structure", note=f"expected {_summary(expected)}; "
                          f"obtained {_summary(obtained)}")]
@@ -527,6 +627,12 @@ def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
         else:
             found += _compare_data(label, exp["data"], obt["data"], tolerance, images, compare)
     return found
+
+
+def _without_images(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**output, "data": {mime: value for mime, value in output["data"].items()
+                                if mime not in IMAGE_TYPES}}
+            if output["type"] == "display" else output for output in outputs]
 
 
 def _compare_data(label: str, expected: dict[str, Any], obtained: dict[str, Any],

@@ -134,6 +134,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from pytest_dsrepro.artifacts import remove_if_empty
 
         remove_if_empty(settings.artifacts)  # no failure left anything: no empty folder either
+        if settings.update:  # made for containers to record into; nothing was recorded
+            remove_if_empty(settings.baselines)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -164,18 +166,31 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     if file_path.suffix != ".ipynb":
         return None
-    from pytest_dsrepro.notebook import NotebookItem, RefusedNotebook, outside, wanted
+    from pytest_dsrepro.notebook import (
+        NotebookFile,
+        NotebookItem,
+        RefusedNotebook,
+        notebook_runs,
+        outside,
+        wanted,
+    )
 
     settings = settings_of(parent.config)
     if not wanted(file_path, settings, parent.session):
         return None
     refused = outside(file_path, settings.rootdir)
     if refused is not None:
-        collector = RefusedNotebook.from_parent(parent, path=file_path)
-        collector.reason = refused
-        return collector
+        refusal = RefusedNotebook.from_parent(parent, path=file_path)
+        refusal.reason = refused
+        return refusal
     nodeid = file_path.resolve().relative_to(parent.config.rootpath).as_posix()
-    return NotebookItem.from_parent(parent, name=file_path.name, path=file_path, nodeid=nodeid)
+    runs = notebook_runs(file_path, nodeid, settings)
+    if runs[0].profile is None:
+        return NotebookItem.from_parent(parent, name=file_path.name, path=file_path,
+                                        nodeid=nodeid, parameters=runs[0].values)
+    collector = NotebookFile.from_parent(parent, path=file_path, nodeid=nodeid)
+    collector.runs = runs
+    return collector
 
 
 def is_container_item(item: pytest.Item, settings: Settings) -> bool:
@@ -189,6 +204,12 @@ def is_container_item(item: pytest.Item, settings: Settings) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = settings_of(config)
+    if settings.profile:  # --dsrepro-profile: the other profiles' notebook items go
+        other = [item for item in items
+                 if getattr(item, "profile", None) not in (None, *settings.profile)]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if item not in other]
     for item in items:
         if is_container_item(item, settings):
             extra = getattr(item, "container_settings", None)

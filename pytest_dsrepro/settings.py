@@ -6,12 +6,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from pytest_dsrepro.cell_rules import read_sanitize_file
 from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.parameters import (
+    parse_assignments,
+    parse_parameter_lines,
+    parse_profile_lines,
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -211,10 +218,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", "write the run's JSON report (schema: report.schema.json) to this file",
            metavar="PATH"),
     Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
-    Option("baseline_source", "compare notebooks with: baselines (default) or notebook (the "
-           "outputs saved in the notebook, as nbval does)", metavar="SOURCE"),
+    Option("baseline_source", "compare notebooks with: baselines (default), notebook (the "
+           "outputs saved in the notebook, as nbval does) or none (only run them, as nbmake does)",
+           metavar="SOURCE"),
+    Option("check", "which notebook cells are compared: all (default) or marked (only cells "
+           "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", metavar="WHICH"),
+    Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
+           "baselines, false with baseline_source = notebook, as nbval)", metavar="BOOL"),
     Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
            "linelist", (), flag=None),
+    Option("sanitize_file", "nbval's sanitize file (regex: / replace: lines), relative to the "
+           "rootdir", metavar="PATH"),
+    Option("parameters", "papermill parameters per notebook: GLOB: NAME=VALUE ... (one a line)",
+           "linelist", (), flag=None),
+    Option("param", "a papermill parameter for every notebook, NAME=VALUE (repeatable; over the "
+           "ini's)", "linelist", (), ini=False, metavar="NAME=VALUE"),
+    Option("profiles", "named parameter sets, PROFILE [GLOB]: NAME=VALUE ...: one item per "
+           "profile (train.ipynb[smoke]), each with its own baseline", "linelist", (), flag=None),
+    Option("profile", "run only these profiles' notebook items (repeatable)", "linelist", (),
+           metavar="NAME"),
     Option("rtol", "relative tolerance for numbers (default: 1e-6)", metavar="R"),
     Option("atol", "absolute tolerance for numbers (default: 1e-12)", metavar="A"),
     Option("cell_timeout", "seconds one notebook cell may run (default: 600)", metavar="SECONDS"),
@@ -321,7 +343,14 @@ class Settings:
     artifacts: Path = Path("dsrepro-artifacts")
     report: Path | None = None
     html: Path | None = None
+    check: str = "all"
+    compare_images: bool | None = None  # None: as the baseline source has it
     sanitize: tuple[str, ...] = ()
+    sanitize_file: tuple[tuple[str, str], ...] = ()  # (regex, replacement) pairs read from it
+    parameters: tuple[tuple[str, str], ...] = ()  # (glob, assignments)
+    param: tuple[tuple[str, str], ...] = ()  # (name, value) of --dsrepro-param
+    profiles: tuple[tuple[str, str, str], ...] = ()  # (profile, glob, assignments)
+    profile: tuple[str, ...] = ()  # --dsrepro-profile
     rtol: float = 1e-6
     atol: float = 1e-12
     cell_timeout: float = 600.0
@@ -340,7 +369,7 @@ class Settings:
         memory = raw_value(config, "memory")
         paths = raw_value(config, "container_paths") or ()
         scratch = raw_value(config, "scratch")
-        return cls(
+        settings = cls(
             rootdir=root,
             in_docker=bool(raw_value(config, "in_docker")),
             update=bool(raw_value(config, "update")),
@@ -387,8 +416,19 @@ class Settings:
             report=_output(config, "report"),
             html=_output(config, "html"),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
-                                    "baseline_source", ("baselines", "notebook")),
+                                    "baseline_source", ("baselines", "notebook", "none")),
+            check=_choice(raw_value(config, "check") or "all", "check", ("all", "marked")),
+            compare_images=_optional(raw_value(config, "compare_images"), parse_bool),
             sanitize=tuple(raw_value(config, "sanitize")),
+            sanitize_file=_optional(raw_value(config, "sanitize_file"),
+                                     lambda v: read_sanitize_file(root / v)) or (),
+            parameters=parse_parameter_lines(list(raw_value(config, "parameters"))),
+            param=parse_assignments(" ".join(shlex.quote(str(v))
+                                             for v in raw_value(config, "param")),
+                                    "--dsrepro-param"),
+            profiles=parse_profile_lines(list(raw_value(config, "profiles"))),
+            profile=tuple(p for entry in raw_value(config, "profile")
+                          for p in str(entry).replace(",", " ").split()),
             rtol=_number(raw_value(config, "rtol"), "rtol", 1e-6),
             atol=_number(raw_value(config, "atol"), "atol", 1e-12),
             cell_timeout=_optional(raw_value(config, "cell_timeout"),
@@ -397,6 +437,13 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+        known = sorted({name for name, _, _ in settings.profiles})
+        unknown = [name for name in settings.profile if name not in known]
+        if unknown:
+            raise DsreproUsageError(
+                f"--dsrepro-profile {', '.join(unknown)}: no such profile (dsrepro_profiles "
+                f"names {', '.join(known) or 'none'})")
+        return settings
 
 
     def to_wire(self) -> dict[str, Any]:

@@ -55,9 +55,10 @@ class Store:
         self.root = root
         self.rootdir = rootdir
 
-    def for_notebook(self, notebook: Path) -> Path:
-        rel = notebook.resolve().relative_to(self.rootdir)
-        return self.root / rel.with_suffix(".yaml")
+    def for_notebook(self, notebook: Path, profile: str | None = None) -> Path:
+        """``baselines/<notebook path>.yaml``; a profile's is ``<notebook path>[profile].yaml``."""
+        rel = notebook.resolve().relative_to(self.rootdir).with_suffix("")
+        return self.root / rel.parent / f"{rel.name}{f'[{profile}]' if profile else ''}.yaml"
 
     def for_test(self, module: Path, name: str) -> Path:
         rel = module.resolve().relative_to(self.rootdir).with_suffix("")

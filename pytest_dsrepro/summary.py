@@ -78,18 +78,29 @@ class Summary:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         from pytest_dsrepro.markers import SPEC_KEY
 
-        store = store_of(self.config)
-        in_docker = settings_of(self.config).in_docker
+        settings = settings_of(self.config)
         for item in items:
-            if in_docker and SPEC_KEY in item.stash:
+            if settings.in_docker and SPEC_KEY in item.stash:
                 self.in_container.add(item.nodeid)
-            if getattr(item, "is_notebook", False):
-                self.expected_files.add(store.for_notebook(Path(item.path)))
-            elif "baseline" in getattr(item, "fixturenames", ()):
-                self.expected_files.add(store.for_test(Path(item.path), item.name))
+        self._uses_baselines(items)
         if is_xdist_worker(self.config):  # the controller lists unused baselines for the run
             self.config.workeroutput[XDIST_EXPECTED] = sorted(  # type: ignore[attr-defined]
                 str(path) for path in self.expected_files)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Items left out by ``-k``, ``-m`` or ``--dsrepro-profile`` still own their baselines."""
+        self._uses_baselines(items)
+
+    def _uses_baselines(self, items: list[pytest.Item]) -> None:
+        store = store_of(self.config)
+        settings = settings_of(self.config)
+        for item in items:
+            if getattr(item, "is_notebook", False):
+                if settings.baseline_source == "baselines":
+                    self.expected_files.add(store.for_notebook(Path(item.path),
+                                                               getattr(item, "profile", None)))
+            elif "baseline" in getattr(item, "fixturenames", ()):
+                self.expected_files.add(store.for_test(Path(item.path), item.name))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -30,10 +30,14 @@ FLAGS = [
     "--dsrepro-html=r.html", "--dsrepro-baseline-source=notebook", "--dsrepro-rtol=0.25",
     "--dsrepro-atol=0.5", "--dsrepro-cell-timeout=9", "--dsrepro-kernel-startup-timeout=11",
     "-o", "dsrepro_container_paths=ctests", "-o", "dsrepro_sanitize=secret-\\d+",
+    "--dsrepro-check=marked", "--dsrepro-compare-images=true", "--dsrepro-sanitize-file=san.cfg",
+    "-o", "dsrepro_parameters=nb/*.ipynb: rows=10", "--dsrepro-param=seed=1",
+    "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
 ]
 
 
 def test_every_option_crosses_the_wire_unchanged(pytester: pytest.Pytester) -> None:
+    (pytester.path / "san.cfg").write_text("[dates]\nregex: \\d{4}-\\d\\d-\\d\\d\nreplace: DATE\n")
     config = pytester.parseconfig(*FLAGS)
     host = Settings.from_config(config)
     default = Settings(rootdir=host.rootdir)

@@ -7,6 +7,7 @@ A failing case names, in ``metadata.corpus.expect``, a line its failure report m
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,19 @@ def error(ename: str, evalue: str) -> Any:
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
-def code(source: str, outputs: list[Any], tags: tuple[str, ...] = (), count: int = 1) -> Any:
+def code(source: str, outputs: list[Any], tags: tuple[str, ...] = (),
+         count: int | None = 1) -> Any:
     cell = new_code_cell(source, metadata={"tags": list(tags)} if tags else {},
                          execution_count=count)
     cell.outputs = outputs
     return cell
 
+
+LATEX = {"text/latex": "$x^2$", "text/plain": "x^2"}
+FIGURE_B = {"image/png": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAE"
+                         "hQGAhKmMIQAAAABJRU5ErkJggg==", "text/plain": "<Figure size 1x1>"}
+PNG_A = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5"
+         "ErkJggg==")
 
 TABLE = "<table><tr><th>metric</th><th>value</th></tr><tr><td>f1</td><td>{}</td></tr></table>"
 
@@ -87,6 +95,42 @@ CASES: dict[str, tuple[list[Any], dict[str, Any]]] = {
                           {"expect": "*expected stream stdout; obtained stream stdout, display*"}),
     "missing-output-fail": ([code("x = 1", [stream("1\n")])],
                             {"expect": "*expected stream stdout; obtained no output*"}),
+    # nbval's rules: each "nbval-" case gets the same verdict from nbval itself (test_corpus)
+    "nbval-unexecuted-cell-pass": ([code("print('fresh')", [], count=None)], {}),
+    "nbval-unrun-cell-with-outputs-fail": ([code("print('x')", [stream("x\n")], count=None)],
+                                           {"expect": "*no execution count*"}),
+    "nbval-latex-with-png-pass": ([code(f"display({LATEX!r}, raw=True)",
+                                        [display({**LATEX, "image/png": PNG_A})])], {}),
+    "nbval-image-differs-pass": ([code(f"display({FIGURE_B!r}, raw=True)",
+                                       [display({**FIGURE_B, "image/png": PNG_A})])], {}),
+    "nbval-ignore-output-comment-pass": ([code("# NBVAL_IGNORE_OUTPUT\nimport random\n"
+                                               "print(random.random())", [stream("0.5\n")])], {}),
+    "nbval-skip-comment-pass": ([code("# NBVAL_SKIP\nraise SystemExit('never run')", []),
+                                 code("print(1)", [stream("1\n")])], {}),
+    "nbval-raises-exception-comment-pass": ([code("# NBVAL_RAISES_EXCEPTION\n{}['missing']",
+                                                  [error("KeyError", "'missing'")])], {}),
+    "nbval-raises-exception-other-message-fail": ([code("# NBVAL_RAISES_EXCEPTION\n"
+                                                        "raise ValueError('b')",
+                                                        [error("ValueError", "a")])],
+                                                  {"expect": "*ValueError: a*"}),
+    "nbval-check-output-comment-fail": ([code("# NBVAL_CHECK_OUTPUT\nprint('new')",
+                                              [stream("old\n")])], {"expect": "*+new"}),
+    "nbval-comment-over-tag-pass": ([code("# NBVAL_IGNORE_OUTPUT\nprint('new')",
+                                          [stream("old\n")], tags=("nbval-check-output",))], {}),
+    # nbmake's rules: "nbmake-" cases run with dsrepro_baseline_source = none, and get the same
+    # verdict from nbmake itself (test_corpus)
+    "nbmake-outputs-not-compared-pass": ([code("print('new')", [stream("old\n")])], {}),
+    "nbmake-error-fail": ([code("raise ValueError('broken')", [])],
+                          {"expect": "*ValueError*broken*"}),
+    "nbmake-allow-errors-pass": ([code("raise ValueError('allowed')", [])],
+                                 {"execution": {"allow_errors": True}}),
+    "nbmake-timeout-fail": ([code("import time\ntime.sleep(30)", [])],
+                            {"execution": {"timeout": 2}, "expect": "*timed out after 2s*"}),
+    "nbmake-skip-execution-tag-pass": ([code("raise SystemExit('never run')", [],
+                                             tags=("skip-execution",)),
+                                        code("print(1)", [])], {}),
+    "nbmake-raises-exception-tag-pass": ([code("raise ValueError('expected')", [],
+                                               tags=("raises-exception",))], {}),
 }
 
 
@@ -95,10 +139,14 @@ def main() -> None:
         old.unlink()
     for name, (cells, extra) in CASES.items():
         nb = new_notebook(cells=cells)
+        for number, cell in enumerate(nb.cells):  # fixed ids: rerunning rewrites nothing
+            cell.id = hashlib.sha256(f"{name}-{number}".encode()).hexdigest()[:8]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
         if "metadata" in extra:
             nb.metadata["dsrepro"] = extra["metadata"]
+        if "execution" in extra:
+            nb.metadata["execution"] = extra["execution"]
         if "expect" in extra:
             nb.metadata["corpus"] = {"expect": extra["expect"]}
         nbformat.write(nb, str(HERE / f"{name}.ipynb"))
