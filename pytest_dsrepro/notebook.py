@@ -453,7 +453,7 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
                 raise NotebookError(
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], rules))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
-            if injected is None or position != injected.index:
+            if INJECTED_TAG not in (cell.metadata.get("tags") or []):  # parameters: no output
                 results.append(_result(index, cell, list(cell.outputs), rules))
         if lineage is not None:
             lineage.add(item.nodeid, _kernel_reads(client))

@@ -224,6 +224,29 @@ def test_a_papermill_output_notebook_gets_its_injected_cell_replaced(pytester: p
     run_with_env(pytester, "--dsrepro-param", "n=3").assert_outcomes(passed=1)
 
 
+def test_a_papermill_output_notebook_checks_against_its_saved_outputs(
+        nbval_project: pytest.Pytester) -> None:
+    """The notebook papermill wrote is checked as saved: its injected cell runs, and is not a
+    cell the baseline lacks."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [new_code_cell("n = 1", metadata={"tags": ["parameters"]}, execution_count=1),
+                new_code_cell("# Parameters\nn = 7\n",
+                              metadata={"tags": ["injected-parameters"]}, execution_count=2),
+                new_code_cell("print('n is', n)", execution_count=3)]
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="n is 7\n")]
+    (nbval_project.path / "nb").mkdir()
+    nbformat.write(nb, str(nbval_project.path / "nb" / "out.ipynb"))
+    run_with_env(nbval_project).assert_outcomes(passed=1)
+    changed = run_with_env(nbval_project, "--dsrepro-param", "n=8")
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(["*-n is 7", "*+n is 8"])
+
+
 @pytest.mark.parametrize("line, message", [
     ("notebooks/x.ipynb epochs=1", "dsrepro_parameters line * is not 'GLOB: NAME=VALUE ...'*"),
     ("x.ipynb: 1x=2", "dsrepro_parameters '1x=2' is not NAME=VALUE*"),
