@@ -11,6 +11,7 @@ from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Tolerance, number_table
 from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
 from pytest_dsrepro.normalize import here_paths, replace_paths
+from pytest_dsrepro.results import observe
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import BASELINE_KEY, lineage_of
 from pytest_dsrepro.store import Store
@@ -56,6 +57,8 @@ class Baseline:
         encoded = replace_paths(encode(value, name, files), here_paths(self.settings.rootdir))
         self.values[name] = encoded
         self.files.update(files)
+        if self.settings.repeat > 1:  # --dsrepro-repeat compares what each run obtained
+            observe(self.item, name, encoded, [rtol, atol])
         if self.settings.update:
             return
         if self._doc is None:

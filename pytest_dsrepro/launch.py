@@ -149,11 +149,12 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
     # checked once here: the children need not look for packages or the entry point again
     for number, share in enumerate(shares):
         child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
-                                    nodeids=share)
+                                    nodeids=share, env={})
         children.append(subprocess.Popen(
             [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "DSREPRO_PROCESS": str(number), "DSREPRO_WATCH_STDIN": "0"}))
+            env={**os.environ, **request.env, "DSREPRO_PROCESS": str(number),
+                 "DSREPRO_WATCH_STDIN": "0"}))
 
     def pump(child: subprocess.Popen[str]) -> None:
         assert child.stdout is not None
@@ -198,6 +199,14 @@ def _watch_host() -> None:
     threading.Thread(target=watch, name="dsrepro-host-watch", daemon=True).start()
 
 
+def _limit_cpus(count: str | None) -> None:
+    """A repeat's CPU perturbation: this process and its children on ``count`` CPUs."""
+    if not count or not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:max(1, int(count))])
+
+
 def main(argv: list[str]) -> int:
     if os.environ.get("DSREPRO_WATCH_STDIN") == "1":
         _watch_host()
@@ -225,7 +234,8 @@ def main(argv: list[str]) -> int:
     shares = split(request.nodeids, request.workers)
     if entry_point is None:
         entry_point = _has_entry_point()
-    if len(shares) > 1:
+    _limit_cpus(os.environ.get("DSREPRO_CPUS_ALLOWED"))
+    if len(shares) > 1 or request.env:  # perturbed: a fresh process takes the variables
         code = _run_children(channel, request, shares, entry_point)
     else:
         code = _run_here(channel, request, entry_point)

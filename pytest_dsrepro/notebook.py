@@ -38,7 +38,7 @@ from pytest_dsrepro.parameters import (
     inject,
     runs_of,
 )
-from pytest_dsrepro.results import annotate
+from pytest_dsrepro.results import annotate, observe
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import lineage_of, settings_of, store_of
 
@@ -261,6 +261,8 @@ class NotebookItem(pytest.Item):
         try:
             cells = execute(self, settings, notebook, injected)
             executed = time.perf_counter()
+            if settings.repeat > 1:  # --dsrepro-repeat compares what each run printed
+                self._observe(cells, settings)
             if settings.baseline_source != "none":  # "none": running without error is enough
                 self._check(cells, saved, settings)
         except NotebookError as exc:  # keep the evidence: the notebook as it ran, outputs and all
@@ -292,6 +294,16 @@ class NotebookItem(pytest.Item):
         doc = lifecycle.load()
         images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
+
+    def _observe(self, cells: list[CellResult], settings: Settings) -> None:
+        tolerance = [self.options.get("rtol"), self.options.get("atol")]
+        user = output_patterns(settings)
+        for cell in cells:
+            if cell.ignore_output:
+                continue
+            for number, output in enumerate(normalize_outputs(cell.outputs, user)):
+                for kind, text in _texts(output):
+                    observe(self, f"cell {cell.index} output {number} ({kind})", text, tolerance)
 
     def run_settings(self) -> dict[str, Any]:
         """The profile and parameters this item ran with, for the baseline's provenance."""
@@ -363,6 +375,16 @@ class NotebookItem(pytest.Item):
         if isinstance(excinfo.value, NotebookError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
+
+
+def _texts(output: dict[str, Any]) -> list[tuple[str, str]]:
+    """A normalized output as (kind, text) pairs; an image as its digest."""
+    if output["type"] == "stream":
+        return [(output["name"], output.get("text", ""))]
+    if output["type"] == "error":
+        return [("error", f"{output.get('ename')}: {output.get('evalue')}")]
+    return [(mime, hashlib.sha256(str(value).encode()).hexdigest()[:16] if mime in IMAGE_TYPES
+             else str(value)) for mime, value in sorted(output["data"].items())]
 
 
 def _cell_header(cell: CellResult) -> str:

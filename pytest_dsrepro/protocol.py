@@ -85,7 +85,8 @@ class Request:
     as they are and never resolves its own. ``args`` are pytest's options inside (rootdir, ini,
     verbosity, traceback style), ``nodeids`` the items, ``require`` the import names the run needs,
     ``workers`` how many pytest processes share the items, ``entry_point`` whether the image has
-    the plugin installed (None: the launcher looks)."""
+    the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
+    (a repeat's perturbations: they then run in processes of their own)."""
 
     settings: dict[str, Any]
     args: list[str]
@@ -93,6 +94,7 @@ class Request:
     require: list[str] = dataclasses.field(default_factory=list)
     workers: int = 1
     entry_point: bool | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # over the worker's (a repeat's)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

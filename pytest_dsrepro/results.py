@@ -4,7 +4,8 @@ that it travels with the reports from a container to the host's summary and repo
 Keys: ``baseline`` (its path), ``verdict`` (reproduced, diverged, missing, stale, corrupt or
 recorded), ``status`` (created, changed or unchanged, in update mode), ``provenance`` (the
 baseline's), ``run`` (this run's), ``differences`` (:meth:`Difference.record` dicts) and
-``changes`` (what changed since the baseline was recorded: ``{"kind", "text"}`` dicts)."""
+``changes`` (what changed since the baseline was recorded: ``{"kind", "text"}`` dicts), and
+with ``--dsrepro-repeat`` ``observed`` (what each checked value or cell output was)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
         item.user_properties.append((PROPERTY, entry))
     entry.update(fields)
     return entry
+
+
+def observe(item: pytest.Item, where: str, value: Any, tolerance: list[float | None]) -> None:
+    """Note what the item obtained at ``where`` (a checked value's name, a cell's output), with
+    the tolerance it is compared under, for ``--dsrepro-repeat``."""
+    entry = annotate(item)
+    entry.setdefault("observed", {})[where] = {"value": value, "tolerance": tolerance}
 
 
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:

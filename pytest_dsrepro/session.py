@@ -13,6 +13,7 @@ Three shapes, as pytest-xdist splits a session:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import uuid
@@ -26,6 +27,7 @@ from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.matrix import inner_nodeid
 from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.remote import RemoteCollection
+from pytest_dsrepro.repeat import Repeats, observe_run, perturbation
 from pytest_dsrepro.replay import MissingPackages, Replay, host_report, should_stop, skip_report
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
@@ -68,6 +70,9 @@ class HostSession:
             self.executor = config.hook.pytest_dsrepro_make_executor(
                 config=config, settings=for_executor, session_id=self.session_id, say=self.say)
         self._collection: RemoteCollection | None = None
+        self.repeats: Repeats | None = None
+        if settings.repeat > 1 or settings.perturb:
+            self.repeats = self._repeats()
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
         self._previous_terminate = _terminate_as_interrupt()
         self._gpus_seen: bool | None = None  # from xdist workers
@@ -81,6 +86,36 @@ class HostSession:
                 "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
                 "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
                 "on all.")
+
+    def _repeats(self) -> Repeats:
+        if self.xdist_controller or self.xdist_worker or self.settings.engines:
+            raise DsreproUsageError("--dsrepro-repeat runs in one session on one engine: drop -n "
+                                    "and --dsrepro-engines")
+        if self.settings.repeat < 2:
+            raise DsreproUsageError("--dsrepro-perturb varies the runs of --dsrepro-repeat: give "
+                                    "--dsrepro-repeat N with N of 2 or more")
+        if self.settings.update:
+            raise DsreproUsageError("--dsrepro-repeat looks for outputs that move; it records "
+                                    "nothing: drop --dsrepro-update")
+        repeats = Repeats(self.settings)
+        self.config.pluginmanager.register(repeats, "dsrepro-repeats")
+        return repeats
+
+    def _repeat(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """The runs after the first: each group in a fresh worker, quietly, perturbed."""
+        assert self.repeats is not None
+        for run in range(2, self.settings.repeat + 1):
+            env = perturbation(run, self.settings.perturb)
+            shown = " ".join(f"{k}={v}" for k, v in env.items())
+            self.say(f"repeat {run}/{self.settings.repeat}" + (f" ({shown})" if shown else ""))
+            for spec, items in groups:
+                if spec.gpu and not self.executor.gpus_available():
+                    continue
+                request = dataclasses.replace(
+                    self.request([inner_nodeid(i) for i in items], requirements(items)), env=env)
+                limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
+                self.repeats.add(run, observe_run(
+                    functools.partial(self.executor.start, spec, request), limit))
 
     def executor_for(self, spec: ContainerSpec) -> Executor:
         """The executor of the spec's engine (``--dsrepro-engines``), else the one."""
@@ -292,6 +327,8 @@ class HostSession:
                 for spec, items in groups.values():
                     if not self.run_group(session, spec, items):
                         break
+                if self.repeats is not None and not (session.shouldfail or session.shouldstop):
+                    self._repeat(list(groups.values()))
         finally:
             _restore_terminate(previous)
         _raise_if_stopping(session)

@@ -221,6 +221,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("baseline_source", "compare notebooks with: baselines (default), notebook (the "
            "outputs saved in the notebook, as nbval does) or none (only run them, as nbmake does)",
            metavar="SOURCE"),
+    Option("repeat", "run each container item N times, fresh each time, and report what moved "
+           "between the runs, with proposals in dsrepro-artifacts/proposals.toml", metavar="N"),
+    Option("perturb", "vary between the repeats: threads, hashseed, cpus (comma-separated)",
+           "linelist", (), metavar="WHAT"),
     Option("check", "which notebook cells are compared: all (default) or marked (only cells "
            "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", metavar="WHICH"),
     Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
@@ -343,6 +347,8 @@ class Settings:
     artifacts: Path = Path("dsrepro-artifacts")
     report: Path | None = None
     html: Path | None = None
+    repeat: int = 1
+    perturb: tuple[str, ...] = ()
     check: str = "all"
     compare_images: bool | None = None  # None: as the baseline source has it
     sanitize: tuple[str, ...] = ()
@@ -417,6 +423,9 @@ class Settings:
             html=_output(config, "html"),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
+            repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,
+            perturb=tuple(_choice(part, "perturb", PERTURBATIONS) for entry in
+                          raw_value(config, "perturb") for part in str(entry).replace(",", " ").split()),
             check=_choice(raw_value(config, "check") or "all", "check", ("all", "marked")),
             compare_images=_optional(raw_value(config, "compare_images"), parse_bool),
             sanitize=tuple(raw_value(config, "sanitize")),
@@ -437,6 +446,9 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+        if settings.repeat > 1 and not settings.in_docker:
+            raise DsreproUsageError("--dsrepro-repeat runs container items again, each in a fresh "
+                                    "container: add --in-docker")
         known = sorted({name for name, _, _ in settings.profiles})
         unknown = [name for name in settings.profile if name not in known]
         if unknown:
@@ -485,10 +497,13 @@ def _from_wire(value: Any, annotation: str) -> Any:
     return value
 
 
-def _count(value: Any) -> int:
-    number = _number(value, "workers", 1.0)
+PERTURBATIONS = ("threads", "hashseed", "cpus")
+
+
+def _count(value: Any, what: str = "workers") -> int:
+    number = _number(value, what, 1.0)
     if number < 1 or number != int(number):
-        raise DsreproUsageError(f"workers {value!r} must be a whole number, at least 1")
+        raise DsreproUsageError(f"{what} {value!r} must be a whole number, at least 1")
     return int(number)
 
 

@@ -1,0 +1,109 @@
+"""``--dsrepro-repeat N`` finds the outputs that move between runs, and says what would make the
+gate tolerate them, or that they need a seed; ``--dsrepro-perturb`` makes hidden nondeterminism
+show. On the real engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Project
+from notebooks import write_notebook
+
+# a Monte Carlo estimate from a generator of its own, never seeded: it moves by about 0.1%
+ESTIMATE = ("unseeded = random.Random()\n"
+            "print('estimate', sum(unseeded.random() for _ in range(200000)) / 200000)")
+
+
+def test_an_unseeded_cell_among_seeded_ones_is_flagged_with_a_proposal_that_passes(
+        project: Project) -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib reads the proposals")
+    import tomllib
+
+    project.ini(dsrepro_notebooks=["notebooks/*.ipynb"])
+    notebook = write_notebook(
+        project.path / "notebooks" / "mc.ipynb",
+        "import random\nrandom.seed(7)\nprint('seeded', random.random())",
+        ESTIMATE,
+        "print('constant', 42)")
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
+
+    result = project.run("--in-docker", "--dsrepro-repeat", "8")
+    result.stdout.fnmatch_lines([
+        "*= dsrepro repeat (8 runs) =*",
+        "deterministic 2, noisy within tolerance 0, nondeterministic 1",
+        "nondeterministic: notebooks/mc.ipynb: cell 1 output 0 (stdout)",
+        "  moved by up to *",
+        "  run 1: estimate 0.*",
+        "  run *: estimate 0.*",
+        "  proposal: rtol = * (covers the spread 4 times over)",
+        "proposals to review: dsrepro-artifacts/proposals.toml",
+    ])
+    proposals = tomllib.loads((project.path / "dsrepro-artifacts" / "proposals.toml").read_text())
+    rtol = proposals["notebook"]["notebooks/mc.ipynb"]["metadata"]["dsrepro"]["rtol"]
+    assert 0 < rtol <= 0.05  # noise to tolerate, not a reason to seed
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)  # the proposal, applied by hand
+    nb.metadata["dsrepro"] = {"rtol": rtol}
+    nbformat.write(nb, str(notebook))
+    project.run("--in-docker").assert_outcomes(passed=1)
+
+
+THREAD_SUM = """
+import os, pytest
+
+def threaded_sum(values):
+    # as a parallel reduction does it: one partial sum per thread, then the partial sums
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 2)
+    return sum(sum(values[i::threads]) for i in range(threads))
+
+@pytest.mark.container
+def test_sum(baseline):
+    values = [0.1 * (k % 7) + 1e-9 * k for k in range(10001)]
+    baseline.check("total", threaded_sum(values), rtol=0, atol=0)
+    baseline.check("count", len(values))
+"""
+
+
+def test_a_thread_count_sensitive_sum_shows_only_when_threads_vary(project: Project) -> None:
+    project.pytester.makepyfile(test_threads=THREAD_SUM)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
+    still = project.run("--in-docker", "--dsrepro-repeat", "3")
+    still.assert_outcomes(passed=1)
+    still.stdout.fnmatch_lines(["deterministic 2, noisy within tolerance 0, nondeterministic 0"])
+    varied = project.run("--in-docker", "--dsrepro-repeat", "3", "--dsrepro-perturb", "threads")
+    varied.stdout.fnmatch_lines([
+        "*= dsrepro repeat (3 runs, perturbed: threads) =*",
+        "deterministic 1, noisy within tolerance 0, nondeterministic 1",
+        "nondeterministic: test_threads.py::test_sum: total",
+    ])
+    text = (project.path / "dsrepro-artifacts" / "proposals.toml").read_text()
+    assert "baseline.check('total', ..., rtol=" in text
+
+
+def test_repeat_needs_the_container(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-repeat", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --dsrepro-repeat runs container items again*add "
+                                 "--in-docker"])
+
+
+def test_moving_text_gets_a_sanitize_proposal() -> None:
+    from pytest_dsrepro.compare import Tolerance
+    from pytest_dsrepro.repeat import judge, round_up
+
+    found = judge("nb.ipynb", "cell 0 output 0 (stdout)",
+                  ["run-id 3f9a2c ok\n", "run-id 77b1e0 ok\n"], Tolerance())
+    assert (found.verdict == "nondeterministic" and found.moved == ["run-id"]) or found.moved
+    assert found.proposal == "sanitize"
+    assert json.loads(json.dumps(found.pattern)).startswith("run\\-id\\s+")
+    assert judge("t", "v", [1.0, 1.0 + 1e-9], Tolerance(rtol=1e-6)).verdict == "noisy"
+    assert judge("t", "v", [0.2, 0.9], Tolerance()).proposal == "seed"
+    assert round_up(0.00123) == pytest.approx(0.002) and round_up(0.05) == pytest.approx(0.05)
+    assert Path
