@@ -13,5 +13,9 @@ class EngineError(DsreproUsageError):  # type: ignore[misc]
     """The Docker engine cannot be reached or refused a request."""
 
 
+class RetryWarning(UserWarning):
+    """Something failed to start and was started again (``dsrepro_retries``)."""
+
+
 class BuildError(DsreproUsageError):  # type: ignore[misc]
     """The project's image could not be built."""

@@ -57,7 +57,7 @@ class Baseline:
         encoded = replace_paths(encode(value, name, files), here_paths(self.settings.rootdir))
         self.values[name] = encoded
         self.files.update(files)
-        if self.settings.repeat > 1:  # --dsrepro-repeat compares what each run obtained
+        if self.settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs
             observe(self.item, name, encoded, [rtol, atol])
         if self.settings.update:
             return

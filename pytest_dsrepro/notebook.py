@@ -4,6 +4,7 @@ baseline (or with the outputs saved in the notebook)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -11,7 +12,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +263,7 @@ class NotebookItem(pytest.Item):
         try:
             cells = execute(self, settings, notebook, injected)
             executed = time.perf_counter()
-            if settings.repeat > 1:  # --dsrepro-repeat compares what each run printed
+            if settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs
                 self._observe(cells, settings)
             if settings.baseline_source != "none":  # "none": running without error is enough
                 self._check(cells, saved, settings)
@@ -433,19 +435,24 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
     total = item.options.get("timeout")
     cell_limit, allow_errors = item.execution
     cell_timeout = settings.cell_timeout if cell_limit is None else cell_limit
-    client = NotebookClient(
-        notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
-        kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
-        allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
-    )
-    if os.name == "posix":  # IPC sockets: no TCP port, and no warning about one
-        client.km = client.create_kernel_manager()
-        client.km.transport = "ipc"
-        client.km.ip = os.path.join(tempfile.gettempdir(), f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
+
+    def make_client() -> Any:
+        client = NotebookClient(
+            notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
+            kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
+            allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
+        )
+        if os.name == "posix":  # IPC sockets: no TCP port, and no warning about one
+            client.km = client.create_kernel_manager()
+            client.km.transport = "ipc"
+            client.km.ip = os.path.join(tempfile.gettempdir(),
+                                        f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
+        return client
+
     lineage = lineage_of(item.config)
     results: list[CellResult] = []
-    started = time.monotonic()
-    with client.setup_kernel(env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}):
+    with started_kernel(item.nodeid, settings.retries, make_client) as client:
+        started = time.monotonic()
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
         for position, cell in enumerate(notebook.cells):
@@ -480,6 +487,36 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
         if lineage is not None:
             lineage.add(item.nodeid, _kernel_reads(client))
     return results
+
+
+@contextlib.contextmanager
+def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) -> Iterator[Any]:
+    """A notebook client with its kernel started. A kernel that does not start is started again,
+    ``retries`` times, each retry said in a warning; then the item fails in one line."""
+    from pytest_dsrepro.engine import first_line
+    from pytest_dsrepro.errors import RetryWarning
+
+    for attempt in range(retries + 1):
+        client = make_client()
+        starting = client.setup_kernel(env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()})
+        try:
+            starting.__enter__()
+        except Exception as exc:
+            why = first_line(exc)
+            if attempt >= retries:
+                tries = f" ({attempt + 1} tries)" if attempt else ""
+                raise NotebookError(f"{nodeid}: the kernel did not start{tries}: {why}") from None
+            warnings.warn(RetryWarning(f"{nodeid}: the kernel did not start ({why}); started it "
+                                       f"again (retry {attempt + 1} of {retries})"), stacklevel=1)
+            continue
+        try:
+            yield client
+        except BaseException as exc:
+            if not starting.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            starting.__exit__(None, None, None)
+        return
 
 
 def kernel_hash_seed() -> str:

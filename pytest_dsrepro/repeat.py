@@ -111,6 +111,10 @@ class Finding:
         return "seed it: the value moves more than any tolerance should allow"
 
 
+def _value(run: dict[str, Any], where: str) -> Any:
+    return (run.get(where) or {}).get("value")
+
+
 def _shown(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     text = text.replace("\n", "\\n")
@@ -191,12 +195,46 @@ class Repeats:
         self.settings = settings
         self.runs: dict[str, list[dict[str, Any]]] = {}  # node id -> observed per run
         self.findings: list[Finding] = []
+        self.diverged: dict[str, list[pytest.TestReport]] = {}  # their failed reports
+        self.confirmed: dict[str, str] = {}  # node id -> changed or nondeterministic
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = of_report(report)
         if entry and entry.get("observed"):
             runs = self.runs.setdefault(report.nodeid, [{}])
             runs[0].update(entry["observed"])
+        if entry and entry.get("verdict") == "diverged" and report.failed:
+            self.diverged.setdefault(report.nodeid, []).append(report)
+
+    def confirm(self, nodeid: str, rerun: dict[str, Any]) -> str:
+        """Compare the rerun of a diverged item with its first run; say which it is on its
+        failure (a section of its report) and in the summary."""
+        first = self.runs.get(nodeid, [{}])[0]
+        moved = [where for where in sorted(set(first) | set(rerun))
+                 if _value(first, where) != _value(rerun, where)]
+        if not rerun:
+            verdict = "unconfirmed"
+            lines = ["unconfirmed: the rerun reported nothing (it failed to run)"]
+        elif moved:
+            verdict = "nondeterministic"
+            lines = [f"nondeterministic: the rerun disagrees with the first run at {len(moved)} "
+                     "place(s), so the baseline may be right and the run unstable:"]
+            for where in moved[:5]:
+                lines += [f"  {where}:", f"    first run: {_shown(_value(first, where))}",
+                          f"    rerun:     {_shown(_value(rerun, where))}"]
+            lines.append("  find what moves with --dsrepro-repeat; do not update the baseline "
+                         "for it")
+        else:
+            verdict = "changed"
+            lines = ["changed: the rerun obtained what the first run obtained, so the result "
+                     "itself changed. Fix the code, or accept the change with --dsrepro-update."]
+        self.confirmed[nodeid] = verdict
+        for report in self.diverged.get(nodeid, []):
+            report.sections.append(("dsrepro --dsrepro-confirm", "\n".join(lines)))
+            entry = of_report(report)
+            if entry is not None:
+                entry["confirmed"] = verdict
+        return verdict
 
     def add(self, run: int, observed: dict[str, dict[str, Any]]) -> None:
         for nodeid, found in observed.items():
@@ -220,7 +258,11 @@ class Repeats:
         return self.findings
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        findings = self.judge_all()
+        if self.confirmed:
+            terminalreporter.section("dsrepro confirm")
+            for nodeid, verdict in sorted(self.confirmed.items()):
+                terminalreporter.line(f"{verdict}: {nodeid}")
+        findings = self.judge_all() if self.settings.repeat > 1 else []
         if not findings:
             return
         counts = {verdict: sum(f.verdict == verdict for f in findings)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Executor
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.matrix import inner_nodeid
@@ -71,7 +71,8 @@ class HostSession:
                 config=config, settings=for_executor, session_id=self.session_id, say=self.say)
         self._collection: RemoteCollection | None = None
         self.repeats: Repeats | None = None
-        if settings.repeat > 1 or settings.perturb:
+        self.retried: list[str] = []  # what failed to start and was started again
+        if settings.observing or settings.perturb:
             self.repeats = self._repeats()
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
         self._previous_terminate = _terminate_as_interrupt()
@@ -89,14 +90,14 @@ class HostSession:
 
     def _repeats(self) -> Repeats:
         if self.xdist_controller or self.xdist_worker or self.settings.engines:
-            raise DsreproUsageError("--dsrepro-repeat runs in one session on one engine: drop -n "
-                                    "and --dsrepro-engines")
-        if self.settings.repeat < 2:
+            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm run in one session on "
+                                    "one engine: drop -n and --dsrepro-engines")
+        if self.settings.perturb and self.settings.repeat < 2:
             raise DsreproUsageError("--dsrepro-perturb varies the runs of --dsrepro-repeat: give "
                                     "--dsrepro-repeat N with N of 2 or more")
         if self.settings.update:
-            raise DsreproUsageError("--dsrepro-repeat looks for outputs that move; it records "
-                                    "nothing: drop --dsrepro-update")
+            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm look at outputs that "
+                                    "differ; they record nothing: drop --dsrepro-update")
         repeats = Repeats(self.settings)
         self.config.pluginmanager.register(repeats, "dsrepro-repeats")
         return repeats
@@ -115,7 +116,45 @@ class HostSession:
                     self.request([inner_nodeid(i) for i in items], requirements(items)), env=env)
                 limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
                 self.repeats.add(run, observe_run(
-                    functools.partial(self.executor.start, spec, request), limit))
+                    functools.partial(self.start, self.executor, spec, request), limit))
+
+    def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
+        """A started worker. One the engine refused to start is started again,
+        ``dsrepro_retries`` times, each retry said; a failing test is never retried."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return executor.start(spec, request)
+            except EngineError as exc:
+                if attempt >= self.settings.retries:
+                    raise
+                why = str(exc).splitlines()[0]
+                self.retried.append(f"a worker did not start ({why}); started again")
+                self.say(f"a worker did not start ({why}); starting it again (retry "
+                         f"{attempt + 1} of {self.settings.retries})")
+        raise AssertionError("unreachable")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.retried:
+            terminalreporter.line(f"dsrepro: retried: {line}")
+
+    def _confirm(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """Each item that diverged, run once more in a fresh worker: did the rerun agree?"""
+        assert self.repeats is not None
+        diverged = [(spec, [i for i in items if i.nodeid in self.repeats.diverged])
+                    for spec, items in groups]
+        count = sum(len(items) for _, items in diverged)
+        if not count:
+            return
+        self.say(f"confirming {count} diverged item{'s' if count != 1 else ''} by running "
+                 f"{'them' if count != 1 else 'it'} again")
+        for spec, items in diverged:
+            if not items:
+                continue
+            request = self.request([inner_nodeid(i) for i in items], requirements(items))
+            limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
+            rerun = observe_run(functools.partial(self.start, self.executor, spec, request), limit)
+            for item in items:
+                self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
 
     def executor_for(self, spec: ContainerSpec) -> Executor:
         """The executor of the spec's engine (``--dsrepro-engines``), else the one."""
@@ -282,7 +321,7 @@ class HostSession:
 
             paths = [str(p) for p in self.settings.container_paths if p.exists()]
             self.executor.prepare()
-            worker = self.executor.start(self.default_spec(), self.request(
+            worker = self.start(self.executor, self.default_spec(), self.request(
                 paths, ["pytest", "yaml"], "--collect-only", "-q"))
             try:
                 self._collection = read_collection(self.config, worker, ", ".join(paths))
@@ -328,7 +367,10 @@ class HostSession:
                     if not self.run_group(session, spec, items):
                         break
                 if self.repeats is not None and not (session.shouldfail or session.shouldstop):
-                    self._repeat(list(groups.values()))
+                    if self.settings.confirm:
+                        self._confirm(list(groups.values()))
+                    if self.settings.repeat > 1:
+                        self._repeat(list(groups.values()))
         finally:
             _restore_terminate(previous)
         _raise_if_stopping(session)
@@ -359,7 +401,7 @@ class HostSession:
                             if not self._without_gpu(session, items, executor):
                                 return
                             continue
-                        worker = executor.start(spec, self.request(
+                        worker = self.start(executor, spec, self.request(
                             [inner_nodeid(i) for i in items], requirements(items),
                             workers=self.settings.workers))
                         running[label] = (spec, Replay(session, worker, spec, items))
@@ -403,7 +445,7 @@ class HostSession:
         while pending:
             request = self.request([inner_nodeid(i) for i in pending], requirements(pending),
                                    workers=self.settings.workers)
-            worker = self.executor.start(spec, request)
+            worker = self.start(self.executor, spec, request)
             try:
                 outcome = Replay(session, worker, spec, pending).run()
             except MissingPackages as exc:

@@ -225,6 +225,10 @@ OPTIONS: tuple[Option, ...] = (
            "between the runs, with proposals in dsrepro-artifacts/proposals.toml", metavar="N"),
     Option("perturb", "vary between the repeats: threads, hashseed, cpus (comma-separated)",
            "linelist", (), metavar="WHAT"),
+    Option("confirm", "rerun an item that diverged once: nondeterministic if the rerun disagrees "
+           "with the first run, changed if not", "bool", False),
+    Option("retries", "how often a worker, container or kernel that failed to start is started "
+           "again (default: 1); a failing test is never retried", metavar="N"),
     Option("check", "which notebook cells are compared: all (default) or marked (only cells "
            "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", metavar="WHICH"),
     Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
@@ -349,6 +353,8 @@ class Settings:
     html: Path | None = None
     repeat: int = 1
     perturb: tuple[str, ...] = ()
+    confirm: bool = False
+    retries: int = 1
     check: str = "all"
     compare_images: bool | None = None  # None: as the baseline source has it
     sanitize: tuple[str, ...] = ()
@@ -361,6 +367,11 @@ class Settings:
     atol: float = 1e-12
     cell_timeout: float = 600.0
     kernel_startup_timeout: float = 60.0
+
+    @property
+    def observing(self) -> bool:
+        """Whether items note what they obtained (``--dsrepro-repeat``, ``--dsrepro-confirm``)."""
+        return self.repeat > 1 or self.confirm
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -426,6 +437,8 @@ class Settings:
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,
             perturb=tuple(_choice(part, "perturb", PERTURBATIONS) for entry in
                           raw_value(config, "perturb") for part in str(entry).replace(",", " ").split()),
+            confirm=bool(raw_value(config, "confirm")),
+            retries=_retries(raw_value(config, "retries")),
             check=_choice(raw_value(config, "check") or "all", "check", ("all", "marked")),
             compare_images=_optional(raw_value(config, "compare_images"), parse_bool),
             sanitize=tuple(raw_value(config, "sanitize")),
@@ -498,6 +511,13 @@ def _from_wire(value: Any, annotation: str) -> Any:
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")
+
+
+def _retries(value: Any) -> int:
+    number = _number(value, "retries", 1.0)
+    if number != int(number) or number > 10:
+        raise DsreproUsageError(f"retries {value!r} must be a whole number from 0 to 10")
+    return int(number)
 
 
 def _count(value: Any, what: str = "workers") -> int:

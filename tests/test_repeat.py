@@ -107,3 +107,35 @@ def test_moving_text_gets_a_sanitize_proposal() -> None:
     assert judge("t", "v", [0.2, 0.9], Tolerance()).proposal == "seed"
     assert round_up(0.00123) == pytest.approx(0.002) and round_up(0.05) == pytest.approx(0.05)
     assert Path
+
+
+def test_confirm_tells_a_changed_result_from_a_nondeterministic_one(project: Project) -> None:
+    """``--dsrepro-confirm`` reruns each item that diverged: a seeded computation on changed data
+    diverges the same way twice (changed); an unseeded one disagrees with itself
+    (nondeterministic, with both values)."""
+    project.ini(dsrepro_notebooks=["notebooks/*.ipynb"])
+    (project.path / "notebooks").mkdir()
+    (project.path / "notebooks" / "data.txt").write_text("0.25\n")
+    write_notebook(project.path / "notebooks" / "seeded.ipynb",
+                   "import random\nrandom.seed(3)\nscale = float(open('data.txt').read())\n"
+                   "print('estimate', scale * sum(random.random() for _ in range(1000)))")
+    write_notebook(project.path / "notebooks" / "unseeded.ipynb", "import random", ESTIMATE)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=2)
+    (project.path / "notebooks" / "data.txt").write_text("0.5\n")
+
+    result = project.run("--in-docker", "--dsrepro-confirm")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["dsrepro: confirming 2 diverged items by running them again"])
+    result.stdout.fnmatch_lines([
+        "*- dsrepro --dsrepro-confirm -*",
+        "changed: the rerun obtained what the first run obtained, so the result itself changed.*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*- dsrepro --dsrepro-confirm -*",
+        "nondeterministic: the rerun disagrees with the first run at 1 place(s)*",
+        "  cell 1 output 0 (stdout):",
+        "    first run: estimate 0.*",
+        "    rerun:     estimate 0.*",
+    ])
+    result.stdout.fnmatch_lines(["*= dsrepro confirm =*", "changed: notebooks/seeded.ipynb",
+                                 "nondeterministic: notebooks/unseeded.ipynb"])

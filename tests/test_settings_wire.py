@@ -33,6 +33,8 @@ FLAGS = [
     "--dsrepro-check=marked", "--dsrepro-compare-images=true", "--dsrepro-sanitize-file=san.cfg",
     "-o", "dsrepro_parameters=nb/*.ipynb: rows=10", "--dsrepro-param=seed=1",
     "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
+    "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
+    "--dsrepro-retries=2",
 ]
 
 
