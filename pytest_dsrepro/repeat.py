@@ -272,8 +272,9 @@ class Repeats:
         terminalreporter.section(f"dsrepro repeat ({self.settings.repeat} runs{perturbed})")
         terminalreporter.line(f"deterministic {counts['deterministic']}, noisy within tolerance "
                               f"{counts['noisy']}, nondeterministic {counts['nondeterministic']}")
+        verbose = terminalreporter.config.get_verbosity() > 0  # -v lists the still ones too
         for finding in findings:
-            if finding.verdict != "deterministic":
+            if verbose or finding.verdict != "deterministic":
                 for line in finding.lines():
                     terminalreporter.line(line)
         if counts["nondeterministic"]:

@@ -34,6 +34,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "run_provenance": entry.get("run") or None,
         "differences": list(entry.get("differences") or []),
         "changes": [dict(change) for change in entry.get("changes") or []],
+        "confirmed": entry.get("confirmed"),
         "timings": dict(entry.get("timings") or {}),
         "message": record.message,
     }

@@ -153,8 +153,12 @@ class HostSession:
             request = self.request([inner_nodeid(i) for i in items], requirements(items))
             limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
             rerun = observe_run(functools.partial(self.start, self.executor, spec, request), limit)
+            summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
             for item in items:
-                self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
+                verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
+                record = summary.records.get(item.nodeid) if summary is not None else None
+                if record is not None:  # the JSON report and the HTML page say it too
+                    record.dsrepro["confirmed"] = verdict
 
     def executor_for(self, spec: ContainerSpec) -> Executor:
         """The executor of the spec's engine (``--dsrepro-engines``), else the one."""

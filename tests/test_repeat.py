@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project
+from conftest import Project, validate
 from notebooks import write_notebook
 
 # a Monte Carlo estimate from a generator of its own, never seeded: it moves by about 0.1%
@@ -123,8 +123,12 @@ def test_confirm_tells_a_changed_result_from_a_nondeterministic_one(project: Pro
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=2)
     (project.path / "notebooks" / "data.txt").write_text("0.5\n")
 
-    result = project.run("--in-docker", "--dsrepro-confirm")
+    result = project.run("--in-docker", "--dsrepro-confirm", "--dsrepro-report=report.json")
     result.assert_outcomes(failed=2)
+    report = json.loads((project.path / "report.json").read_text())
+    validate(report)
+    assert {item["nodeid"]: item["confirmed"] for item in report["items"]} == {
+        "notebooks/seeded.ipynb": "changed", "notebooks/unseeded.ipynb": "nondeterministic"}
     result.stdout.fnmatch_lines(["dsrepro: confirming 2 diverged items by running them again"])
     result.stdout.fnmatch_lines([
         "*- dsrepro --dsrepro-confirm -*",
