@@ -222,9 +222,10 @@ OPTIONS: tuple[Option, ...] = (
            "outputs saved in the notebook, as nbval does) or none (only run them, as nbmake does)",
            metavar="SOURCE"),
     Option("repeat", "run each container item N times, fresh each time, and report what moved "
-           "between the runs, with proposals in dsrepro-artifacts/proposals.toml", metavar="N"),
+           "between the runs, with proposals in dsrepro-artifacts/proposals.toml", ini=False,
+           metavar="N"),
     Option("perturb", "vary between the repeats: threads, hashseed, cpus (comma-separated)",
-           "linelist", (), metavar="WHAT"),
+           "linelist", (), ini=False, metavar="WHAT"),
     Option("confirm", "rerun an item that diverged once: nondeterministic if the rerun disagrees "
            "with the first run, changed if not", "bool", False),
     Option("retries", "how often a worker, container or kernel that failed to start is started "
