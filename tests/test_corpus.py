@@ -98,22 +98,16 @@ def test_the_corpus_has_both_verdicts() -> None:
     assert len(NBVAL) >= 8 and len(NBMAKE) >= 5
 
 
-def test_nbval_reaches_the_same_verdicts(tmp_path: Path) -> None:
-    """nbval itself, on the nbval- cases: what it passes passes here, what it fails fails."""
-    needs("nbval")
+@pytest.mark.parametrize("tool, cases", [("nbval", NBVAL), ("nbmake", NBMAKE)])
+def test_the_tool_itself_reaches_the_same_verdicts(tmp_path: Path, tool: str,
+                                                  cases: list[Path]) -> None:
+    """nbval itself on the nbval- cases, nbmake itself on the nbmake- cases (the latter run here
+    with dsrepro_baseline_source = none): what the tool passes passes here, what it fails fails."""
+    needs(tool)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    found = run_corpus(tmp_path, NBVAL, "--nbval", "-p", "no:dsrepro")
+    found = run_corpus(tmp_path, cases, f"--{tool}", "-p", "no:dsrepro")
     assert {name: outcome for name, (outcome, _) in found.items()} == {
-        n.name: expected(n) for n in NBVAL}
-
-
-def test_nbmake_reaches_the_same_verdicts(tmp_path: Path) -> None:
-    """nbmake itself, on the nbmake- cases: the same verdicts as dsrepro_baseline_source = none."""
-    needs("nbmake")
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    found = run_corpus(tmp_path, NBMAKE, "--nbmake", "-p", "no:dsrepro")
-    assert {name: outcome for name, (outcome, _) in found.items()} == {
-        n.name: expected(n) for n in NBMAKE}
+        n.name: expected(n) for n in cases}
 
 
 def test_the_corpus_reaches_the_same_verdicts_in_the_image(project: Project) -> None:
