@@ -218,6 +218,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", "write the run's JSON report (schema: report.schema.json) to this file",
            metavar="PATH"),
     Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
+    Option("markdown", "write a short Markdown summary (for a pull-request comment or "
+           "$GITHUB_STEP_SUMMARY) to this file", metavar="PATH"),
+    Option("prune", "delete baselines no collected item uses; only on a run of the whole suite",
+           "bool", False, ini=False),
     Option("baseline_source", "compare notebooks with: baselines (default), notebook (the "
            "outputs saved in the notebook, as nbval does) or none (only run them, as nbmake does)",
            metavar="SOURCE"),
@@ -352,6 +356,8 @@ class Settings:
     artifacts: Path = Path("dsrepro-artifacts")
     report: Path | None = None
     html: Path | None = None
+    markdown: Path | None = None
+    prune: bool = False
     repeat: int = 1
     perturb: tuple[str, ...] = ()
     confirm: bool = False
@@ -433,6 +439,8 @@ class Settings:
             artifacts=path("artifacts", "dsrepro-artifacts"),
             report=_output(config, "report"),
             html=_output(config, "html"),
+            markdown=_output(config, "markdown"),
+            prune=bool(raw_value(config, "prune")),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,

@@ -71,6 +71,8 @@ class Summary:
         self.written: dict[str, str] = {}  # report kind -> path, once written
         self._unused: list[Path] | None = None
         self._xdist_nodes_down = 0
+        self.pruned: list[str] = []  # baselines --dsrepro-prune deleted
+        self.prune_refused = ""  # why --dsrepro-prune deleted nothing
 
     # -- gathering ------------------------------------------------------------------------------
 
@@ -141,6 +143,47 @@ class Summary:
             result[record.status] = result.get(record.status, 0) + 1
         return result
 
+    def counts_line(self) -> str:
+        """``reproduced 4, diverged 1, missing baseline 0, stale 0, skipped 0, failed 1``."""
+        counts = self.counts()
+        return (", ".join(f"{label} {counts.get(key, 0)}" for key, label in COUNTED)
+                + "".join(f", {key} {n}" for key, n in sorted(counts.items())
+                          if n and key not in dict(COUNTED)))
+
+    def partial_run(self) -> str | None:
+        """Why this run is not the whole suite, if it is not: what ``--dsrepro-prune`` refuses."""
+        option = self.config.option
+        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
+            return "paths or items were named"
+        for name, words in (("keyword", "-k"), ("markexpr", "-m"), ("deselect", "--deselect"),
+                            ("lf", "--lf"), ("failedfirst", None), ("dsrepro_profile",
+                                                                   "--dsrepro-profile")):
+            if words and getattr(option, name, None):
+                return f"{words} chose items"
+        for shard in ("shard_id", "splits", "num_shards", "test_group"):
+            if getattr(option, shard, None):
+                return "a shard of the suite ran"
+        return None
+
+    def _prune(self, exitstatus: int) -> None:
+        """``--dsrepro-prune``: delete the unused baselines, on a whole run that ended."""
+        import shutil
+
+        from pytest_dsrepro.store import Store
+
+        reason = self.partial_run()
+        if reason is None and exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            reason = "the run did not finish"
+        if reason is not None:
+            self.prune_refused = reason
+            return
+        store = store_of(self.config)
+        for path in self.unused():
+            path.unlink(missing_ok=True)
+            shutil.rmtree(Store.files_dir(path), ignore_errors=True)
+            self.pruned.append(store.display(path))
+        self._unused = []
+
     def unused(self) -> list[Path]:
         """Baseline files no collected item would use; only for a run over the whole suite (under
         pytest-xdist, over what every worker collected). Looked up once, at the end."""
@@ -156,7 +199,8 @@ class Summary:
     def relevant(self) -> bool:
         """Whether the session had anything to do with reproducibility."""
         return bool(self.in_container or self.written or any(r.dsrepro or r.kind == "notebook"
-                                             for r in self.records.values()) or self.unused())
+                                             for r in self.records.values()) or self.unused()
+                    or self.pruned or self.prune_refused)
 
     def matrix(self) -> dict[str, Any] | None:
         """Item x engine verdicts in matrix mode (``--dsrepro-engines``), else None."""
@@ -200,10 +244,23 @@ class Summary:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """Write the reports asked for, whatever the outcome, interruptions included; under
-        pytest-xdist only the controller writes them."""
+        """Prune (``--dsrepro-prune``), then write the reports asked for, whatever the outcome,
+        interruptions included; under pytest-xdist only the controller does."""
         settings = settings_of(self.config)
-        if (settings.report is None and settings.html is None) or is_xdist_worker(self.config):
+        if is_xdist_worker(self.config):
+            return
+        if settings.prune:
+            self._prune(int(exitstatus))
+        if settings.markdown is not None:
+            from pytest_dsrepro import markdown
+            from pytest_dsrepro.store import atomic_write, shown
+
+            host = host_session_of(self.config)
+            text = markdown.render(self, host.describe() if host is not None else [])
+            atomic_write(settings.markdown, text.encode("utf-8"))
+            self.written["Markdown"] = shown(settings.markdown,
+                                             Path(self.config.invocation_params.dir))
+        if settings.report is None and settings.html is None:
             return
         from pytest_dsrepro import report
         from pytest_dsrepro.store import atomic_write, shown
@@ -230,10 +287,7 @@ class Summary:
         if host is not None:
             for line in host.describe():
                 write(line)
-        counts = self.counts()
-        write(", ".join(f"{label} {counts[key]}" for key, label in COUNTED)
-              + "".join(f", {key} {n}" for key, n in sorted(counts.items())
-                        if n and key not in dict(COUNTED)))
+        write(self.counts_line())
         unchanged = 0
         for record in self.records.values():
             if record.status == "recorded" and record.dsrepro.get("status") == "unchanged":
@@ -259,7 +313,12 @@ class Summary:
         store = store_of(self.config)
         for unused in self.unused():
             write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "
-                  "it if it is obsolete)")
+                  "it if it is obsolete, or run the whole suite with --dsrepro-prune)")
+        for pruned in self.pruned:
+            write(f"baseline deleted: {pruned} (--dsrepro-prune: no collected item uses it)")
+        if self.prune_refused:
+            write(f"--dsrepro-prune deleted nothing: {self.prune_refused}; it prunes only on a "
+                  "run of the whole suite")
         for label, shown in self.written.items():
             write(f"{label} report: {shown}")
 

@@ -34,7 +34,7 @@ FLAGS = [
     "-o", "dsrepro_parameters=nb/*.ipynb: rows=10", "--dsrepro-param=seed=1",
     "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
     "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
-    "--dsrepro-retries=2",
+    "--dsrepro-retries=2", "--dsrepro-markdown=summary.md", "--dsrepro-prune",
 ]
 
 

@@ -65,7 +65,7 @@ def test_xdist_runs_every_item_once_with_the_same_report(project: Project,
         assert "of which" not in result.stdout.str()  # the same image, whoever named it
         assert [line for line in result.outlines if line.startswith("baseline unused")] == [
             "baseline unused: baselines/orphan.yaml (no collected item uses it; delete it if "
-            "it is obsolete)"]
+            "it is obsolete, or run the whole suite with --dsrepro-prune)"]
     one = json.loads((project.path / "report-plain.json").read_text())
     two = json.loads((project.path / "report-spread.json").read_text())
     assert statuses(one) == statuses(two)
