@@ -27,6 +27,7 @@ TAGS: dict[str, tuple[str, bool]] = {
     "dsrepro-ignore-output": ("check", False),
     "dsrepro-check-output": ("check", True),
     "dsrepro-raises-exception": ("raises", True),
+    "injected-parameters": ("injected", True),  # papermill's parameters: run, never compared
 }
 
 
@@ -36,15 +37,21 @@ class CellRules:
     ignore: bool = False  # executed, its outputs never compared
     check: bool = False  # marked to be compared (what dsrepro_check = "marked" compares)
     raises: bool = False  # an exception is expected; its name and message are compared
+    injected: bool = False  # the parameters cell papermill (or this plugin) put in
+
+
+def tags_of(cell: Any) -> list[str]:
+    """A cell's tags; none where the metadata holds no list."""
+    tags = (cell.get("metadata") or {}).get("tags") or []
+    return [str(tag) for tag in tags] if isinstance(tags, list) else []
 
 
 def rules_of(cell: Any) -> CellRules:
     """The rules of one cell: its tags, then its comment markers over them."""
     found: dict[str, bool] = {}
-    tags = (cell.get("metadata") or {}).get("tags") or []
-    for tag in tags if isinstance(tags, list) else []:
-        if str(tag) in TAGS:
-            rule, value = TAGS[str(tag)]
+    for tag in tags_of(cell):
+        if tag in TAGS:
+            rule, value = TAGS[tag]
             found[rule] = value
     for line in str(cell.get("source") or "").splitlines():
         line = line.strip()
@@ -54,7 +61,7 @@ def rules_of(cell: Any) -> CellRules:
                 found[marker[0]] = marker[1]
     check = found.get("check")
     return CellRules(skip=found.get("skip", False), ignore=check is False, check=check is True,
-                     raises=found.get("raises", False))
+                     raises=found.get("raises", False), injected=found.get("injected", False))
 
 
 def read_sanitize_file(path: Path) -> tuple[tuple[str, str], ...]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_dsrepro.artifacts import Artifacts
-from pytest_dsrepro.cell_rules import CellRules, rules_of
+from pytest_dsrepro.cell_rules import CellRules, rules_of, tags_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
 from pytest_dsrepro.lifecycle import Difference, Lifecycle, since_line
 from pytest_dsrepro.lineage import KERNEL_REPORT, kernel_setup
@@ -33,7 +33,6 @@ from pytest_dsrepro.normalize import (
     normalize_outputs,
 )
 from pytest_dsrepro.parameters import (
-    INJECTED_TAG,
     Injected,
     Run,
     has_parameters_cell,
@@ -462,7 +461,7 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
             rules = rules_of(cell)
             if rules.skip:
                 continue
-            if rules.raises and "raises-exception" not in (cell.metadata.get("tags") or []):
+            if rules.raises and "raises-exception" not in tags_of(cell):  # nbclient's own tag
                 cell.metadata.setdefault("tags", []).append("raises-exception")
             if total is not None:
                 left = float(total) - (time.monotonic() - started)
@@ -482,7 +481,7 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
                 raise NotebookError(
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], rules))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None
-            if INJECTED_TAG not in (cell.metadata.get("tags") or []):  # parameters: no output
+            if not rules.injected:  # the parameters it set are the item's, not an output
                 results.append(_result(index, cell, list(cell.outputs), rules))
         if lineage is not None:
             lineage.add(item.nodeid, _kernel_reads(client))
@@ -498,9 +497,10 @@ def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) ->
 
     for attempt in range(retries + 1):
         client = make_client()
-        starting = client.setup_kernel(env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()})
+        running = contextlib.ExitStack()
         try:
-            starting.__enter__()
+            running.enter_context(client.setup_kernel(
+                env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}))
         except Exception as exc:
             why = first_line(exc)
             if attempt >= retries:
@@ -509,13 +509,8 @@ def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) ->
             warnings.warn(RetryWarning(f"{nodeid}: the kernel did not start ({why}); started it "
                                        f"again (retry {attempt + 1} of {retries})"), stacklevel=1)
             continue
-        try:
+        with running:
             yield client
-        except BaseException as exc:
-            if not starting.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            starting.__exit__(None, None, None)
         return
 
 
@@ -594,8 +589,7 @@ def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, 
     cells = []
     for index, cell in enumerate(notebook.cells):
         rules = rules_of(cell)
-        if cell.cell_type != "code" or rules.skip or INJECTED_TAG in (cell.metadata.get("tags")
-                                                                        or []):
+        if cell.cell_type != "code" or rules.skip or rules.injected:
             continue
         unrun = cell.get("execution_count") is None
         if unrun and cell.outputs:

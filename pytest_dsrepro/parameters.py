@@ -10,6 +10,7 @@ import fnmatch
 import shlex
 from typing import Any
 
+from pytest_dsrepro.cell_rules import tags_of
 from pytest_dsrepro.errors import DsreproUsageError
 
 PARAMETERS_TAG = "parameters"
@@ -31,14 +32,15 @@ def parse_assignments(text: str, what: str) -> tuple[tuple[str, str], ...]:
         words = shlex.split(text)
     except ValueError as exc:
         raise DsreproUsageError(f"{what} {text!r}: {exc}") from None
-    found = []
-    for word in words:
-        name, sep, value = word.partition("=")
-        if not sep or not name.isidentifier():
-            raise DsreproUsageError(f"{what} {word!r} is not NAME=VALUE (NAME a Python "
-                                    "identifier)")
-        found.append((name, value))
-    return tuple(found)
+    return tuple(parse_assignment(word, what) for word in words)
+
+
+def parse_assignment(word: str, what: str) -> tuple[str, str]:
+    """One ``NAME=VALUE``; the name must be a Python identifier."""
+    name, sep, value = word.partition("=")
+    if not sep or not name.isidentifier():
+        raise DsreproUsageError(f"{what} {word!r} is not NAME=VALUE (NAME a Python identifier)")
+    return name, value
 
 
 def parse_parameter_lines(lines: list[str]) -> tuple[tuple[str, str], ...]:
@@ -131,11 +133,11 @@ def inject(notebook: Any, values: dict[str, Any]) -> Injected | None:
     if not values:
         return None
     cells = notebook.cells
-    injected = [i for i, cell in enumerate(cells) if INJECTED_TAG in _tags(cell)]
+    injected = [i for i, cell in enumerate(cells) if INJECTED_TAG in tags_of(cell)]
     for index in reversed(injected):
         del cells[index]
     tagged = [i for i, cell in enumerate(cells)
-              if cell.cell_type == "code" and PARAMETERS_TAG in _tags(cell)]
+              if cell.cell_type == "code" and PARAMETERS_TAG in tags_of(cell)]
     where = tagged[0] + 1 if tagged else injected[0] if injected else 0
     source = "# Parameters\n" + "\n".join(f"{name} = {value!r}" for name, value in values.items())
     cells.insert(where, new_code_cell(source, metadata={"tags": [INJECTED_TAG]}))  # type: ignore[no-untyped-call]
@@ -143,10 +145,6 @@ def inject(notebook: Any, values: dict[str, Any]) -> Injected | None:
 
 
 def has_parameters_cell(notebook: Any) -> bool:
-    return any(cell.get("cell_type") == "code" and PARAMETERS_TAG in _tags(cell)
+    return any(cell.get("cell_type") == "code" and PARAMETERS_TAG in tags_of(cell)
                for cell in notebook.get("cells") or [])
 
-
-def _tags(cell: Any) -> list[str]:
-    tags = (cell.get("metadata") or {}).get("tags") or []
-    return [str(tag) for tag in tags] if isinstance(tags, list) else []

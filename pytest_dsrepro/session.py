@@ -72,7 +72,7 @@ class HostSession:
         self._collection: RemoteCollection | None = None
         self.repeats: Repeats | None = None
         self.retried: list[str] = []  # what failed to start and was started again
-        if settings.observing or settings.perturb:
+        if settings.observing:
             self.repeats = self._repeats()
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
         self._previous_terminate = _terminate_as_interrupt()
@@ -92,9 +92,6 @@ class HostSession:
         if self.xdist_controller or self.xdist_worker or self.settings.engines:
             raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm run in one session on "
                                     "one engine: drop -n and --dsrepro-engines")
-        if self.settings.perturb and self.settings.repeat < 2:
-            raise DsreproUsageError("--dsrepro-perturb varies the runs of --dsrepro-repeat: give "
-                                    "--dsrepro-repeat N with N of 2 or more")
         if self.settings.update:
             raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm look at outputs that "
                                     "differ; they record nothing: drop --dsrepro-update")
@@ -112,11 +109,16 @@ class HostSession:
             for spec, items in groups:
                 if spec.gpu and not self.executor.gpus_available():
                     continue
-                request = dataclasses.replace(
-                    self.request([inner_nodeid(i) for i in items], requirements(items)), env=env)
-                limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
-                self.repeats.add(run, observe_run(
-                    functools.partial(self.start, self.executor, spec, request), limit))
+                self.repeats.add(run, self._quietly(spec, items, env))
+
+    def _quietly(self, spec: ContainerSpec, items: list[pytest.Item],
+                 env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Run ``items`` once more in a fresh worker, no report reaching pytest's hooks: what
+        each obtained, by the node id inside."""
+        request = dataclasses.replace(
+            self.request([inner_nodeid(i) for i in items], requirements(items)), env=env or {})
+        limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
+        return observe_run(functools.partial(self.start, self.executor, spec, request), limit)
 
     def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
         """A started worker. One the engine refused to start is started again,
@@ -150,9 +152,7 @@ class HostSession:
         for spec, items in diverged:
             if not items:
                 continue
-            request = self.request([inner_nodeid(i) for i in items], requirements(items))
-            limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
-            rerun = observe_run(functools.partial(self.start, self.executor, spec, request), limit)
+            rerun = self._quietly(spec, items)
             summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
             for item in items:
                 verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +14,7 @@ import pytest
 from pytest_dsrepro.cell_rules import read_sanitize_file
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.parameters import (
-    parse_assignments,
+    parse_assignment,
     parse_parameter_lines,
     parse_profile_lines,
 )
@@ -449,14 +448,14 @@ class Settings:
             confirm=bool(raw_value(config, "confirm")),
             retries=_retries(raw_value(config, "retries")),
             check=_choice(raw_value(config, "check") or "all", "check", ("all", "marked")),
-            compare_images=_optional(raw_value(config, "compare_images"), parse_bool),
+            compare_images=_optional(raw_value(config, "compare_images"),
+                                     lambda v: _named(parse_bool, v, "compare_images")),
             sanitize=tuple(raw_value(config, "sanitize")),
             sanitize_file=_optional(raw_value(config, "sanitize_file"),
                                      lambda v: read_sanitize_file(root / v)) or (),
             parameters=parse_parameter_lines(list(raw_value(config, "parameters"))),
-            param=parse_assignments(" ".join(shlex.quote(str(v))
-                                             for v in raw_value(config, "param")),
-                                    "--dsrepro-param"),
+            param=tuple(parse_assignment(str(entry), "--dsrepro-param")
+                        for entry in raw_value(config, "param")),
             profiles=parse_profile_lines(list(raw_value(config, "profiles"))),
             profile=tuple(p for entry in raw_value(config, "profile")
                           for p in str(entry).replace(",", " ").split()),
@@ -468,6 +467,9 @@ class Settings:
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+        if settings.perturb and settings.repeat < 2:
+            raise DsreproUsageError("--dsrepro-perturb varies the runs of --dsrepro-repeat: give "
+                                    "--dsrepro-repeat N with N of 2 or more")
         if settings.repeat > 1 and not settings.in_docker:
             raise DsreproUsageError("--dsrepro-repeat runs container items again, each in a fresh "
                                     "container: add --in-docker")
@@ -520,6 +522,14 @@ def _from_wire(value: Any, annotation: str) -> Any:
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")
+
+
+def _named(parse: Callable[[Any], Any], value: Any, what: str) -> Any:
+    """``parse(value)``, its error naming the option."""
+    try:
+        return parse(value)
+    except DsreproUsageError as exc:
+        raise DsreproUsageError(f"{what}: {exc}") from None
 
 
 def _retries(value: Any) -> int:

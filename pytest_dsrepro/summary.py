@@ -156,9 +156,8 @@ class Summary:
         if self.config.args_source == pytest.Config.ArgsSource.ARGS:
             return "paths or items were named"
         for name, words in (("keyword", "-k"), ("markexpr", "-m"), ("deselect", "--deselect"),
-                            ("lf", "--lf"), ("failedfirst", None), ("dsrepro_profile",
-                                                                   "--dsrepro-profile")):
-            if words and getattr(option, name, None):
+                            ("lf", "--lf"), ("dsrepro_profile", "--dsrepro-profile")):
+            if getattr(option, name, None):
                 return f"{words} chose items"
         for shard in ("shard_id", "splits", "num_shards", "test_group"):
             if getattr(option, shard, None):
