@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pytest_dsrepro.store import safe_name, shown
 
+KEPT = "obtained.yaml"  # what a failed item obtained, as a baseline, for --dsrepro-accept
+
 
 def extension(data: bytes) -> str:
     """``png``, ``jpg`` or ``bin``, from the data's first bytes."""
@@ -42,7 +44,6 @@ class Artifacts:
             path.write_bytes(data)
             written[kind] = shown(path, self.rootdir)
         return written
-
 
     def write_file(self, name: str, data: bytes) -> str:
         """Write one file into the item's folder; its path relative to the rootdir."""

@@ -26,7 +26,7 @@ class Baseline:
         self.item = item
         self.store = store
         self.settings = settings
-        self.path = store.for_test(Path(item.path), item.name)
+        self.path = store.for_test(Path(item.path), item.name)  # the default, not a variant
         self.values: dict[str, Any] = {}
         self.files: dict[str, bytes] = {}
         self._doc: dict[str, Any] | None = None
@@ -82,7 +82,7 @@ class Baseline:
 
     def _message(self, name: str, found: Differences, tolerance: Tolerance,
                  written: dict[str, str]) -> str:
-        lines = [f"baseline {name!r} differs ({self.store.display(self.path)}):"]
+        lines = [f"baseline {name!r} differs ({self.lifecycle.shown}):"]
         lines += [f"  {line}" for line in found.other[:20]]
         if found.numbers:
             lines.append(f"  {len(found.numbers)} number(s) outside tolerance "
@@ -95,7 +95,8 @@ class Baseline:
         """Every difference of this test, in the order checked, or None."""
         if not self.diverged:
             return None
-        since = ["  " + since_line(self.changes)] if self.changes else []
+        since = ["  " + line for line in (since_line(self.changes), self.lifecycle.note())
+                 if line]
         return "\n".join([*self.diverged, *since])
 
     def finish(self) -> None:
@@ -104,6 +105,8 @@ class Baseline:
             return
         if self.settings.update:
             self.lifecycle.record("test", {"values": self.values}, self.files)
+        elif self.diverged:  # kept whole, for --dsrepro-accept, once every value is known
+            self.lifecycle.keep("test", {"values": self.values}, self.files)
         elif self._doc is not None:
             self.lifecycle.reproduced()
 

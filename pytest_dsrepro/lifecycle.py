@@ -12,9 +12,12 @@ from typing import Any, Callable, NoReturn
 
 import pytest
 
+from pytest_dsrepro.artifacts import KEPT, Artifacts
 from pytest_dsrepro.compare import Mismatch, NumberDiff, numbers_outside
+from pytest_dsrepro.provenance import collect as provenance_now
 from pytest_dsrepro.results import annotate
 from pytest_dsrepro.store import BaselineError, Store
+from pytest_dsrepro.variants import choose
 
 
 class Verdict(str, enum.Enum):
@@ -78,21 +81,49 @@ class Lifecycle:
 
     def __init__(self, item: pytest.Item, store: Store, path: Path, inputs: Inputs,
                  hash_seed: str | None = None, settings: dict[str, Any] | None = None) -> None:
+        from pytest_dsrepro.state import settings_of
+
         self.item = item
         self.settings = dict(settings or {})  # the item's own, e.g. its papermill parameters
         self.store = store
-        self.path = path
         self.inputs = inputs
         self.hash_seed = hash_seed
-        self.shown = store.display(path)
         self.recorded: dict[str, Any] = {}
         self.differences: list[Difference] = []
+        # what this run obtained, as a baseline (kind, body, files), kept when the item fails
+        self.obtained: Callable[[], tuple[str, dict[str, Any], dict[str, bytes]]] | None = None
+        session = settings_of(item.config)
+        self.artifacts = Artifacts(session.artifacts, session.rootdir, item.nodeid)
+        self.choice = choose(path, session.variants, provenance_now(), session.update,
+                             store.provenance_of) if session.variants else None
+        self.path = self.choice.path if self.choice else path
+        self.shown = store.display(self.path)
         annotate(item, baseline=self.shown)
+        if self.choice:
+            annotate(item, variant=self.choice.record())
 
     def fail(self, verdict: Verdict, message: str) -> NoReturn:
         __tracebackhide__ = True
         annotate(self.item, verdict=verdict.value)
-        pytest.fail(message, pytrace=False)
+        if self.obtained is not None:
+            self.keep(*self.obtained())
+        note = self.note()
+        pytest.fail(f"{message}\n{note}" if note else message, pytrace=False)
+
+    def note(self) -> str:
+        """Why the default baseline was used where this machine's variant was wanted; ''."""
+        return self.choice.note(self.shown) if self.choice else ""
+
+    def keep(self, kind: str, body: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Keep what this failed run obtained, as a baseline, in the item's artifacts folder:
+        ``--dsrepro-accept`` writes it over the baseline without running the item again."""
+        doc = {"kind": kind, "node": self.item.nodeid, "accept_into": self.shown,
+               "provenance": self.current(), **body}
+        try:
+            self.store.write(self.artifacts.folder / KEPT, doc, files)
+        except BaselineError:  # a full disk: the failure itself still counts
+            return
+        annotate(self.item, kept=self.store.display(self.artifacts.folder / KEPT))
 
     def load(self) -> dict[str, Any]:
         """The recorded document; a missing or corrupt one fails the item."""
@@ -155,6 +186,8 @@ class Lifecycle:
         found = self._changes()
         annotate(self.item, verdict=Verdict.DIVERGED.value,
                  differences=[d.record() for d in self.differences])
+        if self.obtained is not None:
+            self.keep(*self.obtained())
         return texts(found)
 
     def reproduced(self) -> None:

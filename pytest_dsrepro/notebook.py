@@ -292,6 +292,7 @@ class NotebookItem(pytest.Item):
         if settings.update:
             lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
             return
+        lifecycle.obtained = lambda: ("notebook", *baseline_document(normalized(cells, settings)))
         doc = lifecycle.load()
         images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
@@ -358,7 +359,8 @@ class NotebookItem(pytest.Item):
                 problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
         if problems:
             changes = lifecycle.diverged(differences) if lifecycle is not None else []
-            since = f"\n\n{since_line(changes)}" if changes else ""
+            since = "".join(f"\n\n{line}" for line in
+                            (since_line(changes), lifecycle.note() if lifecycle else "") if line)
             raise NotebookError(f"{self.nodeid}: outputs differ from the baseline\n\n"
                                 + "\n\n".join(problems) + since)
         if lifecycle is not None:

@@ -58,13 +58,22 @@ def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, sess
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """``--dsrepro-doctor``: report on the engine, then exit."""
-    if not config.getoption("dsrepro_doctor", default=None):
+    """``--dsrepro-doctor``: report on the engine, then exit. ``--dsrepro-accept``: write the
+    kept outputs of a failed run over the baselines named, then exit, running nothing."""
+    doctor_asked = config.getoption("dsrepro_doctor", default=None)
+    if not doctor_asked and not config.getoption("dsrepro_accept", default=None) \
+            and not config.getoption("dsrepro_accept_from", default=None):
         return None
+    settings = Settings.from_config(config)
+    say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
+    if not doctor_asked:
+        from pytest_dsrepro import accept
+        from pytest_dsrepro.store import Store
+
+        return accept.run(settings, Store(settings.baselines, settings.rootdir), say)
     from pytest_dsrepro import doctor
 
-    settings = Settings.from_config(config)
-    return doctor.run(settings, lambda line: print(line, flush=True))
+    return doctor.run(settings, say)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -98,7 +98,8 @@ def _unchanging() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": _versions(),
-        "cpu": {"model": _cpu_model(), "count": os.cpu_count() or 0},
+        "cpu": {"model": _cpu_model(), "count": os.cpu_count() or 0,
+                "arch": platform.machine()},
         "gpu": _gpu(),
         "git_commit": commit,
     }
@@ -162,6 +163,8 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
         if old_tag.rsplit(":", 1)[-1] != new_tag.rsplit(":", 1)[-1]:
             add("image", f"image {old_tag} -> {new_tag}")
     old_cpu, new_cpu = recorded.get("cpu") or {}, current.get("cpu") or {}
+    if old_cpu.get("arch") and old_cpu.get("arch") != new_cpu.get("arch"):
+        add("hardware", f"architecture {old_cpu.get('arch')} -> {new_cpu.get('arch')}")
     if old_cpu.get("model") != new_cpu.get("model"):
         add("hardware", f"CPU {old_cpu.get('model')} -> {new_cpu.get('model')}")
     if old_cpu.get("count") and old_cpu.get("count") != new_cpu.get("count"):

@@ -35,6 +35,8 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "differences": list(entry.get("differences") or []),
         "changes": [dict(change) for change in entry.get("changes") or []],
         "confirmed": entry.get("confirmed"),
+        "variant": entry.get("variant"),
+        "kept": entry.get("kept"),
         "timings": dict(entry.get("timings") or {}),
         "message": record.message,
     }

@@ -18,6 +18,7 @@ from pytest_dsrepro.parameters import (
     parse_parameter_lines,
     parse_profile_lines,
 )
+from pytest_dsrepro.variants import parse_keys
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -219,6 +220,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
     Option("markdown", "write a short Markdown summary (for a pull-request comment or "
            "$GITHUB_STEP_SUMMARY) to this file", metavar="PATH"),
+    Option("variants", "provenance keys that keep one baseline per value, e.g. gpu.name cpu.arch "
+           "(train@NVIDIA-A100.yaml beside train.yaml)", "linelist", (), metavar="KEY"),
+    Option("accept", "accept the outputs a failed run kept in dsrepro-artifacts as the "
+           "baseline of ITEM, or of one cell or value (ITEM::OUTPUT), without rerunning "
+           "(repeatable)", "linelist", (), ini=False, metavar="ITEM"),
+    Option("accept_from", "a file of --dsrepro-accept lines, ITEM or ITEM::OUTPUT, one a line "
+           "(the HTML report's checkboxes write them)", ini=False, metavar="FILE"),
     Option("prune", "delete baselines no collected item uses; only on a run of the whole suite",
            "bool", False, ini=False),
     Option("baseline_source", "compare notebooks with: baselines (default), notebook (the "
@@ -357,6 +365,8 @@ class Settings:
     html: Path | None = None
     markdown: Path | None = None
     prune: bool = False
+    variants: tuple[str, ...] = ()  # provenance keys, dotted (dsrepro_variants)
+    accept: tuple[str, ...] = ()  # --dsrepro-accept ITEM[::OUTPUT], files read
     repeat: int = 1
     perturb: tuple[str, ...] = ()
     confirm: bool = False
@@ -440,6 +450,10 @@ class Settings:
             html=_output(config, "html"),
             markdown=_output(config, "markdown"),
             prune=bool(raw_value(config, "prune")),
+            variants=parse_keys(list(raw_value(config, "variants"))),
+            accept=accept_lines(list(raw_value(config, "accept")),
+                                _optional(raw_value(config, "accept_from"),
+                                          lambda v: Path(config.invocation_params.dir, v))),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,
@@ -519,6 +533,21 @@ def _from_wire(value: Any, annotation: str) -> Any:
     if annotation.startswith("Path"):
         return Path(value)
     return value
+
+
+def accept_lines(entries: list[str], file: Path | None) -> tuple[str, ...]:
+    """``--dsrepro-accept`` values, then ``--dsrepro-accept-from``'s lines (blank lines and
+    ``#`` comments skipped)."""
+    found = [entry.strip() for entry in map(str, entries) if entry.strip()]
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DsreproUsageError(f"--dsrepro-accept-from: cannot read {file} "
+                                    f"({exc.strerror})") from None
+        found += [line.strip() for line in text.splitlines()
+                  if line.strip() and not line.strip().startswith("#")]
+    return tuple(found)
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")

@@ -98,12 +98,21 @@ class Store:
                                 "fix it, or delete it and run with --dsrepro-update")
         return doc
 
+    def provenance_of(self, path: Path) -> dict[str, Any] | None:
+        """Where the baseline at ``path`` was recorded; ``None`` when it cannot be read."""
+        try:
+            doc = self.load(path)
+        except (BaselineError, OSError):
+            return None
+        found = (doc or {}).get("provenance")
+        return found if isinstance(found, dict) else None
+
     def read_files(self, path: Path, value: Any) -> dict[str, bytes]:
         """The files beside the baseline ``path`` that ``value`` (part of its document) names:
         only plain names inside its own folder, never a path that leaves it."""
         folder = self.files_dir(path)
         found = {}
-        for name in _named_files(value):
+        for name in named_files(value):
             if Path(name).name != name or name in ("", ".", "..") or "\\" in name:
                 raise BaselineError(f"{self.display(path)}: names the file {name!r}, outside its "
                                     f"folder {self.display(folder)}; fix it, or delete it and run "
@@ -155,13 +164,13 @@ def shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _named_files(value: Any) -> list[str]:
+def named_files(value: Any) -> list[str]:
     """Names of the files a document refers to (``{"file": name, ...}`` at any depth)."""
     if isinstance(value, dict):
         found = [value["file"]] if isinstance(value.get("file"), str) else []
-        return found + [name for v in value.values() for name in _named_files(v)]
+        return found + [name for v in value.values() for name in named_files(v)]
     if isinstance(value, list):
-        return [name for v in value for name in _named_files(v)]
+        return [name for v in value for name in named_files(v)]
     return []
 
 

@@ -5,6 +5,7 @@ HTML reports."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pytest_dsrepro.state import (
     settings_of,
     store_of,
 )
+from pytest_dsrepro.variants import base_of
 
 XDIST_EXPECTED = "dsrepro_expected_baselines"  # in each xdist worker's workeroutput
 COUNTED = (("reproduced", "reproduced"), ("diverged", "diverged"), ("missing", "missing baseline"),
@@ -191,8 +193,10 @@ class Summary:
             whole_suite = self.config.args_source != pytest.Config.ArgsSource.ARGS
             if is_xdist_controller(self.config) and not self._xdist_nodes_down:
                 whole_suite = False  # no worker reported what it collected
-            self._unused = sorted(p for p in root.rglob("*.yaml") if p not in self.expected_files) \
-                if whole_suite and root.is_dir() else []
+            self._unused = sorted(  # a variant (train@A100.yaml) is its default's
+                p for p in root.rglob("*.yaml")
+                if p not in self.expected_files and base_of(p) not in self.expected_files
+            ) if whole_suite and root.is_dir() else []
         return self._unused
 
     def relevant(self) -> bool:
@@ -301,6 +305,18 @@ class Summary:
                       f"{record.dsrepro.get('baseline')}")
         if unchanged:
             write(f"baselines unchanged: {unchanged}")
+        for record in self.records.values():
+            variant = record.dsrepro.get("variant") or {}
+            if variant.get("used") == "fallback" and record.status != "skipped":
+                write(f"variant fallback: {record.nodeid} compared with "
+                      f"{record.dsrepro.get('baseline')} (recorded on {variant['recorded_on']}; "
+                      f"none yet for {variant['facts']})")
+        kept = [r.nodeid for r in self.records.values()
+                if r.dsrepro.get("kept") and r.status in ("diverged", "stale", "missing", "corrupt")]
+        if kept:
+            write(f"accept what this run obtained, without rerunning: pytest --dsrepro-accept "
+                  f"{shlex.quote(kept[0])}" + (f" (and {len(kept) - 1} more kept; see the "
+                                               "HTML report)" if len(kept) > 1 else ""))
         for line in self.drift_lines():
             write(line)
         matrix = self.matrix()

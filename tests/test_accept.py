@@ -1,0 +1,110 @@
+"""``--dsrepro-accept``: a failed run keeps what it obtained; accepting an item, or one of its
+cells or values, writes that over the baseline without running anything again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, run_with_env
+from notebooks import write_notebook
+
+VALUES = """
+import os, pytest
+
+@pytest.mark.container
+def test_metrics(baseline):
+    baseline.check("accuracy", float(os.environ.get("ACCURACY", "0.97")))
+    baseline.check("loss", float(os.environ.get("LOSS", "0.25")))
+"""
+CELLS = ("import os\nprint('first', os.environ.get('FIRST', '1.5'))",
+         "print('second', os.environ.get('SECOND', '2.5'))")
+
+
+@pytest.fixture
+def recorded(project: Project) -> Project:
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["ACCURACY", "LOSS", "FIRST",
+                                                                "SECOND"])
+    write_notebook(project.path / "nb" / "train.ipynb", *CELLS)
+    project.pytester.makepyfile(test_values=VALUES)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=2)
+    return project
+
+
+def baselines(project: Project) -> dict[str, str]:
+    root = project.path / "baselines"
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*.yaml"))}
+
+
+def test_accepting_one_of_two_diverged_items_leaves_only_the_other_failing(
+        recorded: Project) -> None:
+    changed = {"ACCURACY": "0.91", "FIRST": "9.5"}
+    failed = run_with_env(recorded.pytester, "--in-docker", **changed)
+    failed.assert_outcomes(failed=2)
+    failed.stdout.fnmatch_lines(["accept what this run obtained, without rerunning: pytest "
+                                 "--dsrepro-accept *(and 1 more kept; see the HTML report)"])
+    kept = recorded.path / "dsrepro-artifacts" / "nb__train.ipynb" / "obtained.yaml"
+    assert kept.stat().st_uid == os.getuid()  # written in the container, the user's file
+    before = baselines(recorded)
+    accepted = recorded.run("--in-docker", "--dsrepro-accept", "nb/train.ipynb")
+    assert accepted.ret == 0
+    accepted.stdout.fnmatch_lines(["dsrepro: accepted nb/train.ipynb: baseline changed: "
+                                   "baselines/nb/train.yaml"])
+    assert "passed" not in accepted.stdout.str() and "failed" not in accepted.stdout.str()
+    after = baselines(recorded)
+    assert after["tests/test_values/test_metrics.yaml"] == \
+        before["tests/test_values/test_metrics.yaml"]
+    assert "first 9.5" in after["nb/train.yaml"] and not kept.exists()
+    again = run_with_env(recorded.pytester, "--in-docker", **changed)
+    again.assert_outcomes(passed=1, failed=1)
+    again.stdout.fnmatch_lines(["FAILED test_values.py::test_metrics*"])
+
+
+def test_accepting_one_output_keeps_the_others_recorded(recorded: Project) -> None:
+    changed = {"ACCURACY": "0.91", "LOSS": "0.5", "FIRST": "9.5", "SECOND": "8.5"}
+    run_with_env(recorded.pytester, "--in-docker", **changed).assert_outcomes(failed=2)
+    lines = recorded.path / "accept.txt"
+    lines.write_text("# reviewed\nnb/train.ipynb::cell 1\n\ntest_values.py::test_metrics::loss\n")
+    accepted = recorded.run("--in-docker", "--dsrepro-accept-from", "accept.txt")
+    assert accepted.ret == 0, accepted.stdout.str()
+    after = baselines(recorded)
+    assert "second 8.5" in after["nb/train.yaml"] and "first 1.5" in after["nb/train.yaml"]
+    assert "0.5" in after["tests/test_values/test_metrics.yaml"]
+    assert "0.97" in after["tests/test_values/test_metrics.yaml"]
+    again = run_with_env(recorded.pytester, "--in-docker", **changed)
+    again.assert_outcomes(failed=2)
+    text = again.stdout.str()
+    assert "cell 0" in text and "cell 1:" not in text  # only the cell not accepted differs
+    assert "baseline 'accuracy' differs" in text and "baseline 'loss' differs" not in text
+
+
+def test_accepting_what_was_not_kept_says_so_and_changes_nothing(recorded: Project) -> None:
+    run_with_env(recorded.pytester, "--in-docker", ACCURACY="0.91").assert_outcomes(
+        passed=1, failed=1)
+    before = baselines(recorded)
+    result = recorded.run("--dsrepro-accept", "nb/train.ipynb", "--dsrepro-accept",
+                          "test_values.py::test_metrics::precision")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "dsrepro: not accepted: nb/train.ipynb: no outputs of a failed run are kept for this "
+        "item; kept: test_values.py::test_metrics",
+        "dsrepro: not accepted: test_values.py::test_metrics::precision: the run checked no "
+        "value 'precision' (it checked 'accuracy', 'loss')",
+        "dsrepro: 2 of 2 not accepted; nothing else was changed",
+    ])
+    assert baselines(recorded) == before
+    refused = recorded.run("--dsrepro-accept", "x", "--dsrepro-update")
+    assert refused.ret == 4
+    refused.stdout.fnmatch_lines(["ERROR: --dsrepro-accept writes the outputs a failed run kept; "
+                                  "--dsrepro-update runs everything again*"])
+
+
+def test_a_missing_accept_file_is_one_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-accept-from",
+                                           "nowhere.txt")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: --dsrepro-accept-from: cannot read "
+                                 f"{Path(pytester.path, 'nowhere.txt')} (No such file*"])
+    assert "Traceback" not in result.stderr.str()
