@@ -60,6 +60,7 @@ class Mismatch:
     kind: str = "text"  # text, numbers, image or structure
     images: dict[str, bytes] = dataclasses.field(default_factory=dict)  # expected, obtained, difference
     written: dict[str, str] = dataclasses.field(default_factory=dict)  # the same, as files
+    table: dict[str, Any] | None = None  # a table that differs, cell by cell (tables.py)
 
     def render(self) -> str:
         lines = [f"{self.what}:"]
@@ -153,8 +154,19 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
         labels = table_labels(expected, exp_words)
         numbers = [NumberDiff(f"{labels.get(index, f'#{index + 1}')} (line {line})", ev, ov)
                    for index, line, ev, ov in outside]
-        return Mismatch(what, unified(expected, obtained), numbers, tolerance=tol, kind="numbers")
-    return Mismatch(what, unified(expected, obtained), tolerance=tol)
+        return Mismatch(what, unified(expected, obtained), numbers, tolerance=tol, kind="numbers",
+                        table=_table(expected, obtained, tol))
+    return Mismatch(what, unified(expected, obtained), tolerance=tol,
+                    table=_table(expected, obtained, tol))
+
+
+def _table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] | None:
+    """Two HTML tables, cell by cell, for the report; ``None`` for other text."""
+    if "<table" not in expected.lower():
+        return None
+    from pytest_dsrepro.tables import html_table
+
+    return html_table(expected, obtained, tol)
 
 
 def compare_image(what: str, expected: bytes, obtained: bytes, pixel_tolerance: int = 8,

@@ -116,4 +116,4 @@ def _difference(name: str, found: Differences, written: dict[str, str]) -> Diffe
     kind = "image" if found.images else "numbers" if found.numbers and not found.other \
         else "structure"
     return Difference(name, "", kind, note="; ".join(found.other[:20]), numbers=found.numbers,
-                      images=written)
+                      images=written, table=found.tables[0] if found.tables else None)

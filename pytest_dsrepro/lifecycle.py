@@ -48,17 +48,18 @@ class Difference:
     diff: list[str] = dataclasses.field(default_factory=list)
     numbers: list[NumberDiff] = dataclasses.field(default_factory=list)
     images: dict[str, str] = dataclasses.field(default_factory=dict)  # written files by role
+    table: dict[str, Any] | None = None  # a table, cell by cell (tables.py)
 
     @classmethod
     def of(cls, where: str, mismatch: Mismatch) -> Difference:
         return cls(where, mismatch.what, mismatch.kind, mismatch.note, list(mismatch.diff),
-                   list(mismatch.numbers), dict(mismatch.written))
+                   list(mismatch.numbers), dict(mismatch.written), mismatch.table)
 
     def record(self) -> dict[str, Any]:
         """JSON-ready, for the reports (schema ``$defs.difference``)."""
         return {"where": self.where, "what": self.what, "kind": self.kind, "note": self.note,
                 "diff": self.diff[:200], **numbers_outside(self.numbers),
-                "images": dict(self.images)}
+                "images": dict(self.images), "table": self.table}
 
 
 def headline(record: dict[str, Any]) -> str:

@@ -93,6 +93,7 @@ class Differences:
         self.numbers: list[NumberDiff] = []
         self.other: list[str] = []
         self.images: list[Mismatch] = []
+        self.tables: list[dict[str, Any]] = []  # DataFrames that differ, cell by cell
 
     def walk(self, where: str, expected: Any, obtained: Any, exp_files: dict[str, bytes],
              obt_files: dict[str, bytes]) -> None:
@@ -141,10 +142,17 @@ class Differences:
                 self.other.append(f"{where}: {field} {obt[field]}, expected {exp[field]}")
                 return
         columns = exp["columns"]
+        before = len(self.numbers) + len(self.other)
         for r, (erow, orow) in enumerate(zip(exp["values"], obt["values"])):
             for c, (e, o) in enumerate(zip(erow, orow)):
                 self.walk(f"{where}[{exp['index'][r]!r}, {columns[c]!r}]", e, o, exp_files,
                           obt_files)
+        if len(self.numbers) + len(self.other) > before:
+            from pytest_dsrepro.tables import frame_table
+
+            found = frame_table(where, exp, obt, self.tolerance)
+            if found is not None:
+                self.tables.append(found)
 
     def _image(self, where: str, exp: dict[str, Any], obt: dict[str, Any],
                exp_files: dict[str, bytes], obt_files: dict[str, bytes]) -> None:

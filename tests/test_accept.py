@@ -1,8 +1,10 @@
 """``--dsrepro-accept``: a failed run keeps what it obtained; accepting an item, or one of its
-cells or values, writes that over the baseline without running anything again."""
+cells or values, writes that over the baseline without running anything again. And
+``dsrepro_variants``: one baseline per kind of machine."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -108,3 +110,66 @@ def test_a_missing_accept_file_is_one_line(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: --dsrepro-accept-from: cannot read "
                                  f"{Path(pytester.path, 'nowhere.txt')} (No such file*"])
     assert "Traceback" not in result.stderr.str()
+
+
+SMI = """#!/bin/sh
+printf 'Attached GPUs : 1\\n    Product Name : %s\\n    Driver Version : 550.54\\n' "$GPU_NAME"
+"""
+MODEL = """
+import os, pytest
+
+@pytest.mark.container
+def test_model(baseline):
+    baseline.check("loss", float(os.environ.get("LOSS", "0.5")))
+"""
+
+
+def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
+    """dsrepro_variants = ["gpu.name"]: the image's nvidia-smi names the GPU model."""
+    (project.path / "nvidia-smi").write_text(SMI)
+    project.dockerfile("COPY nvidia-smi /usr/local/bin/nvidia-smi",
+                       "RUN chmod 755 /usr/local/bin/nvidia-smi")
+    project.ini(dsrepro_variants=["gpu.name"], dsrepro_env=["GPU_NAME", "LOSS"])
+    project.pytester.makepyfile(test_model=MODEL)
+    folder = project.path / "baselines" / "tests" / "test_model"
+
+    def run(gpu: str, loss: str, *args: str) -> pytest.RunResult:
+        return run_with_env(project.pytester, "--in-docker", *args, GPU_NAME=gpu, LOSS=loss)
+
+    run("Tesla T4", "0.5", "--dsrepro-update").stdout.fnmatch_lines([
+        "baseline created: baselines/tests/test_model/test_model.yaml"])
+    fallback = run("NVIDIA A100", "0.6", "--dsrepro-report=fallback.json")
+    fallback.assert_outcomes(failed=1)
+    fallback.stdout.fnmatch_lines([
+        "  compared with the default baseline baselines/tests/test_model/test_model.yaml "
+        "(recorded on gpu.name=Tesla T4): no baseline for gpu.name=NVIDIA A100 yet; record one "
+        "with --dsrepro-update",
+        "variant fallback: test_model.py::test_model compared with "
+        "baselines/tests/test_model/test_model.yaml (recorded on gpu.name=Tesla T4; none yet "
+        "for gpu.name=NVIDIA A100)",
+    ])
+    [item] = json.loads((project.path / "fallback.json").read_text())["items"]
+    assert item["variant"]["used"] == "fallback" and item["variant"]["label"] == "NVIDIA-A100"
+    run("NVIDIA A100", "0.6", "--dsrepro-update").stdout.fnmatch_lines([
+        "baseline created: baselines/tests/test_model/test_model@NVIDIA-A100.yaml"])
+    assert sorted(p.name for p in folder.glob("*.yaml")) == ["test_model.yaml",
+                                                             "test_model@NVIDIA-A100.yaml"]
+    chosen = run("NVIDIA A100", "0.6", "--dsrepro-report=variant.json", "--dsrepro-prune")
+    chosen.assert_outcomes(passed=1)
+    [item] = json.loads((project.path / "variant.json").read_text())["items"]
+    assert item["status"] == "reproduced" and item["variant"]["used"] == "variant"
+    assert item["baseline"] == "baselines/tests/test_model/test_model@NVIDIA-A100.yaml"
+    assert "baseline deleted" not in chosen.stdout.str()  # another kind's variant is in use
+    run("Tesla T4", "0.5").assert_outcomes(passed=1)  # the default is the T4's
+    wrong = run("Tesla T4", "0.6")
+    wrong.assert_outcomes(failed=1)
+    assert "variant fallback" not in wrong.stdout.str()
+
+
+def test_an_unknown_variant_key_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_variants = ["gpu.name", '
+                               '"gpus"]\n')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: dsrepro_variants: 'gpus' is not a provenance key (use "
+                                 "gpu.name, gpu.driver, gpu.cuda, cpu.arch, *"])

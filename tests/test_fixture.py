@@ -3,6 +3,7 @@ fails with a table; on the host and inside the container."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -168,13 +169,19 @@ def test_pandas_frames_and_series(pytester: pytest.Pytester) -> None:
     text = (pytester.path / "baselines/tests/test_pd/test_frames.yaml").read_text()
     assert "float64" in text and "sepal" in text and "r2" in text
     run(pytester, shift="1e-9").assert_outcomes(passed=1)  # NaN equals NaN; tiny shift within rtol
-    broken = run(pytester, shift="0.5")
+    broken = run(pytester, "--dsrepro-report=report.json", shift="0.5")
     broken.assert_outcomes(failed=1)
     broken.stdout.fnmatch_lines([
         "baseline 'frame' differs*",
         "*position*expected*obtained*abs diff*rel diff",
         "*frame[[]'r1', 'sepal'[]]*4.9*5.4*0.5*",
     ])
+    # for the HTML report: the frame cell by cell, with only the changed cell named
+    [item] = json.loads((pytester.path / "report.json").read_text())["items"]
+    [difference] = item["differences"]
+    table = difference["table"]
+    assert table["header"] == ["", "sepal", "label"] and table["changed"] == [[1, 1]]
+    assert table["expected"][1] == ["r1", "4.9", "b"] and table["obtained"][1] == ["r1", "5.4", "b"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RETYPE", "1")
         retyped = run(pytester)

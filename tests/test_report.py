@@ -4,8 +4,10 @@ browser."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,11 +134,96 @@ def test_html_report_opens_offline_in_a_real_browser(reproject: pytest.Pytester)
     assert 'data-images="3/3"' in dom  # expected, obtained and difference decoded by the browser
     assert "the run does not reproduce" in dom
     assert '<table id="summary">' in dom
-    assert '<span class="del">-accuracy 0.9711</span>' in dom
-    assert '<span class="add">+accuracy 0.9811</span>' in dom
+    # the changed number is marked inside the line
+    assert '<span class="del">-accuracy <mark>0.9711</mark></span>' in dom
+    assert '<span class="add">+accuracy <mark>0.9811</mark></span>' in dom
     assert "cell 0 · output 0 (image/png)" in dom
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOTS / "html-report.png"
-    subprocess.run([*common, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120)
+    # the slider: expected under obtained, built from the figures
+    assert dom.count('class="top"') == 1 and 'class="fade"' in dom
+    shot = screenshot(common, page, "html-report.png")
     assert shot.stat().st_size > 10_000
+
+
+def screenshot(common: list[str], page: Path, name: str, size: str = "1280,1600") -> Path:
+    """The page as headless chromium shows it, kept under test-artifacts/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / name
+    subprocess.run([*common, f"--window-size={size}", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    return shot
+
+
+TABLE_NOTEBOOK = """
+import os
+import pandas as pd
+frame = pd.DataFrame({"precision": [0.91, 0.88, 0.95], "recall": [0.87, 0.9, 0.93],
+                      "support": [50, 48, 52]}, index=["setosa", "versicolor", "virginica"])
+if os.environ.get("NB_VALUE") != "0.9711":
+    frame.loc["versicolor", "recall"] = 0.8
+    frame.loc["virginica", "precision"] = 0.99
+frame
+"""
+# what the test does in the page, as a reviewer would: untick "passed", tick an item and one
+# output of another, and read the command the page builds
+REVIEWER = """
+<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var pick = function (selector) {
+      var box = document.querySelector(selector); box.checked = !box.checked;
+      box.dispatchEvent(new Event("change"));
+    };
+    pick('#filters input[data-status="passed"]');
+    pick('input.accept[value="nb/table.ipynb"]');
+    pick('input.accept[value="test_values.py::test_metric::loss"]');
+    var shown = Array.prototype.filter.call(document.querySelectorAll("#items tr[data-status]"),
+      function (row) { return row.style.display !== "none"; }).map(function (row) {
+        return row.getAttribute("data-status"); });
+    document.body.setAttribute("data-shown", shown.join(","));
+    document.body.setAttribute("data-command",
+                               document.getElementById("accept-command").textContent);
+    document.body.setAttribute("data-fits",
+      String(document.documentElement.scrollWidth <= window.innerWidth));
+  }, 100);
+});
+</script>
+"""
+
+
+def test_html_report_renders_tables_filters_and_builds_the_accept_command(
+        reproject: pytest.Pytester) -> None:
+    browser = chromium()
+    needs("pandas")
+    write_notebook(reproject.path / "nb" / "table.ipynb", TABLE_NOTEBOOK)
+    reproject.makepyfile(test_values=FIXTURE_TEST.replace(
+        'baseline.check("loss", 0.25)', 'baseline.check("loss", float(os.environ.get('
+        '"NB_VALUE", "0.25")) / 3.8844)'))
+    run(reproject, "--dsrepro-update").assert_outcomes(passed=4, skipped=1)
+    result = run(reproject, "--dsrepro-html=report.html", value="0.9811")
+    result.assert_outcomes(passed=1, failed=3, skipped=1)
+    page = reproject.path / "report.html"
+    page.write_text(page.read_text().replace("</body>", REVIEWER + "</body>"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--user-data-dir=" + str(reproject.path / "browser-profile")]
+    dom = subprocess.run([*common, "--window-size=1366,768", "--virtual-time-budget=3000",
+                          "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    # the DataFrame as a table: exactly its two changed cells, each with the expected value
+    section = dom[dom.index('id="item-nb-table.ipynb"'):]
+    section = section[:section.index("</section>")]
+    changed = re.findall(r'<td class="changed" data-row="(\d+)" data-col="(\d+)">'
+                         r'<span class="was" title="expected">([^<]*)</span>([^<]*)</td>', section)
+    assert sorted(changed) == [("1", "2", "0.90", "0.80"), ("2", "1", "0.95", "0.99")]
+    assert section.count('class="changed"') == 2
+    assert "<th>precision</th>" in section and "<td>versicolor</td>" in section
+    # filtered: the passed item is hidden, the others shown
+    shown = re.search(r'data-shown="([^"]*)"', dom).group(1).split(",")
+    assert sorted(shown) == ["diverged", "diverged", "diverged", "skipped"]
+    command = html.unescape(re.search(r'data-command="([^"]*)"', dom).group(1))
+    assert command == ("pytest --dsrepro-accept 'nb/table.ipynb' "
+                       "--dsrepro-accept 'test_values.py::test_metric::loss'")
+    assert 'data-fits="true"' in dom  # no sideways scrolling on a laptop screen
+    assert 'id="row-item-test_values.py-test_metric"' in dom  # each item linkable
+    shot = screenshot(common, page, "html-report-table.png", "1366,2400")
+    assert shot.stat().st_size > 10_000
+
