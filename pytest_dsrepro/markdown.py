@@ -1,6 +1,7 @@
 """``--dsrepro-markdown PATH``: the run in a few lines of Markdown, fit for a pull-request comment
 or ``$GITHUB_STEP_SUMMARY``: the verdict, the counts, each diverged item with where it differs and
-what changed since its baseline was recorded, other failures, drift, the image."""
+what changed since its baseline was recorded, other failures, drift, variant fallbacks, how to
+accept, the image."""
 
 from __future__ import annotations
 
@@ -57,5 +58,6 @@ def render(summary: Summary, describe: list[str]) -> str:
             lines.append(f"| and {len(problems) - SHOWN} more | | |")
         lines.append("")
     lines += [f"- {line}" for line in summary.drift_lines()]
+    lines += [f"- {line}" for line in summary.review_lines()]
     lines += [f"- {line}" for line in describe]
     return "\n".join(lines).rstrip() + "\n"

@@ -232,6 +232,25 @@ class Summary:
                     entry["changes"].append(change["text"])
         return {kind: found[kind] for kind in KINDS if kind in found}
 
+    def review_lines(self) -> list[str]:
+        """Items compared with another kind of machine's baseline (``dsrepro_variants``), and
+        how to accept what failed items obtained."""
+        lines = []
+        for record in self.records.values():
+            variant = record.dsrepro.get("variant") or {}
+            if variant.get("used") == "fallback" and record.status != "skipped":
+                lines.append(f"variant fallback: {record.nodeid} compared with "
+                             f"{record.dsrepro.get('baseline')} (recorded on "
+                             f"{variant['recorded_on']}; none yet for {variant['facts']})")
+        kept = [r.nodeid for r in self.records.values()
+                if r.dsrepro.get("kept") and r.status in ("diverged", "stale", "missing", "corrupt")]
+        if kept:
+            lines.append(f"accept what this run obtained, without rerunning: pytest "
+                         f"--dsrepro-accept {shlex.quote(kept[0])}"
+                         + (f" (and {len(kept) - 1} more kept; see the HTML report)"
+                            if len(kept) > 1 else ""))
+        return lines
+
     def drift_lines(self) -> list[str]:
         """``reproduced 6, of which 2 under changed packages: scikit-learn 1.9.1 -> 1.9.0``."""
         reproduced = self.counts().get("reproduced", 0)
@@ -305,18 +324,8 @@ class Summary:
                       f"{record.dsrepro.get('baseline')}")
         if unchanged:
             write(f"baselines unchanged: {unchanged}")
-        for record in self.records.values():
-            variant = record.dsrepro.get("variant") or {}
-            if variant.get("used") == "fallback" and record.status != "skipped":
-                write(f"variant fallback: {record.nodeid} compared with "
-                      f"{record.dsrepro.get('baseline')} (recorded on {variant['recorded_on']}; "
-                      f"none yet for {variant['facts']})")
-        kept = [r.nodeid for r in self.records.values()
-                if r.dsrepro.get("kept") and r.status in ("diverged", "stale", "missing", "corrupt")]
-        if kept:
-            write(f"accept what this run obtained, without rerunning: pytest --dsrepro-accept "
-                  f"{shlex.quote(kept[0])}" + (f" (and {len(kept) - 1} more kept; see the "
-                                               "HTML report)" if len(kept) > 1 else ""))
+        for line in self.review_lines():
+            write(line)
         for line in self.drift_lines():
             write(line)
         matrix = self.matrix()

@@ -83,3 +83,5 @@ def test_the_markdown_summary_of_a_failing_run(recorded: pytest.Pytester) -> Non
     clean.assert_outcomes(passed=3)
     assert (recorded.path / "summary.md").read_text().splitlines()[2] == (
         "**Reproduced**: 2 item(s) as recorded")
+    assert ("- accept what this run obtained, without rerunning: pytest --dsrepro-accept "
+            "test_values.py::test_kept") in lines
