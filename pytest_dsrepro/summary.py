@@ -15,6 +15,7 @@ from pytest_dsrepro.lifecycle import DECISIVE, Verdict, headline
 from pytest_dsrepro.provenance import KINDS, texts
 from pytest_dsrepro.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
+from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import (
     host_session_of,
     is_xdist_controller,
@@ -22,6 +23,7 @@ from pytest_dsrepro.state import (
     settings_of,
     store_of,
 )
+from pytest_dsrepro.store import Store
 from pytest_dsrepro.variants import base_of
 
 XDIST_EXPECTED = "dsrepro_expected_baselines"  # in each xdist worker's workeroutput
@@ -96,15 +98,8 @@ class Summary:
         self._uses_baselines(items)
 
     def _uses_baselines(self, items: list[pytest.Item]) -> None:
-        store = store_of(self.config)
-        settings = settings_of(self.config)
-        for item in items:
-            if getattr(item, "is_notebook", False):
-                if settings.baseline_source == "baselines":
-                    self.expected_files.add(store.for_notebook(Path(item.path),
-                                                               getattr(item, "profile", None)))
-            elif "baseline" in getattr(item, "fixturenames", ()):
-                self.expected_files.add(store.for_test(Path(item.path), item.name))
+        self.expected_files |= baselines_used(items, store_of(self.config),
+                                              settings_of(self.config))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -345,6 +340,18 @@ class Summary:
                   "run of the whole suite")
         for label, shown in self.written.items():
             write(f"{label} report: {shown}")
+
+
+def baselines_used(items: list[pytest.Item], store: Store, settings: Settings) -> set[Path]:
+    """The default baseline files of ``items`` (a variant counts as its default's)."""
+    found = set()
+    for item in items:
+        if getattr(item, "is_notebook", False):
+            if settings.baseline_source == "baselines":
+                found.add(store.for_notebook(Path(item.path), getattr(item, "profile", None)))
+        elif "baseline" in getattr(item, "fixturenames", ()):
+            found.add(store.for_test(Path(item.path), item.name))
+    return found
 
 
 def where_it_differs(entry: dict[str, Any]) -> str:
