@@ -159,3 +159,20 @@ def test_status_names_the_image_and_unused_and_stale_baselines(project: Project)
     assert lines[3:] == ["dsrepro: baselines: 2 in baselines", "dsrepro: unused: 1",
                          "  baselines/nb/gone.yaml", "dsrepro: stale: 1",
                          "  baselines/nb/a.yaml (cells 1 changed)"]
+
+
+def test_gpu_asks_the_engine_for_gpus(project: Project, gpu_engine: Any,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gpu`` goes through the engine's device requests, as a GPU item's container does."""
+    monkeypatch.setenv("DOCKER_HOST", gpu_engine.url)
+    before = len(gpu_engine.hook_calls())
+    show = ["run", "--", "python", "-c", "import os; print('visible', "
+            "os.environ.get('NVIDIA_VISIBLE_DEVICES'), os.environ.get('CUBLAS_WORKSPACE_CONFIG'))"]
+    plain = call(project.path, *show)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "visible None None" in plain.stdout
+    assert not [c for c in gpu_engine.hook_calls()[before:] if c.startswith("prestart ")]
+    asked = call(project.path, show[0], "--gpu", *show[1:])
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "visible all :4096:8" in asked.stdout
+    assert [c for c in gpu_engine.hook_calls()[before:] if c.startswith("prestart ")]
