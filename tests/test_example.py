@@ -16,11 +16,17 @@ import pytest
 EXAMPLE = Path(__file__).parents[1] / "example_project"
 
 
-def copy_example(tmp_path: Path) -> Path:
+def copy_example(tmp_path: Path, lab: bool = True) -> Path:
+    """The example in ``tmp_path``; without JupyterLab in its image (quicker to build) unless
+    ``lab``."""
     # same folder name, so that an unchanged copy has the image tag of the example itself
     target = tmp_path / "example_project"
     shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(
         "dsrepro-artifacts", "__pycache__", ".pytest_cache", "*.egg-info"))
+    if not lab:
+        requirements = target / "requirements.txt"
+        requirements.write_text("".join(line for line in requirements.read_text().splitlines(
+            keepends=True) if not line.startswith("jupyterlab")))
     return target
 
 
