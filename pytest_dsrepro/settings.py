@@ -366,7 +366,8 @@ class Settings:
     markdown: Path | None = None
     prune: bool = False
     variants: tuple[str, ...] = ()  # provenance keys, dotted (dsrepro_variants)
-    accept: tuple[str, ...] = ()  # --dsrepro-accept ITEM[::OUTPUT], files read
+    accept: tuple[str, ...] = ()  # --dsrepro-accept ITEM[::OUTPUT], with accept_from's lines
+    accept_from: Path | None = None  # --dsrepro-accept-from FILE
     repeat: int = 1
     perturb: tuple[str, ...] = ()
     confirm: bool = False
@@ -451,9 +452,8 @@ class Settings:
             markdown=_output(config, "markdown"),
             prune=bool(raw_value(config, "prune")),
             variants=parse_keys(list(raw_value(config, "variants"))),
-            accept=accept_lines(list(raw_value(config, "accept")),
-                                _optional(raw_value(config, "accept_from"),
-                                          lambda v: Path(config.invocation_params.dir, v))),
+            accept=accept_lines(list(raw_value(config, "accept")), _output(config, "accept_from")),
+            accept_from=_output(config, "accept_from"),
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,

@@ -35,13 +35,16 @@ FLAGS = [
     "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
     "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
     "--dsrepro-retries=2", "--dsrepro-markdown=summary.md", "--dsrepro-prune",
+    "--dsrepro-variants=gpu.name", "--dsrepro-accept=nb/a.ipynb", "--dsrepro-accept-from=acc.txt",
 ]
 
 
 def test_every_option_crosses_the_wire_unchanged(pytester: pytest.Pytester) -> None:
     (pytester.path / "san.cfg").write_text("[dates]\nregex: \\d{4}-\\d\\d-\\d\\d\nreplace: DATE\n")
+    (pytester.path / "acc.txt").write_text("# reviewed\nnb/b.ipynb::cell 2\n")
     config = pytester.parseconfig(*FLAGS)
     host = Settings.from_config(config)
+    assert host.accept == ("nb/a.ipynb", "nb/b.ipynb::cell 2")
     default = Settings(rootdir=host.rootdir)
     fields = {field.name for field in dataclasses.fields(Settings)} - {"rootdir"}
     assert {option.name for option in OPTIONS} == fields  # every option is a setting
