@@ -97,7 +97,8 @@ def number_table(numbers: list[NumberDiff], limit: int = SHOWN_NUMBERS) -> str:
     return "\n".join(text)
 
 
-SPLITTER = re.compile(f"({NUMBER.pattern})")
+# the lookahead names the characters a number starts with, which lets the regex engine skip ahead
+SPLITTER = re.compile(f"((?=[-+\\d.ni]){NUMBER.pattern})")
 
 
 # version-like tokens are text, never numbers: 1.9.1, v2.0.0rc1, 2.1rc1, v3
@@ -107,9 +108,17 @@ VERSION = re.compile(rf"(?<![\w.])(?:v?\d+(?:\.\d+){{2,}}{_PRE}|v\d+(?:\.\d+)*{_
 TOKENS = re.compile(f"(?P<version>{VERSION.pattern})|(?P<number>{NUMBER.pattern})")
 
 
+# a version-like token holds one of these; cheap searches that rule most texts out
+_MAYBE_VERSION = (re.compile(r"\.\d+\.\d"), re.compile(r"v\d"), re.compile(r"[abrdp](?<=\d[abrdp])"))
+
+
+def _has_version(text: str) -> bool:
+    return any(p.search(text) for p in _MAYBE_VERSION) and VERSION.search(text) is not None
+
+
 def _split(text: str) -> tuple[list[str], list[str]]:
     """The text between numbers, and the numbers, in one pass; version-like tokens stay text."""
-    if not VERSION.search(text):
+    if not _has_version(text):
         parts = SPLITTER.split(text)
         return parts[0::2], parts[1::2]
     words, numbers, start, word = [], [], 0, ""
@@ -138,22 +147,13 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
     exp_words, exp_numbers = _split(expected)
     obt_words, obt_numbers = _split(obtained)
     if exp_words == obt_words and len(exp_numbers) == len(obt_numbers):
-        outside = []
-        line = 1
-        for index, (e, o) in enumerate(zip(exp_numbers, obt_numbers)):
-            line += exp_words[index].count("\n")  # the number's line, counted as we go
-            if e == o:
-                continue
-            ev, ov = float(e), float(o)
-            if abs(ov - ev) <= tol.atol + tol.rtol * abs(ev):  # the common case, inline
-                continue
-            if not tol.allows(ev, ov):
-                outside.append((index, line, ev, ov))
+        outside = _outside(exp_numbers, obt_numbers, tol)
         if not outside:
             return None
         labels = table_labels(expected, exp_words)
-        numbers = [NumberDiff(f"{labels.get(index, f'#{index + 1}')} (line {line})", ev, ov)
-                   for index, line, ev, ov in outside]
+        lines = _lines(exp_words, [index for index, _, _ in outside])
+        numbers = [NumberDiff(f"{labels.get(index, f'#{index + 1}')} (line {lines[index]})", ev,
+                              ov) for index, ev, ov in outside]
         return Mismatch(what, unified(expected, obtained), numbers, tolerance=tol, kind="numbers",
                         table=_table(expected, obtained, tol))
     return Mismatch(what, unified(expected, obtained), tolerance=tol,
@@ -167,6 +167,60 @@ def _table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] | Non
     from pytest_dsrepro.tables import html_table
 
     return html_table(expected, obtained, tol)
+
+
+BULK = 256  # from this many numbers on, compared as arrays where numpy is installed
+
+
+def _outside(expected: list[str], obtained: list[str], tol: Tolerance
+             ) -> list[tuple[int, float, float]]:
+    """The numbers outside tolerance, as (index, expected, obtained): parsed and compared as
+    arrays where numpy is installed (many numbers), one by one otherwise."""
+    if len(expected) >= BULK:
+        found = _outside_in_bulk(expected, obtained, tol)
+        if found is not None:
+            return found
+    outside = []
+    for index, (e_text, o_text) in enumerate(zip(expected, obtained)):
+        if e_text == o_text:
+            continue
+        ev, ov = float(e_text), float(o_text)
+        # the common case, inline; an infinite expected value would allow anything here
+        if abs(ov - ev) <= tol.atol + tol.rtol * abs(ev) and abs(ev) < math.inf:
+            continue
+        if not tol.allows(ev, ov):
+            outside.append((index, ev, ov))
+    return outside
+
+
+def _outside_in_bulk(expected: list[str], obtained: list[str], tol: Tolerance
+                     ) -> list[tuple[int, float, float]] | None:
+    """:func:`_outside` with numpy; None without it."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    try:
+        e = np.array(expected, dtype=np.float64)
+        o = np.array(obtained, dtype=np.float64)
+    except ValueError:  # a token numpy reads otherwise than Python: one by one
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(e) & np.isfinite(o)
+        close = finite & (np.abs(o - e) <= tol.atol + tol.rtol * np.abs(e))
+        bad = ~(close | (e == o) | (np.isnan(e) & np.isnan(o)))
+    return [(int(i), float(e[i]), float(o[i])) for i in np.flatnonzero(bad)]
+
+
+def _lines(words: list[str], indexes: list[int]) -> dict[int, int]:
+    """The line each of these numbers is on, from the text before it."""
+    wanted = set(indexes)
+    found, line = {}, 1
+    for index, word in enumerate(words[:max(indexes) + 1]):
+        line += word.count("\n")
+        if index in wanted:
+            found[index] = line
+    return found
 
 
 def compare_image(what: str, expected: bytes, obtained: bytes, pixel_tolerance: int = 8,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_dsrepro.compare import Tolerance, compare_text
 from pytest_dsrepro.normalize import compile_user_patterns, normalize_outputs, sanitize
@@ -145,3 +147,37 @@ def test_changes_name_the_most_likely_cause_first() -> None:
     old = {"image": "dsrepro/proj:7a83aa", "packages": {"numpy": "2.4.6"}}
     assert changes(old, {"image": "dsrepro/proj2:7a83aa", "packages": {"numpy": "2.4.6",
                                                                        "six": "1.0"}}) == []
+
+
+@pytest.mark.parametrize(("expected", "obtained"), [("inf", "0.0"), ("-inf", "1e308"),
+                                                   ("inf", "-inf"), ("nan", "1.0")])
+def test_an_infinite_or_nan_value_differs_from_any_other(expected: str, obtained: str) -> None:
+    assert compare_text("x", f"loss {expected}", f"loss {obtained}", Tolerance(rtol=1e-3))
+    assert compare_text("x", f"loss {expected}", f"loss {expected}", Tolerance()) is None
+
+
+NUMBER_TEXTS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**6, 10**6).map(str),
+    st.sampled_from(["nan", "inf", "-inf", "+1.5", ".5", "5.", "1e-300", "-0.0", "1e308"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(NUMBER_TEXTS, NUMBER_TEXTS), min_size=1, max_size=50),
+       st.sampled_from([0.0, 1e-9, 1e-3]), st.sampled_from([0.0, 1e-12, 0.5]))
+def test_numbers_compared_in_bulk_as_one_by_one(pairs: list[tuple[str, str]], rtol: float,
+                                               atol: float) -> None:
+    """numpy's arrays and Python's floats find the same numbers outside tolerance."""
+    pytest.importorskip("numpy")
+    from pytest_dsrepro.compare import _outside, _outside_in_bulk
+
+    expected = [e for e, _ in pairs] * 8  # past the bulk threshold either way
+    obtained = [o for _, o in pairs] * 8
+    tol = Tolerance(rtol=rtol, atol=atol)
+    bulk = _outside_in_bulk(expected, obtained, tol)
+    assert bulk is not None
+    one_by_one = [(i, e, o) for i, (e_text, o_text) in enumerate(zip(expected, obtained))
+                  for e, o in [(float(e_text), float(o_text))]
+                  if e_text != o_text and not tol.allows(e, o)]
+    assert [i for i, _, _ in bulk] == [i for i, _, _ in one_by_one]
+    assert len(_outside(expected, obtained, tol)) == len(one_by_one)
