@@ -9,9 +9,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import os
-import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro import warm_kernels
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.cell_rules import CellRules, rules_of, tags_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
@@ -427,32 +426,34 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
     """Run ``notebook`` (as read from the item's file, with its parameters ``injected``) cell by
     cell in its own folder; return the code cells' raw outputs, indexed as in the file (the
     injected cell runs, and is neither compared nor recorded)."""
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = Path(item.path)
-    kernel = settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name") or "python3"
+    kernel = kernel_name(settings, notebook)
     _check_kernel(kernel)
+    warm = warm_kernels.take(item.nodeid, kernel, path.parent)  # started while the last one ran
     total = item.options.get("timeout")
     cell_limit, allow_errors = item.execution
     cell_timeout = settings.cell_timeout if cell_limit is None else cell_limit
 
     def make_client() -> Any:
+        nonlocal warm
         client = NotebookClient(
             notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
             kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
             allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
         )
-        if os.name == "posix":  # IPC sockets: no TCP port, and no warning about one
-            client.km = client.create_kernel_manager()
-            client.km.transport = "ipc"
-            client.km.ip = os.path.join(tempfile.gettempdir(),
-                                        f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
+        client.km = warm if warm is not None else warm_kernels.kernel_manager(client)
+        warm = None  # a retry starts a kernel of its own
         return client
 
     lineage = lineage_of(item.config)
     results: list[CellResult] = []
     with started_kernel(item.nodeid, settings.retries, make_client) as client:
+        warm_kernels.start_next(item, lambda following: kernel_name(
+            settings, nbformat.read(str(following.path), as_version=4)), kernel_env())
         started = time.monotonic()
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
@@ -501,8 +502,7 @@ def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) ->
         client = make_client()
         running = contextlib.ExitStack()
         try:
-            running.enter_context(client.setup_kernel(
-                env={**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}))
+            running.enter_context(client.setup_kernel(env=kernel_env()))
         except Exception as exc:
             why = first_line(exc)
             if attempt >= retries:
@@ -514,6 +514,17 @@ def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) ->
         with running:
             yield client
         return
+
+
+def kernel_name(settings: Settings, notebook: Any) -> str:
+    """The kernel a notebook runs in: dsrepro_kernel, else its own, else python3."""
+    return str(settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name")
+               or "python3")
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment kernels start with."""
+    return {**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}
 
 
 def kernel_hash_seed() -> str:

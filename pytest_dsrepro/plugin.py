@@ -230,6 +230,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = expand(items, [label for label, _ in settings.engines])
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """A notebook notes which item follows it: its kernel starts while this one runs."""
+    if getattr(item, "is_notebook", False):
+        from pytest_dsrepro.warm_kernels import NEXT_KEY
+
+        item.stash[NEXT_KEY] = nextitem
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Kernels started ahead for items that did not run go."""
+    from pytest_dsrepro.warm_kernels import shut_down_all
+
+    shut_down_all()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """A test whose checked values differ fails once its body ends, with all of them."""

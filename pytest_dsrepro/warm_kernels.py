@@ -1,0 +1,98 @@
+"""Kernels started ahead: while one notebook runs, the kernel of the next notebook item of this
+process starts, in that notebook's folder, so that it is ready when its turn comes. Each kernel
+serves one notebook only and is shut down after it: no state crosses notebooks. A kernel started
+for an item that never uses it (skipped, deselected, the session interrupted) is shut down at the
+session's end."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NEXT_KEY = pytest.StashKey[Any]()  # the item pytest runs after this one, noted at its start
+
+
+@dataclasses.dataclass
+class Warm:
+    """A kernel started for one notebook item: its manager, and what it was started with."""
+
+    manager: Any
+    kernel: str
+    folder: Path
+
+
+_STARTED: dict[str, Warm] = {}  # node id -> its kernel, started ahead
+
+
+SOCKET_PATH_LIMIT = 100  # a Unix socket's path must be shorter than 108 bytes on Linux
+
+
+def kernel_manager(client: Any) -> Any:
+    """A kernel manager for ``client`` (an nbclient ``NotebookClient``), talking over IPC
+    sockets on POSIX: no TCP port, and no warning about one. Where the temporary folder's path
+    is too long for a socket, over TCP on loopback."""
+    manager = client.create_kernel_manager()
+    sockets = os.path.join(tempfile.gettempdir(), f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
+    if os.name == "posix" and len(sockets.encode()) + 2 < SOCKET_PATH_LIMIT:
+        manager.transport = "ipc"
+        manager.ip = sockets
+    return manager
+
+
+def take(nodeid: str, kernel: str, folder: Path) -> Any | None:
+    """The manager of the kernel started ahead for ``nodeid``, if it was started with this
+    kernel in this folder (else it is shut down and None returned)."""
+    warm = _STARTED.pop(nodeid, None)
+    if warm is None:
+        return None
+    if warm.kernel != kernel or warm.folder != folder:
+        _shut_down(warm)
+        return None
+    return warm.manager
+
+
+def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str]) -> None:
+    """Start the kernel of the notebook item that runs after ``item``, in its folder, with
+    ``env``; ``kernel_of(next_item)`` names its kernel. Any fault leaves it to start its own."""
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_notebook
+
+    following = item.stash.get(NEXT_KEY, None)
+    if following is None or not getattr(following, "is_notebook", False) \
+            or following.nodeid in _STARTED or getattr(following, "parse_error", None) \
+            or following.get_closest_marker("skip") is not None:
+        return
+    try:
+        kernel = kernel_of(following)
+        folder = Path(following.path).parent
+        client = NotebookClient(new_notebook(), kernel_name=kernel,  # type: ignore[no-untyped-call]
+                                resources={"metadata": {"path": str(folder)}})
+        client.km = kernel_manager(client)
+        client.start_new_kernel(env=env)  # launches it; it gets ready while this one runs
+    except Exception:  # the next item starts its own kernel, and meets any fault itself
+        return
+    _STARTED[following.nodeid] = Warm(client.km, kernel, folder)
+
+
+def shut_down_all() -> None:
+    """Shut down the kernels no item took."""
+    while _STARTED:
+        _shut_down(_STARTED.popitem()[1])
+
+
+def _shut_down(warm: Warm) -> None:
+    from jupyter_core.utils import ensure_async, run_sync
+
+    async def stop() -> None:
+        await ensure_async(warm.manager.shutdown_kernel(now=True))
+
+    try:
+        run_sync(stop)()
+    except Exception:  # gone already
+        pass
