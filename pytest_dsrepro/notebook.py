@@ -452,8 +452,10 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
     lineage = lineage_of(item.config)
     results: list[CellResult] = []
     with started_kernel(item.nodeid, settings.retries, make_client) as client:
+        side_by_side = max(settings.workers, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
         warm_kernels.start_next(item, lambda following: kernel_name(
-            settings, nbformat.read(str(following.path), as_version=4)), kernel_env())
+            settings, nbformat.read(str(following.path), as_version=4)), kernel_env(),
+            side_by_side)
         started = time.monotonic()
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))

@@ -57,12 +57,27 @@ def take(nodeid: str, kernel: str, folder: Path) -> Any | None:
     return warm.manager
 
 
-def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str]) -> None:
+def worth_it(processes: int) -> bool:
+    """Whether a kernel starting beside each of ``processes`` running notebooks has a core of
+    its own; on fewer cores it only slows the running ones down."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores >= 2 * processes
+
+
+def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str], processes: int = 1
+               ) -> None:
     """Start the kernel of the notebook item that runs after ``item``, in its folder, with
-    ``env``; ``kernel_of(next_item)`` names its kernel. Any fault leaves it to start its own."""
+    ``env``; ``kernel_of(next_item)`` names its kernel. ``processes``: how many run notebooks
+    side by side (``--dsrepro-workers``, pytest-xdist). Any fault leaves the next item to start
+    its own kernel."""
     from nbclient import NotebookClient
     from nbformat.v4 import new_notebook
 
+    if not worth_it(processes):
+        return
     following = item.stash.get(NEXT_KEY, None)
     if following is None or not getattr(following, "is_notebook", False) \
             or following.nodeid in _STARTED or getattr(following, "parse_error", None) \

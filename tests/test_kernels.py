@@ -7,6 +7,7 @@ import json
 
 from conftest import Project
 from notebooks import write_notebook
+from pytest_dsrepro.warm_kernels import worth_it
 
 # what each notebook reports of its kernel: its process, its folder, how long it had been up
 # when the first cell ran, and whether an earlier notebook left anything behind
@@ -44,9 +45,11 @@ def test_fresh_kernels_started_ahead(
     assert found["first"]["cwd"] == str(project.path / "nb" / "a")
     assert found["second"]["cwd"] == str(project.path / "nb" / "a")
     assert found["third"]["cwd"] == str(project.path / "nb" / "b")  # started in its own folder
-    # the second and third kernels started while the notebook before them slept
-    assert found["second"]["age"] > 2 and found["third"]["age"] > 2, found
     assert found["first"]["age"] < 2, found
+    if worth_it(1):  # the second and third kernels started while the notebook before them slept
+        assert found["second"]["age"] > 2 and found["third"]["age"] > 2, found
+    else:  # one core: no kernel starts beside a running notebook
+        assert found["second"]["age"] < 2 and found["third"]["age"] < 2, found
 
 
 def test_kernels_start_where_the_scratch_path_is_too_long_for_a_socket(project: Project) -> None:
