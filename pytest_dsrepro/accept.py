@@ -21,7 +21,7 @@ class AcceptError(Exception):
 
 
 def kept_path(settings: Settings, nodeid: str) -> Path:
-    return Artifacts(settings.artifacts, settings.rootdir, nodeid).folder / KEPT
+    return Artifacts(settings.artifacts, settings.rootdir, nodeid).kept
 
 
 def kept_items(settings: Settings, store: Store) -> list[str]:
@@ -53,9 +53,10 @@ def _cell_index(output: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _merge(old: dict[str, Any], new: dict[str, Any], output: str, line: str) -> dict[str, Any]:
+def _merge(old: dict[str, Any], new: dict[str, Any], output: str, line: str
+           ) -> tuple[dict[str, Any], Any]:
     """``old`` with only ``output`` (a notebook's ``cell N``, a test's checked value) taken from
-    ``new``."""
+    ``new``; and that part."""
     merged = dict(old)
     if new.get("kind") == "notebook":
         index = _cell_index(output)
@@ -67,24 +68,16 @@ def _merge(old: dict[str, Any], new: dict[str, Any], output: str, line: str) -> 
                               "recorded; accept the whole item")
         if index not in [i for i, _ in shape]:
             raise AcceptError(f"{line}: the notebook has no cell {index}")
-        merged["cells"] = [next(c for c in new["cells"] if c["index"] == index)
-                           if cell["index"] == index else cell for cell in old["cells"]]
-        return merged
+        taken = next(c for c in new["cells"] if c["index"] == index)
+        merged["cells"] = [taken if cell["index"] == index else cell for cell in old["cells"]]
+        return merged, taken
     values = dict(old.get("values") or {})
     if output not in (new.get("values") or {}):
         raise AcceptError(f"{line}: the run checked no value {output!r} (it checked "
                           f"{', '.join(repr(k) for k in new.get('values') or {}) or 'none'})")
     values[output] = new["values"][output]
     merged["values"] = values
-    return merged
-
-
-def _part(doc: dict[str, Any], output: str) -> Any:
-    """The cell or value ``output`` names in a baseline document."""
-    if doc.get("kind") == "notebook":
-        index = _cell_index(output)
-        return [cell for cell in doc.get("cells") or [] if cell.get("index") == index]
-    return (doc.get("values") or {}).get(output)
+    return merged, values[output]
 
 
 def accept_one(line: str, settings: Settings, store: Store) -> tuple[str, str]:
@@ -118,9 +111,9 @@ def accept_one(line: str, settings: Settings, store: Store) -> tuple[str, str]:
             raise AcceptError(f"{line}: {store.display(target)} does not exist yet; accept the "
                               "whole item")
         old.pop("dsrepro_baseline", None)
-        doc = _merge(old, body, output, line)
+        doc, part = _merge(old, body, output, line)
         old_files = store.read_files(target, old)
-        taken = set(named_files(_part(body, output)))  # the accepted part's files are the run's
+        taken = set(named_files(part))  # the accepted part's files are the run's
         files = {name: new_files[name] if name in taken else old_files[name]
                  for name in named_files(doc)}
     status = store.write(target, doc, files)

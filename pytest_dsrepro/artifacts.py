@@ -28,6 +28,11 @@ class Artifacts:
         self.rootdir = rootdir
         self.folder = root / safe_name(nodeid.replace("/", "__").replace("::", "--"))
 
+    @property
+    def kept(self) -> Path:
+        """Where a failed comparison keeps what the item obtained, for ``--dsrepro-accept``."""
+        return self.folder / KEPT
+
     def clear(self) -> None:
         """Drop what an earlier failure of this item left. The root folder stays: another
         process of this run (an xdist worker) may be about to mount it into a container; the

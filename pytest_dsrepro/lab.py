@@ -15,6 +15,7 @@ from typing import Any
 
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.session import restore_terminate, terminate_as_interrupt
 from pytest_dsrepro.workspace import Say, Workspace, remove
 
 START_TIMEOUT = 120.0
@@ -142,9 +143,7 @@ def start(workspace: Workspace, say: Say, *, gpu: bool = False, port: int = 0,
     options["environment"]["JUPYTER_TOKEN"] = token
     container = workspace.client.containers.create(**options)
     forwarder: Forwarder | None = None
-    import signal
-
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = terminate_as_interrupt()
     try:
         container.start()
         _wait_for(container, sock, s.dockerfile)
@@ -172,14 +171,10 @@ def start(workspace: Workspace, say: Say, *, gpu: bool = False, port: int = 0,
         say("stopping JupyterLab; the container is removed")
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_terminate(previous)
         if forwarder is not None:
             forwarder.close()
         remove(container)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _running(container: Any) -> bool:

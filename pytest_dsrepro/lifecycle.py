@@ -12,7 +12,7 @@ from typing import Any, Callable, NoReturn
 
 import pytest
 
-from pytest_dsrepro.artifacts import KEPT, Artifacts
+from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.compare import Mismatch, NumberDiff, numbers_outside
 from pytest_dsrepro.provenance import collect as provenance_now
 from pytest_dsrepro.results import annotate
@@ -95,19 +95,30 @@ class Lifecycle:
         self.obtained: Callable[[], tuple[str, dict[str, Any], dict[str, bytes]]] | None = None
         session = settings_of(item.config)
         self.artifacts = Artifacts(session.artifacts, session.rootdir, item.nodeid)
+        self._read: tuple[Path, dict[str, Any] | None] | None = None  # read to choose a variant
         self.choice = choose(path, session.variants, provenance_now(), session.update,
-                             store.provenance_of) if session.variants else None
+                             self._provenance_of) if session.variants else None
         self.path = self.choice.path if self.choice else path
         self.shown = store.display(self.path)
         annotate(item, baseline=self.shown)
         if self.choice:
             annotate(item, variant=self.choice.record())
 
+    def _provenance_of(self, path: Path) -> dict[str, Any] | None:
+        """Where the baseline at ``path`` was recorded (None when it cannot be read); the
+        document is kept, so that :meth:`load` does not read it again."""
+        try:
+            doc = self.store.load(path)
+        except BaselineError:
+            return None
+        self._read = (path, doc)
+        found = (doc or {}).get("provenance")
+        return found if isinstance(found, dict) else None
+
     def fail(self, verdict: Verdict, message: str) -> NoReturn:
         __tracebackhide__ = True
         annotate(self.item, verdict=verdict.value)
-        if self.obtained is not None:
-            self.keep(*self.obtained())
+        self._keep_obtained()
         note = self.note()
         pytest.fail(f"{message}\n{note}" if note else message, pytrace=False)
 
@@ -121,16 +132,21 @@ class Lifecycle:
         doc = {"kind": kind, "node": self.item.nodeid, "accept_into": self.shown,
                "provenance": self.current(), **body}
         try:
-            self.store.write(self.artifacts.folder / KEPT, doc, files)
+            self.store.write(self.artifacts.kept, doc, files)
         except BaselineError:  # a full disk: the failure itself still counts
             return
-        annotate(self.item, kept=self.store.display(self.artifacts.folder / KEPT))
+        annotate(self.item, kept=self.store.display(self.artifacts.kept))
+
+    def _keep_obtained(self) -> None:
+        if self.obtained is not None:
+            self.keep(*self.obtained())
 
     def load(self) -> dict[str, Any]:
         """The recorded document; a missing or corrupt one fails the item."""
         __tracebackhide__ = True
         try:
-            doc = self.store.load(self.path)
+            read = self._read  # a variant's choice read it already
+            doc = read[1] if read and read[0] == self.path else self.store.load(self.path)
         except BaselineError as exc:
             self.fail(Verdict.CORRUPT, str(exc))
         if doc is None:
@@ -187,8 +203,7 @@ class Lifecycle:
         found = self._changes()
         annotate(self.item, verdict=Verdict.DIVERGED.value,
                  differences=[d.record() for d in self.differences])
-        if self.obtained is not None:
-            self.keep(*self.obtained())
+        self._keep_obtained()
         return texts(found)
 
     def reproduced(self) -> None:

@@ -396,12 +396,18 @@ def _cell_header(cell: CellResult) -> str:
     return f"cell {cell.index}:\n{shown}{more}"
 
 
-def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
-    by_index = {cell.index: cell for cell in cells}
+def stale_cells(expected: list[dict[str, Any]], current: dict[int, str]
+                ) -> tuple[list[str], list[str]]:
+    """The cells of a baseline whose source changed (or went), and the cells it lacks, from
+    the notebook's ``current`` source digests by cell index."""
     changed = [str(entry["index"]) for entry in expected
-               if entry["index"] not in by_index
-               or entry.get("source_sha256") != source_hash(by_index[entry["index"]].source)]
-    added = [str(c.index) for c in cells if c.index not in {e["index"] for e in expected}]
+               if current.get(entry["index"]) != entry.get("source_sha256")]
+    recorded = {entry["index"] for entry in expected}
+    return changed, [str(index) for index in current if index not in recorded]
+
+
+def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
+    changed, added = stale_cells(expected, {cell.index: source_hash(cell.source) for cell in cells})
     parts = []
     if changed:
         parts.append(f"cell{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed")

@@ -75,7 +75,7 @@ class HostSession:
         if settings.observing:
             self.repeats = self._repeats()
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
-        self._previous_terminate = _terminate_as_interrupt()
+        self._previous_terminate = terminate_as_interrupt()
         self._gpus_seen: bool | None = None  # from xdist workers
 
     def _check_engines(self) -> None:
@@ -255,7 +255,7 @@ class HostSession:
             for executor in self.executors.values() or [self.executor]:
                 executor.close()
         finally:
-            _restore_terminate(self._previous_terminate)
+            restore_terminate(self._previous_terminate)
 
     # -- GPUs --------------------------------------------------------------------------------------
 
@@ -362,7 +362,7 @@ class HostSession:
         for item in in_container:
             spec = item.stash[SPEC_KEY]
             groups.setdefault(spec.group, (spec, []))[1].append(item)
-        previous = _terminate_as_interrupt()
+        previous = terminate_as_interrupt()
         try:
             if self.executors:
                 self._run_on_engines(session, list(groups.values()))
@@ -376,7 +376,7 @@ class HostSession:
                     if self.settings.repeat > 1:
                         self._repeat(list(groups.values()))
         finally:
-            _restore_terminate(previous)
+            restore_terminate(previous)
         _raise_if_stopping(session)
         return True
 
@@ -469,7 +469,7 @@ def _raise_if_stopping(session: pytest.Session) -> None:
         raise session.Interrupted(session.shouldstop)
 
 
-def _terminate_as_interrupt() -> Any:
+def terminate_as_interrupt() -> Any:
     """SIGTERM raises KeyboardInterrupt while workers run, so they are removed."""
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -480,6 +480,6 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-def _restore_terminate(previous: Any) -> None:
+def restore_terminate(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)

@@ -403,6 +403,7 @@ class Settings:
         memory = raw_value(config, "memory")
         paths = raw_value(config, "container_paths") or ()
         scratch = raw_value(config, "scratch")
+        accept_from = _output(config, "accept_from")
         settings = cls(
             rootdir=root,
             in_docker=bool(raw_value(config, "in_docker")),
@@ -452,8 +453,8 @@ class Settings:
             markdown=_output(config, "markdown"),
             prune=bool(raw_value(config, "prune")),
             variants=parse_keys(list(raw_value(config, "variants"))),
-            accept=accept_lines(list(raw_value(config, "accept")), _output(config, "accept_from")),
-            accept_from=_output(config, "accept_from"),
+            accept=accept_lines(list(raw_value(config, "accept")), accept_from),
+            accept_from=accept_from,
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,

@@ -98,15 +98,6 @@ class Store:
                                 "fix it, or delete it and run with --dsrepro-update")
         return doc
 
-    def provenance_of(self, path: Path) -> dict[str, Any] | None:
-        """Where the baseline at ``path`` was recorded; ``None`` when it cannot be read."""
-        try:
-            doc = self.load(path)
-        except (BaselineError, OSError):
-            return None
-        found = (doc or {}).get("provenance")
-        return found if isinstance(found, dict) else None
-
     def read_files(self, path: Path, value: Any) -> dict[str, bytes]:
         """The files beside the baseline ``path`` that ``value`` (part of its document) names:
         only plain names inside its own folder, never a path that leaves it."""

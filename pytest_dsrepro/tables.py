@@ -82,30 +82,30 @@ def html_table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] |
     return _table(header, old[1], new[1], tol)
 
 
-def frame_table(where: str, expected: dict[str, Any], obtained: dict[str, Any],
-                tol: Tolerance) -> dict[str, Any] | None:
-    """A DataFrame the fixture checked (``values.encode``'s form), as :func:`html_table`."""
-    if expected.get("columns") != obtained.get("columns") or \
-            expected.get("index") != obtained.get("index"):
+def frame_table(expected: dict[str, Any], obtained: dict[str, Any],
+                changed: list[tuple[int, int]]) -> dict[str, Any] | None:
+    """A DataFrame the fixture checked (``values.encode``'s form, same columns and index), as
+    :func:`html_table`, with the (row, column) of the values ``changed``."""
+    if len(expected["values"]) > ROW_LIMIT:
         return None
-    header = ["", *map(str, expected["columns"])]
 
     def rows(frame: dict[str, Any]) -> list[list[str]]:
         return [[str(label), *map(_shown, row)] for label, row in
                 zip(frame["index"], frame["values"])]
 
-    return _table(header, rows(expected), rows(obtained), tol, where)
+    return {"header": ["", *map(str, expected["columns"])], "expected": rows(expected),
+            "obtained": rows(obtained), "changed": [[r, c + 1] for r, c in changed]}
 
 
 def _shown(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _table(header: list[str], old: list[list[str]], new: list[list[str]], tol: Tolerance,
-           where: str = "") -> dict[str, Any] | None:
+def _table(header: list[str], old: list[list[str]], new: list[list[str]], tol: Tolerance
+           ) -> dict[str, Any] | None:
     if len(old) != len(new) or len(old) > ROW_LIMIT or \
             any(len(a) != len(b) for a, b in zip(old, new)):
         return None
     changed = [[r, c] for r, (a, b) in enumerate(zip(old, new)) for c, (x, y) in
-               enumerate(zip(a, b)) if x != y and compare_text(where, x, y, tol) is not None]
+               enumerate(zip(a, b)) if x != y and compare_text("", x, y, tol) is not None]
     return {"header": header, "expected": old, "obtained": new, "changed": changed}

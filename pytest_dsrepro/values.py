@@ -142,15 +142,18 @@ class Differences:
                 self.other.append(f"{where}: {field} {obt[field]}, expected {exp[field]}")
                 return
         columns = exp["columns"]
-        before = len(self.numbers) + len(self.other)
+        changed: list[tuple[int, int]] = []
         for r, (erow, orow) in enumerate(zip(exp["values"], obt["values"])):
             for c, (e, o) in enumerate(zip(erow, orow)):
+                before = len(self.numbers) + len(self.other)
                 self.walk(f"{where}[{exp['index'][r]!r}, {columns[c]!r}]", e, o, exp_files,
                           obt_files)
-        if len(self.numbers) + len(self.other) > before:
+                if len(self.numbers) + len(self.other) > before:
+                    changed.append((r, c))
+        if changed:
             from pytest_dsrepro.tables import frame_table
 
-            found = frame_table(where, exp, obt, self.tolerance)
+            found = frame_table(exp, obt, changed)
             if found is not None:
                 self.tables.append(found)
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors.docker import DockerExecutor, RunConfig, container_options
 from pytest_dsrepro.markers import ContainerSpec
+from pytest_dsrepro.session import restore_terminate, terminate_as_interrupt
 from pytest_dsrepro.settings import Settings
 
 Say = Callable[[str], None]
@@ -106,7 +107,7 @@ def run_command(workspace: Workspace, command: list[str], *, interactive: bool,
     # when ours does
     options.update(tty=tty, stdin_open=interactive, detach=not interactive)
     container = workspace.client.containers.create(**options)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = terminate_as_interrupt()
     try:
         attached = workspace.client.api.attach_socket(
             container.id, params={"stdin": int(interactive), "stdout": 1, "stderr": 1,
@@ -120,12 +121,8 @@ def run_command(workspace: Workspace, command: list[str], *, interactive: bool,
         reader.join()
         return int(container.wait().get("StatusCode", 1))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_terminate(previous)
         remove(container)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _copy_out(attached: Any, tty: bool) -> None:
