@@ -73,6 +73,12 @@ class Choice:
     label: str
     facts: str  # this machine's values, in words
     recorded_on: str = ""  # the default's values, where it was used as a fallback
+    own: Path | None = None  # a fallback: this kind's variant, which an update or accept writes
+
+    @property
+    def written(self) -> Path:
+        """Where this machine's outputs are recorded or accepted: never another kind's."""
+        return self.own or self.path
 
     def record(self) -> dict[str, str]:
         """JSON-ready, for the reports (schema ``item.variant``)."""
@@ -101,4 +107,4 @@ def choose(default: Path, keys: tuple[str, ...], provenance: dict[str, Any], upd
         return Choice(default, "default", mine, facts)
     if update:  # the default belongs to another kind of machine: this one gets its variant
         return Choice(variant, "variant", mine, facts)
-    return Choice(default, "fallback", mine, facts, described(theirs, keys))
+    return Choice(default, "fallback", mine, facts, described(theirs, keys), variant)

@@ -173,3 +173,25 @@ def test_an_unknown_variant_key_is_one_line(pytester: pytest.Pytester) -> None:
     assert result.ret == 4
     result.stderr.fnmatch_lines(["ERROR: dsrepro_variants: 'gpus' is not a provenance key (use "
                                  "gpu.name, gpu.driver, gpu.cuda, cpu.arch, *"])
+
+
+def test_accepting_under_a_fallback_records_this_kinds_variant(project: Project) -> None:
+    """Outputs obtained on an A100 compared with the T4's default are accepted as the A100's
+    variant: the T4's baseline stays as it was."""
+    (project.path / "nvidia-smi").write_text(SMI)
+    project.dockerfile("COPY nvidia-smi /usr/local/bin/nvidia-smi",
+                       "RUN chmod 755 /usr/local/bin/nvidia-smi")
+    project.ini(dsrepro_variants=["gpu.name"], dsrepro_env=["GPU_NAME", "LOSS"])
+    project.pytester.makepyfile(test_model=MODEL)
+    folder = project.path / "baselines" / "tests" / "test_model"
+    run_with_env(project.pytester, "--in-docker", "--dsrepro-update", "-n", "2",
+                 GPU_NAME="Tesla T4", LOSS="0.5").assert_outcomes(passed=1)
+    default = (folder / "test_model.yaml").read_text()
+    run_with_env(project.pytester, "--in-docker", "-n", "2", GPU_NAME="NVIDIA A100",
+                 LOSS="0.6").assert_outcomes(failed=1)
+    accepted = project.run("--dsrepro-accept", "test_model.py::test_model")
+    accepted.stdout.fnmatch_lines(["dsrepro: accepted test_model.py::test_model: baseline "
+                                   "created: baselines/tests/test_model/test_model@NVIDIA-A100.yaml"])
+    assert (folder / "test_model.yaml").read_text() == default
+    run_with_env(project.pytester, "--in-docker", "-n", "2", GPU_NAME="NVIDIA A100",
+                 LOSS="0.6").assert_outcomes(passed=1)
