@@ -124,14 +124,20 @@ def test_model(baseline):
 """
 
 
-def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
-    """dsrepro_variants = ["gpu.name"]: the image's nvidia-smi names the GPU model."""
+def gpu_model_project(project: Project) -> Path:
+    """A project keyed on the GPU model, which the image's nvidia-smi takes from GPU_NAME; the
+    folder of its test's baselines."""
     (project.path / "nvidia-smi").write_text(SMI)
     project.dockerfile("COPY nvidia-smi /usr/local/bin/nvidia-smi",
                        "RUN chmod 755 /usr/local/bin/nvidia-smi")
     project.ini(dsrepro_variants=["gpu.name"], dsrepro_env=["GPU_NAME", "LOSS"])
     project.pytester.makepyfile(test_model=MODEL)
-    folder = project.path / "baselines" / "tests" / "test_model"
+    return project.path / "baselines" / "tests" / "test_model"
+
+
+def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
+    """dsrepro_variants = ["gpu.name"]: the image's nvidia-smi names the GPU model."""
+    folder = gpu_model_project(project)
 
     def run(gpu: str, loss: str, *args: str) -> pytest.RunResult:
         return run_with_env(project.pytester, "--in-docker", *args, GPU_NAME=gpu, LOSS=loss)
@@ -178,12 +184,7 @@ def test_an_unknown_variant_key_is_one_line(pytester: pytest.Pytester) -> None:
 def test_accepting_under_a_fallback_records_this_kinds_variant(project: Project) -> None:
     """Outputs obtained on an A100 compared with the T4's default are accepted as the A100's
     variant: the T4's baseline stays as it was."""
-    (project.path / "nvidia-smi").write_text(SMI)
-    project.dockerfile("COPY nvidia-smi /usr/local/bin/nvidia-smi",
-                       "RUN chmod 755 /usr/local/bin/nvidia-smi")
-    project.ini(dsrepro_variants=["gpu.name"], dsrepro_env=["GPU_NAME", "LOSS"])
-    project.pytester.makepyfile(test_model=MODEL)
-    folder = project.path / "baselines" / "tests" / "test_model"
+    folder = gpu_model_project(project)
     run_with_env(project.pytester, "--in-docker", "--dsrepro-update", "-n", "2",
                  GPU_NAME="Tesla T4", LOSS="0.5").assert_outcomes(passed=1)
     default = (folder / "test_model.yaml").read_text()
