@@ -12,6 +12,7 @@ tagged with its process number.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -49,8 +50,13 @@ WAIT_POLL_SECONDS = 0.005
 WAIT_LIMIT_SECONDS = 3600.0
 
 
-def _warm_up() -> bool:
-    """Import pytest and the plugin ahead of the request; whether the image has the entry point."""
+_ENTRY_POINT: bool | None = None  # found by warm_up, for the requests that follow
+
+
+def warm_up(notebooks: bool = False) -> bool:
+    """Import pytest and the plugin ahead of the request (with ``notebooks``, the notebook
+    packages too); whether the image has the entry point."""
+    global _ENTRY_POINT
     try:
         import pytest  # noqa: F401
 
@@ -60,7 +66,14 @@ def _warm_up() -> bool:
         import pytest_dsrepro.markers  # noqa: F401
     except ImportError:  # reported as missing once the request names what is needed
         pass
-    return _has_entry_point()
+    if notebooks:
+        for name in ("yaml", "nbformat", "nbclient", "jupyter_client"):
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+    _ENTRY_POINT = _has_entry_point()
+    return _ENTRY_POINT
 
 
 def _wait_for(path: str) -> protocol.Request | None:
@@ -214,14 +227,14 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     entry_point: bool | None
     if len(argv) == 2 and argv[0] == "--wait":
-        entry_point = _warm_up()
+        entry_point = warm_up()
         found = _wait_for(argv[1])
         if found is None:
             return 0
         request = found
     elif len(argv) == 2 and argv[0] == "--request":
         request = protocol.Request.from_json(argv[1])
-        entry_point = request.entry_point
+        entry_point = request.entry_point if request.entry_point is not None else _ENTRY_POINT
     else:
         print("usage: python -m pytest_dsrepro.launch (--request JSON | --wait FILE)",
               file=sys.stderr)

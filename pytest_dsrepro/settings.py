@@ -259,6 +259,11 @@ OPTIONS: tuple[Option, ...] = (
            metavar="NAME"),
     Option("rtol", "relative tolerance for numbers (default: 1e-6)", metavar="R"),
     Option("atol", "absolute tolerance for numbers (default: 1e-12)", metavar="A"),
+    Option("keep", "leave the container running after the session, Python, pytest and the "
+           "plugin loaded, for the next session with the same image and settings to fork its "
+           "worker from (the edit-run loop; ignored where CI is set)", "action", False, ini=False),
+    Option("keep_idle", "seconds a kept container waits unused before it goes away (default: "
+           "900)", metavar="SECONDS"),
     Option("cell_timeout", "seconds one notebook cell may run (default: 600)", metavar="SECONDS"),
     Option("kernel_startup_timeout", "seconds a kernel may take to start (default: 60)",
            metavar="SECONDS"),
@@ -382,6 +387,8 @@ class Settings:
     profile: tuple[str, ...] = ()  # --dsrepro-profile
     rtol: float = 1e-6
     atol: float = 1e-12
+    keep: bool = False  # --dsrepro-keep: the worker's container is kept for the next session
+    keep_idle: float = 900.0
     cell_timeout: float = 600.0
     kernel_startup_timeout: float = 60.0
 
@@ -476,6 +483,9 @@ class Settings:
                           for p in str(entry).replace(",", " ").split()),
             rtol=_number(raw_value(config, "rtol"), "rtol", 1e-6),
             atol=_number(raw_value(config, "atol"), "atol", 1e-12),
+            keep=bool(raw_value(config, "keep")),
+            keep_idle=_optional(raw_value(config, "keep_idle"),
+                                lambda v: parse_positive(v, "keep_idle")) or 900.0,
             cell_timeout=_optional(raw_value(config, "cell_timeout"),
                                    lambda v: parse_positive(v, "cell_timeout")) or 600.0,
             kernel_startup_timeout=_optional(

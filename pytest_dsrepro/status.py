@@ -64,9 +64,39 @@ def _report(workspace: Workspace, folder: Path, extra: list[str], say: Say) -> i
                                     "or any dsrepro command, builds it)"))
             # with the image built, items are collected as the gate collects them
             extra = [*extra, "--in-docker"] if built else extra
+    for line in _kept(workspace):
+        say(line)
     for line in _baselines(workspace, folder, extra):
         say(line)
     return 0
+
+
+def _kept(workspace: Workspace) -> list[str]:
+    """This project's kept containers (``--dsrepro-keep``), whether each answers and whether
+    the next session can use it."""
+    import time
+
+    from pytest_dsrepro import kept
+
+    found = kept.listing(workspace.settings)
+    if not found:
+        return []
+    try:
+        current = workspace.executor.keep_key().common
+    except Exception:  # another executor, or no Dockerfile: nothing to compare with
+        current = None
+    lines = [f"kept containers: {len(found)}"]
+    for keeper, meta, answers in found:
+        name = str(meta.get("container", "?"))[:12]
+        if not answers:
+            state = "not answering (gone)"
+        else:
+            age = time.time() - float(meta.get("started", time.time()))
+            state = f"running for {age:.0f} s, goes after {meta.get('idle', 0):g} s unused"
+        fits = "this image and these settings" if keeper.folder.name.endswith(f"-{current}") \
+            else "another image or other settings: the next --dsrepro-keep session discards it"
+        lines.append(f"  {name} (image {meta.get('image', '?')}): {state}; {fits}")
+    return lines
 
 
 def _baselines(workspace: Workspace, folder: Path, extra: list[str]) -> list[str]:

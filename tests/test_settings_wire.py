@@ -36,6 +36,7 @@ FLAGS = [
     "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
     "--dsrepro-retries=2", "--dsrepro-markdown=summary.md", "--dsrepro-prune",
     "--dsrepro-variants=gpu.name", "--dsrepro-accept=nb/a.ipynb", "--dsrepro-accept-from=acc.txt",
+    "--dsrepro-keep", "--dsrepro-keep-idle=30",
 ]
 
 

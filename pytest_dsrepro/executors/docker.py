@@ -16,6 +16,7 @@ import socket
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -24,8 +25,8 @@ from typing import Any, Callable
 import pytest
 
 import pytest_dsrepro
-from pytest_dsrepro import engine, protocol
-from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro import engine, kept, protocol
+from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Ending, gpu_words
 from pytest_dsrepro.image import base_images, find_image, git_commit
 from pytest_dsrepro.image_source import ImageSource
@@ -393,10 +394,19 @@ class DockerExecutor:
         self._decided = threading.Event()  # the background start has chosen mount or copy
         self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
         self._tree: Any = None  # copy mode: the repository's archive, made once
+        # --dsrepro-keep: workers forked in kept containers, one a group; ignored in CI
+        self.keeping = settings.keep and not kept.in_ci()
+        if settings.keep and not self.keeping:
+            self._notes.append("--dsrepro-keep is ignored where CI is set: no container is kept")
+        self._key: kept.Key | None = None
+        self._kept: dict[str, kept.Kept] = {}  # by group name: keepers that answered
+        self._fast: dict[str, Any] | None = None  # a kept container's facts: no engine needed
 
     # -- a container started while the host collects -------------------------------------------
 
     def prestart(self, spec: ContainerSpec) -> None:
+        if self.keeping and self._find_kept(spec):
+            return  # a kept container forks the worker: no engine, no image lookup
         self._warming = threading.Thread(target=self._prestart, args=(spec,),
                                          name="dsrepro-prestart", daemon=True)
         self._warming.start()
@@ -412,6 +422,9 @@ class DockerExecutor:
             copy = self.run_config().copy
             self._decided.set()
             if copy:  # a request can only be copied in: no waiting container
+                return
+            if self.keeping:  # the worker is forked in a kept container: start that one
+                self._keeper_for(spec)
                 return
             request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
             request.parent.mkdir(exist_ok=True)
@@ -469,6 +482,8 @@ class DockerExecutor:
 
     def prepare(self) -> None:
         self._settle()
+        if self._fast is not None:  # the kept container's image: same content, same settings
+            return
         self.images.get(self.client)
         if self.settings.rebuild_check and self._rebuilt is None:
             from pytest_dsrepro import rebuild_check
@@ -498,6 +513,10 @@ class DockerExecutor:
     def header(self) -> str:
         """The engine, where it was found, its kind and version, and whether it sees this
         machine's folders (as a probe container found): the session header's line."""
+        if self._fast is not None:
+            return (f"engine {self.address.url} ({self._fast['kind']}, from "
+                    f"{self.address.source}; sees this machine's folders: mounted; kept "
+                    f"container {self._fast['container'][:12]})")
         if self._warming is not None:
             self._decided.wait()  # the background start probes the folders with the image
         try:
@@ -556,6 +575,8 @@ class DockerExecutor:
             else ""
         if self.settings.privileges != "restricted":
             copied += f"; the engine's default privileges ({self.settings.privileges[8:]})"
+        if self._kept:
+            copied += "; workers forked in kept containers (--dsrepro-keep)"
         lines = [f"{self.images.describe()}; engine {self.address.url}{copied}; "
                  f"GPUs {gpu_words(self._gpu)}"]
         if self._rebuilt:
@@ -570,7 +591,8 @@ class DockerExecutor:
         return {"image": image.tag if image else None, "image_id": image.id if image else None,
                 "image_built": image.built if image else None,
                 "image_digest": (self.images.digest(self._client) or None)
-                if image and self._client is not None else None,
+                if image and self._client is not None
+                else (self._fast or {}).get("digest") or None,
                 "rebuild_check": self._rebuilt,
                 "engine": self.address.url, "gpus_available": self._gpu}
 
@@ -578,7 +600,16 @@ class DockerExecutor:
 
     def scratch(self) -> Path:
         if self._scratch is None:
-            if self.settings.scratch is not None:
+            if self.keeping:  # in the folder kept containers mount
+                folder = self.keep_key().folder(self.settings)
+                folder.mkdir(parents=True, exist_ok=True)
+                engine.sweep_scratch(folder)  # of sessions killed while they used one
+                self._scratch = folder / f"{engine.SCRATCH_PREFIX}{self.session_id}"
+                (self._scratch / "home").mkdir(parents=True)
+                (self._scratch / engine.SCRATCH_OWNER).write_text(
+                    f"{socket.gethostname()}:{os.getpid()}")
+                self._own_scratch = True
+            elif self.settings.scratch is not None:
                 self._scratch = self.settings.scratch
                 self._scratch.mkdir(parents=True, exist_ok=True)
             else:
@@ -594,8 +625,7 @@ class DockerExecutor:
             s = self.settings
             image = self.images.get(self.client)
             image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
-            invocation = Path(self.config.invocation_params.dir)
-            workdir = invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
+            workdir = self.workdir()
             config = RunConfig(
                 image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
                 scratch=self.scratch(), writable=self.writable_folders(),
@@ -642,8 +672,13 @@ class DockerExecutor:
         return folders
 
     def start(self, spec: ContainerSpec, request: protocol.Request) -> WorkerContainer:
-        """A container running ``request``: the prestarted one when its group fits."""
+        """A container running ``request``: the prestarted one when its group fits; with
+        ``--dsrepro-keep`` a process forked in the group's kept container."""
         self._settle()
+        if self.keeping:
+            forked = self._fork(spec, request)
+            if forked is not None:
+                return forked  # type: ignore[return-value]
         if self._warm is not None and self._warm[2] == spec.group:
             worker, path, _ = self._warm
             self._warm = None
@@ -692,6 +727,134 @@ class DockerExecutor:
                 writable, (os.getuid(), os.getgid()))
         self._tree.seek(0)
         return self._tree.read()
+
+    # -- kept containers (--dsrepro-keep) --------------------------------------------------------
+
+    def keep_key(self) -> kept.Key:
+        """This session's key: the image's content hash (a given image's name), the settings
+        that shape workers, the plugin's code and the engine; made once, without the engine."""
+        if self._key is None:
+            image = self.settings.image or kept.content_hash(self.images, self.settings)
+            self._key = kept.make_key(self.settings, image, self.address.url)
+        return self._key
+
+    def _find_kept(self, spec: ContainerSpec) -> bool:
+        """Whether a kept container of this key answers for ``spec``'s group; those of other
+        keys (another image, other settings) are asked to quit."""
+        if self.settings.rebuild or self.settings.rebuild_check:
+            return False
+        try:
+            key = self.keep_key()
+        except Exception:  # a missing Dockerfile: the main thread says so
+            return False
+        discarded = kept.discard_others(self.settings, key)
+        if discarded:
+            self._notes.append(f"discarded {discarded} kept container(s) of another image or "
+                               "other settings")
+        found = kept.Kept(key.folder(self.settings), kept.group_name(spec))
+        meta = found.meta()
+        if meta is None or not found.alive():
+            return False
+        from pytest_dsrepro.image import ImageResult
+
+        self._kept[found.group] = found
+        self._fast = meta
+        self.kind = meta["kind"]
+        self.images.result = ImageResult(meta["image"], meta["image_id"], False, 0.0)
+        return True
+
+    def _keeper_for(self, spec: ContainerSpec) -> kept.Kept | None:
+        """The group's kept container: the one that answers, else a new one (None where
+        containers cannot see this machine's folders, as a keeper's socket must be)."""
+        group = kept.group_name(spec)
+        if group in self._kept:
+            return self._kept[group]
+        run = self.run_config()
+        folder = self.keep_key().folder(self.settings)
+        keeper = kept.Kept(folder, group)
+        if run.copy or len(str(keeper.socket)) > 100:
+            self.keeping = False
+            self._note("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
+                       "sees this machine's folders (and a scratch path under 100 characters)")
+            return None
+        if self.settings.rebuild and keeper.socket.exists():
+            keeper.ask("quit")  # its image is the one rebuilt
+        elif keeper.alive():  # another session started it meanwhile
+            self._kept[group] = keeper
+            return keeper
+        (folder / "home").mkdir(parents=True, exist_ok=True)
+        keeper_run = dataclasses.replace(run, scratch=folder, watch_host=False)
+        command = [run.python, "-m", "pytest_dsrepro.keeper", str(keeper.socket),
+                   f"{self.settings.keep_idle:g}"]
+        options = container_options(keeper_run, spec, command)
+        options["labels"] = {kept.LABEL_KEPT: self.keep_key().common,
+                             kept.LABEL_FOLDER: str(folder),
+                             engine.LABEL_HOST: socket.gethostname()}
+        options["auto_remove"] = True  # gone once the keeper ends, unused
+        self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
+                                                          options=options)
+        container = self._start_keeper(options, keeper)
+        keeper.write_meta({
+            "container": container.id, "image": self.images.result.tag  # type: ignore[union-attr]
+            if self.images.result else run.image, "image_id": run.image, "kind": self.kind,
+            "engine": self.address.url, "environment": options["environment"],
+            "gpus": self._gpu, "digest": self.images.digest(self.client) or None,
+            "idle": self.settings.keep_idle, "started": time.time(), "group": list(spec.group)})
+        self._note(f"kept container {container.id[:12]} started: the next session with this "
+                   f"image and these settings forks its worker there (--dsrepro-keep; it goes "
+                   f"after {self.settings.keep_idle:g} s unused)")
+        self._kept[group] = keeper
+        return keeper
+
+    def _start_keeper(self, options: dict[str, Any], keeper: kept.Kept) -> Any:
+        import docker.errors
+
+        try:
+            container = self.client.containers.create(**options)
+            container.start()
+        except docker.errors.APIError as exc:
+            raise engine.refused(exc, "to start a kept container", self.address.url) from None
+
+        def running() -> bool:
+            try:
+                container.reload()
+            except Exception:  # removed: it exited
+                return False
+            return bool(container.status == "running")
+
+        if kept.wait_for_socket(keeper, 60, running):
+            return container
+        try:
+            log = container.logs(tail=LOG_TAIL).decode("utf-8", "replace").strip()
+            container.remove(force=True)
+        except Exception:  # gone already
+            log = ""
+        raise EngineError(f"the kept container did not answer on {keeper.socket}"
+                          + (f"; its log:\n{log}" if log else ""))
+
+    def _fork(self, spec: ContainerSpec, request: protocol.Request) -> kept.KeptWorker | None:
+        """A worker forked by the group's keeper; None when nothing can be kept."""
+        keeper = self._kept.get(kept.group_name(spec)) or self._keeper_for(spec)
+        if keeper is None:
+            return None
+        scratch = self.scratch()
+        log = scratch / f"worker-{uuid.uuid4().hex[:8]}.log"
+        env = kept.session_env(self.settings, scratch, git_commit(self.settings.rootdir))
+        try:
+            return kept.KeptWorker(keeper, request, env, self.workdir(), log)
+        except OSError:  # it went away since it answered (its idle time ran out): a new one
+            self._kept.pop(keeper.group, None)
+            self._fast = None
+            keeper = self._keeper_for(spec)
+            if keeper is None:
+                return None
+            return kept.KeptWorker(keeper, request, env, self.workdir(), log)
+
+    def workdir(self) -> Path:
+        """Where workers start: the invocation folder when inside the repository."""
+        invocation = Path(self.config.invocation_params.dir)
+        s = self.settings
+        return invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
 
     def close(self) -> None:
         if self._tree is not None:

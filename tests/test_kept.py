@@ -1,0 +1,153 @@
+"""A kept worker (``--dsrepro-keep``) on the real engine: the next session forks a fresh worker
+process in the container the last one left, and a changed image or setting discards it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_workspace import call
+
+from conftest import Project
+from notebooks import write_notebook
+from pytest_dsrepro.kept import LABEL_FOLDER, LABEL_KEPT
+
+# each run of the test records the process it ran in, and whether its module or a helper module
+# had been imported before in that process (state crossing sessions)
+TEST = """
+import os, sys, time
+import pytest
+import helper
+
+@pytest.mark.container
+def test_fresh():
+    helper.RUNS.append(1)
+    folder = os.path.join(os.environ["DSREPRO_ROOT"], "dsrepro-artifacts")
+    with open(os.path.join(folder, "pids.txt"), "a") as out:
+        out.write(f"{os.getpid()} {len(helper.RUNS)}\\n")
+    assert helper.RUNS == [1]
+
+@pytest.mark.container(timeout=3)
+def test_slow():
+    if os.environ.get("SLOW"):
+        time.sleep(60)
+"""
+
+
+@pytest.fixture
+def keep(project: Project, docker_client: Any, tmp_path_factory: pytest.TempPathFactory,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A scratch folder outside the project for the kept containers' folders; CI unset (where
+    it is set nothing is kept); every kept container of the test removed at the end."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("DSREPRO_ROOT", str(project.path))
+    scratch = tmp_path_factory.mktemp("keep")
+    project.ini(dsrepro_scratch=str(scratch), dsrepro_env=["DSREPRO_ROOT", "SLOW"])
+    (project.path / "helper.py").write_text("RUNS = []\n")
+    (project.path / "test_kept.py").write_text(TEST)
+    project.ignore("test_kept.py", "nb")  # edited below: no new image for that
+    yield scratch
+    for container in kept_containers(docker_client, scratch):
+        container.remove(force=True)
+
+
+def kept_containers(client: Any, scratch: Path) -> list[Any]:
+    return [c for c in client.containers.list(all=True, filters={"label": LABEL_KEPT})
+            if c.labels.get(LABEL_FOLDER, "").startswith(str(scratch))]
+
+
+def gone(client: Any, scratch: Path, container: str, within: float = 20.0) -> bool:
+    """Whether ``container`` is removed within ``within`` seconds (the engine removes a kept
+    container once its keeper exits)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if container not in {c.id for c in kept_containers(client, scratch)}:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def pids(project: Project) -> list[str]:
+    return (project.path / "dsrepro-artifacts" / "pids.txt").read_text().split()[::2]
+
+
+def test_the_next_session_forks_a_fresh_worker_in_the_kept_container(
+        project: Project, keep: Path, docker_client: Any) -> None:
+    first = project.run("--in-docker", "--dsrepro-keep")
+    first.assert_outcomes(passed=2)
+    started = re.search(r"kept container (\w{12}) started", first.stdout.str())
+    assert started, first.stdout.str()
+    kept = kept_containers(docker_client, keep)
+    assert [c.id[:12] for c in kept] == [started.group(1)] and kept[0].status == "running"
+
+    again = project.run("--in-docker", "--dsrepro-keep")
+    again.assert_outcomes(passed=2)  # the helper module is fresh: helper.RUNS == [1] again
+    again.stdout.fnmatch_lines([f"dsrepro: container items run * kept container "
+                                f"{started.group(1)})*"])
+    assert [c.id for c in kept_containers(docker_client, keep)] == [kept[0].id]
+    first_pid, second_pid = pids(project)
+    assert first_pid != second_pid  # a fresh process each session
+
+    # a test edited and one added: collected afresh in the kept container, no new image
+    (project.path / "test_kept.py").write_text(TEST + "\n@pytest.mark.container\n"
+                                               "def test_added():\n    assert 2 * 2 == 4\n")
+    write_notebook(project.path / "nb" / "one.ipynb", "print(6 * 7)")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLOW", "1")  # passed in by dsrepro_env: a value that is not in the key
+        third = project.run("--in-docker", "--dsrepro-keep", "--dsrepro-notebooks=nb/*.ipynb",
+                            "--dsrepro-baseline-source=none")
+    third.assert_outcomes(passed=3, failed=1)  # the notebook, fresh, added; slow timed out
+    third.stdout.fnmatch_lines(["*test_slow*timeout: the item ran longer than 3s*"])
+    assert [c.id for c in kept_containers(docker_client, keep)] == [kept[0].id]
+    assert len(set(pids(project))) == 3
+
+    status = call(project.path, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert re.search(rf"^dsrepro:   {started.group(1)} \(image dsrepro/\S+\): running for \d+ s, goes "
+                     r"after 900 s unused; this image and these settings$", status.stdout, re.M), \
+        status.stdout
+
+
+def test_a_changed_image_or_setting_discards_the_kept_container(
+        project: Project, keep: Path, docker_client: Any) -> None:
+    project.run("--in-docker", "--dsrepro-keep").assert_outcomes(passed=2)
+    [first] = kept_containers(docker_client, keep)
+
+    project.dockerfile("RUN echo changed > /tmp/changed")  # a new image
+    changed = project.run("--in-docker", "--dsrepro-keep")
+    changed.assert_outcomes(passed=2)
+    changed.stdout.fnmatch_lines(["*discarded 1 kept container(s) of another image or other "
+                                  "settings*", "*kept container * started*"])
+    assert gone(docker_client, keep, first.id)
+    [second] = kept_containers(docker_client, keep)
+    assert second.image.id != first.image.id
+
+    project.ini(dsrepro_scratch=str(keep), dsrepro_env=["DSREPRO_ROOT", "SLOW"],
+                dsrepro_network="bridge")  # a setting that shapes the container
+    project.run("--in-docker", "--dsrepro-keep").assert_outcomes(passed=2)
+    assert gone(docker_client, keep, second.id)
+    [third] = kept_containers(docker_client, keep)
+    assert third.attrs["HostConfig"]["NetworkMode"] == "bridge"
+
+    status = call(project.path, "status")  # the status session's own settings match
+    assert "this image and these settings" in status.stdout, status.stdout
+
+
+def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
+        project: Project, keep: Path, docker_client: Any) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CI", "true")
+        ci = project.run("--in-docker", "--dsrepro-keep")
+    ci.assert_outcomes(passed=2)
+    ci.stdout.fnmatch_lines(["*--dsrepro-keep is ignored where CI is set: no container is kept*"])
+    assert kept_containers(docker_client, keep) == []
+
+    project.run("--in-docker", "--dsrepro-keep", "--dsrepro-keep-idle=2").assert_outcomes(
+        passed=2)
+    [container] = kept_containers(docker_client, keep)
+    assert gone(docker_client, keep, container.id)
+    assert not list(keep.rglob("*.sock"))  # the keeper removed its socket on the way out
