@@ -220,6 +220,25 @@ def wait_for_socket(kept: Kept, timeout: float, still_running: Any) -> bool:
     return False
 
 
+def mounted(folders: list[Path]) -> dict[str, list[int]]:
+    """Each folder a kept container mounts, by device and inode: a folder removed and made
+    again on the host is not the one the container sees."""
+    found = {}
+    for folder in folders:
+        try:
+            info = folder.stat()
+        except OSError:
+            continue
+        found[str(folder)] = [info.st_dev, info.st_ino]
+    return found
+
+
+def replaced(recorded: dict[str, list[int]]) -> list[str]:
+    """The folders of :func:`mounted` that are no longer the ones it recorded."""
+    now = mounted([Path(folder) for folder in recorded])
+    return [folder for folder, ids in recorded.items() if now.get(folder) != ids]
+
+
 def session_env(settings: Settings, scratch: Path, commit: str) -> dict[str, str | None]:
     """What differs between two sessions' workers in one kept container: the scratch folder,
     the commit, the values of the variables ``dsrepro_env`` passes (None: unset)."""

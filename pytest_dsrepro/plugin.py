@@ -141,6 +141,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is not None and inside_of(config) is None and not is_xdist_worker(config):
         from pytest_dsrepro.artifacts import remove_if_empty
+        from pytest_dsrepro.kept import in_ci
+
+        if settings.keep and settings.in_docker and not in_ci():
+            return  # a kept container mounts them: removed, they would be lost to it
 
         remove_if_empty(settings.artifacts)  # no failure left anything: no empty folder either
         if settings.update:  # made for containers to record into; nothing was recorded

@@ -3,7 +3,12 @@ process in the container the last one left, and a changed image or setting disca
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +76,19 @@ def gone(client: Any, scratch: Path, container: str, within: float = 20.0) -> bo
     return False
 
 
+def workers(client: Any, scratch: Path) -> list[str]:
+    """The Python processes in the test's kept container: the keeper and what it forked."""
+    found = []
+    for container in kept_containers(client, scratch):
+        try:
+            processes = container.top(ps_args="-o pid,args")["Processes"] or []
+        except Exception:  # starting, or gone
+            continue
+        found += [p[-1] for p in processes
+                  if "pytest_dsrepro.keeper" in p[-1] and "docker-init" not in p[-1]]
+    return found
+
+
 def pids(project: Project) -> list[str]:
     return (project.path / "dsrepro-artifacts" / "pids.txt").read_text().split()[::2]
 
@@ -136,6 +154,16 @@ def test_a_changed_image_or_setting_discards_the_kept_container(
     status = call(project.path, "status")  # the status session's own settings match
     assert "this image and these settings" in status.stdout, status.stdout
 
+    # a mounted folder removed on the host: the container could no longer write where the host
+    # looks, so it is discarded too
+    shutil.rmtree(project.path / "dsrepro-artifacts")
+    replaced = project.run("--in-docker", "--dsrepro-keep")
+    replaced.assert_outcomes(passed=2)
+    replaced.stdout.fnmatch_lines([f"*discarded the kept container {third.id[:12]}: "
+                                   "*dsrepro-artifacts was removed or replaced since it started*"])
+    assert gone(docker_client, keep, third.id)
+    assert len(pids(project)) == 1  # written where the host sees it
+
 
 def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
         project: Project, keep: Path, docker_client: Any) -> None:
@@ -145,6 +173,20 @@ def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
     ci.assert_outcomes(passed=2)
     ci.stdout.fnmatch_lines(["*--dsrepro-keep is ignored where CI is set: no container is kept*"])
     assert kept_containers(docker_client, keep) == []
+
+    # Ctrl-C (SIGTERM is Ctrl-C to the session) while a forked worker runs: the worker and
+    # what it started go, the kept container stays
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
+         "--dsrepro-keep", "-k", "slow"], cwd=project.path, env={**os.environ, "SLOW": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while len(workers(docker_client, keep)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the keeper and the worker it forked
+    session.send_signal(signal.SIGTERM)
+    output = session.communicate(timeout=60)[0]
+    assert session.returncode == 2, output
+    assert len(workers(docker_client, keep)) == 1, output  # the keeper alone
 
     project.run("--in-docker", "--dsrepro-keep", "--dsrepro-keep-idle=2").assert_outcomes(
         passed=2)

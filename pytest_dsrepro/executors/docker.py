@@ -755,6 +755,12 @@ class DockerExecutor:
         meta = found.meta()
         if meta is None or not found.alive():
             return False
+        gone = kept.replaced(meta.get("mounts") or {})
+        if gone:  # a folder it mounts was removed and made again: it cannot see the new one
+            found.ask("quit")
+            self._notes.append(f"discarded the kept container {meta['container'][:12]}: "
+                               f"{', '.join(gone)} was removed or replaced since it started")
+            return False
         from pytest_dsrepro.image import ImageResult
 
         self._kept[found.group] = found
@@ -799,7 +805,8 @@ class DockerExecutor:
             if self.images.result else run.image, "image_id": run.image, "kind": self.kind,
             "engine": self.address.url, "environment": options["environment"],
             "gpus": self._gpu, "digest": self.images.digest(self.client) or None,
-            "idle": self.settings.keep_idle, "started": time.time(), "group": list(spec.group)})
+            "idle": self.settings.keep_idle, "started": time.time(), "group": list(spec.group),
+            "mounts": kept.mounted([run.rootdir, *run.writable, folder, plugin_source()])})
         self._note(f"kept container {container.id[:12]} started: the next session with this "
                    f"image and these settings forks its worker there (--dsrepro-keep; it goes "
                    f"after {self.settings.keep_idle:g} s unused)")
