@@ -95,15 +95,30 @@ def _send(channel: IO[str], event: str, **data: Any) -> None:
     channel.flush()
 
 
-def split(nodeids: list[str], workers: int) -> list[list[str]]:
+def split(nodeids: list[str], workers: int,
+          durations: dict[str, float] | None = None) -> list[list[str]]:
     """Share the node ids among workers, keeping each file's items together (module fixtures run
-    once) and balancing item counts: largest files first, each to the least loaded worker."""
+    once): longest files first, each to the worker with the least to do. How long is last
+    time's ``durations`` where known (a file never timed counts as the longest known), else the
+    count of items."""
     by_file: dict[str, list[str]] = {}
     for nodeid in nodeids:
         by_file.setdefault(nodeid.split("::")[0], []).append(nodeid)
     shares: list[list[str]] = [[] for _ in range(max(1, min(workers, len(by_file))))]
-    for group in sorted(by_file.values(), key=len, reverse=True):
-        min(shares, key=len).extend(group)
+    known = [seconds for seconds in (durations or {}).values() if seconds > 0]
+    if known:
+        longest = max(known)
+
+        def cost(group: list[str]) -> float:
+            return sum((durations or {}).get(nodeid, longest) for nodeid in group)
+    else:
+        def cost(group: list[str]) -> float:
+            return float(len(group))
+    loads = [0.0] * len(shares)
+    for group in sorted(by_file.values(), key=cost, reverse=True):
+        least = loads.index(min(loads))
+        shares[least].extend(group)
+        loads[least] += cost(group)
     return [share for share in shares if share]
 
 
@@ -162,7 +177,7 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
     # checked once here: the children need not look for packages or the entry point again
     for number, share in enumerate(shares):
         child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
-                                    nodeids=share, env={})
+                                    nodeids=share, env={}, durations={})
         children.append(subprocess.Popen(
             [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
@@ -244,7 +259,7 @@ def main(argv: list[str]) -> int:
           pid=os.getpid())
     if missing:
         return 3
-    shares = split(request.nodeids, request.workers)
+    shares = split(request.nodeids, request.workers, request.durations)
     if entry_point is None:
         entry_point = _has_entry_point()
     _limit_cpus(os.environ.get("DSREPRO_CPUS_ALLOWED"))

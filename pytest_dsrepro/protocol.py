@@ -86,7 +86,8 @@ class Request:
     verbosity, traceback style), ``nodeids`` the items, ``require`` the import names the run needs,
     ``workers`` how many pytest processes share the items, ``entry_point`` whether the image has
     the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
-    (a repeat's perturbations: they then run in processes of their own)."""
+    (a repeat's perturbations: they then run in processes of their own), ``durations`` how long
+    the items took last time, to share them among the workers longest first."""
 
     settings: dict[str, Any]
     args: list[str]
@@ -95,6 +96,7 @@ class Request:
     workers: int = 1
     entry_point: bool | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # over the worker's (a repeat's)
+    durations: dict[str, float] = dataclasses.field(default_factory=dict)  # last time's seconds
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

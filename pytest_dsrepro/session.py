@@ -312,9 +312,18 @@ class HostSession:
                 workers: int = 1) -> Request:
         from pytest_dsrepro.state import settings_of
 
+        known = self.durations() if workers > 1 else {}
         return Request(settings=settings_of(self.config).to_wire(),
                        args=[*self.worker_args(), *extra_args], nodeids=nodeids,
-                       require=require, workers=workers)
+                       require=require, workers=workers,
+                       durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})
+
+    @functools.cache  # noqa: B019  (one host session a pytest session)
+    def durations(self) -> dict[str, float]:
+        """How long each item took last time (:mod:`pytest_dsrepro.durations`)."""
+        from pytest_dsrepro import durations
+
+        return durations.load(self.config, self.settings.report)
 
     # -- collecting inside ---------------------------------------------------------------------------
 
@@ -428,6 +437,19 @@ class HostSession:
         finally:
             for _, replay in running.values():
                 replay.worker.remove()  # a forced removal also kills
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Under pytest-xdist, each worker collects the files longest first by last time's
+        durations, so that the longest start first (every worker reads the same durations, as
+        pytest-xdist needs each to collect the same list)."""
+        if not self.xdist_worker:
+            return
+        from pytest_dsrepro.durations import longest_first
+
+        by_id = {item.nodeid: item for item in items}
+        if len(by_id) == len(items):
+            items[:] = [by_id[nodeid] for nodeid in longest_first(list(by_id), self.durations())]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None

@@ -266,6 +266,12 @@ class Summary:
         settings = settings_of(self.config)
         if is_xdist_worker(self.config):
             return
+        from pytest_dsrepro import durations
+
+        durations.save(self.config, {record.nodeid: record.duration
+                                     for record in self.records.values()
+                                     if record.final_outcome in ("passed", "failed")
+                                     and record.duration > 0})
         if settings.prune:
             self._prune(int(exitstatus))
         if settings.markdown is not None:

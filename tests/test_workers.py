@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import Project
+from pytest_dsrepro.durations import longest_first
 from pytest_dsrepro.launch import split
 
 # Each test waits until the other module's test has started: they pass only when run side by side.
@@ -79,3 +80,49 @@ def test_split_keeps_files_together_and_balances() -> None:
     assert sorted(len(share) for share in shares) == [3, 4]
     assert len(split(ids, 1)) == 1
     assert split(["x.ipynb"], 4) == [["x.ipynb"]]
+
+
+def test_split_shares_longest_first_by_last_durations() -> None:
+    ids = ["a.py::t", "b.py::t", "c.py::t", "d.py::t"]
+    assert split(ids, 2) == [["a.py::t", "c.py::t"], ["b.py::t", "d.py::t"]]  # by count
+    last = {"a.py::t": 2.0, "b.py::t": 0.1, "c.py::t": 2.0, "d.py::t": 0.1}
+    assert split(ids, 2, last) == [["a.py::t", "b.py::t"], ["c.py::t", "d.py::t"]]
+    # a file never timed counts as the longest known
+    assert split([*ids, "e.py::t"], 2, last) == [["a.py::t", "e.py::t"],
+                                                 ["c.py::t", "b.py::t", "d.py::t"]]
+    assert longest_first(ids, last) == ["a.py::t", "c.py::t", "b.py::t", "d.py::t"]
+    assert longest_first(ids, {}) == ids
+
+
+SLEEPER = """
+import os, time, pytest
+
+@pytest.mark.container
+def test_it():
+    with open(os.path.join(os.environ["DSREPRO_SCRATCH"], "{name}"), "w") as out:
+        out.write(os.environ["DSREPRO_PROCESS"])
+    time.sleep({seconds})
+"""
+
+
+def test_workers_take_the_longest_files_first_by_the_last_report(project: Project) -> None:
+    """Shared by count, the two slow files fall to one worker; with the last report's
+    durations each worker takes one."""
+    for name, seconds in (("a", 2), ("b", 0), ("c", 2), ("d", 0)):
+        (project.path / f"test_{name}.py").write_text(SLEEPER.format(name=name, seconds=seconds))
+    scratch = project.path / "scratch"
+    project.ignore("scratch", "report.json")
+
+    def processes() -> dict[str, str]:
+        project.run("--in-docker", "--dsrepro-workers=2", f"--dsrepro-scratch={scratch}",
+                    "--dsrepro-report=report.json").assert_outcomes(passed=4)
+        return {name: (scratch / name).read_text() for name in "abcd"}
+
+    first = processes()
+    assert first["a"] == first["c"]  # no durations yet: by count
+    timed = json.loads((project.path / "report.json").read_text())
+    assert {item["nodeid"]: item["duration"] > 1.5 for item in timed["items"]} == {
+        "test_a.py::test_it": True, "test_b.py::test_it": False,
+        "test_c.py::test_it": True, "test_d.py::test_it": False}
+    second = processes()
+    assert second["a"] != second["c"]

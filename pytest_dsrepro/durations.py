@@ -1,0 +1,68 @@
+"""How long each item took last time, for sharing items among workers longest first.
+
+The last JSON report (``dsrepro_report``) says it where one was written; pytest's cache
+(``.pytest_cache``, key ``dsrepro/durations``) keeps it after every session otherwise. Neither is
+needed: without them the items are shared by count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CACHE_KEY = "dsrepro/durations"
+
+
+def load(config: Any, report: Path | None) -> dict[str, float]:
+    """Seconds by node id: the cache's, over which the last report's go."""
+    found: dict[str, float] = {}
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        known = cache.get(CACHE_KEY, {})
+        if isinstance(known, dict):
+            found.update({k: float(v) for k, v in known.items() if isinstance(v, (int, float))})
+    if report is not None:
+        try:
+            items = json.loads(report.read_text(encoding="utf-8")).get("items") or []
+            found.update({entry["nodeid"]: float(entry["duration"]) for entry in items
+                          if entry.get("duration") and entry.get("outcome") != "skipped"})
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            pass  # no report yet, or not one of ours
+    return found
+
+
+def save(config: Any, durations: dict[str, float]) -> None:
+    """Remember this session's durations beside the earlier ones (items not run keep theirs)."""
+    cache = getattr(config, "cache", None)
+    if cache is None or not durations:
+        return
+    known = cache.get(CACHE_KEY, {})
+    merged = {**(known if isinstance(known, dict) else {}),
+              **{k: round(v, 4) for k, v in durations.items()}}
+    cache.set(CACHE_KEY, merged)
+
+
+def by_file(nodeids: list[str]) -> dict[str, list[str]]:
+    """Node ids grouped by file, in their order: a file's items stay together (its module
+    fixtures run once)."""
+    groups: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        groups.setdefault(nodeid.split("::")[0].split("[")[0], []).append(nodeid)
+    return groups
+
+
+def longest_first(nodeids: list[str], durations: dict[str, float]) -> list[str]:
+    """The node ids with their files ordered longest first by last time's durations; files
+    never timed go first (they may be long), in their order. Without durations, unchanged."""
+    if not durations:
+        return list(nodeids)
+    groups = list(by_file(nodeids).values())
+    known = [d for d in durations.values() if d > 0]
+    unknown = max(known) if known else 0.0
+
+    def cost(group: list[str]) -> float:
+        return sum(durations.get(nodeid, unknown) for nodeid in group)
+
+    order = sorted(range(len(groups)), key=lambda index: -cost(groups[index]))
+    return [nodeid for index in order for nodeid in groups[index]]
