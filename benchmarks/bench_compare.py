@@ -39,7 +39,8 @@ for n in range({start}, {start} + 20):
     display(image)
 """
 
-TARGET = 1.0
+TARGET = 1.0  # every number moved
+TARGET_AS_RECORDED = 0.3
 
 
 def write_notebook(path: Path, python: str) -> int:
@@ -78,7 +79,8 @@ def measure(python: str, runs: int) -> tuple[list[Row], dict[str, float]]:
     rows = [
         Row("comparison with the baseline, 20 MB of text and 200 images, as recorded "
             "(`bench_compare.py`)", f"{found['as recorded']:.3f} s", "-",
-            f"{found['as recorded']:.3f} s", f"under {TARGET:g} s", found["as recorded"] < TARGET),
+            f"{found['as recorded']:.3f} s", f"under {TARGET_AS_RECORDED:g} s",
+            found["as recorded"] < TARGET_AS_RECORDED),
         Row("the same, every one of its million numbers moved within tolerance",
             f"{found['every number moved']:.3f} s", "-", f"{found['every number moved']:.3f} s",
             f"under {TARGET:g} s", found["every number moved"] < TARGET),

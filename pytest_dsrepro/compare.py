@@ -144,6 +144,13 @@ def compare_text(what: str, expected: str, obtained: str, tol: Tolerance) -> Mis
     """Equal text, or text whose only differences are numbers within tolerance, matches."""
     if expected == obtained:
         return None
+    if len(expected) >= FAST_TEXT and _within_at_once(expected, obtained, tol):
+        return None
+    return _exact(expected, obtained, tol, what)
+
+
+def _exact(expected: str, obtained: str, tol: Tolerance, what: str = "text") -> Mismatch | None:
+    """:func:`compare_text` number by number: the texts split into words and numbers."""
     exp_words, exp_numbers = _split(expected)
     obt_words, obt_numbers = _split(obtained)
     if exp_words == obt_words and len(exp_numbers) == len(obt_numbers):
@@ -170,6 +177,89 @@ def _table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] | Non
 
 
 BULK = 256  # from this many numbers on, compared as arrays where numpy is installed
+FAST_TEXT = 4096  # from this many characters on, a text is first tried as bytes (numpy)
+
+_DIGIT_LO, _DIGIT_HI, _DOT = ord("0"), ord("9"), ord(".")
+
+
+def _within_at_once(expected: str, obtained: str, tol: Tolerance) -> bool:
+    """True when the texts differ only in plain decimal numbers (same length, same characters
+    around them), each within tolerance: decided on the texts' bytes with numpy, without
+    splitting them. False says nothing: the exact comparison then decides. Every doubt is a
+    False: a number next to a letter (a version, an exponent, a word), a number with two dots,
+    one too long for floats, one near the tolerance's edge."""
+    try:
+        import numpy as np
+    except ImportError:
+        return False
+    e_bytes, o_bytes = expected.encode("utf-8"), obtained.encode("utf-8")
+    if len(e_bytes) != len(o_bytes):
+        return False
+    e = np.frombuffer(e_bytes, dtype=np.uint8)
+    o = np.frombuffer(o_bytes, dtype=np.uint8)
+    at = np.flatnonzero(e != o)  # where they differ: digits only, or the exact way decides
+    if not len(at):
+        return True
+    e_at, o_at = e[at], o[at]
+    if ((e_at < _DIGIT_LO) | (e_at > _DIGIT_HI) | (o_at < _DIGIT_LO) | (o_at > _DIGIT_HI)).any():
+        return False
+    # the runs of digits and dots holding a difference: the same in both texts
+    numeric = (e >= _DIGIT_LO) & (e <= _DIGIT_HI) | (e == _DOT)
+    starts, ends = _runs_around(np, numeric, at)
+    lengths = ends - starts
+    if (lengths > 300).any():
+        return False
+    before = np.where(starts > 0, e[np.maximum(starts - 1, 0)], 32)
+    after = np.where(ends < len(e), e[np.minimum(ends, len(e) - 1)], 32)
+    if (_wordy(np, before) | _wordy(np, after)).any():
+        return False  # v1.2, 2.1rc1, 1.5e-3, x86: not plain numbers
+    offsets = np.cumsum(lengths) - lengths
+    position = np.arange(int(lengths.sum())) - np.repeat(offsets - starts, lengths)
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    is_dot = e[position] == _DOT
+    if np.bincount(owner[is_dot], minlength=len(starts)).max(initial=0) > 1:
+        return False  # 1.2.3: a version, text to the exact comparison
+    dot_at = ends.copy()
+    dot_at[owner[is_dot]] = position[is_dot]
+    point = dot_at[owner]  # where each number's integer part ends
+    power = point - position - (position < point)  # 10 ** power: the digit's place
+    scale = _powers(np)[power + 330]
+    scale[is_dot] = 0.0
+    e_values = np.add.reduceat((e[position] - _DIGIT_LO) * scale, offsets)
+    o_values = np.add.reduceat((o[position] - _DIGIT_LO) * scale, offsets)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = tol.atol + tol.rtol * np.abs(e_values)
+        # a margin far above the sums' rounding: a number near the edge is decided exactly
+        return bool((np.abs(o_values - e_values) + 1e-12 * np.abs(e_values) < bound).all())
+
+
+def _runs_around(np: Any, numeric: Any, at: Any) -> tuple[Any, Any]:
+    """The [start, end) of each run of ``numeric`` holding one of the sorted positions ``at``."""
+    edges = np.flatnonzero(numeric[1:] != numeric[:-1]) + 1
+    if numeric[0]:
+        edges = np.concatenate(([0], edges))
+    if numeric[-1]:
+        edges = np.concatenate((edges, [len(numeric)]))
+    starts, ends = edges[0::2], edges[1::2]
+    runs = np.searchsorted(starts, at, side="right") - 1  # sorted, as ``at`` is
+    which = runs[np.flatnonzero(np.diff(runs, prepend=-1))]
+    return starts[which], ends[which]
+
+
+_POWERS: list[Any] = []
+
+
+def _powers(np: Any) -> Any:
+    """10.0 ** k for k from -330 to 330, by k + 330."""
+    if not _POWERS:
+        with np.errstate(over="ignore"):
+            _POWERS.append(10.0 ** np.arange(-330, 331, dtype=np.float64))
+    return _POWERS[0]
+
+
+def _wordy(np: Any, codes: Any) -> Any:
+    lower = codes | 0x20
+    return ((lower >= ord("a")) & (lower <= ord("z"))) | (codes == ord("_")) | (codes >= 0x80)
 
 
 def _outside(expected: list[str], obtained: list[str], tol: Tolerance

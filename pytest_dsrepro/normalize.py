@@ -13,16 +13,18 @@ _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
 
-# (pattern, replacement, a text the pattern cannot match without); order matters: the more
-# specific first. The literal lets big outputs skip a pattern with a fast substring test.
-VOLATILE: tuple[tuple[re.Pattern[str], str, str], ...] = ((ANSI, "", "\x1b"), *(
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# (pattern, replacement, a text, or texts, the pattern cannot match without one of); order
+# matters: the more specific first. The literals let big outputs skip a pattern with fast
+# substring tests.
+VOLATILE: tuple[tuple[re.Pattern[str], str, str | tuple[str, ...]], ...] = ((ANSI, "", "\x1b"), *(
     (re.compile(pattern), replacement, literal) for pattern, replacement, literal in (
         (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
          "<UUID>", "-"),
         # dates are replaced whole, with their time: another day is no difference
         (rf"\b{_DAY}, \d{{1,2}} {_MONTH} \d{{4}}(?: {_CLOCK}(?: ?(?:[+-]\d{{4}}|GMT|UTC|Z))?)?",
-         "<DATETIME>", ", "),  # RFC 2822: Tue, 24 Nov 2026 11:22:03 +0000
-        (rf"\b{_DAY} {_MONTH} [ \d]\d {_CLOCK} \d{{4}}\b", "<DATETIME>", " "),  # ctime
+         "<DATETIME>", _DAYS),  # RFC 2822: Tue, 24 Nov 2026 11:22:03 +0000
+        (rf"\b{_DAY} {_MONTH} [ \d]\d {_CLOCK} \d{{4}}\b", "<DATETIME>", _DAYS),  # ctime
         (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?",
          "<TIMESTAMP>", ":"),
         (r"\b\d{4}-\d{2}-\d{2}\b", "<DATE>", "-"),
@@ -41,6 +43,59 @@ VOLATILE: tuple[tuple[re.Pattern[str], str, str], ...] = ((ANSI, "", "\x1b"), *(
 ))
 # a quick scan for what DURATION needs: a digit, maybe a space, then a unit's first letter
 DURATION_HINT = re.compile(r"\d\s?(?:[nµum]s|s\b|sec|min)")
+DURATION_UNITS = (b"ns", "µs".encode(), b"us", b"ms", b"s", b"sec", b"seconds", b"min",
+                  b"minutes")
+BIG_TEXT = 65536  # from this size on, the duration hint looks at bytes with numpy
+
+
+def _duration_possible(text: str) -> bool:
+    """Whether the duration pattern can match: a digit, maybe one space, a unit, then a space,
+    a comma, a bracket or the end. Searched with a regex, or in a big ASCII text at the units'
+    ends with numpy (a regex tries every digit of a text full of numbers)."""
+    if len(text) < BIG_TEXT:
+        return DURATION_HINT.search(text) is not None
+    data = text.encode("utf-8")
+    if len(data) != len(text):  # \s and \d reach beyond ASCII: the regex decides
+        return DURATION_HINT.search(text) is not None
+    try:
+        import numpy as np
+    except ImportError:
+        return DURATION_HINT.search(text) is not None
+    b = np.frombuffer(b"  " + data + b" ", dtype=np.uint8)  # the end counts as a space
+    tables = _byte_tables(np)
+    # where a unit may end: its last letter (s, n or c), then what the pattern allows after it
+    ends = np.flatnonzero(tables["last"][b[:-1]] & tables["after"][b[1:]])
+    for unit in DURATION_UNITS:
+        at = ends - (len(unit) - 1)  # where the unit would start
+        for offset, code in enumerate(unit):
+            at = at[b[at + offset] == code]
+            if not len(at):
+                break
+        if not len(at):
+            continue
+        before = b[at - 1]
+        if tables["digit"][before].any():
+            return True
+        if (tables["space"][before] & tables["digit"][b[at - 2]]).any():
+            return True
+    return False
+
+
+_TABLES: dict[str, Any] = {}
+
+
+def _byte_tables(np: Any) -> dict[str, Any]:
+    """Which bytes are digits, spaces, units' last letters, and what may follow a unit."""
+    if not _TABLES:
+        for name, members in (("digit", b"0123456789"), ("space", b" \t\n\r\x0b\x0c"),
+                              ("last", bytes({unit[-1] for unit in DURATION_UNITS})),
+                              ("after", b" \n,)]")):
+            table = np.zeros(256, dtype=bool)
+            table[list(members)] = True
+            _TABLES[name] = table
+    return _TABLES
+
+
 # tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"
 PROGRESS = re.compile(r"^.*\d+%\|.*\|.*$", re.MULTILINE)
 TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)  # invisible, and it spoils YAML blocks
@@ -109,10 +164,16 @@ def sanitize(text: str, user: Patterns = ()) -> str:
         text = PROGRESS.sub("<PROGRESS>", text)
     for pattern, replacement in user:
         text = pattern.sub(replacement, text)
+    days: bool | None = None  # whether a day's name is in the text: looked for once
     for pattern, replacement, literal in VOLATILE:
-        if literal and literal not in text:
+        if isinstance(literal, tuple):  # the days' names
+            if days is None:
+                days = not text.islower() and any(day in text for day in literal)
+            if not days:
+                continue
+        elif literal and literal not in text:
             continue
-        if replacement == "<DURATION>" and not DURATION_HINT.search(text):
+        if replacement == "<DURATION>" and not _duration_possible(text):
             continue
         text = pattern.sub(replacement, text)
     if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro import warm_kernels
+from pytest_dsrepro import provenance, warm_kernels
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.cell_rules import CellRules, rules_of, tags_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
@@ -256,6 +256,11 @@ class NotebookItem(pytest.Item):
         saved = baseline_from_notebook(notebook, settings) \
             if settings.baseline_source == "notebook" else None  # before execution replaces them
         injected = inject(notebook, self.parameters)
+        if settings.baseline_source == "baselines" and not settings.update:
+            # the baseline and this process's provenance are read while the notebook runs
+            store_of(self.config).read_ahead(
+                store_of(self.config).for_notebook(Path(self.path), self.profile))
+            provenance.prepare()
         started = time.perf_counter()
         executed = started
         try:

@@ -9,6 +9,7 @@ import platform
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,23 @@ def collect(inputs: dict[str, dict[str, str]] | None = None,
     return found
 
 
-@functools.cache
+_LOCK = threading.Lock()
+
+
+def prepare() -> None:
+    """Compute :func:`_unchanging` in the background, once (while a notebook runs)."""
+    if _compute_unchanging.cache_info().currsize == 0 and not _LOCK.locked():
+        threading.Thread(target=_unchanging, name="dsrepro-provenance", daemon=True).start()
+
+
 def _unchanging() -> dict[str, Any]:
     """What stays the same for the life of the process: computed once."""
+    with _LOCK:
+        return _compute_unchanging()
+
+
+@functools.cache
+def _compute_unchanging() -> dict[str, Any]:
     import json
 
     from pytest_dsrepro.image import git_commit

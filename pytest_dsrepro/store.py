@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,14 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
 def safe_name(text: str) -> str:
     """A file-name-safe form of a test name or parametrize id."""
     name = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
@@ -54,6 +63,26 @@ class Store:
     def __init__(self, root: Path, rootdir: Path) -> None:
         self.root = root
         self.rootdir = rootdir
+        # baselines being read in the background: (the file's stat then, the reader, its result)
+        self._ahead: dict[Path, tuple[Any, threading.Thread, dict[str, Any]]] = {}
+
+    def read_ahead(self, path: Path) -> None:
+        """Start reading ``path`` in the background (while its notebook runs); :meth:`load` takes
+        what was read when the file has not changed since."""
+        stamp = _stat(path)
+        if stamp is None or path in self._ahead:
+            return
+        result: dict[str, Any] = {}
+
+        def read() -> None:
+            try:
+                result["doc"] = self._load_now(path)
+            except Exception as exc:  # said by load, in the main thread
+                result["error"] = exc
+
+        reader = threading.Thread(target=read, name="dsrepro-read-ahead", daemon=True)
+        reader.start()
+        self._ahead[path] = (stamp, reader, result)
 
     def for_notebook(self, notebook: Path, profile: str | None = None) -> Path:
         """``baselines/<notebook path>.yaml``; a profile's is ``<notebook path>[profile].yaml``."""
@@ -70,6 +99,18 @@ class Store:
 
     def load(self, path: Path) -> dict[str, Any] | None:
         """The baseline document, ``None`` when there is none."""
+        ahead = self._ahead.pop(path, None)
+        if ahead is not None:
+            stamp, reader, result = ahead
+            reader.join()
+            if stamp == _stat(path):
+                if isinstance(result.get("error"), BaselineError):
+                    raise result["error"]
+                if "doc" in result:
+                    return result["doc"]  # type: ignore[no-any-return]
+        return self._load_now(path)
+
+    def _load_now(self, path: Path) -> dict[str, Any] | None:
         if not path.exists():
             return None
         text = path.read_text(encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -181,3 +183,88 @@ def test_numbers_compared_in_bulk_as_one_by_one(pairs: list[tuple[str, str]], rt
                   if e_text != o_text and not tol.allows(e, o)]
     assert [i for i, _, _ in bulk] == [i for i, _, _ in one_by_one]
     assert len(_outside(expected, obtained, tol)) == len(one_by_one)
+
+
+# pieces of text around numbers: words, versions, exponents, signs, digits inside words
+PIECES = [" ", "\n", "loss ", "v", "x", "e", "E-", "rc", "_", ".", "..", ", ", "-", "+", "(", "|",
+          "µs ", "abc", "1.2.", "nan", "inf"]
+
+
+def _number(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["int", "fixed", "long", "tiny"]))
+    if kind == "int":
+        return str(draw(st.integers(0, 10**6)))
+    if kind == "long":
+        return "9" * draw(st.integers(15, 320))
+    digits = draw(st.integers(0, 14))
+    value = draw(st.floats(0, 1e6 if kind == "fixed" else 1e-3, allow_nan=False))
+    return f"{value:.{digits}f}"
+
+
+@st.composite
+def moved_texts(draw: st.DrawFn) -> tuple[str, str]:
+    """A long text of numbers and pieces, and the same with some digits changed (some within
+    a relative 1e-6, some not)."""
+    parts = [draw(st.sampled_from(PIECES)) if draw(st.booleans()) else _number(draw)
+             for _ in range(draw(st.integers(1, 40)))]
+    expected = "".join(parts)
+    digits = [i for i, c in enumerate(expected) if c.isdigit()]
+    obtained = list(expected)
+    for index in draw(st.lists(st.sampled_from(digits), max_size=5)) if digits else []:
+        obtained[index] = draw(st.sampled_from("0123456789"))
+    filler = "0.000001 " * 500  # long enough for the bytes comparison
+    return filler + expected, filler + "".join(obtained)
+
+
+@settings(max_examples=400, deadline=None)
+@given(moved_texts(), st.sampled_from([Tolerance(), Tolerance(0.0, 0.0), Tolerance(1e-3, 1e-9)]))
+def test_texts_compared_at_once_match_the_exact_comparison(
+        texts: tuple[str, str], tol: Tolerance) -> None:
+    """Compared as bytes, a text is never called equal when the exact comparison (number by
+    number, versions as text) finds a difference."""
+    from pytest_dsrepro import compare
+
+    expected, obtained = texts
+    if compare._within_at_once(expected, obtained, tol):
+        assert compare._exact(expected, obtained, tol) is None, (expected, obtained)
+
+
+def test_a_big_text_whose_every_number_moved_is_compared_at_once() -> None:
+    from pytest_dsrepro import compare
+
+    lines = [f"step {i:7d} loss {(i % 997) / 991:.12f} accuracy {(i % 89) / 97:.12f}"
+             for i in range(2000)]
+    moved = [f"step {i:7d} loss {(i % 997) / 991 * (1 + 1e-9):.12f} accuracy "
+             f"{(i % 89) / 97 * (1 + 1e-9):.12f}" for i in range(2000)]
+    expected, obtained = "\n".join(lines), "\n".join(moved)
+    assert expected != obtained
+    assert compare._within_at_once(expected, obtained, Tolerance())
+    assert compare_text("out", expected, obtained, Tolerance()) is None
+    far = obtained.replace("loss 0.", "loss 1.", 1)  # one number well outside
+    assert not compare._within_at_once(expected, far, Tolerance())
+    assert compare_text("out", expected, far, Tolerance()) is not None
+    versioned = "v1.000001 " + expected, "v1.000002 " + expected  # a version is text
+    assert not compare._within_at_once(*versioned, Tolerance())
+    assert compare_text("out", *versioned, Tolerance()) is not None
+
+
+@pytest.mark.parametrize("tail", ["took 12 sec", "took 12 sec\n", "12.5 minutes, then",
+                                  "in 4 ms)", "x 5s", "3µs ", "wait 2\tns]"])
+def test_durations_found_in_a_big_text_of_numbers(tail: str) -> None:
+    """A big text is searched for durations by bytes, and still finds each unit."""
+    numbers = "".join(f"step {i:7d} loss {(i % 997) / 991:.12f}\n" for i in range(4000))
+    assert "<DURATION>" in sanitize(numbers + tail)
+    assert sanitize(numbers + "loss 3\nstep 5 kg") == numbers + "loss 3\nstep 5 kg"
+
+
+def test_a_baseline_read_ahead_is_read_again_when_it_changed(tmp_path: Path) -> None:
+    from pytest_dsrepro.store import Store
+
+    store = Store(tmp_path / "baselines", tmp_path)
+    path = tmp_path / "baselines" / "nb.yaml"
+    store.write(path, {"kind": "notebook", "cells": []}, {})
+    store.read_ahead(path)
+    assert store.load(path)["cells"] == []  # what was read ahead
+    store.read_ahead(path)
+    store.write(path, {"kind": "notebook", "cells": [{"index": 0, "outputs": []}]}, {})
+    assert store.load(path)["cells"] == [{"index": 0, "outputs": []}]  # changed since: again
