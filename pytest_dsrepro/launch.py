@@ -169,22 +169,58 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     return int(pytest.main(args, plugins=plugins))
 
 
+class _Forked:
+    """A child forked from this process (pytest and the plugin imported already), as much of
+    ``subprocess.Popen`` as :func:`_run_children` uses."""
+
+    def __init__(self, request: protocol.Request, number: int, entry_point: bool) -> None:
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: its events into the pipe, then out
+            code = 70
+            try:
+                os.close(read)
+                os.environ.update({"DSREPRO_PROCESS": str(number), "DSREPRO_WATCH_STDIN": "0"})
+                with os.fdopen(write, "w", buffering=1, encoding="utf-8") as events:
+                    code = _run_here(events, request, entry_point)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write)
+        self.stdout = os.fdopen(read, encoding="utf-8")
+
+    def wait(self) -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
 def _run_children(channel: IO[str], request: protocol.Request, shares: list[list[str]],
                   entry_point: bool) -> int:
-    """One child pytest per share; their events merged into ``channel`` as they come."""
+    """One child pytest per share; their events merged into ``channel`` as they come. The
+    children are forked from this process, which has pytest imported; a repeat's perturbed
+    variables need fresh interpreters, started anew."""
     lock = threading.Lock()
-    children = []
+    children: list[Any] = []
     # checked once here: the children need not look for packages or the entry point again
     for number, share in enumerate(shares):
         child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
                                     nodeids=share, env={}, durations={})
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, **request.env, "DSREPRO_PROCESS": str(number),
-                 "DSREPRO_WATCH_STDIN": "0"}))
+        if request.env or not hasattr(os, "fork"):
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "pytest_dsrepro.launch", "--request", child.to_json()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                env={**os.environ, **request.env, "DSREPRO_PROCESS": str(number),
+                     "DSREPRO_WATCH_STDIN": "0"}))
+        else:
+            children.append(_Forked(child, number, entry_point))
 
-    def pump(child: subprocess.Popen[str]) -> None:
+    def pump(child: Any) -> None:
         assert child.stdout is not None
         for line in child.stdout:
             try:
