@@ -123,6 +123,7 @@ class Keeper:
             self.listener.bind(self.path)
         finally:
             os.umask(old)
+        own = os.stat(self.path).st_ino  # a keeper started after this one may take the path
         self.listener.listen(16)
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
@@ -147,7 +148,11 @@ class Keeper:
         finally:
             for run in list(self.runs.values()):
                 _kill_group(run.pid)
-            for path in (self.path, os.path.splitext(self.path)[0] + ".json"):
+            try:
+                mine = os.stat(self.path).st_ino == own
+            except OSError:
+                mine = False
+            for path in (self.path, os.path.splitext(self.path)[0] + ".json") if mine else ():
                 try:
                     os.unlink(path)  # the socket, and the facts the host kept beside it
                 except OSError:

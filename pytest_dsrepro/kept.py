@@ -16,7 +16,9 @@ plugin's code changed) asks the old keepers to quit and removes their folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +208,19 @@ def discard_others(settings: Settings, key: Key) -> int:
                 quit += 1
         shutil.rmtree(folder, ignore_errors=True)
     return quit
+
+
+@contextlib.contextmanager
+def creating(kept: Kept) -> Iterator[None]:
+    """Held while a session looks for, or starts, the group's kept container: two sessions at
+    once (pytest -n) start one, not two."""
+    kept.folder.mkdir(parents=True, exist_ok=True)
+    with open(kept.folder / f"g-{kept.group}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def wait_for_socket(kept: Kept, timeout: float, still_running: Any) -> bool:

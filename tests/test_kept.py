@@ -193,3 +193,21 @@ def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
     [container] = kept_containers(docker_client, keep)
     assert gone(docker_client, keep, container.id)
     assert not list(keep.rglob("*.sock"))  # the keeper removed its socket on the way out
+
+
+def test_sessions_side_by_side_share_one_kept_container_and_a_rebuild_replaces_it(
+        project: Project, keep: Path, docker_client: Any) -> None:
+    for name in ("one", "two", "three", "four"):
+        (project.path / f"test_{name}.py").write_text(
+            "import pytest\n\n@pytest.mark.container\ndef test_it():\n    assert True\n")
+    project.run("-n", "2", "--in-docker", "--dsrepro-keep", "test_one.py", "test_two.py",
+                "test_three.py", "test_four.py").assert_outcomes(passed=4)
+    [first] = kept_containers(docker_client, keep)  # the two xdist workers started one
+
+    rebuilt = project.run("--in-docker", "--dsrepro-keep", "--dsrepro-rebuild", "-k", "slow")
+    rebuilt.assert_outcomes(passed=1, deselected=5)
+    assert gone(docker_client, keep, first.id)  # its image is the one rebuilt
+    [second] = kept_containers(docker_client, keep)
+    after = project.run("--in-docker", "--dsrepro-keep", "-k", "slow")  # the new one answers
+    after.assert_outcomes(passed=1, deselected=5)
+    after.stdout.fnmatch_lines([f"*kept container {second.id[:12]})*"])

@@ -741,8 +741,6 @@ class DockerExecutor:
     def _find_kept(self, spec: ContainerSpec) -> bool:
         """Whether a kept container of this key answers for ``spec``'s group; those of other
         keys (another image, other settings) are asked to quit."""
-        if self.settings.rebuild or self.settings.rebuild_check:
-            return False
         try:
             key = self.keep_key()
         except Exception:  # a missing Dockerfile: the main thread says so
@@ -751,6 +749,8 @@ class DockerExecutor:
         if discarded:
             self._notes.append(f"discarded {discarded} kept container(s) of another image or "
                                "other settings")
+        if self.settings.rebuild or self.settings.rebuild_check:
+            return False  # a new image: the kept container of this key goes once it is built
         found = kept.Kept(key.folder(self.settings), kept.group_name(spec))
         meta = found.meta()
         if meta is None or not found.alive():
@@ -783,11 +783,16 @@ class DockerExecutor:
             self._note("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
                        "sees this machine's folders (and a scratch path under 100 characters)")
             return None
-        if self.settings.rebuild and keeper.socket.exists():
-            keeper.ask("quit")  # its image is the one rebuilt
-        elif keeper.alive():  # another session started it meanwhile
-            self._kept[group] = keeper
-            return keeper
+        with kept.creating(keeper):  # one session at a time (pytest -n: several at once)
+            if self.settings.rebuild and keeper.socket.exists():
+                keeper.ask("quit")  # its image is the one rebuilt
+            elif keeper.alive():  # another session started it meanwhile
+                self._kept[group] = keeper
+                return keeper
+            return self._new_keeper(spec, run, keeper)
+
+    def _new_keeper(self, spec: ContainerSpec, run: RunConfig, keeper: kept.Kept) -> kept.Kept:
+        folder, group = keeper.folder, keeper.group
         (folder / "home").mkdir(parents=True, exist_ok=True)
         keeper_run = dataclasses.replace(run, scratch=folder, watch_host=False)
         command = [run.python, "-m", "pytest_dsrepro.keeper", str(keeper.socket),

@@ -156,6 +156,13 @@ def cancel(job_name: str) -> None:
 class SlurmExecutor(DockerExecutor):
     """Workers as SLURM job steps that start the container on their node's engine."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.keeping:
+            self.keeping = False
+            self._notes.append("--dsrepro-keep keeps containers of this machine's engine: "
+                               "SLURM job steps start fresh ones")
+
     def prestart(self, spec: ContainerSpec) -> None:
         """Nothing waits ahead of time: a job step is started with its request."""
 
