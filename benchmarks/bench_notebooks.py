@@ -40,11 +40,12 @@ def measure(python: str, runs: int, workers: int = 2) -> tuple[list[Row], dict[s
         (root / "Dockerfile").write_text(DOCKERFILE.format(
             numpy=_version(python, "numpy"), pandas=_version(python, "pandas"),
             pytest=_version(python, "pytest")))
-        (root / ".dockerignore").write_text("nb\nbaselines*\n")
+        (root / ".dockerignore").write_text("nb\nbaselines*\nreport.json\n")
         (root / "pyproject.toml").write_text(
             "[tool.pytest.ini_options]\n"
             'dsrepro_build_network = "host"\n')
-        ours = ["--dsrepro-notebooks", "nb/*.ipynb"]
+        # the JSON report a CI job keeps: the next run shares notebooks longest first by it
+        ours = ["--dsrepro-notebooks", "nb/*.ipynb", "--dsrepro-report", "report.json"]
         host_ours = [*ours, "--dsrepro-baselines", "baselines-host"]
         anchor = ["-p", "no:dsrepro"]
         try:

@@ -211,3 +211,41 @@ def test_sessions_side_by_side_share_one_kept_container_and_a_rebuild_replaces_i
     after = project.run("--in-docker", "--dsrepro-keep", "-k", "slow")  # the new one answers
     after.assert_outcomes(passed=1, deselected=5)
     after.stdout.fnmatch_lines([f"*kept container {second.id[:12]})*"])
+
+
+def test_a_given_image_name_moved_to_another_image_discards_the_kept_container(
+        project: Project, keep: Path, docker_client: Any, base_image: str) -> None:
+    import io
+    import uuid
+
+    name = f"dsrepro-kept-given:{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(base_image).tag(name)
+    other = docker_client.images.build(
+        fileobj=io.BytesIO(f"FROM {base_image}\nLABEL dsrepro.test=moved\n".encode()),
+        rm=True)[0]
+    try:
+        project.ini(dsrepro_scratch=str(keep), dsrepro_env=["DSREPRO_ROOT", "SLOW"],
+                    dsrepro_image=name)
+        project.run("--in-docker", "--dsrepro-keep").assert_outcomes(passed=2)
+        [first] = kept_containers(docker_client, keep)
+        project.run("--in-docker", "--dsrepro-keep").assert_outcomes(passed=2)
+        assert [c.id for c in kept_containers(docker_client, keep)] == [first.id]  # reused
+
+        other.tag(name)  # the name now means another image
+        moved = project.run("--in-docker", "--dsrepro-keep")
+        moved.assert_outcomes(passed=2)
+        moved.stdout.fnmatch_lines([f"*discarded the kept container {first.id[:12]}: {name} "
+                                    "names another image now*"])
+        assert gone(docker_client, keep, first.id)
+        [second] = kept_containers(docker_client, keep)
+        assert second.image.id == other.id
+    finally:
+        for container in kept_containers(docker_client, keep):  # before their images go
+            container.remove(force=True)
+        import docker.errors
+
+        for image in (name, other.id):  # the name's removal may take the other image with it
+            try:
+                docker_client.images.remove(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass

@@ -755,6 +755,11 @@ class DockerExecutor:
         meta = found.meta()
         if meta is None or not found.alive():
             return False
+        if self._retagged(meta):  # dsrepro_image names another image now
+            found.ask("quit")
+            self._notes.append(f"discarded the kept container {meta['container'][:12]}: "
+                               f"{self.settings.image} names another image now")
+            return False
         gone = kept.replaced(meta.get("mounts") or {})
         if gone:  # a folder it mounts was removed and made again: it cannot see the new one
             found.ask("quit")
@@ -768,6 +773,18 @@ class DockerExecutor:
         self.kind = meta["kind"]
         self.images.result = ImageResult(meta["image"], meta["image_id"], False, 0.0)
         return True
+
+    def _retagged(self, meta: dict[str, Any]) -> bool:
+        """Whether the image ``dsrepro_image`` names is not the kept container's (a name can be
+        given to another image; an id cannot, and a content hash names its content)."""
+        given = self.settings.image
+        if not given or given.startswith("sha256:"):
+            return False
+        try:
+            image = find_image(self.client, given)
+        except Exception:  # no engine: the session says so where it needs one
+            return True
+        return image is None or image.id != meta.get("image_id")
 
     def _keeper_for(self, spec: ContainerSpec) -> kept.Kept | None:
         """The group's kept container: the one that answers, else a new one (None where
