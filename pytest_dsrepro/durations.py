@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 CACHE_KEY = "dsrepro/durations"
 
@@ -48,21 +48,25 @@ def by_file(nodeids: list[str]) -> dict[str, list[str]]:
     fixtures run once)."""
     groups: dict[str, list[str]] = {}
     for nodeid in nodeids:
-        groups.setdefault(nodeid.split("::")[0].split("[")[0], []).append(nodeid)
+        groups.setdefault(nodeid.split("::")[0], []).append(nodeid)
     return groups
+
+
+def cost_of(durations: dict[str, float] | None) -> Callable[[list[str]], float]:
+    """How long a group of node ids is expected to take: the sum of last time's durations (an
+    item never timed counts as the longest known), or without any, how many there are."""
+    known = [seconds for seconds in (durations or {}).values() if seconds > 0]
+    if not known:
+        return lambda group: float(len(group))
+    longest, last = max(known), durations or {}
+    return lambda group: sum(last.get(nodeid, longest) for nodeid in group)
 
 
 def longest_first(nodeids: list[str], durations: dict[str, float]) -> list[str]:
     """The node ids with their files ordered longest first by last time's durations; files
-    never timed go first (they may be long), in their order. Without durations, unchanged."""
+    never timed count as the longest. Without durations, unchanged."""
     if not durations:
         return list(nodeids)
-    groups = list(by_file(nodeids).values())
-    known = [d for d in durations.values() if d > 0]
-    unknown = max(known) if known else 0.0
-
-    def cost(group: list[str]) -> float:
-        return sum(durations.get(nodeid, unknown) for nodeid in group)
-
-    order = sorted(range(len(groups)), key=lambda index: -cost(groups[index]))
-    return [nodeid for index in order for nodeid in groups[index]]
+    cost = cost_of(durations)
+    groups = sorted(by_file(nodeids).values(), key=cost, reverse=True)
+    return [nodeid for group in groups for nodeid in group]

@@ -110,10 +110,12 @@ def _file_digest(path: str) -> bytes:
     return digest.digest()
 
 
-def content_hash(plan: BuildPlan, files: dict[str, str] | None = None) -> str:
+def content_hash(plan: BuildPlan, files: dict[str, str] | None = None,
+                 listed: list[str] | None = None) -> str:
     """sha256 over the Dockerfile, build args, target and each context file's path, mode and
     content. ``files``, when given, receives each regular file's own digest (16 hex digits) by
-    its path in the context, and the Dockerfile's under ``Dockerfile``."""
+    its path in the context, and the Dockerfile's under ``Dockerfile``; ``listed`` every path
+    of the context that was hashed."""
     digest = hashlib.sha256(HASH_VERSION.encode())
     dockerfile = plan.dockerfile.read_bytes()
     digest.update(b"\0dockerfile\0" + dockerfile)
@@ -123,7 +125,10 @@ def content_hash(plan: BuildPlan, files: dict[str, str] | None = None) -> str:
         digest.update(f"\0arg\0{key}={value}".encode())
     digest.update(f"\0target\0{plan.target or ''}".encode())
     root = str(plan.context)
-    for rel in context_files(plan):
+    paths = context_files(plan)
+    if listed is not None:
+        listed[:] = paths
+    for rel in paths:
         full = os.path.join(root, rel)
         try:
             info = os.lstat(full)

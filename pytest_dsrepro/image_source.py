@@ -41,6 +41,7 @@ class ImageSource:
         self.interrupted = False  # a build was interrupted: nothing was tagged
         self._digest: str | None = None
         self._files: dict[str, str] = {}  # each context file's digest, from the same pass
+        self._paths: list[str] = []  # every path of the context, from the same pass
         self._repo_digest: tuple[str, str] | None = None  # (image id, its registry digest)
         self.podman = False  # the executor says so once connected: registry calls differ
 
@@ -82,8 +83,13 @@ class ImageSource:
         """The context's content hash, computed once per session."""
         if self._digest is None:
             plan.check()
-            self._digest = content_hash(plan, self._files)
+            self._digest = content_hash(plan, self._files, self._paths)
         return self._digest
+
+    def context_paths(self) -> list[str]:
+        """Every path of the build context the content hash covered."""
+        self._hash(self.plan())
+        return list(self._paths)
 
     def get(self, client: Any) -> ImageResult:
         """The image, built (with progress through ``say``) when no cached one fits."""

@@ -40,7 +40,6 @@ class Run:
     def __init__(self, pid: int, connection: socket.socket) -> None:
         self.pid = pid
         self.connection = connection
-        self.code: int | None = None
 
 
 def _child(connection: socket.socket, listener: socket.socket, message: dict[str, Any]) -> int:

@@ -77,6 +77,16 @@ def _digest(value: Any, length: int) -> str:
         :length]
 
 
+def project_id(settings: Settings) -> str:
+    """The repository's path, as the kept containers' folders are named."""
+    return _digest(str(settings.rootdir), 12)
+
+
+def wanted(settings: Settings) -> bool:
+    """Whether this session keeps containers: ``--dsrepro-keep``, and not in CI."""
+    return settings.keep and not in_ci()
+
+
 @dataclasses.dataclass(frozen=True)
 class Key:
     """Which kept container a session may use."""
@@ -93,7 +103,7 @@ def make_key(settings: Settings, image: str, engine_url: str) -> Key:
     shaping = {name: value for name, value in settings.to_wire().items() if name in SHAPING}
     # values Python reads as it starts, which a forked process cannot change
     passed = {name: os.environ.get(name) for name in settings.env if name.startswith("PYTHON")}
-    return Key(_digest(str(settings.rootdir), 12),
+    return Key(project_id(settings),
                _digest([image, shaping, passed, engine_url, plugin_stamp()], 12))
 
 
@@ -122,17 +132,15 @@ def content_hash(images: Any, settings: Settings) -> str:
     every file and folder it covered, so that while none of them changed no context is read
     again and the Docker SDK (a tenth of a second to import) is not loaded."""
     plan = images.plan()
-    memo = keep_root(settings) / f"hash-{_digest(str(settings.rootdir), 12)}.json"
+    memo = keep_root(settings) / f"hash-{project_id(settings)}.json"
     try:
         known = json.loads(memo.read_text(encoding="utf-8"))
         if known["stamp"] == _stamp(plan, known["paths"]):
             return str(known["hash"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    from pytest_dsrepro.image import context_files
-
     digest = str(images.full_hash())
-    paths = context_files(plan)
+    paths = images.context_paths()
     partial = memo.with_name(memo.name + ".part")
     partial.write_text(json.dumps({"stamp": _stamp(plan, paths), "paths": paths,
                                    "hash": digest}), encoding="utf-8")
@@ -374,10 +382,6 @@ def _copy(source: Path, target: Path) -> None:
 
 def listing(settings: Settings) -> list[tuple[Kept, dict[str, Any], bool]]:
     """This project's kept containers: each with its facts and whether it answers."""
-    project = _digest(str(settings.rootdir), 12)
-    found = []
-    for folder in project_folders(settings, project):
-        for kept in kept_in(folder):
-            meta = kept.meta() or {}
-            found.append((kept, meta, kept.socket.exists() and kept.ask("ping") is not None))
-    return found
+    return [(kept, kept.meta() or {}, kept.alive())
+            for folder in project_folders(settings, project_id(settings))
+            for kept in kept_in(folder)]

@@ -22,6 +22,7 @@ import time
 from typing import IO, Any
 
 from pytest_dsrepro import protocol
+from pytest_dsrepro.durations import by_file, cost_of
 
 # import name -> the name to pip install
 PACKAGES = {
@@ -101,21 +102,11 @@ def split(nodeids: list[str], workers: int,
     once): longest files first, each to the worker with the least to do. How long is last
     time's ``durations`` where known (a file never timed counts as the longest known), else the
     count of items."""
-    by_file: dict[str, list[str]] = {}
-    for nodeid in nodeids:
-        by_file.setdefault(nodeid.split("::")[0], []).append(nodeid)
-    shares: list[list[str]] = [[] for _ in range(max(1, min(workers, len(by_file))))]
-    known = [seconds for seconds in (durations or {}).values() if seconds > 0]
-    if known:
-        longest = max(known)
-
-        def cost(group: list[str]) -> float:
-            return sum((durations or {}).get(nodeid, longest) for nodeid in group)
-    else:
-        def cost(group: list[str]) -> float:
-            return float(len(group))
+    groups = by_file(nodeids)
+    shares: list[list[str]] = [[] for _ in range(max(1, min(workers, len(groups))))]
+    cost = cost_of(durations)
     loads = [0.0] * len(shares)
-    for group in sorted(by_file.values(), key=cost, reverse=True):
+    for group in sorted(groups.values(), key=cost, reverse=True):
         least = loads.index(min(loads))
         shares[least].extend(group)
         loads[least] += cost(group)

@@ -258,8 +258,8 @@ class NotebookItem(pytest.Item):
         injected = inject(notebook, self.parameters)
         if settings.baseline_source == "baselines" and not settings.update:
             # the baseline and this process's provenance are read while the notebook runs
-            store_of(self.config).read_ahead(
-                store_of(self.config).for_notebook(Path(self.path), self.profile))
+            store = store_of(self.config)
+            store.read_ahead(store.for_notebook(Path(self.path), self.profile))
             provenance.prepare()
         started = time.perf_counter()
         executed = started

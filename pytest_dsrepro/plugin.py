@@ -141,9 +141,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is not None and inside_of(config) is None and not is_xdist_worker(config):
         from pytest_dsrepro.artifacts import remove_if_empty
-        from pytest_dsrepro.kept import in_ci
+        from pytest_dsrepro.kept import wanted
 
-        if settings.keep and settings.in_docker and not in_ci():
+        if settings.in_docker and wanted(settings):
             return  # a kept container mounts them: removed, they would be lost to it
 
         remove_if_empty(settings.artifacts)  # no failure left anything: no empty folder either

@@ -6,6 +6,7 @@ host's user, are labelled with the session, and are removed on every way out."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -395,7 +396,7 @@ class DockerExecutor:
         self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
         self._tree: Any = None  # copy mode: the repository's archive, made once
         # --dsrepro-keep: workers forked in kept containers, one a group; ignored in CI
-        self.keeping = settings.keep and not kept.in_ci()
+        self.keeping = kept.wanted(settings)
         if settings.keep and not self.keeping:
             self._notes.append("--dsrepro-keep is ignored where CI is set: no container is kept")
         self._key: kept.Key | None = None
@@ -635,7 +636,7 @@ class DockerExecutor:
                      "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
                      "DSREPRO_IMAGE_DIGEST": self.images.digest(self.client),
                      "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
-                     "DSREPRO_GIT_COMMIT": git_commit(s.rootdir)},
+                     "DSREPRO_GIT_COMMIT": self.commit()},
                 labels=engine.session_labels(self.session_id), image_env=image_env,
                 gpu_env=s.gpu_env, copy=self._copies(image.id), as_root=self._rootless_podman(),
                 restricted=s.privileges == "restricted",
@@ -755,16 +756,13 @@ class DockerExecutor:
         meta = found.meta()
         if meta is None or not found.alive():
             return False
-        if self._retagged(meta):  # dsrepro_image names another image now
-            found.ask("quit")
-            self._notes.append(f"discarded the kept container {meta['container'][:12]}: "
-                               f"{self.settings.image} names another image now")
-            return False
         gone = kept.replaced(meta.get("mounts") or {})
-        if gone:  # a folder it mounts was removed and made again: it cannot see the new one
+        why = (f"{self.settings.image} names another image now" if self._retagged(meta)
+               else f"{', '.join(gone)} was removed or replaced since it started" if gone
+               else "")  # a folder made again: the container cannot see the new one
+        if why:
             found.ask("quit")
-            self._notes.append(f"discarded the kept container {meta['container'][:12]}: "
-                               f"{', '.join(gone)} was removed or replaced since it started")
+            self._notes.append(f"discarded the kept container {meta['container'][:12]}: {why}")
             return False
         from pytest_dsrepro.image import ImageResult
 
@@ -868,7 +866,7 @@ class DockerExecutor:
             return None
         scratch = self.scratch()
         log = scratch / f"worker-{uuid.uuid4().hex[:8]}.log"
-        env = kept.session_env(self.settings, scratch, git_commit(self.settings.rootdir))
+        env = kept.session_env(self.settings, scratch, self.commit())
         try:
             return kept.KeptWorker(keeper, request, env, self.workdir(), log)
         except OSError:  # it went away since it answered (its idle time ran out): a new one
@@ -878,6 +876,11 @@ class DockerExecutor:
             if keeper is None:
                 return None
             return kept.KeptWorker(keeper, request, env, self.workdir(), log)
+
+    @functools.cache  # noqa: B019  (one executor a session)
+    def commit(self) -> str:
+        """The commit checked out (``-dirty`` with changes), looked up once a session."""
+        return git_commit(self.settings.rootdir)
 
     def workdir(self) -> Path:
         """Where workers start: the invocation folder when inside the repository."""
