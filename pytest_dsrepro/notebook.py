@@ -438,8 +438,9 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
     cell in its own folder; return the code cells' raw outputs, indexed as in the file (the
     injected cell runs, and is neither compared nor recorded)."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    from pytest_dsrepro.kernel_client import Client
 
     path = Path(item.path)
     kernel = kernel_name(settings, notebook)
@@ -451,12 +452,13 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
 
     def make_client() -> Any:
         nonlocal warm
-        client = NotebookClient(
+        client = Client(
             notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
             kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
             allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
         )
-        client.km = warm if warm is not None else warm_kernels.kernel_manager(client)
+        client.km = warm if warm is not None \
+            else warm_kernels.kernel_manager(client, warm_kernels.follows(item))
         warm = None  # a retry starts a kernel of its own
         return client
 

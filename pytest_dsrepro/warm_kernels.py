@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -33,16 +34,29 @@ _STARTED: dict[str, Warm] = {}  # node id -> its kernel, started ahead
 SOCKET_PATH_LIMIT = 100  # a Unix socket's path must be shorter than 108 bytes on Linux
 
 
-def kernel_manager(client: Any) -> Any:
+def kernel_manager(client: Any, more: bool = False) -> Any:
     """A kernel manager for ``client`` (an nbclient ``NotebookClient``), talking over IPC
     sockets on POSIX: no TCP port, and no warning about one. Where the temporary folder's path
-    is too long for a socket, over TCP on loopback."""
+    is too long for a socket, over TCP on loopback. Its kernel is forked from a zygote where
+    one is ready; with ``more`` (other notebooks follow), one is started beside it."""
     manager = client.create_kernel_manager()
     sockets = os.path.join(tempfile.gettempdir(), f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
     if os.name == "posix" and len(sockets.encode()) + 2 < SOCKET_PATH_LIMIT:
         manager.transport = "ipc"
         manager.ip = sockets
+    try:
+        from pytest_dsrepro import kernel_forks
+
+        kernel_forks.install(manager, more)
+    except Exception:  # jupyter_client without provisioners, a kernel spec of its own: as is
+        pass
     return manager
+
+
+def follows(item: pytest.Item) -> bool:
+    """Whether a notebook item runs after ``item`` in this process."""
+    following = item.stash.get(NEXT_KEY, None)
+    return following is not None and getattr(following, "is_notebook", False)
 
 
 def take(nodeid: str, kernel: str, folder: Path) -> Any | None:
@@ -67,6 +81,15 @@ def worth_it(processes: int) -> bool:
     return cores >= 2 * processes
 
 
+def forks_ready() -> bool:
+    """Whether this process has a zygote ready to fork kernels."""
+    if "pytest_dsrepro.kernel_forks" not in sys.modules:
+        return False
+    from pytest_dsrepro.kernel_forks import ready
+
+    return ready()
+
+
 def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str], processes: int = 1
                ) -> None:
     """Start the kernel of the notebook item that runs after ``item``, in its folder, with
@@ -76,7 +99,7 @@ def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str], processes
     from nbclient import NotebookClient
     from nbformat.v4 import new_notebook
 
-    if not worth_it(processes):
+    if not worth_it(processes) and not forks_ready():  # a forked kernel costs little
         return
     following = item.stash.get(NEXT_KEY, None)
     if following is None or not getattr(following, "is_notebook", False) \
@@ -88,7 +111,7 @@ def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str], processes
         folder = Path(following.path).parent
         client = NotebookClient(new_notebook(), kernel_name=kernel,  # type: ignore[no-untyped-call]
                                 resources={"metadata": {"path": str(folder)}})
-        client.km = kernel_manager(client)
+        client.km = kernel_manager(client, more=True)
         client.start_new_kernel(env=env)  # launches it; it gets ready while this one runs
     except Exception:  # the next item starts its own kernel, and meets any fault itself
         return
@@ -96,9 +119,13 @@ def start_next(item: pytest.Item, kernel_of: Any, env: dict[str, str], processes
 
 
 def shut_down_all() -> None:
-    """Shut down the kernels no item took."""
+    """Shut down the kernels no item took, and the zygote kernels were forked from."""
     while _STARTED:
         _shut_down(_STARTED.popitem()[1])
+    if "pytest_dsrepro.kernel_forks" in sys.modules:
+        from pytest_dsrepro.kernel_forks import stop_all
+
+        stop_all()
 
 
 def _shut_down(warm: Warm) -> None:

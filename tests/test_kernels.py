@@ -4,8 +4,9 @@ serves two notebooks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from conftest import Project
+from conftest import Project, run_with_env
 from notebooks import write_notebook
 from pytest_dsrepro.warm_kernels import worth_it
 
@@ -48,8 +49,6 @@ def test_fresh_kernels_started_ahead(
     assert found["first"]["age"] < 2, found
     if worth_it(1):  # the second and third kernels started while the notebook before them slept
         assert found["second"]["age"] > 2 and found["third"]["age"] > 2, found
-    else:  # one core: no kernel starts beside a running notebook
-        assert found["second"]["age"] < 2 and found["third"]["age"] < 2, found
 
 
 def test_kernels_start_where_the_scratch_path_is_too_long_for_a_socket(project: Project) -> None:
@@ -60,3 +59,73 @@ def test_kernels_start_where_the_scratch_path_is_too_long_for_a_socket(project: 
     assert len(str(scratch)) > 110
     project.run("--in-docker", "--dsrepro-update", f"--dsrepro-scratch={scratch}",
                 timeout=120).assert_outcomes(passed=2)
+
+
+# what a kernel forked from the zygote must look like: a fresh process of its own, in its own
+# folder, with the environment a kernel gets, none of the plugin imported, its own random state
+FORKED = """
+import atexit, hashlib, json, os, random, sys
+import helper
+parent = open(f"/proc/{{os.getppid()}}/cmdline", "rb").read().decode(errors="replace")
+record = {{"pid": os.getpid(), "cwd": os.getcwd(), "helper": helper.WHERE,
+          "forked": "A zygote of Jupyter kernels" in parent,
+          "parent_pid": os.environ.get("JPY_PARENT_PID") == str(os.getppid()),
+          "plugin": any(name.startswith("pytest_dsrepro") for name in sys.modules),
+          "hash": hash("same in every kernel"), "seed": os.environ.get("PYTHONHASHSEED"),
+          "random": random.random(), "project": os.environ.get("PROJECT_SETTING"),
+          "earlier": open(os.path.join(os.environ["DSREPRO_SCRATCH"], "exit-{before}")).read()
+                     if "{before}" else "none"}}
+with open(os.path.join(os.environ["DSREPRO_SCRATCH"], "{name}.json"), "w") as out:
+    json.dump(record, out)
+late = open(os.path.join(os.environ["DSREPRO_SCRATCH"], "exit-{name}"), "w")
+late.write("written at exit")  # unflushed: only a clean exit writes it
+atexit.register(lambda: print("exit handler ran", file=late, flush=True))
+import time; time.sleep({sleep})
+"""
+
+
+def test_kernels_forked_from_a_zygote_are_fresh_and_exit_cleanly(project: Project) -> None:
+    """After the first kernel, kernels are forked from a zygote that imported ipykernel only;
+    each is a new process with its own folder, modules, environment and random state, and it
+    exits (exit handlers, buffered files) before the next notebook's first cell."""
+    project.ini(dsrepro_notebooks=["nb/**/*.ipynb"], dsrepro_env=["PROJECT_SETTING"])
+    order = [("nb/a/first.ipynb", 3, ""), ("nb/a/second.ipynb", 1, "first"),
+             ("nb/b/third.ipynb", 0, "second")]
+    for path, sleep, before in order:
+        name = path.rsplit("/", 1)[1].split(".")[0]
+        write_notebook(project.path / path, FORKED.format(name=name, sleep=sleep, before=before))
+        (project.path / path).with_name("helper.py").write_text(f"WHERE = {path[:4]!r}\n")
+    scratch = project.path / "scratch"
+    result = run_with_env(project.pytester, "--in-docker", "--dsrepro-update",
+                          f"--dsrepro-scratch={scratch}", PROJECT_SETTING="from the host")
+    result.assert_outcomes(passed=3)
+    found = {name: json.loads((scratch / f"{name}.json").read_text())
+             for name in ("first", "second", "third")}
+    assert not found["first"]["forked"]  # the zygote starts beside the first kernel
+    assert found["second"]["forked"] and found["third"]["forked"], found
+    assert len({entry["pid"] for entry in found.values()}) == 3
+    assert [entry["helper"] for entry in found.values()] == ["nb/a", "nb/a", "nb/b"]
+    assert found["third"]["cwd"] == str(project.path / "nb" / "b")
+    for entry in found.values():
+        assert entry["parent_pid"] and not entry["plugin"] and entry["seed"] == "0", entry
+        assert entry["project"] == "from the host", entry
+    assert len({entry["hash"] for entry in found.values()}) == 1  # PYTHONHASHSEED as set
+    assert len({entry["random"] for entry in found.values()}) == 3  # no random state shared
+    expected = "written at exit" + "exit handler ran\n"
+    assert found["second"]["earlier"] == expected and found["third"]["earlier"] == expected
+    assert (scratch / "exit-third").read_text() == expected
+
+
+def test_no_zygote_outlives_a_host_session(project: Project) -> None:
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
+    for name in ("one", "two", "three"):
+        write_notebook(project.path / "nb" / f"{name}.ipynb", "import time; time.sleep(1)")
+    project.run("--dsrepro-update").assert_outcomes(passed=3)
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if b"A zygote of Jupyter kernels" in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    assert not left
