@@ -193,7 +193,7 @@ _ZYGOTES: dict[str, Zygote] = {}  # Python executable -> its zygote
 def _plain(cmd: list[str], kwargs: dict[str, Any]) -> bool:
     """Whether the kernel would be started as ``PYTHON -m ipykernel_launcher ...`` with only
     an environment and a folder (no redirected streams, nothing else jupyter_client passes)."""
-    return os.name == "posix" and cmd[1:3] == LAUNCHER and os.path.isabs(cmd[0]) \
+    return os.name == "posix" and hasattr(socket, "send_fds") and cmd[1:3] == LAUNCHER and os.path.isabs(cmd[0]) \
         and set(kwargs) <= {"env", "cwd"} \
         and (kwargs.get("env") or {}).get("PYTHONHASHSEED", "random") != "random"
 
@@ -208,7 +208,7 @@ def _start(python: str, env: dict[str, str], cwd: str) -> None:
         old.stop()
     try:
         _ZYGOTES[python] = Zygote(python, env, cwd)
-    except OSError:
+    except OSError:  # no SOCK_SEQPACKET (macOS), no such Python: kernels start as usual
         pass
 
 

@@ -11,6 +11,8 @@ exits, and the kernels it forked stop (ipykernel stops when its parent process i
 
 It imports nothing of this plugin, so that kernels do not see it."""
 
+from __future__ import annotations
+
 import json
 import os
 import select
