@@ -30,6 +30,8 @@ import time
 import traceback
 from typing import Any
 
+from pytest_dsrepro.kernel_zygote import exited
+
 EXIT_KEY = "kept_exit"  # the keeper's last line on a run's connection
 CRASHED = 70  # a worker that raised before it could say its exit code
 
@@ -208,18 +210,13 @@ class Keeper:
             self.selector.unregister(run.connection)
 
     def _reap(self) -> None:
-        while self.runs:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        if not self.runs:
+            return
+        for pid, code in exited():
             run = self.runs.pop(pid, None)
             if run is None:
                 continue
             _kill_group(pid)  # what the worker left behind: kernels, their children
-            code = os.waitstatus_to_exitcode(status)
             _send(run.connection, {EXIT_KEY: code})
             try:
                 self.selector.unregister(run.connection)

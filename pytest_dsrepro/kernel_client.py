@@ -28,8 +28,9 @@ async def connect(kc: Any, timeout: float) -> dict[str, Any]:
     asked: set[str] = set()
     while True:
         asked.add(kc.kernel_info())
-        reply = await _reply(kc, asked, min(1.0, max(0.0, deadline - time.monotonic())))
-        if reply is not None and await _published(kc, asked, IOPUB_WAIT):
+        reply = await _first(kc.shell_channel, asked,
+                             min(1.0, max(0.0, deadline - time.monotonic())), "kernel_info_reply")
+        if reply is not None and await _first(kc.iopub_channel, asked, IOPUB_WAIT) is not None:
             handle = getattr(kc, "_handle_kernel_info_reply", None)  # the protocol version
             if handle is not None:
                 handle(reply)
@@ -40,31 +41,20 @@ async def connect(kc: Any, timeout: float) -> dict[str, Any]:
             raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
 
 
-async def _reply(kc: Any, asked: set[str], wait: float) -> dict[str, Any] | None:
-    """The kernel_info reply to one of ``asked``, within ``wait`` seconds."""
+async def _first(channel: Any, asked: set[str], wait: float, msg_type: str | None = None
+                 ) -> dict[str, Any] | None:
+    """The first message on ``channel`` about one of ``asked`` (of ``msg_type``, if given),
+    within ``wait`` seconds."""
     end = time.monotonic() + wait
     while (left := end - time.monotonic()) > 0:
         try:
-            msg = await ensure_async(kc.shell_channel.get_msg(timeout=left))
+            msg = await ensure_async(channel.get_msg(timeout=left))
         except Empty:
             return None
-        if msg.get("msg_type") == "kernel_info_reply" \
-                and msg.get("parent_header", {}).get("msg_id") in asked:
+        if msg.get("parent_header", {}).get("msg_id") in asked \
+                and msg_type in (None, msg.get("msg_type")):
             return dict(msg)
     return None
-
-
-async def _published(kc: Any, asked: set[str], wait: float) -> bool:
-    """Whether IOPub carries a message about one of ``asked`` within ``wait`` seconds."""
-    end = time.monotonic() + wait
-    while (left := end - time.monotonic()) > 0:
-        try:
-            msg = await ensure_async(kc.iopub_channel.get_msg(timeout=left))
-        except Empty:
-            return False
-        if msg.get("parent_header", {}).get("msg_id") in asked:
-            return True
-    return False
 
 
 async def shut_down(km: Any, kc: Any) -> bool:

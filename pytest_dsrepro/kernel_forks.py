@@ -10,7 +10,6 @@ zygote beside it (:func:`kernel_manager` with ``zygote=True``). :func:`stop_all`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pathlib
@@ -25,7 +24,6 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 PID_WAIT = 5.0  # seconds for the zygote to name the process it forked
-SHUTDOWN_STEP = 0.01  # how finely the exit of a kernel being shut down is watched
 # set for each kernel by whoever starts it, or by pytest for each test; a kernel still gets
 # its own value, and ipykernel's imports do not read them
 OWN = ("JPY_PARENT_PID", "PYTEST_CURRENT_TEST")
@@ -155,7 +153,10 @@ def _gone(pid: int) -> int | None:
 
 
 class ForkingProvisioner(LocalProvisioner):  # type: ignore[misc]
-    """jupyter_client's local provisioner, which forks the kernel from a zygote when it can."""
+    """jupyter_client's local provisioner, which forks the kernel from a zygote when it can;
+    with ``start_zygote``, a kernel it starts as usual has a zygote started beside it."""
+
+    start_zygote = False
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         env: dict[str, str] | None = kwargs.get("env")
@@ -172,19 +173,10 @@ class ForkingProvisioner(LocalProvisioner):  # type: ignore[misc]
                 self.cwd = cwd
                 return self.connection_info
         found = await super().launch_kernel(cmd, **kwargs)
-        if getattr(self.parent, "dsrepro_zygote", False) and env is not None \
+        if self.start_zygote and env is not None \
                 and _plain(cmd, kwargs) and (zygote is None or zygote.dead):
             _start(cmd[0], env, cwd)
         return found
-
-    async def poll(self) -> int | None:
-        process = self.process
-        if isinstance(process, Forked) and getattr(self.parent, "shutting_down", False):
-            for _ in range(9):  # jupyter_client polls every 0.1 s; see the exit within 0.01 s
-                if process.poll() is not None:
-                    break
-                await asyncio.sleep(SHUTDOWN_STEP)
-        return await super().poll()
 
 
 _ZYGOTES: dict[str, Zygote] = {}  # Python executable -> its zygote
@@ -222,7 +214,7 @@ def install(manager: Any, zygote: bool) -> None:
     manager.kernel_id = manager.kernel_id or str(uuid.uuid4())
     manager.provisioner = ForkingProvisioner(kernel_id=manager.kernel_id, kernel_spec=spec,
                                              parent=manager)
-    manager.dsrepro_zygote = zygote
+    manager.provisioner.start_zygote = zygote
 
 
 def ready() -> bool:

@@ -19,6 +19,7 @@ import select
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -77,7 +78,8 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _reap(waiting: dict[int, socket.socket]) -> None:
+def exited() -> Iterator[tuple[int, int]]:
+    """(pid, exit code) of each child process that has ended, without waiting."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -85,11 +87,16 @@ def _reap(waiting: dict[int, socket.socket]) -> None:
             return
         if pid == 0:
             return
+        yield pid, os.waitstatus_to_exitcode(status)
+
+
+def _reap(waiting: dict[int, socket.socket]) -> None:
+    for pid, code in exited():
         answer = waiting.pop(pid, None)
         if answer is None:
             continue
         try:
-            answer.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+            answer.sendall(json.dumps({"exit": code}).encode() + b"\n")
         except OSError:
             pass
         answer.close()
