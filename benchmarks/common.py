@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,9 +80,25 @@ def remove_project_images(folder: Path) -> None:
         for image in client.images.list(name=repository):
             for tag in image.tags:  # by tag: an identical image of another project keeps its own
                 if tag.startswith(repository + ":"):
-                    client.images.remove(tag)
+                    _remove(client, tag)
     finally:
         client.close()
+
+
+def _remove(client: Any, tag: str, wait: float = 20.0) -> None:
+    """Remove the image ``tag``, waiting up to ``wait`` seconds for containers still using it
+    (a kept container asked to quit goes a moment later)."""
+    import docker
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.images.remove(tag)
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def save_rows(rows: list[Row], path: str | None) -> None:

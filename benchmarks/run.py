@@ -41,6 +41,11 @@ def environment() -> str:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT), *ANCHORS],
                    check=True)
+    # bytecode for the plugin, as installing its wheel writes it: an editable install leaves that
+    # to the first import, and with PYTHONDONTWRITEBYTECODE set (as on some CI machines) every
+    # timed run would compile the plugin again while the anchors load theirs
+    subprocess.run([str(python), "-m", "compileall", "-q", str(ROOT / "pytest_dsrepro")],
+                   check=True)
     return str(python)
 
 
