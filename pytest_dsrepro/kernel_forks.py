@@ -4,9 +4,10 @@ is still a new process that has run nothing of any notebook; the zygote is used 
 kernel would be started exactly as it was (the same Python, ``-m ipykernel_launcher``, the same
 environment), and any fault falls back to starting the kernel as jupyter_client does.
 
-The first kernel of a process starts as usual and, where more notebooks follow, starts the
-zygote beside it (:func:`kernel_manager` with ``zygote=True``). :func:`stop_all` ends them
-(kernels they forked stop with them)."""
+A container's worker starts its zygote before pytest does (:func:`start_early`), so that its
+first kernel is forked too. Elsewhere the first kernel of a process starts as usual and, where more
+notebooks follow, starts the zygote beside it (:func:`install` with ``zygote=True``).
+:func:`stop_all` ends them (kernels they forked stop with them)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -24,9 +26,10 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 LAUNCHER = ["-m", "ipykernel_launcher"]
 PID_WAIT = 5.0  # seconds for the zygote to name the process it forked
-# set for each kernel by whoever starts it, or by pytest for each test; a kernel still gets
-# its own value, and ipykernel's imports do not read them
-OWN = ("JPY_PARENT_PID", "PYTEST_CURRENT_TEST")
+READY_WAIT = 3.0  # seconds a kernel needed now waits for a zygote still importing
+# set for each kernel by whoever starts it, or by pytest for its own process and each test; a
+# kernel still gets its own value, and ipykernel's imports do not read them
+OWN = ("JPY_PARENT_PID", "PYTEST_CURRENT_TEST", "PYTEST_VERSION")
 
 
 class Zygote:
@@ -46,13 +49,17 @@ class Zygote:
         self.ready = False
         self.dead = False
 
-    def usable(self, python: str, env: dict[str, str]) -> bool:
-        """Whether a kernel of ``python`` with ``env`` can be forked from here now (without
-        waiting for the zygote to finish its imports)."""
-        if self.dead or python != self.python or _comparable(env) != self.env:
+    def matches(self, python: str, env: dict[str, str]) -> bool:
+        """Whether kernels of ``python`` with ``env`` are this zygote's to fork."""
+        return not self.dead and python == self.python and _comparable(env) == self.env
+
+    def usable(self, python: str, env: dict[str, str], wait: float = 0.0) -> bool:
+        """Whether a kernel of ``python`` with ``env`` can be forked from here, waiting up to
+        ``wait`` seconds for the zygote to finish its imports."""
+        if not self.matches(python, env):
             return False
         if not self.ready:
-            if not select.select([self.control], [], [], 0)[0]:
+            if not select.select([self.control], [], [], wait)[0]:
                 return False  # still importing: this kernel starts as usual
             self.ready = self.control.recv(16) == b"ready"
             self.dead = not self.ready
@@ -153,16 +160,19 @@ def _gone(pid: int) -> int | None:
 
 
 class ForkingProvisioner(LocalProvisioner):  # type: ignore[misc]
-    """jupyter_client's local provisioner, which forks the kernel from a zygote when it can;
-    with ``start_zygote``, a kernel it starts as usual has a zygote started beside it."""
+    """jupyter_client's local provisioner, which forks the kernel from a zygote when it can
+    (waiting ``ready_wait`` seconds for one still importing); with ``start_zygote``, a kernel it
+    starts as usual has a zygote started beside it."""
 
     start_zygote = False
+    ready_wait = 0.0
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         env: dict[str, str] | None = kwargs.get("env")
         cwd = str(kwargs.get("cwd") or os.getcwd())
         zygote = _ZYGOTES.get(cmd[0]) if env is not None and _plain(cmd, kwargs) else None
-        if zygote is not None and env is not None and zygote.usable(cmd[0], env):
+        if zygote is not None and env is not None \
+                and zygote.usable(cmd[0], env, self.ready_wait):
             try:
                 forked = zygote.fork(cmd[len(LAUNCHER) + 1:], env, cwd)
             except OSError:
@@ -173,8 +183,8 @@ class ForkingProvisioner(LocalProvisioner):  # type: ignore[misc]
                 self.cwd = cwd
                 return self.connection_info
         found = await super().launch_kernel(cmd, **kwargs)
-        if self.start_zygote and env is not None \
-                and _plain(cmd, kwargs) and (zygote is None or zygote.dead):
+        if self.start_zygote and env is not None and _plain(cmd, kwargs) \
+                and (zygote is None or not zygote.matches(cmd[0], env)):
             _start(cmd[0], env, cwd)
         return found
 
@@ -204,10 +214,20 @@ def _start(python: str, env: dict[str, str], cwd: str) -> None:
         pass
 
 
-def install(manager: Any, zygote: bool) -> None:
+def start_early(env: dict[str, str], cwd: str) -> None:
+    """Start a zygote for kernels of this Python (the ``python3`` kernel's) with ``env``, ahead
+    of the first kernel, where none is and kernels can be forked here."""
+    python = sys.executable
+    if python and _plain([python, *LAUNCHER], {"env": env}) and python not in _ZYGOTES:
+        _start(python, env, cwd)
+
+
+def install(manager: Any, zygote: bool, now: bool = False) -> None:
     """Have ``manager`` (a jupyter_client kernel manager, kernel not started) fork its kernel
     from a zygote where it can; with ``zygote``, start one where none is (for the kernels to
-    come). Kernel specs that name a provisioner of their own keep it."""
+    come). With ``now`` (the kernel is waited for), a zygote still importing is waited for
+    rather than starting the kernel as usual. Kernel specs that name a provisioner of their own
+    keep it."""
     spec = manager.kernel_spec
     if (spec.metadata or {}).get("kernel_provisioner") or spec.argv[1:3] != LAUNCHER:
         return
@@ -215,6 +235,7 @@ def install(manager: Any, zygote: bool) -> None:
     manager.provisioner = ForkingProvisioner(kernel_id=manager.kernel_id, kernel_spec=spec,
                                              parent=manager)
     manager.provisioner.start_zygote = zygote
+    manager.provisioner.ready_wait = READY_WAIT if now else 0.0
 
 
 def ready() -> bool:

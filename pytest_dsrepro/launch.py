@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -157,7 +158,29 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
         args = ["-p", "pytest_dsrepro.plugin", *args]
     stream = EventStream(channel, settings)
     plugins: list[Any] = [stream, *([KeepProfiles(profiled)] if profiled else [])]
+    _start_kernel_zygote(request.nodeids, settings)
     return int(pytest.main(args, plugins=plugins))
+
+
+def _start_kernel_zygote(nodeids: list[str], settings: Any) -> None:
+    """With notebooks to run in the ``python3`` kernel, start the zygote kernels are forked from
+    now, while pytest starts and collects, so that the first kernel is forked too."""
+    first = next((path for path in (nodeid.partition("[")[0].partition("::")[0]
+                                    for nodeid in nodeids) if path.endswith(".ipynb")), None)
+    if first is None:
+        return
+    try:
+        from pytest_dsrepro import kernel_forks
+        from pytest_dsrepro.notebook import kernel_env
+
+        kernel = settings.kernel
+        if not kernel:
+            with open(os.path.join(settings.rootdir, first), encoding="utf-8") as handle:
+                kernel = (json.load(handle).get("metadata", {}).get("kernelspec") or {}).get("name")
+        if (kernel or "python3") == "python3":
+            kernel_forks.start_early(kernel_env(), os.getcwd())
+    except Exception:  # (no jupyter_client, an unreadable notebook) kernels start as usual
+        return
 
 
 class _Forked:

@@ -458,7 +458,7 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
             allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
         )
         client.km = warm if warm is not None \
-            else warm_kernels.kernel_manager(client, warm_kernels.follows(item))
+            else warm_kernels.kernel_manager(client, warm_kernels.follows(item), now=True)
         warm = None  # a retry starts a kernel of its own
         return client
 

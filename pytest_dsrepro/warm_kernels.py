@@ -34,11 +34,12 @@ _STARTED: dict[str, Warm] = {}  # node id -> its kernel, started ahead
 SOCKET_PATH_LIMIT = 100  # a Unix socket's path must be shorter than 108 bytes on Linux
 
 
-def kernel_manager(client: Any, more: bool = False) -> Any:
+def kernel_manager(client: Any, more: bool = False, now: bool = False) -> Any:
     """A kernel manager for ``client`` (an nbclient ``NotebookClient``), talking over IPC
     sockets on POSIX: no TCP port, and no warning about one. Where the temporary folder's path
     is too long for a socket, over TCP on loopback. Its kernel is forked from a zygote where
-    one is ready; with ``more`` (other notebooks follow), one is started beside it."""
+    one is ready (with ``now``, the kernel is needed at once: where one is still importing);
+    with ``more`` (other notebooks follow), one is started beside it."""
     manager = client.create_kernel_manager()
     sockets = os.path.join(tempfile.gettempdir(), f"dsrepro-kernel-{uuid.uuid4().hex[:8]}")
     if os.name == "posix" and len(sockets.encode()) + 2 < SOCKET_PATH_LIMIT:
@@ -47,7 +48,7 @@ def kernel_manager(client: Any, more: bool = False) -> Any:
     try:
         from pytest_dsrepro import kernel_forks
 
-        kernel_forks.install(manager, more)
+        kernel_forks.install(manager, more, now)
     except Exception:  # jupyter_client without provisioners, a kernel spec of its own: as is
         pass
     return manager

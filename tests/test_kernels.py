@@ -85,9 +85,10 @@ import time; time.sleep({sleep})
 
 
 def test_kernels_forked_from_a_zygote_are_fresh_and_exit_cleanly(project: Project) -> None:
-    """After the first kernel, kernels are forked from a zygote that imported ipykernel only;
-    each is a new process with its own folder, modules, environment and random state, and it
-    exits (exit handlers, buffered files) before the next notebook's first cell."""
+    """In a container every kernel, the first too, is forked from a zygote that imported
+    ipykernel only (started before pytest in the worker); each is a new process with its own
+    folder, modules, environment and random state, and it exits (exit handlers, buffered files)
+    before the next notebook's first cell."""
     project.ini(dsrepro_notebooks=["nb/**/*.ipynb"], dsrepro_env=["PROJECT_SETTING"])
     order = [("nb/a/first.ipynb", 3, ""), ("nb/a/second.ipynb", 1, "first"),
              ("nb/b/third.ipynb", 0, "second")]
@@ -101,8 +102,7 @@ def test_kernels_forked_from_a_zygote_are_fresh_and_exit_cleanly(project: Projec
     result.assert_outcomes(passed=3)
     found = {name: json.loads((scratch / f"{name}.json").read_text())
              for name in ("first", "second", "third")}
-    assert not found["first"]["forked"]  # the zygote starts beside the first kernel
-    assert found["second"]["forked"] and found["third"]["forked"], found
+    assert all(entry["forked"] for entry in found.values()), found
     assert len({entry["pid"] for entry in found.values()}) == 3
     assert [entry["helper"] for entry in found.values()] == ["nb/a", "nb/a", "nb/b"]
     assert found["third"]["cwd"] == str(project.path / "nb" / "b")
@@ -114,6 +114,34 @@ def test_kernels_forked_from_a_zygote_are_fresh_and_exit_cleanly(project: Projec
     expected = "written at exit" + "exit handler ran\n"
     assert found["second"]["earlier"] == expected and found["third"]["earlier"] == expected
     assert (scratch / "exit-third").read_text() == expected
+
+
+# each notebook says whether its kernel was forked, and what the project's conftest set
+FROM_CONFTEST = """
+import json, os
+parent = open(f"/proc/{{os.getppid()}}/cmdline", "rb").read().decode(errors="replace")
+with open(os.path.join(os.environ["DSREPRO_SCRATCH"], "{name}.json"), "w") as out:
+    json.dump({{"forked": "A zygote of Jupyter kernels" in parent,
+               "setting": os.environ.get("SET_BY_CONFTEST")}}, out)
+"""
+
+
+def test_a_zygote_started_before_the_environment_changed_is_replaced(project: Project) -> None:
+    """A conftest that sets a variable changes the kernels' environment after the worker
+    started its zygote: that zygote forks none of them; the first kernel starts as usual with a
+    new zygote beside it, which forks the rest, and every kernel has the variable."""
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
+    project.path.joinpath("conftest.py").write_text(
+        "import os\n\nos.environ['SET_BY_CONFTEST'] = 'yes'\n")
+    for name in ("one", "two", "three"):
+        write_notebook(project.path / "nb" / f"{name}.ipynb", FROM_CONFTEST.format(name=name))
+    scratch = project.path / "scratch"
+    project.run("--in-docker", "--dsrepro-update", f"--dsrepro-scratch={scratch}"
+                ).assert_outcomes(passed=3)
+    found = {name: json.loads((scratch / f"{name}.json").read_text())
+             for name in ("one", "two", "three")}
+    assert [entry["setting"] for entry in found.values()] == ["yes"] * 3
+    assert [entry["forked"] for entry in found.values()] == [False, True, True], found
 
 
 def test_no_zygote_outlives_a_host_session(project: Project) -> None:
