@@ -420,6 +420,9 @@ class DockerExecutor:
                 return
             self.images.result, how = found
             self._notes.append(f"image {found[0].tag} ({how})")
+            if self.settings.transfer == "auto" and self._sees is None and not self.keeping:
+                self._prestart_probing(spec, found[0].id)
+                return
             copy = self.run_config().copy
             self._decided.set()
             if copy:  # a request can only be copied in: no waiting container
@@ -427,14 +430,51 @@ class DockerExecutor:
             if self.keeping:  # the worker is forked in a kept container: start that one
                 self._keeper_for(spec)
                 return
-            request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
-            request.parent.mkdir(exist_ok=True)
-            worker = self._create(spec, ["--wait", str(request)])
-            self._warm = (worker, request, spec.group)
+            self._warm = self._waiting_worker(spec)
         except Exception:  # the main thread meets the same fault and reports it
             return
         finally:
             self._decided.set()
+
+    def _waiting_worker(self, spec: ContainerSpec) -> tuple[WorkerContainer, Path, Any]:
+        """A worker started before its request: it waits for the file the request goes to."""
+        request = self.scratch() / ".dsrepro" / f"start-{uuid.uuid4().hex[:8]}.json"
+        request.parent.mkdir(exist_ok=True)
+        return self._create(spec, ["--wait", str(request)]), request, spec.group
+
+    def _prestart_probing(self, spec: ContainerSpec, image: str) -> None:
+        """The folder probe and a worker that mounts them, started side by side: the worker is
+        kept where the engine sees this machine's folders (the usual case), else removed, and
+        the main thread starts one with the files copied in."""
+        scratch, options = self.scratch(), self._probe_options()  # made here, not in two threads
+        found: list[bool | None] = []  # the probe's answer; none where it failed
+
+        def probe() -> None:
+            try:
+                found.append(sees_folders(self.client, image, self.settings.rootdir, scratch,
+                                          engine.session_labels(self.session_id),
+                                          self.address.url, options))
+            except Exception:  # the main thread probes again and reports the fault
+                pass
+
+        prober = threading.Thread(target=probe, name="dsrepro-probe", daemon=True)
+        prober.start()
+        warm = None
+        try:
+            self._run_config = self._make_run_config(copy=False)
+            warm = self._waiting_worker(spec)
+        except Exception:  # (the mounts refused) the main thread decides after the probe
+            pass
+        finally:
+            prober.join()
+        if found:
+            self._sees = found[0]
+        if not found or found[0] is False or warm is None:
+            self._run_config = None
+            if warm is not None:
+                warm[0].remove()
+            return
+        self._warm = warm
 
     def _settle(self) -> None:
         """Wait for the background start; print what it found."""
@@ -623,29 +663,35 @@ class DockerExecutor:
     def run_config(self) -> RunConfig:
         """Made once: every container of the session starts the same way."""
         if self._run_config is None:
-            s = self.settings
-            image = self.images.get(self.client)
-            image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
-            workdir = self.workdir()
-            config = RunConfig(
-                image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
-                scratch=self.scratch(), writable=self.writable_folders(),
-                env={**_hash_seed(image_env),
-                     **{name: os.environ[name] for name in s.env if name in os.environ},
-                     "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
-                     "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
-                     "DSREPRO_IMAGE_DIGEST": self.images.digest(self.client),
-                     "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
-                     "DSREPRO_GIT_COMMIT": self.commit()},
-                labels=engine.session_labels(self.session_id), image_env=image_env,
-                gpu_env=s.gpu_env, copy=self._copies(image.id), as_root=self._rootless_podman(),
-                restricted=s.privileges == "restricted",
-                recursive_read_only=recursive_read_only(self.kind, self.client.api.api_version),
-            )
-            if not config.copy and not config.recursive_read_only:
-                refuse_inner_mounts(s.rootdir, config.writable)
-            self._run_config = config
+            self._run_config = self._make_run_config()
         return self._run_config
+
+    def _make_run_config(self, copy: bool | None = None) -> RunConfig:
+        """The session's run configuration; files copied in where ``copy`` says (by default,
+        as ``dsrepro_transfer`` or the folder probe decides)."""
+        s = self.settings
+        image = self.images.get(self.client)
+        image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
+        workdir = self.workdir()
+        config = RunConfig(
+            image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
+            scratch=self.scratch(), writable=self.writable_folders(),
+            env={**_hash_seed(image_env),
+                 **{name: os.environ[name] for name in s.env if name in os.environ},
+                 "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
+                 "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
+                 "DSREPRO_IMAGE_DIGEST": self.images.digest(self.client),
+                 "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
+                 "DSREPRO_GIT_COMMIT": self.commit()},
+            labels=engine.session_labels(self.session_id), image_env=image_env,
+            gpu_env=s.gpu_env, copy=self._copies(image.id) if copy is None else copy,
+            as_root=self._rootless_podman(),
+            restricted=s.privileges == "restricted",
+            recursive_read_only=recursive_read_only(self.kind, self.client.api.api_version),
+        )
+        if not config.copy and not config.recursive_read_only:
+            refuse_inner_mounts(s.rootdir, config.writable)
+        return config
 
     def _copies(self, image: str) -> bool:
         """Whether files must be copied: ``dsrepro_transfer``, or (auto) what
