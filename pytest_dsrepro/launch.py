@@ -20,10 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.durations import by_file, cost_of
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.settings import Settings
 
 # import name -> the name to pip install
 PACKAGES = {
@@ -162,7 +165,7 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     return int(pytest.main(args, plugins=plugins))
 
 
-def _start_kernel_zygote(nodeids: list[str], settings: Any) -> None:
+def _start_kernel_zygote(nodeids: list[str], settings: Settings) -> None:
     """With notebooks to run in the ``python3`` kernel, start the zygote kernels are forked from
     now, while pytest starts and collects, so that the first kernel is forked too."""
     first = next((path for path in (nodeid.partition("[")[0].partition("::")[0]
@@ -170,14 +173,14 @@ def _start_kernel_zygote(nodeids: list[str], settings: Any) -> None:
     if first is None:
         return
     try:
-        from pytest_dsrepro import kernel_forks
-        from pytest_dsrepro.notebook import kernel_env
+        import nbformat
 
-        kernel = settings.kernel
-        if not kernel:
-            with open(os.path.join(settings.rootdir, first), encoding="utf-8") as handle:
-                kernel = (json.load(handle).get("metadata", {}).get("kernelspec") or {}).get("name")
-        if (kernel or "python3") == "python3":
+        from pytest_dsrepro import kernel_forks
+        from pytest_dsrepro.notebook import kernel_env, kernel_name
+
+        with open(os.path.join(settings.rootdir, first), encoding="utf-8") as handle:
+            notebook = nbformat.from_dict(json.load(handle))  # type: ignore[no-untyped-call]
+        if kernel_name(settings, notebook) == "python3":
             kernel_forks.start_early(kernel_env(), os.getcwd())
     except Exception:  # (no jupyter_client, an unreadable notebook) kernels start as usual
         return

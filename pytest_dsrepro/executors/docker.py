@@ -446,14 +446,12 @@ class DockerExecutor:
         """The folder probe and a worker that mounts them, started side by side: the worker is
         kept where the engine sees this machine's folders (the usual case), else removed, and
         the main thread starts one with the files copied in."""
-        scratch, options = self.scratch(), self._probe_options()  # made here, not in two threads
+        self.scratch()  # made here, not in two threads at once
         found: list[bool | None] = []  # the probe's answer; none where it failed
 
         def probe() -> None:
             try:
-                found.append(sees_folders(self.client, image, self.settings.rootdir, scratch,
-                                          engine.session_labels(self.session_id),
-                                          self.address.url, options))
+                found.append(self._probe_folders(image))
             except Exception:  # the main thread probes again and reports the fault
                 pass
 
@@ -540,6 +538,12 @@ class DockerExecutor:
         self.client  # noqa: B018  (connects, and so learns the kind)
         return self.kind.startswith("Podman") and self.kind.endswith("rootless")
 
+    def _probe_folders(self, image: str) -> bool | None:
+        """:func:`sees_folders` for this session, in ``image``."""
+        return sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
+                            engine.session_labels(self.session_id), self.address.url,
+                            self._probe_options())
+
     def _probe_options(self) -> dict[str, Any]:
         return {"user": "0:0"} if self._rootless_podman() else {}
 
@@ -592,9 +596,7 @@ class DockerExecutor:
                 else ():
             image = find_image(self.client, base)
             if image is not None:
-                self._sees = sees_folders(self.client, image.id, self.settings.rootdir,
-                                          self.scratch(), engine.session_labels(self.session_id),
-                                          self.address.url, self._probe_options())
+                self._sees = self._probe_folders(image.id)
                 if self._sees is not None:
                     break
         return self._sees
@@ -699,9 +701,7 @@ class DockerExecutor:
         if self.settings.transfer != "auto":
             return self.settings.transfer == "copy"
         if self._sees is None:
-            self._sees = sees_folders(self.client, image, self.settings.rootdir, self.scratch(),
-                                      engine.session_labels(self.session_id), self.address.url,
-                                      self._probe_options())
+            self._sees = self._probe_folders(image)
         if self._sees is not False:  # the image's probe could not tell: try mounting
             return False
         self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
