@@ -152,6 +152,7 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     import pytest
 
     from pytest_dsrepro.inside import EventStream
+    from pytest_dsrepro.parity import HostOptions
     from pytest_dsrepro.settings import Settings
 
     settings = Settings.from_wire(request.settings)
@@ -160,7 +161,8 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     if not entry_point:
         args = ["-p", "pytest_dsrepro.plugin", *args]
     stream = EventStream(channel, settings)
-    plugins: list[Any] = [stream, *([KeepProfiles(profiled)] if profiled else [])]
+    plugins: list[Any] = [stream, HostOptions(request.options),
+                          *([KeepProfiles(profiled)] if profiled else [])]
     _start_kernel_zygote(request.nodeids, settings)
     return int(pytest.main(args, plugins=plugins))
 

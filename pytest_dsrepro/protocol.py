@@ -87,7 +87,8 @@ class Request:
     ``workers`` how many pytest processes share the items, ``entry_point`` whether the image has
     the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
     (a repeat's perturbations: they then run in processes of their own), ``durations`` how long
-    the items took last time, to share them among the workers longest first."""
+    the items took last time, to share them among the workers longest first, ``options`` the host's
+    parsed pytest options (:mod:`pytest_dsrepro.parity`), set over the container's own."""
 
     settings: dict[str, Any]
     args: list[str]
@@ -97,6 +98,7 @@ class Request:
     entry_point: bool | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # over the worker's (a repeat's)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)  # last time's seconds
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the host's option values
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -289,32 +289,22 @@ class HostSession:
     # -- requests ----------------------------------------------------------------------------------
 
     def worker_args(self) -> list[str]:
-        """pytest's options inside: same rootdir, ini and report style. The plugin's settings go
-        in the request, resolved here, never from these."""
-        option = self.config.option
-        args = ["--rootdir", str(self.settings.rootdir), "-p", "no:cacheprovider",
-                "-p", "no:xdist", "-o", "addopts="]
-        if self.config.inipath is not None:
-            args += ["-c", str(self.config.inipath)]
-        for override in getattr(option, "override_ini", None) or []:
-            args += ["-o", override]
-        verbosity = self.config.get_verbosity()
-        if verbosity > 0:
-            args.append("-" + "v" * verbosity)
-        args += [f"--tb={option.tbstyle}", f"--capture={option.capture}"]
-        if option.showlocals:
-            args.append("--showlocals")
-        if option.runxfail:
-            args.append("--runxfail")
-        return args
+        """pytest's arguments inside (:func:`pytest_dsrepro.parity.inside_args`); every other
+        option of the host travels as a value (:func:`pytest_dsrepro.parity.option_values`)."""
+        from pytest_dsrepro.parity import inside_args
+
+        return inside_args(self.config, self.settings.rootdir)
 
     def request(self, nodeids: list[str], require: list[str], *extra_args: str,
                 workers: int = 1) -> Request:
         from pytest_dsrepro.state import settings_of
 
+        from pytest_dsrepro.parity import option_values
+
         known = self.durations() if workers > 1 else {}
         return Request(settings=settings_of(self.config).to_wire(),
                        args=[*self.worker_args(), *extra_args], nodeids=nodeids,
+                       options=option_values(self.config),
                        require=require, workers=workers,
                        durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})
 

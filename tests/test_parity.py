@@ -1,0 +1,120 @@
+"""The container's pytest is configured as the host's: the project's own options, pytest's ``-W``
+and ``-p``, and this plugin's options read through ``config.getoption`` give the same values inside
+a container as on the host, in a plain session, under ``-n 2`` and under ``--dsrepro-workers 2``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, needs
+
+CONFTEST = """
+import json, os
+
+def pytest_addoption(parser):
+    parser.addoption("--myflag", default="unset")
+    parser.addoption("--epochs", type=int, default=10)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "seen_in_configure: the option as configure saw it")
+    config.myflag_at_configure = config.getoption("myflag")
+"""
+
+SEEN = """
+import json, os, warnings
+import pytest
+
+def record(request, where):
+    config = request.config
+    seen = {{
+        "myflag": config.getoption("myflag"),
+        "at_configure": config.myflag_at_configure,
+        "epochs": config.getoption("epochs"),
+        "update": config.getoption("dsrepro_update"),
+        "rtol": config.getoption("dsrepro_rtol"),
+        "logging": config.pluginmanager.has_plugin("logging"),
+        "ini_markers": any(line.startswith("slow") for line in config.getini("markers")),
+    }}
+    with open(os.path.join(os.environ["SEEN_DIR"], where + ".json"), "w") as handle:
+        json.dump(seen, handle)
+
+{tests}
+"""
+
+ONE = """
+{mark}
+def test_{name}(request):
+    record(request, "{name}" + ("-in" if os.environ.get("DSREPRO_IN_CONTAINER") else "-host"))
+"""
+
+
+def write(project: Project, seen: Path) -> None:
+    project.pytester.makeconftest(CONFTEST)
+    tests = "".join(ONE.format(mark="@pytest.mark.container", name=f"c{i}") for i in range(2))
+    tests += ONE.format(mark="", name="h")
+    project.pytester.makepyfile(test_seen=SEEN.format(tests=tests))
+    (project.path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nmarkers = ["slow: a slow test"]\n')
+    seen.mkdir()
+
+
+def observed(seen: Path) -> dict[str, dict[str, object]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(seen.glob("*.json"))}
+
+
+@pytest.mark.parametrize("spread", [[], ["-n", "2"], ["--dsrepro-workers", "2"]],
+                         ids=["plain", "xdist", "workers"])
+def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: pytest.TempPathFactory,
+                                           spread: list[str]) -> None:
+    if "-n" in spread:
+        needs("xdist")
+    seen = tmp_path_factory.mktemp("seen")
+    project.ignore("seen")
+    write(project, seen / "out")
+    args = ["--myflag=set", "--epochs", "1", "--dsrepro-rtol", "0.5", "-p", "no:logging", *spread]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEEN_DIR", str(seen / "out"))
+        # the scratch folder is the container's only writable place beside the baselines: the
+        # test writes what it saw there through a folder the host shares
+        on_host = project.run(*args)
+        on_host.assert_outcomes(passed=3)
+        host = observed(seen / "out")
+        for path in (seen / "out").iterdir():
+            path.unlink()
+        patch.setenv("DSREPRO_ENV", "SEEN_DIR")
+        inside = project.run("--in-docker", f"--dsrepro-scratch={seen / 'out'}", *args)
+    inside.assert_outcomes(passed=3)
+    found = observed(seen / "out")
+    assert set(found) == {"c0-in", "c1-in", "h-host"}, found
+    expected = {"myflag": "set", "at_configure": "set", "epochs": 1, "update": None, "rtol": "0.5",
+                "logging": False, "ini_markers": True}
+    assert host["c0-host"] == expected
+    for name in ("c0-in", "c1-in", "h-host"):
+        assert found[name] == expected, name
+
+
+def test_update_and_warning_filters_reach_the_container(project: Project) -> None:
+    project.pytester.makepyfile(test_warn="""
+        import warnings
+        import pytest
+
+        @pytest.mark.container
+        def test_update_seen(request):
+            assert request.config.getoption("dsrepro_update") is True
+
+        @pytest.mark.container
+        def test_warns():
+            warnings.warn("deprecated path", UserWarning)
+        """)
+    result = project.run("--in-docker", "--dsrepro-update", "-W", "error::UserWarning")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*UserWarning: deprecated path*"])
+    on_host = project.run("-W", "error::UserWarning", "--dsrepro-update", "test_warn.py::test_warns")
+    on_host.assert_outcomes(failed=1)
+    lenient = project.run("--in-docker")
+    lenient.assert_outcomes(passed=1, failed=1, warnings=1)
+    lenient.stdout.fnmatch_lines(["*test_update_seen*assert None is True*"])
