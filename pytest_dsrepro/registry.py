@@ -21,17 +21,17 @@ def reference(registry: str, content_hash: str) -> tuple[str, str]:
 
 
 def _stream(client: Any, action: str, registry: str, tag: str, podman: bool) -> Any:
-    """Pull or push ``<registry>:<tag>`` with the Docker config's credentials; the engine's
+    """Pull or push ``<registry>:<tag>`` with the Docker config's credentials, if any; the engine's
     decoded progress stream. A loopback registry is asked for without TLS, as Docker does by
     itself: Podman is asked through its own API, which alone takes ``tlsVerify=false``."""
     from docker import auth
 
     api = client.api
     host, _ = auth.resolve_repository_name(registry)
-    headers = {}
-    header = auth.get_config_header(api, host)
-    if header:
-        headers["X-Registry-Auth"] = header
+    # the engine wants the header even for a registry that asks for no login (Docker's CLI
+    # always sends one): an empty one where the Docker config has no credentials for it
+    header = auth.get_config_header(api, host) or auth.encode_header({})
+    headers = {"X-Registry-Auth": header}
     reference = f"{registry}:{tag}"
     if _loopback(host) and podman:
         libpod = f"{api.base_url}/v4.0.0/libpod/images"

@@ -222,6 +222,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                       "registry")
 
 
+@pytest.fixture(scope="session")
+def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A registry on loopback that asks for no credentials, and a Docker config folder with no
+    entry for it (a team's internal registry, a CI cache)."""
+    import registry_server
+
+    yield from served(lambda: registry_server.start(tmp_path_factory.mktemp("open-registry"),
+                                                    login=False), "registry")
+
+
 PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.sock")
 
 

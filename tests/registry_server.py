@@ -25,8 +25,9 @@ class Registry:
     docker_config: Path  # a Docker config folder whose config.json holds the credentials
 
 
-def start(folder: Path) -> Iterator[Registry]:
-    """Yields the registry once it answers; stops it (by its pid) when resumed."""
+def start(folder: Path, login: bool = True) -> Iterator[Registry]:
+    """Yields the registry once it answers; stops it (by its pid) when resumed. Without
+    ``login`` it asks for no credentials and the Docker config holds no entry for it."""
     import bcrypt
 
     server = shutil.which("docker-registry")
@@ -40,13 +41,14 @@ def start(folder: Path) -> Iterator[Registry]:
     (folder / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {folder / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: dsrepro-test\n    path: {folder / 'htpasswd'}\n"
+        + (f"auth:\n  htpasswd:\n    realm: dsrepro-test\n    path: {folder / 'htpasswd'}\n"
+           if login else "")
     )
     config = folder / "docker-config"
     config.mkdir()
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     (config / "config.json").write_text(
-        json.dumps({"auths": {f"127.0.0.1:{port}": {"auth": token}}}))
+        json.dumps({"auths": {f"127.0.0.1:{port}": {"auth": token}} if login else {}}))
     process = subprocess.Popen([server, "serve", str(folder / "config.yml")],
                                stdout=subprocess.DEVNULL,
                                stderr=open(folder / "registry.log", "wb"))
@@ -57,7 +59,7 @@ def start(folder: Path) -> Iterator[Registry]:
             return exc.code == 401  # it answers, and asks for credentials
         except OSError:
             return False
-        return False
+        return not login
 
     try:
         processes.wait_until(answers, process, folder / "registry.log", "the registry")

@@ -74,6 +74,29 @@ def test_an_image_pushed_by_one_engine_is_pulled_by_the_other(
         assert registry_server.PASSWORD not in text and token.decode() not in text
 
 
+def test_a_registry_without_credentials_serves_docker_and_podman(
+        project: Project, open_registry: Any, podman_engine: str) -> None:
+    """No login and no Docker config entry: Docker pushes and Podman pulls the image, then
+    Podman pushes a changed one and Docker pulls it."""
+    repo = f"{open_registry.address}/dsrepro-test/{project.name}"
+    project.ini(dsrepro_registry=repo)
+    project.ignore("baselines")
+    project.pytester.makepyfile(test_shared=VALUE_TEST)
+    env = {"DOCKER_CONFIG": str(open_registry.docker_config)}
+    for builder, puller in ((None, podman_engine), (podman_engine, None)):
+        (project.path / "change.txt").write_text(str(builder))  # a new image each round
+        where = {"DOCKER_HOST": builder} if builder else {}
+        built = run_with_env(project.pytester, "--in-docker", "--dsrepro-update", **where, **env)
+        built.assert_outcomes(passed=1)
+        built.stdout.fnmatch_lines([f"dsrepro: image dsrepro/*:* pushed to {repo}:*"])
+        assert "not pushed" not in built.stdout.str()
+        where = {"DOCKER_HOST": puller} if puller else {}
+        pulled = run_with_env(project.pytester, "--in-docker", **where, **env)
+        pulled.assert_outcomes(passed=1)
+        pulled.stdout.fnmatch_lines([f"dsrepro: image dsrepro/*:* pulled from {repo}:*"])
+        assert "building" not in pulled.stdout.str()
+
+
 def test_a_registry_that_cannot_be_reached_is_said_and_the_image_built_here(
         project: Project) -> None:
     project.ini(dsrepro_registry="127.0.0.1:9/nobody/here")
