@@ -102,6 +102,10 @@ class ImageSource:
         try:
             plan = self.plan()
             digest = self._hash(plan)
+            if any(path == ".git" or path.startswith(".git/") for path in self._paths):
+                self.say(f".git/ is in the build context (no {self.ignore_file} leaves it out): "
+                         f"every commit changes the image's hash and rebuilds it; add .git to "
+                         f"{self.ignore_file}")
             registry = self.settings.registry
             if registry and not self.settings.rebuild and cached_image(client, plan, digest) is None:
                 self.result = self._pulled(client, plan, digest, registry)

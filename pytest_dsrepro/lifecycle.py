@@ -207,6 +207,29 @@ class Lifecycle:
         self._keep_obtained()
         return texts(found)
 
+    def errored(self) -> list[str]:
+        """The item failed before its outputs were compared (a cell raised, a test errored):
+        what changed since its baseline was recorded, in words, noted for the reports too; []
+        where no baseline can be read."""
+        from pytest_dsrepro.provenance import texts
+
+        try:
+            read = self._read  # a variant's choice read it already
+            doc = read[1] if read and read[0] == self.path else self.store.load(self.path)
+        except BaselineError:
+            return []
+        if not doc:
+            return []
+        self.recorded = doc.get("provenance") or {}
+        from pytest_dsrepro import provenance
+
+        run = self.current()
+        # files it no longer read are what stopping early does, not why it stopped
+        found = [change for change in provenance.changes(self.recorded, run)
+                 if not change["text"].endswith(" no longer read")]
+        annotate(self.item, run=run, changes=found)
+        return texts(found)
+
     def reproduced(self) -> None:
         """Outputs match; what changed meanwhile is noted as drift."""
         if not self.differences:

@@ -264,7 +264,10 @@ class NotebookItem(pytest.Item):
         started = time.perf_counter()
         executed = started
         try:
-            cells = execute(self, settings, notebook, injected)
+            try:
+                cells = execute(self, settings, notebook, injected)
+            except NotebookError as exc:  # a cell raised: what changed may say why
+                raise NotebookError(f"{exc}{self._attribution(settings)}") from None
             executed = time.perf_counter()
             if settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs
                 self._observe(cells, settings)
@@ -300,6 +303,18 @@ class NotebookItem(pytest.Item):
         doc = lifecycle.load()
         images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
+
+    def _attribution(self, settings: Settings) -> str:
+        """For a notebook that failed to run: what changed since its baseline was recorded, as
+        the failure's last lines; '' without a baseline to compare with."""
+        if settings.baseline_source != "baselines" or settings.update or settings.observing:
+            return ""
+        store = store_of(self.config)
+        lifecycle = Lifecycle(self, store, store.for_notebook(Path(self.path), self.profile),
+                              self._inputs, hash_seed=kernel_hash_seed(),
+                              settings=self.run_settings())
+        line = since_line(lifecycle.errored())
+        return f"\n\n{line}" if line else ""
 
     def _observe(self, cells: list[CellResult], settings: Settings) -> None:
         tolerance = [self.options.get("rtol"), self.options.get("atol")]
@@ -496,6 +511,9 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
                 raise NotebookError(f"{_cell_header(_result(index, cell, [], rules))}\n"
                                     f"the kernel died: {exc}") from None
             except CellExecutionError:
+                if lineage is not None:  # what the kernel read may say why it raised
+                    with contextlib.suppress(Exception):
+                        lineage.add(item.nodeid, _kernel_reads(client))
                 raise NotebookError(
                     f"{item.nodeid}: {_cell_header(_result(index, cell, [], rules))}\n"
                     f"raised an unexpected exception:\n{_traceback(cell)}") from None

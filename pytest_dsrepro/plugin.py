@@ -262,6 +262,48 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return result
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test with a baseline that failed before its values were compared carries what changed
+    since the baseline was recorded, as a diverged one does."""
+    changes = _attribution(item, call)
+    report = yield
+    if changes and report.failed:
+        from pytest_dsrepro.lifecycle import since_line
+
+        longrepr = report.longrepr
+        if hasattr(longrepr, "addsection"):
+            longrepr.addsection("dsrepro", since_line(changes))
+        elif isinstance(longrepr, str):
+            report.longrepr = f"{longrepr}\n{since_line(changes)}"
+    return report
+
+
+def _attribution(item: pytest.Item, call: pytest.CallInfo[None]) -> list[str]:
+    """What changed since the baseline of a test that raised (setup or call), not for a
+    difference the fixture reports itself nor an expected failure; [] otherwise."""
+    if call.excinfo is None or call.when == "teardown" or getattr(item, "is_notebook", False) \
+            or "baseline" not in getattr(item, "fixturenames", ()) \
+            or call.excinfo.errisinstance((pytest.skip.Exception, pytest.xfail.Exception)) \
+            or item.get_closest_marker("xfail") is not None:
+        return []
+    settings = settings_of(item.config)
+    if settings.update or settings.observing:
+        return []
+    recorder = item.stash.get(BASELINE_KEY, None)
+    if recorder is not None and recorder.diverged:
+        return []
+    if recorder is not None:
+        return list(recorder.lifecycle.errored())
+    from pytest_dsrepro.lifecycle import Lifecycle
+
+    store = store_of(item.config)
+    path = store.for_test(Path(item.path), item.name)
+    lineage = lineage_of(item.config)
+    return Lifecycle(item, store, path, lambda: lineage.inputs_of(item.nodeid, str(item.path))
+                     if lineage else None).errored()
+
+
 @pytest.fixture
 def baseline(request: pytest.FixtureRequest) -> Any:
     """``baseline.check(name, value, rtol=None, atol=None)``: values this test must reproduce,

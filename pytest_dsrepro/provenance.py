@@ -137,13 +137,12 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
     if old_inputs is not None and new_inputs is not None:
         for kind in ("data", "source"):
             old, new = old_inputs.get(kind) or {}, new_inputs.get(kind) or {}
-            for path in sorted(set(old) | set(new)):
-                if path not in new:
-                    add(kind, f"{path} no longer read")
-                elif path not in old:
-                    add(kind, f"{path} read, not read before")
-                elif old[path] != new[path]:
-                    add(kind, f"{path} changed")
+            moved = sorted(((path, "no longer read" if path not in new else
+                             "read, not read before" if path not in old else "changed")
+                            for path in set(old) | set(new) if old.get(path) != new.get(path)),
+                           key=lambda entry: (STATE_ORDER.index(entry[1]), entry[0]))
+            for text in by_folder(moved):
+                add(kind, text)
     old_packages, new_packages = recorded.get("packages") or {}, current.get("packages") or {}
     names = set(old_packages) | set(new_packages) if recorded.get("version") == VERSION \
         else set(old_packages)  # an older baseline recorded a few packages only
@@ -165,13 +164,12 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
     old_files, new_files = recorded.get("build_files") or {}, current.get("build_files") or {}
     if old_files and new_files:
         named = {change["text"].split(" ")[0] for change in found}  # inputs said already
-        for path in sorted(set(old_files) | set(new_files)):
-            if path in named:
-                continue
-            if old_files.get(path) != new_files.get(path):
-                state = "added" if path not in old_files else "removed" \
-                    if path not in new_files else "changed"
-                add("image", f"build context: {path} {state}")
+        moved = [(path, "added" if path not in old_files else "removed"
+                  if path not in new_files else "changed")
+                 for path in sorted(set(old_files) | set(new_files))
+                 if path not in named and old_files.get(path) != new_files.get(path)]
+        for text in by_folder(moved):
+            add("image", f"build context: {text}")
     elif not old_hash and recorded.get("image") and current.get("image"):
         # an older baseline: its tag ends with the content hash; the project's name does not count
         old_tag, new_tag = str(recorded["image"]), str(current["image"])
@@ -193,7 +191,54 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
         for key in sorted(set(old_settings) | set(new_settings)):
             if old_settings.get(key) != new_settings.get(key):
                 add("settings", f"{key} {old_settings.get(key)} -> {new_settings.get(key)}")
-    return found
+    return at_most(found)
+
+
+# a changed file is the likeliest cause, one no longer read the least (it may be an effect)
+STATE_ORDER = ("changed", "read, not read before", "no longer read")
+NOUNS = {"data": "data files", "source": "source files", "packages": "packages",
+         "image": "image changes", "hardware": "hardware changes", "settings": "settings"}
+FOLDER_LIMIT = 3  # files of one folder named one by one; past it, the folder in one line
+CHANGES_LIMIT = 8  # lines of changes an item shows at most, the last saying how many more
+
+
+def by_folder(moved: list[tuple[str, str]]) -> list[str]:
+    """``(path, state)`` pairs in words: one line a file, except where one top-level folder
+    holds more than :data:`FOLDER_LIMIT` of them: ``.git/: 87 files changed``."""
+    folders: dict[str, list[tuple[str, str]]] = {}
+    for path, state in moved:
+        top = path.split("/", 1)[0] + "/" if "/" in path else ""
+        folders.setdefault(top, []).append((path, state))
+    lines = []
+    for top, entries in folders.items():
+        if len(entries) <= FOLDER_LIMIT:
+            lines += [f"{path} {state}" for path, state in entries]
+            continue
+        states: dict[str, int] = {}
+        for _, state in entries:
+            states[state] = states.get(state, 0) + 1
+        counted = ", ".join(f"{count} {state}" for state, count in states.items())
+        lines.append(f"{top or 'the top folder'}: {len(entries)} files "
+                     + (next(iter(states)) if len(states) == 1 else f"({counted})"))
+    return lines
+
+
+def at_most(found: list[dict[str, str]], limit: int = CHANGES_LIMIT) -> list[dict[str, str]]:
+    """A handful of lines, the most likely causes first: past :data:`FOLDER_LIMIT` changes of
+    one kind, the first few and a count of the rest; past ``limit`` lines, one for the rest."""
+    kept: list[dict[str, str]] = []
+    for kind in KINDS:
+        of_kind = [change for change in found if change["kind"] == kind]
+        if len(of_kind) > FOLDER_LIMIT:
+            of_kind = [*of_kind[:FOLDER_LIMIT - 1],
+                       {"kind": kind, "text": f"and {len(of_kind) - FOLDER_LIMIT + 1} more "
+                                              f"{NOUNS[kind]}"}]
+        kept += of_kind
+    if len(kept) <= limit:
+        return kept
+    rest = kept[limit - 1:]
+    return [*kept[:limit - 1], {"kind": rest[0]["kind"],
+                                "text": f"and more: {', '.join(sorted({c['kind'] for c in rest}))}"}]
 
 
 def texts(found: list[dict[str, str]]) -> list[str]:

@@ -320,6 +320,10 @@ class Summary:
                 changes = texts(record.dsrepro.get("changes") or [])
                 if changes:
                     write(f"  since its baseline was recorded: {'; '.join(changes)}")
+            elif record.status in ("failed", "error") and record.dsrepro.get("changes"):
+                write(f"{record.status}: {record.nodeid}")
+                write("  since its baseline was recorded: "
+                      f"{'; '.join(texts(record.dsrepro['changes']))}")
             elif record.status == "recorded":
                 write(f"baseline {record.dsrepro.get('status', 'recorded')}: "
                       f"{record.dsrepro.get('baseline')}")

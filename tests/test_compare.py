@@ -151,6 +151,30 @@ def test_changes_name_the_most_likely_cause_first() -> None:
                                                                        "six": "1.0"}}) == []
 
 
+def test_many_changes_are_grouped_by_folder_and_kept_to_a_handful() -> None:
+    from pytest_dsrepro.provenance import VERSION, changes
+
+    files = {f".git/objects/{n:02}": "1" for n in range(87)} | {"src/model.py": "1"}
+    recorded = {"version": VERSION, "image_hash": "aaaa", "build_files": files,
+                "packages": {f"pkg{n}": "1.0" for n in range(9)},
+                "inputs": {"data": {f"data/part-{n}.csv": "x" for n in range(5)}}}
+    moved = {**{path: "2" for path in files if path.startswith(".git/objects/0")},
+             **{f".git/refs/{n}": "1" for n in range(3)}}
+    current = {**recorded, "image_hash": "bbbb", "build_files": {**files, **moved},
+               "packages": {f"pkg{n}": "2.0" for n in range(9)},
+               "inputs": {"data": {**{f"data/part-{n}.csv": "y" for n in range(5)},
+                                   "params.yaml": "p"}}}
+    assert [change["text"] for change in changes(recorded, current)] == [
+        "data/: 5 files changed",
+        "params.yaml read, not read before",
+        "pkg0 1.0 -> 2.0",
+        "pkg1 1.0 -> 2.0",
+        "and 7 more packages",
+        "image content aaaa -> bbbb",
+        "build context: .git/: 13 files (10 changed, 3 added)",
+    ]
+
+
 @pytest.mark.parametrize(("expected", "obtained"), [("inf", "0.0"), ("-inf", "1e308"),
                                                    ("inf", "-inf"), ("nan", "1.0")])
 def test_an_infinite_or_nan_value_differs_from_any_other(expected: str, obtained: str) -> None:

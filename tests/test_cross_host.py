@@ -152,3 +152,51 @@ def test_a_changed_package_is_named_first(moved: Path) -> None:
     assert re.search(r"executed notebook: dsrepro-artifacts/analysis\.ipynb/executed\.ipynb",
                      output), output
     assert (moved / "dsrepro-artifacts" / "analysis.ipynb" / "executed.ipynb").is_file()
+
+
+def test_an_item_that_errors_says_what_changed(moved: Path) -> None:
+    """A broken parameter file makes the notebook's cell raise and the test error before its
+    checks: both name the change, in the failure, the summary, the JSON and the HTML report."""
+    params = moved / "params.yaml"
+    params.write_text("seed: [42\n")
+    code, output = run_at(moved, "--dsrepro-report=report.json", "--dsrepro-html=report.html")
+    assert code == pytest.ExitCode.TESTS_FAILED, output
+    assert "raised an unexpected exception" in output and "yaml" in output, output
+    causes = first_cause(output)
+    assert len(causes) >= 2 and set(causes) == {"params.yaml changed"}, output
+    for nodeid in ("analysis.ipynb", "ctests/test_score.py::test_score"):
+        assert f"failed: {nodeid}\n  since its baseline was recorded: params.yaml changed" \
+            in output, output
+    items = json.loads((moved / "report.json").read_text())["items"]
+    assert [(item["outcome"], item["changes"][0]) for item in items] == [
+        ("failed", {"kind": "data", "text": "params.yaml changed"})] * 2
+    html = (moved / "report.html").read_text()
+    assert html.count("Since its baseline was recorded:") == 2
+
+
+def test_a_commit_in_the_build_context_is_one_line(moved: Path) -> None:
+    """Without a .dockerignore that leaves out .git, the first run says once what it costs; a
+    commit then changes the image, and the failures name .git/ in one line, not a file each."""
+    subprocess.run(["git", "init", "-q"], cwd=moved, check=True)
+    code, output = run_at(moved, "--dsrepro-update")
+    assert code == 0, output
+    assert output.count(".git/ is in the build context") == 1, output
+    assert "add .git to .dockerignore" in output
+    for index in range(12):
+        (moved / f"note-{index}.txt").write_text(str(index))
+    subprocess.run(["git", "add", "-A"], cwd=moved, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                   cwd=moved, check=True)
+    params = moved / "params.yaml"
+    params.write_text("seed: 7\n")
+    code, output = run_at(moved)
+    assert code == pytest.ExitCode.TESTS_FAILED, output
+    lines = [line for line in output.splitlines() if "since the baseline was recorded" in line]
+    assert len(lines) >= 2, output
+    for line in lines:
+        causes = line.split("recorded: ", 1)[1].split("; ")
+        assert causes[0] == "params.yaml changed", line
+        assert any(re.fullmatch(r"build context: \.git/: \d+ files .*", c) for c in causes), line
+        assert not any(c.startswith("build context: .git/") and " files " not in c
+                       for c in causes), line
+        assert len(causes) <= 8, line
