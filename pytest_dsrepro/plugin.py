@@ -14,6 +14,7 @@ from pytest_dsrepro.state import (
     HOST_SESSION,
     LINEAGE_KEY,
     SETTINGS_KEY,
+    SWEPT_KEY,
     host_session_of,
     inside_of,
     is_xdist_worker,
@@ -86,6 +87,12 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
     _start_lineage(config, settings)
+    if not is_xdist_worker(config):  # what a killed --dsrepro-update left goes, said
+        from pytest_dsrepro.store import sweep, swept_line
+
+        removed = sweep(settings.baselines)
+        if removed:
+            config.stash[SWEPT_KEY] = swept_line(removed, settings.baselines, settings.rootdir)
     from pytest_dsrepro.summary import Summary
 
     config.pluginmanager.register(Summary(config), "dsrepro-summary")
@@ -154,11 +161,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if inside_of(config) is not None:
         return ["dsrepro: worker inside the project's container"]
+    swept = [f"dsrepro: {config.stash[SWEPT_KEY]}"] if SWEPT_KEY in config.stash else []
     host = host_session_of(config)
-    if host is None:
-        return ["dsrepro: container items run on the host (use --in-docker to run them in "
-                "the project's image)"]
-    return host.header()
+    if host is not None:
+        return [*swept, *host.header()]
+    return [*swept, "dsrepro: container items run on the host (use --in-docker to run them in "
+            "the project's image)"]
 
 
 def _under(path: Path, folders: tuple[Path, ...]) -> bool:

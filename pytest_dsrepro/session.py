@@ -243,6 +243,13 @@ class HostSession:
             self._gpus_seen = bool(self._gpus_seen) or bool(seen)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.settings.update and not self.xdist_worker:
+            # every worker is gone: what one killed while it wrote a baseline left goes now
+            from pytest_dsrepro.store import sweep, swept_line
+
+            removed = sweep(self.settings.baselines)
+            if removed:
+                self.say(swept_line(removed, self.settings.baselines, self.settings.rootdir))
         if self.executor.facts().get("rebuild_check") and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the rebuild drifted
         if self.xdist_worker:

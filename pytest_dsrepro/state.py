@@ -19,6 +19,7 @@ SETTINGS_KEY = pytest.StashKey["Settings"]()
 STORE_KEY = pytest.StashKey["Store"]()
 LINEAGE_KEY = pytest.StashKey["Lineage"]()
 BASELINE_KEY = pytest.StashKey["Baseline"]()  # an item's ``baseline`` fixture object
+SWEPT_KEY = pytest.StashKey[str]()  # what the session's start removed from the baselines folder
 HOST_SESSION = "dsrepro-session"  # plugin name of the host session (--in-docker)
 
 

@@ -4,10 +4,13 @@ atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,15 +176,19 @@ class Store:
         old_files = {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
         if old is not None and _same(old, text) and old_files == files:
             return "unchanged"
-        if files:
-            folder.mkdir(parents=True, exist_ok=True)
+        if not files:
+            for stale in old_files:
+                (folder / stale).unlink()
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+            atomic_write(path, text.encode("utf-8"))
+            return "created" if old is None else "changed"
+        with locked_folder(folder):
             for name, data in files.items():
                 atomic_write(folder / name, data)
-        for stale in set(old_files) - set(files):
-            (folder / stale).unlink()
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        atomic_write(path, text.encode("utf-8"))
+            for stale in set(old_files) - set(files):
+                (folder / stale).unlink()
+            atomic_write(path, text.encode("utf-8"))
         return "created" if old is None else "changed"
 
     def display(self, path: Path) -> str:
@@ -240,20 +247,115 @@ def _same(old: str, new: str) -> bool:
         return False
 
 
+TEMPORARY_SUFFIX = ".dsrepro.tmp"
+# what an interrupted write leaves: ours (.NAME.RANDOM.dsrepro.tmp), and earlier versions'
+# (.NAME.RANDOM.tmp)
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.dsrepro)?\.tmp$")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder: never a half-written file."""
+    """Write through a temporary file in the same folder: never a half-written file. The
+    temporary file is locked while it is written, so that :func:`sweep` tells a writer that was
+    killed (SIGKILL leaves the file behind) from one still writing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=TEMPORARY_SUFFIX)
+        _lock(fd, wait=True)
+        if _still_there(tmp, fd):
+            break
+        os.close(fd)  # swept between its creation and the lock: take another
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+@contextlib.contextmanager
+def locked_folder(folder: Path) -> Iterator[None]:
+    """``folder`` made and locked while a baseline's files and then its YAML are written: until
+    the YAML exists, a sweep must not take the folder for one a killed writer left."""
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        _lock(fd, wait=True)
+        if _still_there(str(folder), fd):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _still_there(path: str, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _lock(fd: int, wait: bool) -> bool:
+    """An exclusive lock on the open file ``fd``; False where another process holds one."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): nothing is ever taken for abandoned
+        return wait
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether no process holds the lock of ``path`` (its writer is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        return _lock(fd, wait=False)
+    finally:
+        os.close(fd)
+
+
+def swept_line(removed: list[Path], root: Path, rootdir: Path) -> str:
+    """What :func:`sweep` removed, in one line."""
+    names = ", ".join(shown(path, root) for path in removed[:3])
+    more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+    return (f"removed {len(removed)} leftover(s) of an interrupted --dsrepro-update from "
+            f"{shown(root, rootdir)}/: {names}{more}")
+
+
+def sweep(root: Path) -> list[Path]:
+    """Remove what interrupted writes left in the baselines folder ``root`` and return it:
+    temporary files of :func:`atomic_write` whose writer is gone, and the ``.files`` folder of
+    a baseline whose YAML its killed writer never wrote. Nothing else is touched."""
+    if not root.is_dir():
+        return []
+    removed: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        for name in names:
+            if _TEMPORARY.match(name) and _abandoned(here / name):
+                with contextlib.suppress(OSError):
+                    (here / name).unlink()
+                    removed.append(here / name)
+        for name in list(dirs):
+            orphan = here / name
+            if name.endswith(".files") and not (here / (name[:-len(".files")] + ".yaml")).exists() \
+                    and _abandoned(orphan):
+                shutil.rmtree(orphan, ignore_errors=True)
+                removed.append(orphan)
+                dirs.remove(name)
+    return removed

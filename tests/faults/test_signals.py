@@ -307,3 +307,108 @@ def test_concurrent_updates_leave_whole_baselines(project: Project) -> None:
     recorded = whole_baselines(project.path / "baselines")
     assert len(recorded) == 6
     project.run("--in-docker").assert_outcomes(passed=6)
+
+
+# inside the container: a chosen write of a baseline stops, mid-file, until the test signals
+# the host; the marker in the scratch folder says the moment has come
+PAUSE_WRITES = """
+import os, time
+
+real_fsync = os.fsync
+
+
+def paused(fd):
+    real_fsync(fd)
+    written = os.readlink(f"/proc/self/fd/{fd}")
+    if os.environ.get("DSREPRO_IN_CONTAINER") and os.environ["MOMENT"] in written:
+        with open(os.path.join(os.environ["DSREPRO_SCRATCH"], "paused"), "w") as handle:
+            handle.write(written)
+        time.sleep(300)
+
+
+os.fsync = paused
+"""
+
+VALUES = """
+import pytest
+
+@pytest.mark.container
+def test_values(baseline):
+    for index in range(40):
+        baseline.check(f"v{index}", index * 0.5)
+"""
+
+
+def not_whole(folder: Path) -> list[str]:
+    """What in ``folder`` is not a whole baseline: a YAML that does not load, a ``.files``
+    folder without its YAML, any other entry."""
+    import yaml
+
+    wrong = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and path.name.endswith(".files"):
+            if not path.with_suffix(".yaml").is_file():
+                wrong.append(f"{path.name} without its YAML")
+        elif path.is_file() and path.parent.name.endswith(".files"):
+            if path.name.startswith("."):
+                wrong.append(path.name)
+        elif path.is_file():
+            if path.suffix != ".yaml" or path.name.startswith("."):
+                wrong.append(path.name)
+            elif not isinstance(yaml.safe_load(path.read_text()), dict):
+                wrong.append(f"{path.name} does not load")
+    return wrong
+
+
+@pytest.mark.parametrize(("moment", "signum"), [
+    ("test_values.yaml", signal.SIGINT),  # a test's YAML being replaced
+    ("nb.files", signal.SIGTERM),  # a notebook's image being replaced, its YAML not yet there
+    ("nb.yaml", signal.SIGKILL),  # the notebook's YAML, after its image
+    ("test_values.yaml", signal.SIGKILL),
+])
+def test_an_interrupted_update_leaves_only_whole_baselines(project: Project, docker_client: Any,
+                                                           moment: str, signum: int) -> None:
+    from notebooks import write_notebook
+
+    project.pytester.makeconftest(PAUSE_WRITES)
+    project.pytester.makepyfile(test_values=VALUES)
+    write_notebook(project.path / "nb.ipynb", SHOW_IMAGE)
+    project.ini(dsrepro_notebooks=["nb.ipynb"])
+    project.ignore("baselines", "scratch")
+    scratch = project.path / "scratch"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOMENT", moment)
+        proc = start(project, "--dsrepro-update", "--dsrepro-env=MOMENT",
+                     f"--dsrepro-scratch={scratch}")
+    wait_for(lambda: (scratch / "paused").exists(), f"no write of {moment} began", proc)
+    assert moment in (scratch / "paused").read_text()
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=60)[0]
+    baselines = project.path / "baselines"
+    if signum != signal.SIGKILL:
+        assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+        assert "Traceback" not in output, output
+        assert not_whole(baselines) == [], output
+        return
+    wait_for_gone = time.monotonic() + 30  # the worker exits once its host's attachment closes
+    while container_ids(docker_client, proc.pid) and time.monotonic() < wait_for_gone:
+        time.sleep(0.2)
+    assert not_whole(baselines), "a SIGKILL in the middle of a write leaves a temporary file"
+    (scratch / "paused").unlink()
+    after = project.run("--in-docker", f"--dsrepro-scratch={scratch}", "test_values.py")
+    after.stdout.fnmatch_lines(["dsrepro: removed * leftover(s) of an interrupted "
+                                "--dsrepro-update from baselines/: *"])
+    assert not_whole(baselines) == []
+
+
+SHOW_IMAGE = """
+import base64, zlib, struct
+from IPython.display import Image, display
+
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+png = (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(bytes([0, 10, 0, 0]))) + chunk(b"IEND", b""))
+display(Image(data=png, format="png"))
+"""
