@@ -31,6 +31,7 @@ EVENTS = frozenset({START, COLLECTED, COLLECTREPORT, LOGSTART, REPORT, WARNING, 
 LOST = "_lost"  # the engine went away: {"message": ...}
 INVALID = "_invalid"  # a line that broke the protocol: {"message": ...}
 EOF = "_eof"  # the stream ended
+OUTPUT = "_output"  # with -s: a line the worker printed, shown live: {"line": ...}
 
 # events of a child process (--dsrepro-workers) that the launcher replaces with its own
 CHILD_ONLY = frozenset({START, FINISH, EXIT, COLLECTED})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,8 @@ class Replay:
             if should_stop(self.session):
                 self.worker.kill()
                 return Outcome([], stop=True)
+        elif kind == protocol.OUTPUT:
+            self.show(str(event.get("line", "")))
         elif kind == protocol.FINISH:
             self.finished = True
         elif kind == protocol.EXIT:  # the rest is interpreter shutdown: no need to wait for it
@@ -196,6 +199,16 @@ class Replay:
             self.worker.kill()
             return self._after_exit(f"the worker sent an unknown event {kind!r}")
         return None
+
+    def show(self, line: str) -> None:
+        """With ``-s``: a line the worker printed, on the terminal as the host's own items'
+        output is (a pytest-xdist worker writes it to its standard error, as its items do)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or hasattr(self.config, "workerinput"):
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        else:
+            reporter.write(line + "\n", flush=True)
 
     def _timed_out(self, item: pytest.Item, started: float) -> Outcome:
         self.worker.kill()

@@ -118,3 +118,42 @@ def test_update_and_warning_filters_reach_the_container(project: Project) -> Non
     lenient = project.run("--in-docker")
     lenient.assert_outcomes(passed=1, failed=1, warnings=1)
     lenient.stdout.fnmatch_lines(["*test_update_seen*assert None is True*"])
+
+
+def test_output_of_a_container_item_streams_live_with_s(project: Project) -> None:
+    """With ``-s`` a container test's print reaches the terminal while the test still runs: it
+    waits for the host to see the line before it ends."""
+    import subprocess
+    import sys
+    import time
+
+    project.pytester.makepyfile(test_talk="""
+        import os, time
+        import pytest
+
+        @pytest.mark.container
+        def test_talks():
+            print("hello from inside", flush=True)
+            released = os.path.join(os.environ["DSREPRO_SCRATCH"], "released")
+            deadline = time.monotonic() + 60
+            while not os.path.exists(released):
+                assert time.monotonic() < deadline, "the host never saw the line"
+                time.sleep(0.05)
+        """)
+    scratch = project.path / "scratch"
+    project.ignore("scratch")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s",
+                             "--in-docker", f"--dsrepro-scratch={scratch}"], cwd=project.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "hello from inside" in line:
+            (scratch / "released").touch()
+            break
+    output = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert "1 passed" in output
+    quiet = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
+    assert "hello from inside" not in quiet.stdout.str()

@@ -199,8 +199,10 @@ class WorkerContainer:
     :class:`~pytest_dsrepro.executors.Worker`."""
 
     def __init__(self, client: Any, options: dict[str, Any],
-                 bring_back: tuple[tuple[Path, bool], ...] = (), address: str = "") -> None:
+                 bring_back: tuple[tuple[Path, bool], ...] = (), address: str = "",
+                 echo: bool = False) -> None:
         self.client = client
+        self.echo = echo  # -s: what the worker prints is shown as it comes
         self.address = address or engine.engine_address()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
@@ -278,6 +280,8 @@ class WorkerContainer:
         if self.fatal is None and FATAL.search(line):
             self.fatal = line
         self.stderr_tail.append(line)
+        if self.echo:
+            self.events.put({"e": protocol.OUTPUT, "line": line})
 
     def log_tail(self) -> list[str]:
         tail = list(self.stderr_tail)
@@ -747,7 +751,7 @@ class DockerExecutor:
                 *(((self.settings.baselines, False),) if self.settings.update else ()))
         try:
             worker = WorkerContainer(self.client, options, back if run.copy else (),
-                                     self.address.url)
+                                     self.address.url, echo=self.config.option.capture == "no")
         except docker.errors.APIError as exc:
             raise engine.refused(exc, "to create a container", self.address.url) from None
         try:

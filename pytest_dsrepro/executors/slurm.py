@@ -67,8 +67,10 @@ class SrunWorker:
     """One job step running one worker container: a
     :class:`~pytest_dsrepro.executors.Worker`."""
 
-    def __init__(self, command: list[str], job_name: str, env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], job_name: str, env: dict[str, str],
+                 echo: bool = False) -> None:
         self.job_name = job_name
+        self.echo = echo  # -s: what the step prints is shown as it comes
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self._exit_code: int | None = None
@@ -87,7 +89,10 @@ class SrunWorker:
     def _read_errors(self) -> None:
         assert self.process.stderr is not None
         for raw in self.process.stderr:
-            self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.stderr_tail.append(line)
+            if self.echo:
+                self.events.put({"e": protocol.OUTPUT, "line": line})
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -219,4 +224,5 @@ class SlurmExecutor(DockerExecutor):
                 sys.executable, "-m", "pytest_dsrepro.slurm_step", str(step_file)]
         path = os.pathsep.join(filter(None, [str(plugin_source().parent),
                                              os.environ.get("PYTHONPATH", "")]))
-        return SrunWorker(srun, name, {**os.environ, "PYTHONPATH": path})
+        return SrunWorker(srun, name, {**os.environ, "PYTHONPATH": path},
+                          echo=self.config.option.capture == "no")
