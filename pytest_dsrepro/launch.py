@@ -22,7 +22,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from pytest_dsrepro import protocol
+from pytest_dsrepro import code_coverage, protocol
 from pytest_dsrepro.durations import by_file, cost_of
 
 if TYPE_CHECKING:
@@ -163,8 +163,12 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     stream = EventStream(channel, settings)
     plugins: list[Any] = [stream, HostOptions(request.options),
                           *([KeepProfiles(profiled)] if profiled else [])]
+    measuring = code_coverage.started(request.coverage)  # before the zygote: kernels measure
     _start_kernel_zygote(request.nodeids, settings)
-    return int(pytest.main(args, plugins=plugins))
+    try:
+        return int(pytest.main(args, plugins=plugins))
+    finally:
+        code_coverage.stopped(measuring)
 
 
 def _start_kernel_zygote(nodeids: list[str], settings: Settings) -> None:
@@ -310,8 +314,9 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     missing = _missing(request.require)
+    without = ["coverage"] if request.coverage and not code_coverage.available() else []
     _send(channel, protocol.START, python=sys.version.split()[0], missing=missing,
-          pid=os.getpid())
+          pid=os.getpid(), without=without)
     if missing:
         return 3
     shares = split(request.nodeids, request.workers, request.durations)

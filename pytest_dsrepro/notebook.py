@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro import provenance, warm_kernels
+from pytest_dsrepro import code_coverage, provenance, warm_kernels
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.cell_rules import CellRules, rules_of, tags_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
@@ -487,6 +487,8 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
         started = time.monotonic()
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
+        if os.environ.get(code_coverage.ENV):  # pytest-cov measures the session: kernels too
+            _quietly(client, code_coverage.KERNEL_SETUP)
         for position, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue

@@ -89,7 +89,8 @@ class Request:
     the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
     (a repeat's perturbations: they then run in processes of their own), ``durations`` how long
     the items took last time, to share them among the workers longest first, ``options`` the host's
-    parsed pytest options (:mod:`pytest_dsrepro.parity`), set over the container's own."""
+    parsed pytest options (:mod:`pytest_dsrepro.parity`), set over the container's own,
+    ``coverage`` what to measure under pytest-cov (:mod:`pytest_dsrepro.code_coverage`)."""
 
     settings: dict[str, Any]
     args: list[str]
@@ -100,6 +101,7 @@ class Request:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # over the worker's (a repeat's)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)  # last time's seconds
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the host's option values
+    coverage: dict[str, Any] | None = None  # pytest-cov's measurement, made inside too
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -154,6 +154,13 @@ class Replay:
         if kind == protocol.START:
             if event.get("missing"):
                 raise MissingPackages(list(event["missing"]))
+            if "coverage" in (event.get("without") or []):
+                from pytest_dsrepro.state import host_session_of
+
+                host = host_session_of(self.config)
+                if host is not None:
+                    host.note_once("coverage: the image has no coverage package, so container "
+                                   "items are not measured; add coverage to the image")
         elif kind == protocol.LOGSTART:
             starting = self.by_id.get(event["nodeid"])
             if starting is not None:

@@ -77,6 +77,7 @@ class HostSession:
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
         self._previous_terminate = terminate_as_interrupt()
         self._gpus_seen: bool | None = None  # from xdist workers
+        self._said: set[str] = set()  # lines said once
 
     def _check_engines(self) -> None:
         if self.xdist_controller or self.xdist_worker:
@@ -306,12 +307,14 @@ class HostSession:
                 workers: int = 1) -> Request:
         from pytest_dsrepro.state import settings_of
 
+        from pytest_dsrepro import code_coverage
         from pytest_dsrepro.parity import option_values
 
         known = self.durations() if workers > 1 else {}
         return Request(settings=settings_of(self.config).to_wire(),
                        args=[*self.worker_args(), *extra_args], nodeids=nodeids,
                        options=option_values(self.config),
+                       coverage=code_coverage.wanted(self.config, self.settings.artifacts),
                        require=require, workers=workers,
                        durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})
 
@@ -383,8 +386,21 @@ class HostSession:
                         self._repeat(list(groups.values()))
         finally:
             restore_terminate(previous)
+            self.collect_coverage()
         _raise_if_stopping(session)
         return True
+
+    def collect_coverage(self) -> None:
+        """The containers' coverage data beside pytest-cov's, before it combines and reports."""
+        from pytest_dsrepro import code_coverage
+
+        code_coverage.collect(self.config, self.settings.artifacts)
+
+    def note_once(self, line: str) -> None:
+        """Say ``line`` once a session, however many workers bring it."""
+        if line not in self._said:
+            self._said.add(line)
+            self.say(line)
 
     def _run_on_engines(self, session: pytest.Session,
                         groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
@@ -456,7 +472,10 @@ class HostSession:
         if not self.xdist_worker or SPEC_KEY not in item.stash:
             return None
         self.executor.prepare()
-        self.run_group(item.session, item.stash[SPEC_KEY], [item])
+        try:
+            self.run_group(item.session, item.stash[SPEC_KEY], [item])
+        finally:
+            self.collect_coverage()
         return True
 
     def run_group(self, session: pytest.Session, spec: ContainerSpec,

@@ -157,3 +157,57 @@ def test_output_of_a_container_item_streams_live_with_s(project: Project) -> Non
     assert "1 passed" in output
     quiet = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
     assert "hello from inside" not in quiet.stdout.str()
+
+
+CALC = """
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a * b
+
+
+def unused(a):
+    return -a
+"""
+
+
+def test_coverage_of_container_tests_and_notebook_kernels_reaches_the_host_report(
+        project: Project) -> None:
+    """``--cov`` measures what runs in the container, tests and notebook kernels alike, in the
+    host's report; an image without coverage is said in one line."""
+    from notebooks import write_notebook
+
+    needs("pytest_cov", "coverage")
+    import coverage
+
+    (project.path / "calc").mkdir()
+    (project.path / "calc" / "__init__.py").write_text(CALC)
+    project.pytester.makepyfile(test_calc="""
+        import pytest
+        import calc
+
+        @pytest.mark.container
+        def test_add():
+            assert calc.add(1, 2) == 3
+        """)
+    write_notebook(project.path / "nb.ipynb", "import calc\nprint(calc.mul(2, 3))")
+    project.ini(dsrepro_notebooks=["nb.ipynb"], dsrepro_baseline_source="none")
+    project.ignore("coverage.json", ".coverage*")
+    bare = project.run("--in-docker", "--cov=calc", "--cov-report=json:coverage.json")
+    bare.assert_outcomes(passed=2)
+    bare.stdout.fnmatch_lines(["dsrepro: coverage: the image has no coverage package, so "
+                               "container items are not measured; add coverage to the image"])
+    assert bare.stdout.str().count("the image has no coverage package") == 1
+    project.dockerfile(f"RUN pip install --no-cache-dir coverage=={coverage.__version__}")
+    for spread in ([], ["--dsrepro-workers", "2"]):
+        result = project.run("--in-docker", "--dsrepro-build-network=host", "--cov=calc",
+                             "--cov-report=json:coverage.json", *spread)
+        result.assert_outcomes(passed=2)
+        assert "never imported" not in result.stdout.str() + result.stderr.str()
+        report = json.loads((project.path / "coverage.json").read_text())
+        lines = report["files"]["calc/__init__.py"]
+        # add (the test) and mul (the kernel) ran; unused did not
+        assert lines["missing_lines"] == [11], (spread, lines)
+        assert not list((project.path / "dsrepro-artifacts").glob("**/.coverage*"))
