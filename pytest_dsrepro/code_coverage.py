@@ -57,7 +57,7 @@ def collect(config: pytest.Config, artifacts: Path) -> int:
     target = data_folder(config)
     if target is None or not parts.is_dir():
         return 0
-    plugin = config.pluginmanager.get_plugin("_cov")
+    plugin: Any = config.pluginmanager.get_plugin("_cov")
     base = os.path.basename(plugin.cov_controller.cov.config.data_file)
     moved = 0
     for part in sorted(parts.iterdir()):
@@ -85,7 +85,7 @@ def started(spec: dict[str, Any] | None) -> Any:
 
 
 def _start(spec: dict[str, Any]) -> Any:
-    import coverage
+    import coverage  # type: ignore[import-not-found,unused-ignore]
 
     Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
     cov = coverage.Coverage(source=spec["source"], branch=spec["branch"],

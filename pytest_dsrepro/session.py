@@ -305,10 +305,9 @@ class HostSession:
 
     def request(self, nodeids: list[str], require: list[str], *extra_args: str,
                 workers: int = 1) -> Request:
-        from pytest_dsrepro.state import settings_of
-
         from pytest_dsrepro import code_coverage
         from pytest_dsrepro.parity import option_values
+        from pytest_dsrepro.state import settings_of
 
         known = self.durations() if workers > 1 else {}
         return Request(settings=settings_of(self.config).to_wire(),

@@ -125,7 +125,6 @@ def test_output_of_a_container_item_streams_live_with_s(project: Project) -> Non
     waits for the host to see the line before it ends."""
     import subprocess
     import sys
-    import time
 
     project.pytester.makepyfile(test_talk="""
         import os, time
