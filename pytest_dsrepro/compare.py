@@ -19,6 +19,7 @@ DIFF_CONTEXT = 2
 class Tolerance:
     rtol: float = 1e-6
     atol: float = 1e-12
+    pixels: int = 8  # how far an image's pixel channel may move (metadata.dsrepro.pixel_tolerance)
 
     def allows(self, expected: float, obtained: float) -> bool:
         if math.isnan(expected) or math.isnan(obtained):

@@ -36,14 +36,14 @@ VOLATILE: tuple[tuple[re.Pattern[str], str, str | tuple[str, ...]], ...] = ((ANS
         # the scratch folder is the container's TMPDIR: its files are temporary paths too
         (r"(?:/tmp|/var/folders|/private/var/folders|/var/tmp|<SCRATCH>)/[^\s'\"),\]]*",
          "<TMPPATH>", "/"),
-        (r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|seconds|min|minutes)\b(?= |$|\n|,|\)|\])",
+        (r"\b\d+(?:\.\d+)?\s?(?:ns|[µμ]s|us|ms|s|sec|seconds|min|minutes)\b(?= |$|\n|,|\)|\])",
          "<DURATION>", ""),
         (r"\b\d+(?:\.\d+)?\s?(?:it|s)/(?:s|it)\b", "<RATE>", "/"),
     )
 ))
 # a quick scan for what DURATION needs: a digit, maybe a space, then a unit's first letter
-DURATION_HINT = re.compile(r"\d\s?(?:[nµum]s|s\b|sec|min)")
-DURATION_UNITS = (b"ns", "µs".encode(), b"us", b"ms", b"s", b"sec", b"seconds", b"min",
+DURATION_HINT = re.compile(r"\d\s?(?:[nµμum]s|s\b|sec|min)")
+DURATION_UNITS = (b"ns", "µs".encode(), "μs".encode(), b"us", b"ms", b"s", b"sec", b"seconds", b"min",
                   b"minutes")
 BIG_TEXT = 65536  # from this size on, the duration hint looks at bytes with numpy
 
@@ -94,6 +94,26 @@ def _byte_tables(np: Any) -> dict[str, Any]:
             table[list(members)] = True
             _TABLES[name] = table
     return _TABLES
+
+
+# IPython's timing magics: measurements of the machine, never results (dsrepro_compare_timings)
+_UNIT = r"(?:ns|[µμ]s|us|ms|s|min|h)"  # IPython writes the micro sign as a Greek mu
+_SPAN = rf"[\d.,]+ ?{_UNIT}(?: [\d.,]+ ?{_UNIT})*"  # 1.34 ms, 1min 2s, 1h 2min 3s
+TIMINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.MULTILINE), replacement) for pattern, replacement in (
+        # %timeit / %%timeit, IPython 7 and later (and a TimeitResult's repr):
+        # 1.34 ms ± 12.3 µs per loop (mean ± std. dev. of 7 runs, 1,000 loops each)
+        (rf"{_SPAN} ± {_SPAN} per loop \(mean ± std\. dev\. of [\d,]+ runs?, "
+         r"[\d,]+ loops? each\)", "<TIMING>"),
+        # %timeit before IPython 7: 1000 loops, best of 3: 1.34 ms per loop
+        (rf"[\d,]+ loops?, best of [\d,]+: {_SPAN} per loop", "<TIMING>"),
+        # a note %timeit adds on some runs only: the whole line goes
+        (r"^The slowest run took [\d.,]+ times longer than the fastest\.[^\n]*\n?", ""),
+        # %time / %%time: CPU times: user 1.2 s, sys: 8 ms, total: 1.21 s / Wall time: 1.21 s
+        (rf"^CPU times: (?:user {_SPAN}, sys: {_SPAN}, )?total: {_SPAN}$", "CPU times: <TIMING>"),
+        (rf"^Wall time: {_SPAN}$", "Wall time: <TIMING>"),
+    )
+)
 
 
 # tqdm-style bars: "45%|████▌     | 45/100 [00:01<00:02, ...]"

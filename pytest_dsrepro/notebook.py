@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro import code_coverage, provenance, warm_kernels
+from pytest_dsrepro import causes, code_coverage, provenance, warm_kernels
 from pytest_dsrepro.artifacts import Artifacts
 from pytest_dsrepro.cell_rules import CellRules, rules_of, tags_of
 from pytest_dsrepro.compare import Mismatch, Tolerance, compare_image, compare_text
@@ -26,6 +26,7 @@ from pytest_dsrepro.lineage import KERNEL_REPORT, kernel_setup
 from pytest_dsrepro.normalize import (
     ANSI,
     IMAGE_TYPES,
+    TIMINGS,
     compile_user_patterns,
     here_paths,
     joined,
@@ -42,7 +43,7 @@ from pytest_dsrepro.results import annotate, observe
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import lineage_of, settings_of, store_of
 
-METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers"}
+METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers", "pixel_tolerance"}
 SOURCE_LINES = 5
 
 
@@ -76,6 +77,10 @@ def read_options(notebook: Any) -> dict[str, Any]:
             parse_gpu(options["gpu"], "metadata.dsrepro")
     except DsreproUsageError as exc:
         raise NotebookError(str(exc)) from None
+    pixels = options.get("pixel_tolerance", 8)
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or not 0 <= pixels <= 255:
+        raise NotebookError("metadata.dsrepro.pixel_tolerance must be a whole number from 0 to "
+                            "255 (how far a pixel's channel may move)")
     markers = options.get("markers", [])
     if not isinstance(markers, list) or not all(isinstance(m, str) and m.isidentifier()
                                                 for m in markers):
@@ -108,12 +113,14 @@ def read_execution(notebook: Any) -> tuple[float | None, bool]:
 
 
 def output_patterns(settings: Settings) -> list[tuple[Any, str]]:
-    """The project's ``dsrepro_sanitize`` patterns and sanitize file, then this machine's
-    folders."""
+    """IPython's timings (unless ``dsrepro_compare_timings``), the project's
+    ``dsrepro_sanitize`` patterns and sanitize file, then this machine's folders."""
     import re
 
     pairs = [(re.compile(pattern), replacement) for pattern, replacement in settings.sanitize_file]
-    return [*compile_user_patterns(settings.sanitize), *pairs, *here_paths(settings.rootdir)]
+    timings = [] if settings.compare_timings else list(TIMINGS)
+    return [*timings, *compile_user_patterns(settings.sanitize), *pairs,
+            *here_paths(settings.rootdir)]
 
 
 def images_compared(settings: Settings) -> bool:
@@ -287,6 +294,7 @@ class NotebookItem(pytest.Item):
         tolerance = Tolerance(
             rtol=float(self.options.get("rtol", settings.rtol)),
             atol=float(self.options.get("atol", settings.atol)),
+            pixels=int(self.options.get("pixel_tolerance", Tolerance.pixels)),
         )
         artifacts = Artifacts(settings.artifacts, settings.rootdir, self.nodeid)
         if saved is not None:  # dsrepro_baseline_source = notebook
@@ -323,7 +331,7 @@ class NotebookItem(pytest.Item):
             if cell.ignore_output:
                 continue
             for number, output in enumerate(normalize_outputs(cell.outputs, user)):
-                for kind, text in _texts(output):
+                for kind, text in _texts(output, images=True):
                     observe(self, f"cell {cell.index} output {number} ({kind})", text, tolerance)
 
     def run_settings(self) -> dict[str, Any]:
@@ -399,14 +407,16 @@ class NotebookItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
 
-def _texts(output: dict[str, Any]) -> list[tuple[str, str]]:
-    """A normalized output as (kind, text) pairs; an image as its digest."""
+def _texts(output: dict[str, Any], images: bool = False) -> list[tuple[str, str]]:
+    """A normalized output as (kind, text) pairs; an image as its digest (``images``: as its
+    base64 data, so that the finder can compare pixels)."""
     if output["type"] == "stream":
         return [(output["name"], output.get("text", ""))]
     if output["type"] == "error":
         return [("error", f"{output.get('ename')}: {output.get('evalue')}")]
-    return [(mime, hashlib.sha256(str(value).encode()).hexdigest()[:16] if mime in IMAGE_TYPES
-             else str(value)) for mime, value in sorted(output["data"].items())]
+    return [(mime, hashlib.sha256(str(value).encode()).hexdigest()[:16]
+             if mime in IMAGE_TYPES and not images else str(value))
+            for mime, value in sorted(output["data"].items())]
 
 
 def _cell_header(cell: CellResult) -> str:
@@ -489,6 +499,8 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
         if os.environ.get(code_coverage.ENV):  # pytest-cov measures the session: kernels too
             _quietly(client, code_coverage.KERNEL_SETUP)
+        if os.environ.get(causes.SEED_ENV):  # the finder's seeded rerun
+            _quietly(client, causes.KERNEL_SEED)
         for position, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
@@ -700,7 +712,7 @@ def default_compare(what: str, kind: str, expected: Any, obtained: Any,
     """The plugin's own comparison of one output: pixels for images, text with numbers
     otherwise."""
     if kind in IMAGE_TYPES:
-        mismatch = compare_image(what, expected, obtained)
+        mismatch = compare_image(what, expected, obtained, pixel_tolerance=tolerance.pixels)
     else:
         mismatch = compare_text(what, expected, obtained, tolerance)
     return [mismatch] if mismatch else []

@@ -135,6 +135,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     lineage = lineage_of(item.config)
     if lineage is not None:
         lineage.item_starting(item.nodeid)
+    if inside_of(item.config) is not None:  # the finder's seeded rerun seeds every test alike
+        from pytest_dsrepro.causes import seed_here
+
+        seed_here()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -245,6 +245,8 @@ OPTIONS: tuple[Option, ...] = (
            "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", metavar="WHICH"),
     Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
            "baselines, false with baseline_source = notebook, as nbval)", metavar="BOOL"),
+    Option("compare_timings", "compare what IPython's %timeit and %time print (default: "
+           "false: their measurements become <TIMING>)", "bool", False, flag=None),
     Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
            "linelist", (), flag=None),
     Option("sanitize_file", "nbval's sanitize file (regex: / replace: lines), relative to the "
@@ -379,6 +381,7 @@ class Settings:
     retries: int = 1
     check: str = "all"
     compare_images: bool | None = None  # None: as the baseline source has it
+    compare_timings: bool = False  # IPython's timing magics' output as it is
     sanitize: tuple[str, ...] = ()
     sanitize_file: tuple[tuple[str, str], ...] = ()  # (regex, replacement) pairs read from it
     parameters: tuple[tuple[str, str], ...] = ()  # (glob, assignments)
@@ -472,6 +475,8 @@ class Settings:
             check=_choice(raw_value(config, "check") or "all", "check", ("all", "marked")),
             compare_images=_optional(raw_value(config, "compare_images"),
                                      lambda v: _named(parse_bool, v, "compare_images")),
+            compare_timings=_named(parse_bool, raw_value(config, "compare_timings"),
+                                   "compare_timings"),
             sanitize=tuple(raw_value(config, "sanitize")),
             sanitize_file=_optional(raw_value(config, "sanitize_file"),
                                      lambda v: read_sanitize_file(root / v)) or (),

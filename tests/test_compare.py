@@ -292,3 +292,59 @@ def test_a_baseline_read_ahead_is_read_again_when_it_changed(tmp_path: Path) -> 
     store.read_ahead(path)
     store.write(path, {"kind": "notebook", "cells": [{"index": 0, "outputs": []}]}, {})
     assert store.load(path)["cells"] == [{"index": 0, "outputs": []}]  # changed since: again
+
+
+def test_timings_of_ipython_magics_become_placeholders() -> None:
+    from pytest_dsrepro.normalize import TIMINGS, sanitize
+
+    printed = ("1.34 ms ± 12.3 µs per loop (mean ± std. dev. of 7 runs, 1,000 loops each)\n"
+               "52.3 ns ± 0.12 ns per loop (mean ± std. dev. of 7 runs, 10,000,000 loops each)\n"
+               "1.2 s ± 0 ns per loop (mean ± std. dev. of 1 run, 1 loop each)\n"
+               "<TimeitResult : 1.34 ms ± 12.3 us per loop (mean ± std. dev. of 7 runs, "
+               "1000 loops each)>\n"
+               "1000 loops, best of 3: 1.34 ms per loop\n"
+               "The slowest run took 5.23 times longer than the fastest. This could mean that "
+               "an intermediate result is being cached.\n"
+               "100000 loops, best of 5: 2.1 µs per loop\n"
+               "CPU times: user 531 μs, sys: 0 ns, total: 531 μs\n"
+               "Wall time: 1min 2s\n"
+               "CPU times: total: 15.6 ms\n"
+               "result 42 in 3 runs")
+    assert sanitize(printed, list(TIMINGS)) == (
+        "<TIMING>\n<TIMING>\n<TIMING>\n<TimeitResult : <TIMING>>\n<TIMING>\n<TIMING>\n"
+        "CPU times: <TIMING>\nWall time: <TIMING>\nCPU times: <TIMING>\nresult 42 in 3 runs")
+
+
+@pytest.mark.parametrize(("source", "before", "calls"), [
+    ("print(np.random.random((3, 3)))", "", ["np.random.random((3, 3))"]),
+    ("x = np.random.random(3)", "np.random.seed(0)", []),
+    ("rng = np.random.default_rng()\nx = rng.normal()", "", ["np.random.default_rng()"]),
+    ("rng = np.random.default_rng(42)\nx = rng.normal()", "", []),
+    ("random.seed(1)\nprint(random.randint(0, 9))", "", []),
+    ("print(random.randint(0, 10**9))", "import random", ["random.randint(0, 10**9)"]),
+    ("r = random.Random(7).random()", "", []),
+    ("t = torch.randn(3, 4)", "", ["torch.randn(3, 4)"]),
+    ("m = RandomForestClassifier(n_estimators=10)", "", ["RandomForestClassifier(n_estimators=10)"]),
+    ("m = RandomForestClassifier(random_state=0)", "", []),
+])
+def test_calls_that_draw_without_a_seed_are_named(source: str, before: str,
+                                                   calls: list[str]) -> None:
+    from pytest_dsrepro.causes import unseeded_calls
+
+    assert unseeded_calls(source, before) == calls
+
+
+def test_a_pattern_needs_a_word_beside_the_moving_token() -> None:
+    from pytest_dsrepro.compare import Tolerance
+    from pytest_dsrepro.repeat import judge
+
+    bare = judge("nb.ipynb", "cell 0 output 0 (stdout)", ["[[0.1 0.2]]", "[[x y]]"], Tolerance(),
+                 seeded=["[[a b]]", "[[c d]]"])
+    assert bare.proposal == "ignore" and bare.pattern == ""
+    timing = judge("nb.ipynb", "cell 1 output 0 (stdout)",
+                   ["Wall time: 1.2 s", "Wall time: 1.3 s"], Tolerance(), seeded=["a", "b"])
+    assert (timing.proposal, timing.why) == ("ignore", "a timing")
+    drawn = judge("nb.ipynb", "cell 2 output 0 (stdout)", ["0.31", "0.97"], Tolerance(),
+                  seeded=["0.5", "0.5"], calls=["np.random.rand()"])
+    assert (drawn.proposal, drawn.why) == ("seed", "drawn without a seed")
+    assert drawn.advice() == "seed it: np.random.rand() draws without a seed"

@@ -136,6 +136,7 @@ def test_confirm_tells_a_changed_result_from_a_nondeterministic_one(project: Pro
         "  cell 1 output 0 (stdout):",
         "    first run: estimate 0.*",
         "    rerun:     estimate 0.*",
+        "    why: drawn without a seed, it seems: random.Random() draws unseeded",
     ])
     result.stdout.fnmatch_lines(["*= dsrepro confirm =*", "changed: notebooks/seeded.ipynb",
                                  "nondeterministic: notebooks/unseeded.ipynb"])
