@@ -348,3 +348,37 @@ def test_a_pattern_needs_a_word_beside_the_moving_token() -> None:
                   seeded=["0.5", "0.5"], calls=["np.random.rand()"])
     assert (drawn.proposal, drawn.why) == ("seed", "drawn without a seed")
     assert drawn.advice() == "seed it: np.random.rand() draws without a seed"
+
+
+def _png(shade: int, size: int = 4) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes([shade] * size) for _ in range(size))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -> None:
+    import base64
+
+    from conftest import needs
+
+    needs("PIL")
+    from pytest_dsrepro.compare import Tolerance
+    from pytest_dsrepro.notebook import default_compare
+    from pytest_dsrepro.repeat import judge
+
+    where = "cell 0 output 0 (image/png)"
+    runs = [base64.b64encode(_png(shade)).decode() for shade in (100, 112, 106)]
+    found = judge("nb.ipynb", where, runs, Tolerance(), seeded=[runs[0], runs[1]])
+    assert (found.proposal, found.pixels, found.pattern) == ("pixels", 24, "")
+    assert found.advice() == "pixel_tolerance = 24 in the notebook's metadata.dsrepro"
+    far = [base64.b64encode(_png(shade)).decode() for shade in (0, 255)]
+    assert judge("nb.ipynb", where, far, Tolerance(), seeded=far).proposal == "ignore"
+    # the proposal, applied: the comparison takes the notebook's pixel tolerance
+    assert default_compare("x", "image/png", _png(100), _png(112), Tolerance())
+    assert not default_compare("x", "image/png", _png(100), _png(112), Tolerance(pixels=24))

@@ -217,6 +217,13 @@ def test_images_compare_by_pixels(nbproject: pytest.Pytester) -> None:
     assert difference.getpixel((0, 0)) == 255 and difference.getpixel((40, 40)) == 0
     run(nbproject, value="0").assert_outcomes(passed=1)
     assert not written.exists()  # a passing comparison clears what an earlier failure left
+    write_notebook(nbproject.path / "nb" / "plot.ipynb", PNG_CELL,
+                   dsrepro={"pixel_tolerance": 64})  # the finder's proposal, applied
+    run(nbproject, value="50").assert_outcomes(passed=1)
+    write_notebook(nbproject.path / "nb" / "plot.ipynb", PNG_CELL,
+                   dsrepro={"pixel_tolerance": 300})
+    run(nbproject, value="0").stdout.fnmatch_lines(
+        ["*metadata.dsrepro.pixel_tolerance must be a whole number from 0 to 255*"])
 
 
 def test_notebook_named_on_the_command_line_is_collected(pytester: pytest.Pytester) -> None:

@@ -97,7 +97,12 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
         assert found[name] == expected, name
 
 
-def test_update_and_warning_filters_reach_the_container(project: Project) -> None:
+@pytest.mark.parametrize("spread", [[], ["-n", "2"], ["--dsrepro-workers", "2"]],
+                         ids=["plain", "xdist", "workers"])
+def test_update_and_warning_filters_reach_the_container(project: Project,
+                                                        spread: list[str]) -> None:
+    if "-n" in spread:
+        needs("xdist")
     project.pytester.makepyfile(test_warn="""
         import warnings
         import pytest
@@ -110,12 +115,12 @@ def test_update_and_warning_filters_reach_the_container(project: Project) -> Non
         def test_warns():
             warnings.warn("deprecated path", UserWarning)
         """)
-    result = project.run("--in-docker", "--dsrepro-update", "-W", "error::UserWarning")
+    result = project.run("--in-docker", "--dsrepro-update", "-W", "error::UserWarning", *spread)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*UserWarning: deprecated path*"])
     on_host = project.run("-W", "error::UserWarning", "--dsrepro-update", "test_warn.py::test_warns")
     on_host.assert_outcomes(failed=1)
-    lenient = project.run("--in-docker")
+    lenient = project.run("--in-docker", *spread)
     lenient.assert_outcomes(passed=1, failed=1, warnings=1)
     lenient.stdout.fnmatch_lines(["*test_update_seen*assert None is True*"])
 
@@ -200,7 +205,8 @@ def test_coverage_of_container_tests_and_notebook_kernels_reaches_the_host_repor
                                "container items are not measured; add coverage to the image"])
     assert bare.stdout.str().count("the image has no coverage package") == 1
     project.dockerfile(f"RUN pip install --no-cache-dir coverage=={coverage.__version__}")
-    for spread in ([], ["--dsrepro-workers", "2"]):
+    # mounted, shared among processes, copied in (the paths are the same inside)
+    for spread in ([], ["--dsrepro-workers", "2"], ["--dsrepro-transfer=copy"]):
         result = project.run("--in-docker", "--dsrepro-build-network=host", "--cov=calc",
                              "--cov-report=json:coverage.json", *spread)
         result.assert_outcomes(passed=2)
