@@ -182,10 +182,6 @@ class HostSession:
                 if record is not None:  # the JSON report and the HTML page say it too
                     record.dsrepro["confirmed"] = verdict
 
-    def executor_for(self, spec: ContainerSpec) -> Executor:
-        """The executor of the spec's engine (``--dsrepro-engines``), else the one."""
-        return self.executors.get(spec.engine or "", self.executor)
-
     # -- talking to the user ----------------------------------------------------------------------
 
     def _labelled(self, label: str) -> Any:

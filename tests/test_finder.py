@@ -95,9 +95,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_each_proposal_concerns_its_output_and_fixes_it_and_nothing_else(
         numpy_project: Project) -> None:
     needs("tomllib", "PIL")
-    import tomllib
-
     import nbformat
+    import tomllib
 
     project = numpy_project
     write_notebook(project.path / "nb" / "pick.ipynb", *PICK)

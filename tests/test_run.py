@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,27 +293,6 @@ def test_warnings_in_the_container_reach_the_host_summary(project: Project) -> N
         "*test_warn.py:8: DeprecationWarning: the old loader is deprecated",
         "*test_warn.py:9: ProjectWarning: a category only the project has",
     ])
-
-
-def test_files_ship_in_and_out_of_a_docker_worker(docker_client: Any, base_image: str,
-                                                  tmp_path: Path) -> None:
-    """The executor's file shipping, for engines that cannot mount this machine's folders."""
-    from pytest_dsrepro.executors.docker import WorkerContainer
-
-    source = tmp_path / "tree"
-    (source / "sub").mkdir(parents=True)
-    (source / "sub" / "data.csv").write_text("a,b\n1,2\n")
-    worker = WorkerContainer(docker_client, {"image": base_image, "command": ["sleep", "60"],
-                                             "detach": True, "init": True})
-    try:
-        worker.start()
-        worker.ship_in(source, Path("/opt/tree"))
-        back = tmp_path / "back"
-        worker.ship_out(Path("/opt/tree"), back)
-        assert (back / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
-    finally:
-        worker.remove()
-    assert worker.container.id not in container_ids(docker_client)
 
 
 def test_copy_mode_can_be_forced_on_an_engine_that_sees_the_folders(project: Project) -> None:

@@ -10,7 +10,6 @@ implements :class:`Executor` and :class:`Worker` and is chosen with the
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_dsrepro.markers import ContainerSpec
@@ -48,12 +47,6 @@ class Worker(Protocol):
 
     def ending(self) -> Ending:
         """Wait for the end and say how it went."""
-
-    def ship_in(self, source: Path, target: Path) -> None:
-        """Copy the host's file or folder ``source`` to ``target`` in the worker."""
-
-    def ship_out(self, source: Path, target: Path) -> None:
-        """Copy the worker's file or folder ``source`` to ``target`` on the host."""
 
     def remove(self) -> None:
         """Remove it and everything it holds, whatever state it is in."""

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import os
 import queue
 import re
 import shutil
 import socket
-import tarfile
 import tempfile
 import threading
 import time
@@ -318,27 +316,6 @@ class WorkerContainer:
         if self._reader is not None:
             self._reader.join(timeout=5)
         return Ending(code, oom, self.log_tail(), lost)
-
-    def ship_in(self, source: Path, target: Path) -> None:
-        """Copy ``source`` from the host to ``target`` in the container (its parent must
-        exist there)."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(str(source), arcname=target.name)
-        self.container.put_archive(str(target.parent), buffer.getvalue())
-
-    def ship_out(self, source: Path, target: Path) -> None:
-        """Copy ``source`` from the container to ``target`` on the host, replacing it."""
-        from pytest_dsrepro.executors.transfer import fetch
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".dsrepro-out-", dir=target.parent) as staging:
-            found = fetch(self.container, source, Path(staging))
-            if found is None:
-                raise FileNotFoundError(f"{source} is not in the container")
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(found, target)
 
     def remove(self) -> None:
         """Copy back what a copy-mode container wrote (stopping it first), then remove it."""
