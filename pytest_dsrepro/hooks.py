@@ -38,3 +38,13 @@ def pytest_dsrepro_compare_output(config: pytest.Config, what: str, kind: str, e
     type (``text/html``, ``image/png``, ...); texts are normalized strings, images are bytes.
     Return the differences (an empty list when the output matches), or None to leave the output
     to the next implementation and, last, to the plugin's own comparison."""
+
+
+def pytest_dsrepro_output_types(config: pytest.Config) -> dict[str, str] | None:
+    """MIME types of notebook outputs to record and compare beyond the plugin's own
+    (``text/plain``, ``text/html``, ``text/markdown``, ``text/latex``, ``application/json``,
+    ``image/svg+xml``, ``image/png``, ``image/jpeg``), each with how its data is made comparable:
+    ``"text"`` (volatile text replaced), ``"json"`` (keys sorted, written as indented JSON text)
+    or ``"image"`` (compared by pixels). Compare a new type your own way with
+    :func:`pytest_dsrepro_compare_output`; without it, as text with numbers under tolerance.
+    Called once a session, on the host and inside containers alike."""

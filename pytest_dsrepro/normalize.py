@@ -207,13 +207,38 @@ def joined(value: Any) -> str:
 
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
-KEPT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json",
-              "image/svg+xml", *IMAGE_TYPES)
+# the registry of MIME types recorded and compared, each with how its data is made comparable:
+# text (joined, volatile text replaced), json (keys sorted, then as text), repr (Python's text of
+# the value, as application/json always was), image (base64, compared by pixels). Projects add
+# types with the pytest_dsrepro_output_types hook; any other type is not recorded.
+OUTPUT_TYPES: dict[str, str] = {
+    "text/plain": "text", "text/html": "text", "text/markdown": "text", "text/latex": "text",
+    "application/json": "repr", "image/svg+xml": "text", "image/png": "image",
+    "image/jpeg": "image",
+}
+TYPE_KINDS = ("text", "json")  # what a project's added type may be
 
 
-def normalize_outputs(outputs: list[Any], user: Patterns = ()) -> list[dict[str, Any]]:
+def _comparable(kind: str, value: Any, user: Patterns) -> str:
+    if kind == "image":
+        return joined(value).replace("\n", "")
+    if kind == "repr":
+        return sanitize(str(value), user)
+    if kind == "json":
+        import json
+
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, indent=1,
+                                                               ensure_ascii=False)
+        return sanitize(text, user)
+    return sanitize(joined(value), user)
+
+
+def normalize_outputs(outputs: list[Any], user: Patterns = (),
+                      types: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """A cell's outputs as plain dicts: streams coalesced, volatile text replaced, execution
-    counts and metadata dropped. Images stay base64 (compared by pixels later)."""
+    counts and metadata dropped, only the registered MIME types kept (``types``, by default
+    :data:`OUTPUT_TYPES`). Images stay base64 (compared by pixels later)."""
+    types = OUTPUT_TYPES if types is None else types
     result: list[dict[str, Any]] = []
     for output in outputs:
         kind = output.get("output_type")
@@ -225,16 +250,8 @@ def normalize_outputs(outputs: list[Any], user: Patterns = ()) -> list[dict[str,
             else:
                 result.append({"type": "stream", "name": name, "raw": text})
         elif kind in ("execute_result", "display_data"):
-            data = {}
-            for mime, value in (output.get("data") or {}).items():
-                if mime not in KEPT_TYPES:
-                    continue
-                if mime in IMAGE_TYPES:
-                    data[mime] = joined(value).replace("\n", "")
-                elif mime == "application/json":
-                    data[mime] = sanitize(str(value), user)
-                else:
-                    data[mime] = sanitize(joined(value), user)
+            data = {mime: _comparable(types[mime], value, user)
+                    for mime, value in (output.get("data") or {}).items() if mime in types}
             if "image/png" in data:
                 data.pop("image/jpeg", None)  # the lossless one is enough
             result.append({"type": "display", "data": data})

@@ -41,7 +41,7 @@ from pytest_dsrepro.parameters import (
 )
 from pytest_dsrepro.results import annotate, observe
 from pytest_dsrepro.settings import Settings
-from pytest_dsrepro.state import lineage_of, settings_of, store_of
+from pytest_dsrepro.state import lineage_of, output_types_of, settings_of, store_of
 
 METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers", "pixel_tolerance"}
 SOURCE_LINES = 5
@@ -260,7 +260,7 @@ class NotebookItem(pytest.Item):
 
         settings = settings_of(self.config)
         notebook = nbformat.read(str(self.path), as_version=4)
-        saved = baseline_from_notebook(notebook, settings) \
+        saved = baseline_from_notebook(notebook, settings, output_types_of(self.config)) \
             if settings.baseline_source == "notebook" else None  # before execution replaces them
         injected = inject(notebook, self.parameters)
         if settings.baseline_source == "baselines" and not settings.update:
@@ -300,14 +300,16 @@ class NotebookItem(pytest.Item):
         if saved is not None:  # dsrepro_baseline_source = notebook
             self._compare(saved, cells, tolerance, {}, artifacts, None)
             return
+        types = output_types_of(self.config)
         store = store_of(self.config)
         path = store.for_notebook(Path(self.path), self.profile)
         lifecycle = Lifecycle(self, store, path, self._inputs, hash_seed=kernel_hash_seed(),
                               settings=self.run_settings())
         if settings.update:
-            lifecycle.record("notebook", *baseline_document(normalized(cells, settings)))
+            lifecycle.record("notebook", *baseline_document(normalized(cells, settings, types)))
             return
-        lifecycle.obtained = lambda: ("notebook", *baseline_document(normalized(cells, settings)))
+        lifecycle.obtained = lambda: ("notebook",
+                                      *baseline_document(normalized(cells, settings, types)))
         doc = lifecycle.load()
         images = lifecycle.read_files(doc.get("cells") or [])
         self._compare(doc.get("cells") or [], cells, tolerance, images, artifacts, lifecycle)
@@ -330,7 +332,8 @@ class NotebookItem(pytest.Item):
         for cell in cells:
             if cell.ignore_output:
                 continue
-            for number, output in enumerate(normalize_outputs(cell.outputs, user)):
+            for number, output in enumerate(normalize_outputs(cell.outputs, user,
+                                                              output_types_of(self.config))):
                 for kind, text in _texts(output, images=True):
                     observe(self, f"cell {cell.index} output {number} ({kind})", text, tolerance)
 
@@ -374,7 +377,7 @@ class NotebookItem(pytest.Item):
                 continue
             if entry.get("raw_sha256") == cell.raw_sha256:  # printed exactly what was recorded
                 continue
-            obtained = normalize_outputs(cell.outputs, user)
+            obtained = normalize_outputs(cell.outputs, user, output_types_of(self.config))
             mismatches = compare_cell(entry.get("outputs") or [], obtained, tolerance, images,
                                       self._compare_output, with_images)
             for mismatch in mismatches:
@@ -603,10 +606,11 @@ def _kernel_reads(client: Any) -> list[str]:
         return []
 
 
-def normalized(cells: list[CellResult], settings: Settings) -> list[CellResult]:
+def normalized(cells: list[CellResult], settings: Settings,
+               types: dict[str, str] | None = None) -> list[CellResult]:
     """The cells with their raw outputs normalized for comparison and storage."""
     user = output_patterns(settings)
-    return [dataclasses.replace(cell, outputs=normalize_outputs(cell.outputs, user))
+    return [dataclasses.replace(cell, outputs=normalize_outputs(cell.outputs, user, types))
             for cell in cells]
 
 
@@ -642,7 +646,8 @@ def _traceback(cell: Any) -> str:
     return "(no traceback)"
 
 
-def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, Any]]:
+def baseline_from_notebook(notebook: Any, settings: Settings,
+                           types: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The outputs saved in the notebook, as baseline cells. As in nbval, a cell that was never
     run (no execution count) has nothing to compare, and must have no outputs either."""
     user = output_patterns(settings)
@@ -659,7 +664,7 @@ def baseline_from_notebook(notebook: Any, settings: Settings) -> list[dict[str, 
         cells.append({"index": index, "source_sha256": source_hash(cell.source),
                       "ignore_output": rules.ignore or unrun,
                       "raw_sha256": raw_digest(cell.outputs),
-                      "outputs": normalize_outputs(cell.outputs, user)})
+                      "outputs": normalize_outputs(cell.outputs, user, types)})
     return cells
 
 

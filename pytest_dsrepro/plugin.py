@@ -19,6 +19,7 @@ from pytest_dsrepro.state import (
     inside_of,
     is_xdist_worker,
     lineage_of,
+    output_types_of,
     settings_of,
     store_of,
 )
@@ -79,6 +80,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", markers.DESCRIPTION)
+    output_types_of(config)  # a project's added output type is checked once, at the start
     inside = inside_of(config)
     if inside is not None:  # a worker: the host resolved the settings, and they are final
         config.stash[SETTINGS_KEY] = inside.settings

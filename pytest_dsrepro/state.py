@@ -19,6 +19,7 @@ SETTINGS_KEY = pytest.StashKey["Settings"]()
 STORE_KEY = pytest.StashKey["Store"]()
 LINEAGE_KEY = pytest.StashKey["Lineage"]()
 BASELINE_KEY = pytest.StashKey["Baseline"]()  # an item's ``baseline`` fixture object
+OUTPUT_TYPES_KEY = pytest.StashKey["dict[str, str]"]()
 SWEPT_KEY = pytest.StashKey[str]()  # what the session's start removed from the baselines folder
 HOST_SESSION = "dsrepro-session"  # plugin name of the host session (--in-docker)
 
@@ -36,6 +37,25 @@ def store_of(config: pytest.Config) -> Store:
         settings = settings_of(config)
         config.stash[STORE_KEY] = Store(settings.baselines, settings.rootdir)
     return config.stash[STORE_KEY]
+
+
+def output_types_of(config: pytest.Config) -> dict[str, str]:
+    """The MIME types notebooks record and compare: the plugin's, and those projects add with
+    the ``pytest_dsrepro_output_types`` hook (made on first use)."""
+    if OUTPUT_TYPES_KEY not in config.stash:
+        from pytest_dsrepro.errors import DsreproUsageError
+        from pytest_dsrepro.normalize import OUTPUT_TYPES, TYPE_KINDS
+
+        types = dict(OUTPUT_TYPES)
+        for added in config.hook.pytest_dsrepro_output_types(config=config):
+            for mime, kind in (added or {}).items():
+                if kind not in TYPE_KINDS or "/" not in str(mime):
+                    raise DsreproUsageError(
+                        f"pytest_dsrepro_output_types: {mime!r}: {kind!r} is not one of "
+                        f"{', '.join(TYPE_KINDS)} (or the name is no MIME type)")
+                types[str(mime)] = kind
+        config.stash[OUTPUT_TYPES_KEY] = types
+    return config.stash[OUTPUT_TYPES_KEY]
 
 
 def lineage_of(config: pytest.Config) -> Lineage | None:

@@ -57,3 +57,60 @@ def test_a_project_hook_adds_to_the_container_options(project: Project) -> None:
             assert 90 * 2**20 <= free.f_blocks * free.f_frsize <= 100 * 2**20
     """)
     project.run("--in-docker").assert_outcomes(passed=1)
+
+
+GEOJSON = """
+import json, os
+from IPython.display import display
+with open("shift.txt") as handle:
+    shift = float(handle.read())
+display({"application/geo+json": {"type": "Point", "coordinates": [4.9 + shift, 52.37]}},
+        raw=True)
+"""
+
+GEO_TYPE = """
+import json
+from pytest_dsrepro.compare import Mismatch
+
+
+def pytest_dsrepro_output_types(config):
+    return {"application/geo+json": "json"}
+
+
+def pytest_dsrepro_compare_output(config, what, kind, expected, obtained, tolerance):
+    if kind != "application/geo+json":
+        return None
+    old, new = json.loads(expected), json.loads(obtained)
+    far = max(abs(a - b) for a, b in zip(old["coordinates"], new["coordinates"]))
+    if far <= 0.001:  # within a metre or so: the same place
+        return []
+    return [Mismatch(what, kind="structure", note=f"the point moved by {far:.4f} degrees")]
+"""
+
+
+def test_a_project_adds_a_mime_type_and_compares_it_its_own_way(pytester: pytest.Pytester) -> None:
+    """application/geo+json is no type of the plugin's: dropped, until the project registers it
+    with pytest_dsrepro_output_types; then it is recorded and compared by the project's hook."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n')
+    write_notebook(pytester.path / "map.ipynb", GEOJSON)
+    (pytester.path / "shift.txt").write_text("0")
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+    run("--dsrepro-update").assert_outcomes(passed=1)
+    assert "geo+json" not in (pytester.path / "baselines" / "map.yaml").read_text()
+    pytester.makeconftest(GEO_TYPE)
+    run("--dsrepro-update").assert_outcomes(passed=1)
+    recorded = (pytester.path / "baselines" / "map.yaml").read_text()
+    assert "application/geo+json" in recorded and '"coordinates"' in recorded
+    (pytester.path / "shift.txt").write_text("0.0004")  # outside rtol 1e-6, the same place
+    run().assert_outcomes(passed=1)
+    (pytester.path / "shift.txt").write_text("0.2")
+    moved = run()
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(["*output 0 (application/geo+json)*", "*the point moved by 0.2000 degrees*"])
+    pytester.makeconftest(GEO_TYPE.replace('"json"}', '"yaml"}'))
+    bad = run()
+    bad.stderr.fnmatch_lines(["*pytest_dsrepro_output_types: 'application/geo+json': 'yaml' is "
+                              "not one of text, json*"])
