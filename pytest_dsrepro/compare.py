@@ -10,6 +10,8 @@ import math
 import re
 from typing import Any
 
+from pytest_dsrepro.tables import html_table
+
 NUMBER = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b)")
 SHOWN_NUMBERS = 10
 DIFF_CONTEXT = 2
@@ -172,9 +174,8 @@ def _table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] | Non
     """Two HTML tables, cell by cell, for the report; ``None`` for other text."""
     if "<table" not in expected.lower():
         return None
-    from pytest_dsrepro.tables import html_table
-
-    return html_table(expected, obtained, tol)
+    return html_table(expected, obtained,
+                      lambda old, new: compare_text("", old, new, tol) is not None)
 
 
 BULK = 256  # from this many numbers on, compared as arrays where numpy is installed

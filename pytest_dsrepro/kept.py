@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsrepro import protocol
-from pytest_dsrepro.executors import Ending
+from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, take_line
 from pytest_dsrepro.keeper import EXIT_KEY
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import Settings
@@ -292,8 +292,6 @@ class KeptWorker:
         self._reader.start()
 
     def _pump(self) -> None:
-        from pytest_dsrepro.executors.docker import LineBuffer, take_line
-
         lines = LineBuffer()
         try:
             while True:
@@ -301,9 +299,9 @@ class KeptWorker:
                 if not chunk:
                     break
                 for line in lines.feed(chunk):
-                    self._line(line, take_line)
+                    self._line(line)
             for line in lines.rest():
-                self._line(line, take_line)
+                self._line(line)
         except OSError:
             pass
         if self._ended is None and self._exit_code is None:
@@ -311,7 +309,7 @@ class KeptWorker:
                              f"{self.kept.socket} stopped answering"})
         self.events.put({"e": protocol.EOF})
 
-    def _line(self, raw: bytes, take_line: Any) -> None:
+    def _line(self, raw: bytes) -> None:
         if raw.startswith(b'{"' + EXIT_KEY.encode()):
             try:
                 self._ended = int(json.loads(raw)[EXIT_KEY])
@@ -333,8 +331,6 @@ class KeptWorker:
             pass
 
     def log_tail(self) -> list[str]:
-        from pytest_dsrepro.executors.docker import FATAL
-
         try:
             lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:

@@ -72,6 +72,14 @@ def headline(record: dict[str, Any]) -> str:
     return f"{place} ({detail})"
 
 
+def where_it_differs(entry: dict[str, Any]) -> str:
+    """The first differences of an item, in a line."""
+    differences = entry.get("differences") or []
+    more = len(differences) - 3
+    return "; ".join(headline(d) for d in differences[:3]) + (f"; and {more} more" if more > 0
+                                                             else "")
+
+
 Inputs = Callable[[], "dict[str, dict[str, str]] | None"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pytest_dsrepro.lifecycle import where_it_differs
 from pytest_dsrepro.provenance import texts
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ def _cell(text: str) -> str:
 
 
 def render(summary: Summary, describe: list[str]) -> str:
-    from pytest_dsrepro.summary import where_it_differs
-
     counts = summary.counts()
     records = list(summary.records.values())
     diverged = [r for r in records if r.status == "diverged"]

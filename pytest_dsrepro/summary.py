@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro.lifecycle import DECISIVE, Verdict, headline
+from pytest_dsrepro.lifecycle import DECISIVE, Verdict, where_it_differs
 from pytest_dsrepro.provenance import KINDS, texts
 from pytest_dsrepro.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
@@ -362,11 +362,3 @@ def baselines_used(items: list[pytest.Item], store: Store, settings: Settings) -
         elif "baseline" in getattr(item, "fixturenames", ()):
             found.add(store.for_test(Path(item.path), item.name))
     return found
-
-
-def where_it_differs(entry: dict[str, Any]) -> str:
-    """The first differences of an item, in a line."""
-    differences = entry.get("differences") or []
-    more = len(differences) - 3
-    return "; ".join(headline(d) for d in differences[:3]) + (f"; and {more} more" if more > 0
-                                                             else "")

@@ -4,10 +4,11 @@ named, so that the HTML report shows the table rather than a diff of its source.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
-from pytest_dsrepro.compare import Tolerance, compare_text
+Differs = Callable[[str, str], bool]  # whether two cells' texts differ beyond the tolerance
 
 ROW_LIMIT = 500  # a larger table is shown as its diff only
 
@@ -71,15 +72,15 @@ def parse_html(text: str) -> tuple[list[list[str]], list[list[str]]] | None:
     return (cells.header, cells.body) if cells.body else None
 
 
-def html_table(expected: str, obtained: str, tol: Tolerance) -> dict[str, Any] | None:
-    """Both tables, with the body cells that differ beyond ``tol``, when the two have the same
-    shape; else ``None`` (the report then shows the diff)."""
+def html_table(expected: str, obtained: str, differs: Differs) -> dict[str, Any] | None:
+    """Both tables, with the body cells that ``differs`` (beyond the tolerance), when the two
+    have the same shape; else ``None`` (the report then shows the diff)."""
     old, new = parse_html(expected), parse_html(obtained)
     if old is None or new is None or old[0] != new[0]:
         return None
     width = len(old[1][0])
     header = next((row for row in old[0] if len(row) == width), [])  # the column names
-    return _table(header, old[1], new[1], tol)
+    return _table(header, old[1], new[1], differs)
 
 
 def frame_table(expected: dict[str, Any], obtained: dict[str, Any],
@@ -101,11 +102,11 @@ def _shown(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _table(header: list[str], old: list[list[str]], new: list[list[str]], tol: Tolerance
+def _table(header: list[str], old: list[list[str]], new: list[list[str]], differs: Differs
            ) -> dict[str, Any] | None:
     if len(old) != len(new) or len(old) > ROW_LIMIT or \
             any(len(a) != len(b) for a, b in zip(old, new)):
         return None
     changed = [[r, c] for r, (a, b) in enumerate(zip(old, new)) for c, (x, y) in
-               enumerate(zip(a, b)) if x != y and compare_text("", x, y, tol) is not None]
+               enumerate(zip(a, b)) if x != y and differs(x, y)]
     return {"header": header, "expected": old, "obtained": new, "changed": changed}

@@ -10,8 +10,12 @@ implements :class:`Executor` and :class:`Worker` and is chosen with the
 from __future__ import annotations
 
 import dataclasses
+import queue
+import re
+from collections import deque
 from typing import Any, Protocol
 
+from pytest_dsrepro import protocol
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.protocol import Request
 
@@ -89,3 +93,46 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Remove whatever the session still holds; called once at the end, on every path."""
+
+
+# -- the stream framing every executor's worker uses --------------------------------------------
+
+FATAL = re.compile(r"Fatal Python error|Segmentation fault|Bus error|Illegal instruction|"
+                   r"Aborted|MemoryError")
+
+
+class LineBuffer:
+    """Bytes in, complete lines out, in time linear in the bytes: a chunk is searched for
+    newlines once, and a long line is kept as a list of parts until its end comes."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            self._parts.append(chunk)
+            return []
+        first = b"".join([*self._parts, lines[0]])
+        self._parts = [lines[-1]] if lines[-1] else []
+        return [first, *lines[1:-1]]
+
+    def rest(self) -> list[bytes]:
+        """What is left after the stream's end, as a last line."""
+        rest = b"".join(self._parts)
+        self._parts = []
+        return [rest] if rest else []
+
+
+def take_line(raw: bytes, events: queue.Queue[dict[str, Any]], tail: deque[str]) -> None:
+    """One line of a worker's standard output: an event onto ``events`` (a broken one as
+    ``INVALID``), or other output onto the log ``tail``."""
+    try:
+        event = protocol.decode(raw)
+    except protocol.ProtocolError as exc:
+        events.put({"e": protocol.INVALID, "message": str(exc)})
+        return
+    if event is None:
+        tail.append(raw.decode("utf-8", "replace"))
+    else:
+        events.put(event)

@@ -10,7 +10,6 @@ import functools
 import json
 import os
 import queue
-import re
 import shutil
 import socket
 import tempfile
@@ -26,7 +25,7 @@ import pytest
 import pytest_dsrepro
 from pytest_dsrepro import engine, kept, protocol
 from pytest_dsrepro.errors import DsreproUsageError, EngineError
-from pytest_dsrepro.executors import Ending, gpu_words
+from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, gpu_words, take_line
 from pytest_dsrepro.image import base_images, find_image, git_commit
 from pytest_dsrepro.image_source import ImageSource
 from pytest_dsrepro.markers import ContainerSpec, Gpu
@@ -149,47 +148,6 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         options["mem_limit"] = spec.memory
         options["memswap_limit"] = spec.memory
     return options
-
-
-FATAL = re.compile(r"Fatal Python error|Segmentation fault|Bus error|Illegal instruction|"
-                   r"Aborted|MemoryError")
-
-
-class LineBuffer:
-    """Bytes in, complete lines out, in time linear in the bytes: a chunk is searched for
-    newlines once, and a long line is kept as a list of parts until its end comes."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        lines = chunk.split(b"\n")
-        if len(lines) == 1:
-            self._parts.append(chunk)
-            return []
-        first = b"".join([*self._parts, lines[0]])
-        self._parts = [lines[-1]] if lines[-1] else []
-        return [first, *lines[1:-1]]
-
-    def rest(self) -> list[bytes]:
-        """What is left after the stream's end, as a last line."""
-        rest = b"".join(self._parts)
-        self._parts = []
-        return [rest] if rest else []
-
-
-def take_line(raw: bytes, events: queue.Queue[dict[str, Any]], tail: deque[str]) -> None:
-    """One line of a worker's standard output: an event onto ``events`` (a broken one as
-    ``INVALID``), or other output onto the log ``tail``."""
-    try:
-        event = protocol.decode(raw)
-    except protocol.ProtocolError as exc:
-        events.put({"e": protocol.INVALID, "message": str(exc)})
-        return
-    if event is None:
-        tail.append(raw.decode("utf-8", "replace"))
-    else:
-        events.put(event)
 
 
 class WorkerContainer:

@@ -24,13 +24,12 @@ from typing import Any
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.executors import Ending
+from pytest_dsrepro.executors import Ending, take_line
 from pytest_dsrepro.executors.docker import (
     LOG_TAIL,
     DockerExecutor,
     container_options,
     plugin_source,
-    take_line,
 )
 from pytest_dsrepro.markers import ContainerSpec
 
