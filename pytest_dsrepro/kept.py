@@ -37,17 +37,16 @@ from pytest_dsrepro import protocol
 from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, take_line
 from pytest_dsrepro.keeper import EXIT_KEY
 from pytest_dsrepro.markers import ContainerSpec
-from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.settings import OPTIONS, Settings
 
 LABEL_KEPT = "dsrepro.kept"  # the key, on a kept container
 LABEL_FOLDER = "dsrepro.kept.folder"
 # the settings a worker's container is made from (its image, mounts, environment, limits,
 # engine): a kept container serves only these values. The others travel with each request and
 # a fresh pytest in the forked worker applies them.
-SHAPING = frozenset({"rootdir", "image", "dockerfile", "context", "build_args", "target",
-                     "build_network", "registry", "project", "network", "env", "cpus", "memory",
-                     "gpu_env", "scratch", "engine", "privileges", "transfer", "python",
-                     "baselines", "artifacts", "update", "keep_idle", "executor"})
+# what shapes a kept container: the repository's place, and every option the option table
+# marks (settings.Option.shapes); a kept container of other values is not reused
+SHAPING = frozenset({"rootdir", *(option.name for option in OPTIONS if option.shapes)})
 LOG_TAIL = 20
 
 

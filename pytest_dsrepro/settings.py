@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from pytest_dsrepro.cell_rules import read_sanitize_file
+from pytest_dsrepro.compare import Tolerance
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.parameters import (
     parse_assignment,
@@ -133,6 +134,7 @@ class Option:
     flag: str | None = ""  # "" means --dsrepro-<name>; None means no flag
     ini: bool = True
     metavar: str | None = None
+    shapes: bool = False  # it shapes the container: a kept container of another value is not reused
 
     @property
     def dest(self) -> str:
@@ -153,16 +155,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("in_docker", "run container items inside the project's image", "bool", False,
            flag="--in-docker"),
     Option("update", "record or refresh baselines (inside the container with --in-docker)",
-           "action", False, ini=False),
-    Option("image", "use this image as it is; build nothing", metavar="IMAGE"),
+           "action", False, ini=False, shapes=True),
+    Option("image", "use this image as it is; build nothing", metavar="IMAGE", shapes=True),
     Option("dockerfile", "Dockerfile to build, relative to the rootdir (default: Dockerfile)",
-           metavar="PATH"),
+           metavar="PATH", shapes=True),
     Option("context", "build context folder, relative to the rootdir (default: the rootdir)",
-           metavar="PATH"),
+           metavar="PATH", shapes=True),
     Option("build_args", "build arguments, KEY=VALUE (ini: one a line)", "linelist", (),
-           flag="--dsrepro-build-arg", metavar="KEY=VALUE"),
-    Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE"),
-    Option("build_network", "network mode of the build, e.g. host", metavar="MODE"),
+           flag="--dsrepro-build-arg", metavar="KEY=VALUE", shapes=True),
+    Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE", shapes=True),
+    Option("build_network", "network mode of the build, e.g. host", metavar="MODE", shapes=True),
     Option("doctor", "check the engine, the image and the transfer of files, then exit (0 "
            "only when --in-docker can run)", "action", False, ini=False),
     Option("rebuild", "build the image anew, without the engine's layer cache",
@@ -170,51 +172,51 @@ OPTIONS: tuple[Option, ...] = (
     Option("rebuild_check", "also rebuild the image without any cache and report the packages "
            "that differ from the image in use", "action", False, ini=False),
     Option("registry", "registry repository shared as the image cache, host:port/org/project: "
-           "pull <registry>:<content hash> before building, push it after", metavar="REPO"),
+           "pull <registry>:<content hash> before building, push it after", metavar="REPO", shapes=True),
     Option("project", "project name used in the image tag (default: the rootdir's name)",
-           metavar="NAME"),
+           metavar="NAME", shapes=True),
     Option("container_paths", "test files and folders collected only inside the container",
            "linelist", (), flag=None),
     Option("network", "network of run containers: none (default), bridge, host or a network",
-           metavar="MODE"),
+           metavar="MODE", shapes=True),
     Option("env", "host environment variables passed into containers, by name",
-           "linelist", (), metavar="NAME"),
-    Option("cpus", "CPU limit of run containers, e.g. 1.5", metavar="N"),
-    Option("memory", "memory limit of run containers, e.g. 2g", metavar="SIZE"),
+           "linelist", (), metavar="NAME", shapes=True),
+    Option("cpus", "CPU limit of run containers, e.g. 1.5", metavar="N", shapes=True),
+    Option("memory", "memory limit of run containers, e.g. 2g", metavar="SIZE", shapes=True),
     Option("require_gpu", "fail GPU items, instead of skipping them, where the engine cannot "
            "provide a GPU", "bool", False),
     Option("gpu_env", "environment of GPU containers, KEY=VALUE, over the determinism defaults "
-           "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE"),
+           "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE", shapes=True),
     Option("workers", "pytest processes sharing each container's items, for notebooks and tests "
            "that run in parallel (default: 1)", metavar="N"),
     Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
     Option("scratch", "writable scratch folder shared with containers (default: a temporary "
-           "folder removed at the end)", metavar="DIR"),
+           "folder removed at the end)", metavar="DIR", shapes=True),
     Option("engine", "the engine: a URL (unix://, tcp://, ssh://) or a Docker context name "
            "(default: DOCKER_HOST, DOCKER_CONTEXT, the current context, the default socket)",
-           metavar="ENGINE"),
+           metavar="ENGINE", shapes=True),
     Option("engines", "run container items on several engines: names of Docker contexts or "
            "engine URLs, comma-separated, each optionally LABEL=ENGINE", "linelist", (),
            metavar="ENGINES"),
     Option("engines_mode", "with several engines: matrix (default: every item on every engine) "
            "or spread (groups shared out to finish sooner)", metavar="MODE"),
     Option("executor", "where container groups run: docker (default: this machine's engine) or "
-           "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME"),
+           "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME", shapes=True),
     Option("slurm_args", "extra srun arguments for every job step, e.g. --partition=gpu "
            "--account=lab (ini: one a line)", "linelist", (), metavar="ARG"),
     Option("privileges", "restricted (default: no new privileges, no capabilities) or "
-           "'engine: <why>' to keep the engine's defaults", metavar="POLICY"),
+           "'engine: <why>' to keep the engine's defaults", metavar="POLICY", shapes=True),
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
-           "engine sees this machine's folders, else copy), mount or copy", metavar="MODE"),
-    Option("python", "Python command inside the image (default: python)", metavar="CMD"),
+           "engine sees this machine's folders, else copy), mount or copy", metavar="MODE", shapes=True),
+    Option("python", "Python command inside the image (default: python)", metavar="CMD", shapes=True),
     Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
            metavar="GLOB"),
     Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",
            metavar="NAME"),
     Option("baselines", "folder of baselines, relative to the rootdir (default: baselines)",
-           metavar="DIR"),
+           metavar="DIR", shapes=True),
     Option("artifacts", "folder for the expected, obtained and difference images of failed "
-           "comparisons, relative to the rootdir (default: dsrepro-artifacts)", metavar="DIR"),
+           "comparisons, relative to the rootdir (default: dsrepro-artifacts)", metavar="DIR", shapes=True),
     Option("report", "write the run's JSON report (schema: report.schema.json) to this file",
            metavar="PATH"),
     Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
@@ -259,13 +261,13 @@ OPTIONS: tuple[Option, ...] = (
            "profile (train.ipynb[smoke]), each with its own baseline", "linelist", (), flag=None),
     Option("profile", "run only these profiles' notebook items (repeatable)", "linelist", (),
            metavar="NAME"),
-    Option("rtol", "relative tolerance for numbers (default: 1e-6)", metavar="R"),
-    Option("atol", "absolute tolerance for numbers (default: 1e-12)", metavar="A"),
+    Option("rtol", f"relative tolerance for numbers (default: {Tolerance.rtol:g})", metavar="R"),
+    Option("atol", f"absolute tolerance for numbers (default: {Tolerance.atol:g})", metavar="A"),
     Option("keep", "leave the container running after the session, Python, pytest and the "
            "plugin loaded, for the next session with the same image and settings to fork its "
            "worker from (the edit-run loop; ignored where CI is set)", "action", False, ini=False),
     Option("keep_idle", "seconds a kept container waits unused before it goes away (default: "
-           "900)", metavar="SECONDS"),
+           "900)", metavar="SECONDS", shapes=True),
     Option("cell_timeout", "seconds one notebook cell may run (default: 600)", metavar="SECONDS"),
     Option("kernel_startup_timeout", "seconds a kernel may take to start (default: 60)",
            metavar="SECONDS"),
@@ -388,8 +390,8 @@ class Settings:
     param: tuple[tuple[str, str], ...] = ()  # (name, value) of --dsrepro-param
     profiles: tuple[tuple[str, str, str], ...] = ()  # (profile, glob, assignments)
     profile: tuple[str, ...] = ()  # --dsrepro-profile
-    rtol: float = 1e-6
-    atol: float = 1e-12
+    rtol: float = Tolerance.rtol
+    atol: float = Tolerance.atol
     keep: bool = False  # --dsrepro-keep: the worker's container is kept for the next session
     keep_idle: float = 900.0
     cell_timeout: float = 600.0
@@ -486,8 +488,8 @@ class Settings:
             profiles=parse_profile_lines(list(raw_value(config, "profiles"))),
             profile=tuple(p for entry in raw_value(config, "profile")
                           for p in str(entry).replace(",", " ").split()),
-            rtol=_number(raw_value(config, "rtol"), "rtol", 1e-6),
-            atol=_number(raw_value(config, "atol"), "atol", 1e-12),
+            rtol=_number(raw_value(config, "rtol"), "rtol", Tolerance.rtol),
+            atol=_number(raw_value(config, "atol"), "atol", Tolerance.atol),
             keep=bool(raw_value(config, "keep")),
             keep_idle=_optional(raw_value(config, "keep_idle"),
                                 lambda v: parse_positive(v, "keep_idle")) or 900.0,
