@@ -34,6 +34,9 @@ class Verdict(str, enum.Enum):
 # verdicts that decide an item's status whatever its outcome
 DECISIVE = frozenset({Verdict.DIVERGED, Verdict.MISSING, Verdict.STALE, Verdict.CORRUPT,
                       Verdict.RECORDED})
+# the statuses (plain strings, as reports carry them) of items whose baseline says no
+NOT_REPRODUCED = tuple(v.value for v in (Verdict.DIVERGED, Verdict.MISSING, Verdict.STALE,
+                                         Verdict.CORRUPT))
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_dsrepro.lifecycle import where_it_differs
+from pytest_dsrepro.lifecycle import NOT_REPRODUCED, Verdict, where_it_differs
 from pytest_dsrepro.provenance import texts
 
 if TYPE_CHECKING:
@@ -24,17 +24,17 @@ def _cell(text: str) -> str:
 def render(summary: Summary, describe: list[str]) -> str:
     counts = summary.counts()
     records = list(summary.records.values())
-    diverged = [r for r in records if r.status == "diverged"]
-    problems = [r for r in records
-                if r.status in ("missing", "stale", "corrupt", "failed", "error")]
-    bad = {key: counts.get(key, 0) for key in ("diverged", "missing", "stale", "corrupt",
-                                               "failed", "error") if counts.get(key)}
+    diverged = [r for r in records if r.status == Verdict.DIVERGED.value]
+    problems = [r for r in records if r.status in (*NOT_REPRODUCED[1:], "failed", "error")]
+    bad = {key: counts.get(key, 0) for key in (*NOT_REPRODUCED, "failed", "error")
+           if counts.get(key)}
     if bad:
         words = ", ".join(f"{n} {key if key != 'missing' else 'missing baseline'}"
                           for key, n in bad.items())
         headline = f"**Did not reproduce**: {words}"
     else:
-        headline = f"**Reproduced**: {counts.get('reproduced', 0)} item(s) as recorded"
+        headline = (f"**Reproduced**: {counts.get(Verdict.REPRODUCED.value, 0)} item(s) as "
+                    "recorded")
     lines = ["### pytest-dsrepro", "", headline, "", summary.counts_line(), ""]
     if diverged:
         lines += ["| diverged | where it differs | since the baseline was recorded |",

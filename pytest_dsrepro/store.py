@@ -191,6 +191,13 @@ class Store:
             atomic_write(path, text.encode("utf-8"))
         return "created" if old is None else "changed"
 
+    def delete(self, path: Path) -> str:
+        """Remove the baseline at ``path`` and the files beside it (``--dsrepro-prune``); how it
+        is shown."""
+        path.unlink(missing_ok=True)
+        shutil.rmtree(self.files_dir(path), ignore_errors=True)
+        return self.display(path)
+
     def display(self, path: Path) -> str:
         return shown(path, self.rootdir)
 

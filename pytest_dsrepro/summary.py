@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro.lifecycle import DECISIVE, Verdict, where_it_differs
+from pytest_dsrepro.lifecycle import DECISIVE, NOT_REPRODUCED, Verdict, where_it_differs
 from pytest_dsrepro.provenance import KINDS, texts
 from pytest_dsrepro.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
 from pytest_dsrepro.results import of_report
@@ -27,8 +27,9 @@ from pytest_dsrepro.store import Store
 from pytest_dsrepro.variants import base_of
 
 XDIST_EXPECTED = "dsrepro_expected_baselines"  # in each xdist worker's workeroutput
-COUNTED = (("reproduced", "reproduced"), ("diverged", "diverged"), ("missing", "missing baseline"),
-           ("stale", "stale"), ("skipped", "skipped"))
+COUNTED = ((Verdict.REPRODUCED.value, "reproduced"), (Verdict.DIVERGED.value, "diverged"),
+           (Verdict.MISSING.value, "missing baseline"), (Verdict.STALE.value, "stale"),
+           ("skipped", "skipped"))
 LONGREPR_LIMIT = 20000
 
 
@@ -163,10 +164,6 @@ class Summary:
 
     def _prune(self, exitstatus: int) -> None:
         """``--dsrepro-prune``: delete the unused baselines, on a whole run that ended."""
-        import shutil
-
-        from pytest_dsrepro.store import Store
-
         reason = self.partial_run()
         if reason is None and exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             reason = "the run did not finish"
@@ -175,9 +172,7 @@ class Summary:
             return
         store = store_of(self.config)
         for path in self.unused():
-            path.unlink(missing_ok=True)
-            shutil.rmtree(Store.files_dir(path), ignore_errors=True)
-            self.pruned.append(store.display(path))
+            self.pruned.append(store.delete(path))
         self._unused = []
 
     def unused(self) -> list[Path]:
@@ -217,7 +212,7 @@ class Summary:
         recorded, by kind of change: ``{kind: {"items": [nodeid], "changes": [text]}}``."""
         found: dict[str, dict[str, Any]] = {}
         for record in self.records.values():
-            if record.status != "reproduced":
+            if record.status != Verdict.REPRODUCED.value:
                 continue
             for change in record.dsrepro.get("changes") or []:
                 entry = found.setdefault(change["kind"], {"items": [], "changes": []})
@@ -238,7 +233,7 @@ class Summary:
                              f"{record.dsrepro.get('baseline')} (recorded on "
                              f"{variant['recorded_on']}; none yet for {variant['facts']})")
         kept = [r.nodeid for r in self.records.values()
-                if r.dsrepro.get("kept") and r.status in ("diverged", "stale", "missing", "corrupt")]
+                if r.dsrepro.get("kept") and r.status in NOT_REPRODUCED]
         if kept:
             lines.append(f"accept what this run obtained, without rerunning: pytest "
                          f"--dsrepro-accept {shlex.quote(kept[0])}"
@@ -248,7 +243,7 @@ class Summary:
 
     def drift_lines(self) -> list[str]:
         """``reproduced 6, of which 2 under changed packages: scikit-learn 1.9.1 -> 1.9.0``."""
-        reproduced = self.counts().get("reproduced", 0)
+        reproduced = self.counts().get(Verdict.REPRODUCED.value, 0)
         lines = []
         for kind, entry in self.drift().items():
             shown = entry["changes"][:3]
@@ -313,9 +308,10 @@ class Summary:
         write(self.counts_line())
         unchanged = 0
         for record in self.records.values():
-            if record.status == "recorded" and record.dsrepro.get("status") == "unchanged":
+            recorded = record.status == Verdict.RECORDED.value
+            if recorded and record.dsrepro.get("status") == "unchanged":
                 unchanged += 1
-            elif record.status == "diverged":
+            elif record.status == Verdict.DIVERGED.value:
                 write(f"diverged: {record.nodeid}: {where_it_differs(record.dsrepro)}")
                 changes = texts(record.dsrepro.get("changes") or [])
                 if changes:
@@ -324,7 +320,7 @@ class Summary:
                 write(f"{record.status}: {record.nodeid}")
                 write("  since its baseline was recorded: "
                       f"{'; '.join(texts(record.dsrepro['changes']))}")
-            elif record.status == "recorded":
+            elif record.status == Verdict.RECORDED.value:
                 write(f"baseline {record.dsrepro.get('status', 'recorded')}: "
                       f"{record.dsrepro.get('baseline')}")
         if unchanged:
