@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from common import Row, save_rows
 
-from pytest_dsrepro.image import BuildPlan, ensure_image
+from pytest_dsrepro.host.images.build import BuildPlan, ensure_image
 
 
 def make_context(root: Path, files: int, megabytes: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from common import Row, remove_project_images, save_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_dsrepro.kept import Kept
+from pytest_dsrepro.executors.kept import Kept
 
 
 def timed(command: list[str], cwd: Path, runs: int) -> float:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_dsrepro.compare import Mismatch, Tolerance
+    from pytest_dsrepro.baselines.compare import Mismatch, Tolerance
     from pytest_dsrepro.executors import Executor
     from pytest_dsrepro.markers import ContainerSpec
     from pytest_dsrepro.settings import Settings

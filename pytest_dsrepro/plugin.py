@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_dsrepro_compare_output(what: str, kind: str, expected: Any, obtained: Any,
                                   tolerance: Any) -> Any:
     """The plugin's own comparison, after any of the project's."""
-    from pytest_dsrepro.notebook import default_compare
+    from pytest_dsrepro.notebooks.item import default_compare
 
     return default_compare(what, kind, expected, obtained, tolerance)
 
@@ -69,11 +69,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     settings = Settings.from_config(config)
     say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
     if not doctor_asked:
-        from pytest_dsrepro import accept
-        from pytest_dsrepro.store import Store
+        from pytest_dsrepro.baselines import accept
+        from pytest_dsrepro.baselines.store import Store
 
         return accept.run(settings, Store(settings.baselines, settings.rootdir), say)
-    from pytest_dsrepro import doctor
+    from pytest_dsrepro.cli import doctor
 
     return doctor.run(settings, say)
 
@@ -90,16 +90,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     _start_lineage(config, settings)
     if not is_xdist_worker(config):  # what a killed --dsrepro-update left goes, said
-        from pytest_dsrepro.store import sweep, swept_line
+        from pytest_dsrepro.baselines.store import sweep, swept_line
 
         removed = sweep(settings.baselines)
         if removed:
             config.stash[SWEPT_KEY] = swept_line(removed, settings.baselines, settings.rootdir)
-    from pytest_dsrepro.summary import Summary
+    from pytest_dsrepro.report.summary import Summary
 
     config.pluginmanager.register(Summary(config), "dsrepro-summary")
     if settings.in_docker:
-        from pytest_dsrepro.session import HostSession
+        from pytest_dsrepro.host.session import HostSession
 
         host = HostSession(config, settings)
         config.pluginmanager.register(host, HOST_SESSION)
@@ -112,7 +112,7 @@ def _start_lineage(config: pytest.Config, settings: Settings) -> None:
     """Watch what items read under the rootdir (not the plugin's own folders)."""
     import os
 
-    from pytest_dsrepro.lineage import Lineage
+    from pytest_dsrepro.baselines.lineage import Lineage
 
     scratch = os.environ.get("DSREPRO_SCRATCH")
     excluded = [settings.baselines, settings.artifacts, *([Path(scratch)] if scratch else [])]
@@ -138,7 +138,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if lineage is not None:
         lineage.item_starting(item.nodeid)
     if inside_of(item.config) is not None:  # the finder's seeded rerun seeds every test alike
-        from pytest_dsrepro.causes import seed_here
+        from pytest_dsrepro.finder.causes import seed_here
 
         seed_here()
 
@@ -153,8 +153,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         host.close()
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is not None and inside_of(config) is None and not is_xdist_worker(config):
-        from pytest_dsrepro.artifacts import remove_if_empty
-        from pytest_dsrepro.kept import wanted
+        from pytest_dsrepro.baselines.artifacts import remove_if_empty
+        from pytest_dsrepro.executors.kept import wanted
 
         if settings.in_docker and wanted(settings):
             return  # a kept container mounts them: removed, they would be lost to it
@@ -184,7 +184,7 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     config = parent.config
     settings = settings_of(config)
     if host_session_of(config) is not None and _under(module_path, settings.container_paths):
-        from pytest_dsrepro.remote import ContainerModule
+        from pytest_dsrepro.host.remote import ContainerModule
 
         return ContainerModule.from_parent(parent, path=module_path)
     return None
@@ -193,7 +193,7 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     if file_path.suffix != ".ipynb":
         return None
-    from pytest_dsrepro.notebook import (
+    from pytest_dsrepro.notebooks.item import (
         NotebookFile,
         NotebookItem,
         RefusedNotebook,
@@ -243,7 +243,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
     if host_session_of(config) is not None and settings.engines \
             and settings.engines_mode == "matrix":
-        from pytest_dsrepro.matrix import expand
+        from pytest_dsrepro.host.matrix import expand
 
         items[:] = expand(items, [label for label, _ in settings.engines])
 
@@ -252,7 +252,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """A notebook notes which item follows it: its kernel starts while this one runs."""
     if getattr(item, "is_notebook", False):
-        from pytest_dsrepro.warm_kernels import NEXT_KEY
+        from pytest_dsrepro.notebooks.warm_kernels import NEXT_KEY
 
         item.stash[NEXT_KEY] = nextitem
 
@@ -260,7 +260,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Kernels started ahead for items that did not run go."""
-    from pytest_dsrepro.warm_kernels import shut_down_all
+    from pytest_dsrepro.notebooks.warm_kernels import shut_down_all
 
     shut_down_all()
 
@@ -283,7 +283,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     changes = _attribution(item, call)
     report = yield
     if changes and report.failed:
-        from pytest_dsrepro.lifecycle import since_line
+        from pytest_dsrepro.baselines.lifecycle import since_line
 
         longrepr = report.longrepr
         if hasattr(longrepr, "addsection"):
@@ -309,7 +309,7 @@ def _attribution(item: pytest.Item, call: pytest.CallInfo[None]) -> list[str]:
         return []
     if recorder is not None:
         return list(recorder.lifecycle.errored())
-    from pytest_dsrepro.lifecycle import Lifecycle
+    from pytest_dsrepro.baselines.lifecycle import Lifecycle
 
     store = store_of(item.config)
     path = store.for_test(Path(item.path), item.name)
@@ -322,7 +322,7 @@ def _attribution(item: pytest.Item, call: pytest.CallInfo[None]) -> list[str]:
 def baseline(request: pytest.FixtureRequest) -> Any:
     """``baseline.check(name, value, rtol=None, atol=None)``: values this test must reproduce,
     recorded with ``--dsrepro-update``."""
-    from pytest_dsrepro.fixture import Baseline
+    from pytest_dsrepro.baselines.fixture import Baseline
 
     item = request.node
     recorder = Baseline(item, store_of(request.config), settings_of(request.config))

@@ -89,8 +89,8 @@ class Request:
     the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
     (a repeat's perturbations: they then run in processes of their own), ``durations`` how long
     the items took last time, to share them among the workers longest first, ``options`` the host's
-    parsed pytest options (:mod:`pytest_dsrepro.parity`), set over the container's own,
-    ``coverage`` what to measure under pytest-cov (:mod:`pytest_dsrepro.code_coverage`)."""
+    parsed pytest options (:mod:`pytest_dsrepro.host.parity`), set over the container's own,
+    ``coverage`` what to measure under pytest-cov (:mod:`pytest_dsrepro.inside.coverage`)."""
 
     settings: dict[str, Any]
     args: list[str]

@@ -11,15 +11,15 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_dsrepro.cell_rules import read_sanitize_file
-from pytest_dsrepro.compare import Tolerance
+from pytest_dsrepro.baselines.compare import Tolerance
+from pytest_dsrepro.baselines.variants import parse_keys
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.parameters import (
+from pytest_dsrepro.notebooks.cell_rules import read_sanitize_file
+from pytest_dsrepro.notebooks.parameters import (
     parse_assignment,
     parse_parameter_lines,
     parse_profile_lines,
 )
-from pytest_dsrepro.variants import parse_keys
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

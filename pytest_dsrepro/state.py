@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_dsrepro.fixture import Baseline  # noqa: F401  (named in a string below)
-    from pytest_dsrepro.inside import EventStream
-    from pytest_dsrepro.lineage import Lineage
-    from pytest_dsrepro.session import HostSession
+    from pytest_dsrepro.baselines.fixture import Baseline  # noqa: F401  (named in a string below)
+    from pytest_dsrepro.baselines.lineage import Lineage
+    from pytest_dsrepro.baselines.store import Store
+    from pytest_dsrepro.host.session import HostSession
+    from pytest_dsrepro.inside.events import EventStream
     from pytest_dsrepro.settings import Settings
-    from pytest_dsrepro.store import Store
 
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 STORE_KEY = pytest.StashKey["Store"]()
@@ -31,7 +31,7 @@ def settings_of(config: pytest.Config) -> Settings:
 
 def store_of(config: pytest.Config) -> Store:
     """The session's baseline store, made on first use."""
-    from pytest_dsrepro.store import Store
+    from pytest_dsrepro.baselines.store import Store
 
     if STORE_KEY not in config.stash:
         settings = settings_of(config)
@@ -43,8 +43,8 @@ def output_types_of(config: pytest.Config) -> dict[str, str]:
     """The MIME types notebooks record and compare: the plugin's, and those projects add with
     the ``pytest_dsrepro_output_types`` hook (made on first use)."""
     if OUTPUT_TYPES_KEY not in config.stash:
+        from pytest_dsrepro.baselines.normalize import OUTPUT_TYPES, TYPE_KINDS
         from pytest_dsrepro.errors import DsreproUsageError
-        from pytest_dsrepro.normalize import OUTPUT_TYPES, TYPE_KINDS
 
         types = dict(OUTPUT_TYPES)
         for added in config.hook.pytest_dsrepro_output_types(config=config):

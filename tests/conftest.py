@@ -46,7 +46,7 @@ def unavailable(message: str) -> NoReturn:
 def container_ids(client: Any, pid: int | None = None) -> list[str]:
     """Ids of the engine's containers (only those of the session with this pid, if given).
     One list call and no inspect per container: a container removed meanwhile is no error."""
-    from pytest_dsrepro.engine import LABEL_PID
+    from pytest_dsrepro.executors.engine import LABEL_PID
 
     filters = {"label": f"{LABEL_PID}={pid}"} if pid is not None else {}
     return [entry["Id"] for entry in client.api.containers(all=True, filters=filters)]
@@ -96,7 +96,7 @@ def needs(*modules: str) -> None:
             unavailable(f"{module} is not installed: pip install -e '.[test]'")
 
 
-SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report.schema.json"
+SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report" / "report.schema.json"
 
 
 def validate(doc: dict[str, Any]) -> None:

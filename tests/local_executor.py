@@ -25,7 +25,7 @@ class LocalWorker:
     def __init__(self, request: protocol.Request) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pytest_dsrepro.launch", "--request", request.to_json()],
+            [sys.executable, "-m", "pytest_dsrepro.inside.launch", "--request", request.to_json()],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={**os.environ, **CHILD_ENV, "DSREPRO_IN_CONTAINER": "1"})
         threading.Thread(target=self._pump, daemon=True).start()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_dsrepro.compare import Tolerance, compare_text
-from pytest_dsrepro.normalize import compile_user_patterns, normalize_outputs, sanitize
+from pytest_dsrepro.baselines.compare import Tolerance, compare_text
+from pytest_dsrepro.baselines.normalize import compile_user_patterns, normalize_outputs, sanitize
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -86,7 +86,7 @@ def test_dates_are_replaced_whole(text: str, expected: str) -> None:
 def test_this_machines_folders_become_placeholders() -> None:
     from pathlib import Path
 
-    from pytest_dsrepro.normalize import host_paths, replace_paths
+    from pytest_dsrepro.baselines.normalize import host_paths, replace_paths
 
     patterns = host_paths(Path("/home/alice/proj"), [("/home/alice", "<HOME>"),
                                                      ("/srv/scratch", "<SCRATCH>")])
@@ -122,7 +122,7 @@ def test_numbers_in_tables_are_named_by_row_and_column() -> None:
 
 
 def test_changes_name_the_most_likely_cause_first() -> None:
-    from pytest_dsrepro.provenance import VERSION, changes
+    from pytest_dsrepro.baselines.provenance import VERSION, changes
 
     recorded = {"version": VERSION, "packages": {"numpy": "2.4.6", "scikit-learn": "1.9.1"},
                 "image_hash": "aaaa", "build_files": {"requirements.txt": "1", "Dockerfile": "2"},
@@ -152,7 +152,7 @@ def test_changes_name_the_most_likely_cause_first() -> None:
 
 
 def test_many_changes_are_grouped_by_folder_and_kept_to_a_handful() -> None:
-    from pytest_dsrepro.provenance import VERSION, changes
+    from pytest_dsrepro.baselines.provenance import VERSION, changes
 
     files = {f".git/objects/{n:02}": "1" for n in range(87)} | {"src/model.py": "1"}
     recorded = {"version": VERSION, "image_hash": "aaaa", "build_files": files,
@@ -195,7 +195,7 @@ def test_numbers_compared_in_bulk_as_one_by_one(pairs: list[tuple[str, str]], rt
                                                atol: float) -> None:
     """numpy's arrays and Python's floats find the same numbers outside tolerance."""
     pytest.importorskip("numpy")
-    from pytest_dsrepro.compare import _outside, _outside_in_bulk
+    from pytest_dsrepro.baselines.compare import _outside, _outside_in_bulk
 
     expected = [e for e, _ in pairs] * 8  # past the bulk threshold either way
     obtained = [o for _, o in pairs] * 8
@@ -246,7 +246,7 @@ def test_texts_compared_at_once_match_the_exact_comparison(
         texts: tuple[str, str], tol: Tolerance) -> None:
     """Compared as bytes, a text is never called equal when the exact comparison (number by
     number, versions as text) finds a difference."""
-    from pytest_dsrepro import compare
+    from pytest_dsrepro.baselines import compare
 
     expected, obtained = texts
     if compare._within_at_once(expected, obtained, tol):
@@ -254,7 +254,7 @@ def test_texts_compared_at_once_match_the_exact_comparison(
 
 
 def test_a_big_text_whose_every_number_moved_is_compared_at_once() -> None:
-    from pytest_dsrepro import compare
+    from pytest_dsrepro.baselines import compare
 
     lines = [f"step {i:7d} loss {(i % 997) / 991:.12f} accuracy {(i % 89) / 97:.12f}"
              for i in range(2000)]
@@ -282,7 +282,7 @@ def test_durations_found_in_a_big_text_of_numbers(tail: str) -> None:
 
 
 def test_a_baseline_read_ahead_is_read_again_when_it_changed(tmp_path: Path) -> None:
-    from pytest_dsrepro.store import Store
+    from pytest_dsrepro.baselines.store import Store
 
     store = Store(tmp_path / "baselines", tmp_path)
     path = tmp_path / "baselines" / "nb.yaml"
@@ -295,7 +295,7 @@ def test_a_baseline_read_ahead_is_read_again_when_it_changed(tmp_path: Path) -> 
 
 
 def test_timings_of_ipython_magics_become_placeholders() -> None:
-    from pytest_dsrepro.normalize import TIMINGS, sanitize
+    from pytest_dsrepro.baselines.normalize import TIMINGS, sanitize
 
     printed = ("1.34 ms ± 12.3 µs per loop (mean ± std. dev. of 7 runs, 1,000 loops each)\n"
                "52.3 ns ± 0.12 ns per loop (mean ± std. dev. of 7 runs, 10,000,000 loops each)\n"
@@ -329,14 +329,14 @@ def test_timings_of_ipython_magics_become_placeholders() -> None:
 ])
 def test_calls_that_draw_without_a_seed_are_named(source: str, before: str,
                                                    calls: list[str]) -> None:
-    from pytest_dsrepro.causes import unseeded_calls
+    from pytest_dsrepro.finder.causes import unseeded_calls
 
     assert unseeded_calls(source, before) == calls
 
 
 def test_a_pattern_needs_a_word_beside_the_moving_token() -> None:
-    from pytest_dsrepro.compare import Tolerance
-    from pytest_dsrepro.repeat import judge
+    from pytest_dsrepro.baselines.compare import Tolerance
+    from pytest_dsrepro.finder.repeat import judge
 
     bare = judge("nb.ipynb", "cell 0 output 0 (stdout)", ["[[0.1 0.2]]", "[[x y]]"], Tolerance(),
                  seeded=["[[a b]]", "[[c d]]"])
@@ -368,9 +368,9 @@ def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -
     from conftest import needs
 
     needs("PIL")
-    from pytest_dsrepro.compare import Tolerance
-    from pytest_dsrepro.notebook import default_compare
-    from pytest_dsrepro.repeat import judge
+    from pytest_dsrepro.baselines.compare import Tolerance
+    from pytest_dsrepro.finder.repeat import judge
+    from pytest_dsrepro.notebooks.item import default_compare
 
     where = "cell 0 output 0 (image/png)"
     runs = [base64.b64encode(_png(shade)).decode() for shade in (100, 112, 106)]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from conftest import Project, run_with_env
-from pytest_dsrepro.engine import resolve
 from pytest_dsrepro.errors import EngineError
+from pytest_dsrepro.executors.engine import resolve
 
 
 def write_context(config: Path, name: str, host: str, current: bool = False) -> None:
@@ -51,7 +51,7 @@ def test_an_ssh_engine_without_paramiko_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from pytest_dsrepro.engine import connect
+    from pytest_dsrepro.executors.engine import connect
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

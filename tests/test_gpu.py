@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Project
 from notebooks import write_notebook
-from pytest_dsrepro.provenance import parse_nvidia_smi
+from pytest_dsrepro.baselines.provenance import parse_nvidia_smi
 
 GPU_TESTS = """
 import json, os, socket, pytest

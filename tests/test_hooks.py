@@ -70,7 +70,7 @@ display({"application/geo+json": {"type": "Point", "coordinates": [4.9 + shift, 
 
 GEO_TYPE = """
 import json
-from pytest_dsrepro.compare import Mismatch
+from pytest_dsrepro.baselines.compare import Mismatch
 
 
 def pytest_dsrepro_output_types(config):

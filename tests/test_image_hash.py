@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_dsrepro.image import BuildPlan, content_hash, context_files
+from pytest_dsrepro.host.images.build import BuildPlan, content_hash, context_files
 
 
 def plan(root: Path, **kwargs: object) -> BuildPlan:
@@ -77,7 +77,7 @@ def test_build_args_target_and_dockerfile_change_the_hash(tmp_path: Path) -> Non
 
 
 def test_build_errors_say_which_setting_to_fix(tmp_path: Path) -> None:
-    from pytest_dsrepro.image import _step_failed
+    from pytest_dsrepro.host.images.build import _step_failed
 
     (tmp_path / "Dockerfile").write_text("FROM base\nRUN make\n")
     staged = plan(tmp_path, target="tset")

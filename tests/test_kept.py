@@ -19,7 +19,7 @@ from test_workspace import call
 
 from conftest import Project
 from notebooks import write_notebook
-from pytest_dsrepro.kept import LABEL_FOLDER, LABEL_KEPT
+from pytest_dsrepro.executors.kept import LABEL_FOLDER, LABEL_KEPT
 
 # each run of the test records the process it ran in, and whether its module or a helper module
 # had been imported before in that process (state crossing sessions)
@@ -85,7 +85,7 @@ def workers(client: Any, scratch: Path) -> list[str]:
         except Exception:  # starting, or gone
             continue
         found += [p[-1] for p in processes
-                  if "pytest_dsrepro.keeper" in p[-1] and "docker-init" not in p[-1]]
+                  if "pytest_dsrepro.inside.keeper" in p[-1] and "docker-init" not in p[-1]]
     return found
 
 

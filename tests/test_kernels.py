@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import Project, run_with_env
 from notebooks import write_notebook
-from pytest_dsrepro.warm_kernels import worth_it
+from pytest_dsrepro.notebooks.warm_kernels import worth_it
 
 # what each notebook reports of its kernel: its process, its folder, how long it had been up
 # when the first cell ran, and whether an earlier notebook left anything behind

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Project
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.matrix import lines, spread, table
+from pytest_dsrepro.host.matrix import lines, spread, table
 from pytest_dsrepro.settings import parse_engines
 
 VALUE_TEST = """

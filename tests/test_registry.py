@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import Project, run_with_env
-from pytest_dsrepro import provenance
+from pytest_dsrepro.baselines import provenance
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

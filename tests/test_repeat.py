@@ -92,8 +92,8 @@ def test_repeat_needs_the_container(pytester: pytest.Pytester) -> None:
 
 
 def test_moving_text_gets_a_sanitize_proposal() -> None:
-    from pytest_dsrepro.compare import Tolerance
-    from pytest_dsrepro.repeat import judge, round_up
+    from pytest_dsrepro.baselines.compare import Tolerance
+    from pytest_dsrepro.finder.repeat import judge, round_up
 
     found = judge("nb.ipynb", "cell 0 output 0 (stdout)",
                   ["run-id 3f9a2c ok\n", "run-id 77b1e0 ok\n"], Tolerance())

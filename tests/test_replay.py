@@ -13,8 +13,8 @@ import pytest
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.executors import Ending
+from pytest_dsrepro.host.replay import MissingPackages, Outcome, Replay
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
-from pytest_dsrepro.replay import MissingPackages, Outcome, Replay
 
 SOURCE = """
 import pytest

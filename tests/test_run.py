@@ -174,13 +174,13 @@ WATCH_COLLECTION = """
         if os.environ.get("DSREPRO_IN_CONTAINER") or not os.environ.get("WATCH_COLLECTION"):
             return
         import docker
-        from pytest_dsrepro.engine import LABEL_PID
+        from pytest_dsrepro.executors.engine import LABEL_PID
         client = docker.from_env()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             found = [c for c in client.api.containers(
                 all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
-                if "pytest_dsrepro.launch" in c.get("Command", "")]  # a worker, not a probe
+                if "pytest_dsrepro.inside.launch" in c.get("Command", "")]  # a worker, not a probe
             if found:
                 with open("during-collection.json", "w") as handle:
                     json.dump([c["Id"] for c in found], handle)

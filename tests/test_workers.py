@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import Project
-from pytest_dsrepro.durations import longest_first
-from pytest_dsrepro.launch import split
+from pytest_dsrepro.host.sharing import longest_first
+from pytest_dsrepro.inside.launch import split
 
 # Each test waits until the other module's test has started: they pass only when run side by side.
 RENDEZVOUS = """

@@ -23,11 +23,11 @@ from typing import Any, Callable
 import pytest
 
 import pytest_dsrepro
-from pytest_dsrepro import engine, kept, protocol
+from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import DsreproUsageError, EngineError
-from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, gpu_words, take_line
-from pytest_dsrepro.image import base_images, find_image, git_commit
-from pytest_dsrepro.image_source import ImageSource
+from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, engine, gpu_words, kept, take_line
+from pytest_dsrepro.host.images.build import base_images, find_image, git_commit
+from pytest_dsrepro.host.images.source import ImageSource
 from pytest_dsrepro.markers import ContainerSpec, Gpu
 from pytest_dsrepro.settings import Settings
 
@@ -464,7 +464,7 @@ class DockerExecutor:
             return
         self.images.get(self.client)
         if self.settings.rebuild_check and self._rebuilt is None:
-            from pytest_dsrepro import rebuild_check
+            from pytest_dsrepro.host.images import rebuild_check
 
             self._rebuilt = rebuild_check.check(self.client, self.images, self.settings.python,
                                                 self._say_now, self.images.verbose,
@@ -678,7 +678,7 @@ class DockerExecutor:
         import docker.errors
 
         run = self.run_config()
-        command = [run.python, "-m", "pytest_dsrepro.launch", *launch_args]
+        command = [run.python, "-m", "pytest_dsrepro.inside.launch", *launch_args]
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
@@ -749,7 +749,7 @@ class DockerExecutor:
             found.ask("quit")
             self._notes.append(f"discarded the kept container {meta['container'][:12]}: {why}")
             return False
-        from pytest_dsrepro.image import ImageResult
+        from pytest_dsrepro.host.images.build import ImageResult
 
         self._kept[found.group] = found
         self._fast = meta
@@ -795,7 +795,7 @@ class DockerExecutor:
         folder, group = keeper.folder, keeper.group
         (folder / "home").mkdir(parents=True, exist_ok=True)
         keeper_run = dataclasses.replace(run, scratch=folder, watch_host=False)
-        command = [run.python, "-m", "pytest_dsrepro.keeper", str(keeper.socket),
+        command = [run.python, "-m", "pytest_dsrepro.inside.keeper", str(keeper.socket),
                    f"{self.settings.keep_idle:g}"]
         options = container_options(keeper_run, spec, command)
         options["labels"] = {kept.LABEL_KEPT: self.keep_key().common,

@@ -1,6 +1,6 @@
 """The SLURM executor (``dsrepro_executor = "slurm"``): each container group is a SLURM job step
 (``srun``) on a compute node, which starts the worker's container on that node's engine
-(:mod:`pytest_dsrepro.slurm_step`); the worker's events come back through ``srun``'s standard
+(:mod:`pytest_dsrepro.inside.slurm_step`); the worker's events come back through ``srun``'s standard
 output. The repository and the scratch folder are on a filesystem the nodes share, at the same
 paths, as on a real cluster. The image is found or built here, as for Docker; nodes that lack it
 pull it from ``dsrepro_registry``.
@@ -205,7 +205,7 @@ class SlurmExecutor(DockerExecutor):
 
     def start(self, spec: ContainerSpec, request: protocol.Request) -> SrunWorker:  # type: ignore[override]
         run = dataclasses.replace(self.run_config(), watch_host=False)  # the step is cancelled
-        command = [run.python, "-m", "pytest_dsrepro.launch", "--request", request.to_json()]
+        command = [run.python, "-m", "pytest_dsrepro.inside.launch", "--request", request.to_json()]
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
@@ -220,7 +220,7 @@ class SlurmExecutor(DockerExecutor):
         srun = ["srun", f"--job-name={name}", "--nodes=1", "--ntasks=1", "--quiet",
                 "--unbuffered", "--kill-on-bad-exit=1",
                 *srun_resources(spec, len(request.nodeids)), *self.settings.slurm_args,
-                sys.executable, "-m", "pytest_dsrepro.slurm_step", str(step_file)]
+                sys.executable, "-m", "pytest_dsrepro.inside.slurm_step", str(step_file)]
         path = os.pathsep.join(filter(None, [str(plugin_source().parent),
                                              os.environ.get("PYTHONPATH", "")]))
         return SrunWorker(srun, name, {**os.environ, "PYTHONPATH": path},

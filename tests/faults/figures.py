@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro.engine import alive
+from pytest_dsrepro.executors.engine import alive
 
 FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-written": 0,
            "files not the user's": 0, "tracebacks shown": 0}
@@ -23,7 +23,7 @@ def _session_containers() -> dict[str, int]:
     try:
         import docker
 
-        from pytest_dsrepro.engine import LABEL_PID, LABEL_SESSION, connect
+        from pytest_dsrepro.executors.engine import LABEL_PID, LABEL_SESSION, connect
 
         client = connect()
     except Exception:  # no engine: the Docker faults fail on their own

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_dsrepro import protocol
+from pytest_dsrepro.baselines.store import BaselineError, Store
 from pytest_dsrepro.executors.docker import LineBuffer
-from pytest_dsrepro.store import BaselineError, Store
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
                     | st.text(max_size=20),
@@ -98,7 +98,7 @@ def test_malformed_notebooks_are_one_line_each(pytester: pytest.Pytester) -> Non
     st.one_of(JSON, st.dictionaries(st.sampled_from(["skip", "gpu", "timeout", "rtol", "atol",
                                                      "markers", "other"]), JSON, max_size=4)))))
 def test_the_notebook_metadata_reader_reads_or_refuses(notebook: object) -> None:
-    from pytest_dsrepro.notebook import NotebookError, read_options
+    from pytest_dsrepro.notebooks.item import NotebookError, read_options
 
     try:
         options = read_options(notebook)

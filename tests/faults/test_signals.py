@@ -17,7 +17,7 @@ import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
 
 from conftest import Project, container_ids, unavailable, validate
-from pytest_dsrepro.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
+from pytest_dsrepro.executors.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 HOSTNAME = socket.gethostname()
 
@@ -31,7 +31,7 @@ def test_slow():
 
 
 def running(client: Any, pid: int) -> list[str]:
-    from pytest_dsrepro.engine import LABEL_PID
+    from pytest_dsrepro.executors.engine import LABEL_PID
 
     return [entry["Id"] for entry in client.api.containers(filters={"label": f"{LABEL_PID}={pid}"})]
 

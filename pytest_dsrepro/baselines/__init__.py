@@ -1,0 +1,1 @@
+"""Baselines and comparison: lifecycle, store, values, normalization, provenance."""

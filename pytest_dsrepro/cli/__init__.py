@@ -1,0 +1,1 @@
+"""The dsrepro command: lab, shell, run, status, doctor."""

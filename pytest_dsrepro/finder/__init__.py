@@ -1,0 +1,1 @@
+"""The nondeterminism finder: repeats, seeded reruns, causes and proposals."""

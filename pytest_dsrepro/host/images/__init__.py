@@ -1,0 +1,1 @@
+"""The project's image: content hash, build, registry, rebuild check."""

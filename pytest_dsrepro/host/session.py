@@ -1,0 +1,539 @@
+"""The host session of ``--in-docker``: it decides which items run where and in which groups,
+asks the executor for workers, and hands each worker's events to a :class:`Replay`.
+
+Three shapes, as pytest-xdist splits a session:
+
+- a plain session runs host items itself, then container items group by group, one worker per
+  group (a fresh one after a timeout);
+- a pytest-xdist controller collects and runs nothing: it has the image ready before its workers
+  start and passes it to them;
+- a pytest-xdist worker runs each container item it is given in a worker of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from pytest_dsrepro.errors import DsreproUsageError, EngineError
+from pytest_dsrepro.executors import Executor
+from pytest_dsrepro.finder.repeat import Repeats, observe_run, perturbation
+from pytest_dsrepro.host.matrix import inner_nodeid
+from pytest_dsrepro.host.remote import RemoteCollection
+from pytest_dsrepro.host.replay import MissingPackages, Replay, host_report, should_stop, skip_report
+from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
+from pytest_dsrepro.protocol import Request
+from pytest_dsrepro.settings import Settings
+from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
+
+XDIST_IMAGE = "dsrepro_image"  # the controller's image, in each xdist worker's workerinput
+XDIST_GPUS = "dsrepro_gpus"  # whether a worker's engine had GPUs, in its workeroutput
+
+
+def requirements(items: list[pytest.Item]) -> list[str]:
+    """Import names a worker needs for ``items``."""
+    needed = ["pytest", "yaml"]
+    if any(getattr(item, "is_notebook", False) for item in items):
+        needed += ["nbclient", "nbformat", "ipykernel"]
+    return needed
+
+
+class HostSession:
+    """Registered as ``dsrepro-session`` on the host with ``--in-docker``."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.session_id = uuid.uuid4().hex[:12]
+        self.xdist_controller = is_xdist_controller(config)
+        self.xdist_worker = is_xdist_worker(config)
+        for_executor = settings
+        if self.xdist_worker:  # the controller has the image ready: use it as given
+            image = getattr(config, "workerinput", {}).get(XDIST_IMAGE)
+            if image:
+                for_executor = dataclasses.replace(settings, image=image)
+        self.executors: dict[str, Executor] = {}  # by label, with --dsrepro-engines
+        if settings.engines:
+            self._check_engines()
+            for label, engine in settings.engines:
+                self.executors[label] = config.hook.pytest_dsrepro_make_executor(
+                    config=config, settings=dataclasses.replace(for_executor, engine=engine),
+                    session_id=self.session_id, say=self._labelled(label))
+            self.executor: Executor = next(iter(self.executors.values()))
+        else:
+            self.executor = config.hook.pytest_dsrepro_make_executor(
+                config=config, settings=for_executor, session_id=self.session_id, say=self.say)
+        self._collection: RemoteCollection | None = None
+        self.repeats: Repeats | None = None
+        self.retried: list[str] = []  # what failed to start and was started again
+        if settings.observing:
+            self.repeats = self._repeats()
+        # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
+        self._previous_terminate = terminate_as_interrupt()
+        self._gpus_seen: bool | None = None  # from xdist workers
+        self._said: set[str] = set()  # lines said once
+
+    def _check_engines(self) -> None:
+        if self.xdist_controller or self.xdist_worker:
+            raise DsreproUsageError("--dsrepro-engines and pytest-xdist (-n) do not combine: the "
+                                    "engines already run side by side; drop -n")
+        if self.settings.update and self.settings.engines_mode == "matrix":
+            raise DsreproUsageError(
+                "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
+                "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
+                "on all.")
+
+    def _repeats(self) -> Repeats:
+        if self.xdist_controller or self.xdist_worker or self.settings.engines:
+            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm run in one session on "
+                                    "one engine: drop -n and --dsrepro-engines")
+        if self.settings.update:
+            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm look at outputs that "
+                                    "differ; they record nothing: drop --dsrepro-update")
+        repeats = Repeats(self.settings)
+        self.config.pluginmanager.register(repeats, "dsrepro-repeats")
+        return repeats
+
+    def _repeat(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """The runs after the first: each group in a fresh worker, quietly, perturbed."""
+        assert self.repeats is not None
+        for run in range(2, self.settings.repeat + 1):
+            env = perturbation(run, self.settings.perturb)
+            shown = " ".join(f"{k}={v}" for k, v in env.items())
+            self.say(f"repeat {run}/{self.settings.repeat}" + (f" ({shown})" if shown else ""))
+            for spec, items in groups:
+                if spec.gpu and not self.executor.gpus_available():
+                    continue
+                self.repeats.add(run, self._quietly(spec, items, env))
+        self._settle(groups)
+
+    def _settle(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """Items whose outputs moved by more than a tolerance covers run twice more, every
+        generator seeded alike: outputs that then stop moving were drawn without a seed."""
+        from pytest_dsrepro.finder.causes import SEED, SEED_ENV
+
+        assert self.repeats is not None
+        moving = self.repeats.to_settle()
+        wanted = [(spec, [i for i in items if i.nodeid in moving]) for spec, items in groups]
+        wanted = [(spec, items) for spec, items in wanted if items]
+        if not wanted:
+            return
+        count = sum(len(items) for _, items in wanted)
+        self.say(f"rerunning {count} moving item{'s' if count != 1 else ''} twice with every "
+                 "generator seeded, to tell drawn random numbers from other causes")
+        for _ in range(2):
+            for spec, items in wanted:
+                if spec.gpu and not self.executor.gpus_available():
+                    continue
+                self.repeats.add_seeded(self._quietly(spec, items, {SEED_ENV: str(SEED)}))
+
+    def _quietly(self, spec: ContainerSpec, items: list[pytest.Item],
+                 env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Run ``items`` once more in a fresh worker, no report reaching pytest's hooks: what
+        each obtained, by the node id inside."""
+        request = dataclasses.replace(
+            self.request([inner_nodeid(i) for i in items], requirements(items)), env=env or {})
+        limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
+        return observe_run(functools.partial(self.start, self.executor, spec, request), limit)
+
+    def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
+        """A started worker. One the engine refused to start is started again,
+        ``dsrepro_retries`` times, each retry said; a failing test is never retried."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return executor.start(spec, request)
+            except EngineError as exc:
+                if attempt >= self.settings.retries:
+                    raise
+                why = str(exc).splitlines()[0]
+                self.retried.append(f"a worker did not start ({why}); started again")
+                self.say(f"a worker did not start ({why}); starting it again (retry "
+                         f"{attempt + 1} of {self.settings.retries})")
+        raise AssertionError("unreachable")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.retried:
+            terminalreporter.line(f"dsrepro: retried: {line}")
+
+    def _confirm(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """Each item that diverged, run once more in a fresh worker: did the rerun agree?"""
+        assert self.repeats is not None
+        diverged = [(spec, [i for i in items if i.nodeid in self.repeats.diverged])
+                    for spec, items in groups]
+        count = sum(len(items) for _, items in diverged)
+        if not count:
+            return
+        self.say(f"confirming {count} diverged item{'s' if count != 1 else ''} by running "
+                 f"{'them' if count != 1 else 'it'} again")
+        for spec, items in diverged:
+            if not items:
+                continue
+            rerun = self._quietly(spec, items)
+            summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
+            for item in items:
+                verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
+                record = summary.records.get(item.nodeid) if summary is not None else None
+                if record is not None:  # the JSON report and the HTML page say it too
+                    record.dsrepro["confirmed"] = verdict
+
+    # -- talking to the user ----------------------------------------------------------------------
+
+    def _labelled(self, label: str) -> Any:
+        return lambda line: self.say(f"[{label}] {line}")
+
+    def header(self) -> list[str]:
+        if not self.executors:
+            return [f"dsrepro: container items run in the project's image "
+                    f"({self.executor.header()})"]
+        mode = self.settings.engines_mode
+        return [f"dsrepro: container items run in the project's image on "
+                f"{len(self.executors)} engines ({mode})",
+                *(f"dsrepro:   {label}: {executor.header()}"
+                  for label, executor in self.executors.items())]
+
+    def say(self, line: str) -> None:
+        """One ``dsrepro:`` line on pytest's terminal, flushed at once: a build's progress must
+        reach a CI log (a pipe) while the build runs, not when it ends."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is None:
+            reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
+            return
+        with capture.global_and_fixture_disabled():  # builds also happen while collecting
+            reporter.write_line(f"dsrepro: {line}")
+            reporter.flush()
+
+    def describe(self) -> list[str]:
+        if self.executors:
+            return [f"[{label}] {line}" for label, executor in self.executors.items()
+                    for line in executor.describe()]
+        lines = self.executor.describe()
+        if self._gpus_seen is not None:
+            from pytest_dsrepro.executors import gpu_words
+
+            lines = [line.replace("GPUs not requested", f"GPUs {gpu_words(self._gpus_seen)}")
+                     for line in lines]
+        return lines
+
+    def facts(self) -> dict[str, Any]:
+        facts = self.executor.facts()
+        if self.executors:
+            facts["engines"] = {label: {**executor.facts(),
+                                        "kind": getattr(executor, "kind", "engine")}
+                                for label, executor in self.executors.items()}
+        if facts.get("gpus_available") is None and self._gpus_seen is not None:
+            facts["gpus_available"] = self._gpus_seen
+        return facts
+
+    # -- the start -------------------------------------------------------------------------------
+
+    def default_spec(self) -> ContainerSpec:
+        s = self.settings
+        return ContainerSpec(cpus=s.cpus, memory=s.memory, network=s.network)
+
+    def prestart(self) -> None:
+        """Let the executor get a worker ready while the host collects."""
+        if not self.xdist_controller:
+            self.executor.prestart(self.default_spec())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """The xdist controller has the image ready (built once, its progress on the terminal)
+        before its first worker starts, and hands it to every worker."""
+        self.executor.prepare()
+        facts = self.executor.facts()
+        if facts.get("image_id"):
+            node.workerinput[XDIST_IMAGE] = facts["image_id"]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        seen = getattr(node, "workeroutput", {}).get(XDIST_GPUS)
+        if seen is not None:
+            self._gpus_seen = bool(self._gpus_seen) or bool(seen)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.settings.update and not self.xdist_worker:
+            # every worker is gone: what one killed while it wrote a baseline left goes now
+            from pytest_dsrepro.baselines.store import sweep, swept_line
+
+            removed = sweep(self.settings.baselines)
+            if removed:
+                self.say(swept_line(removed, self.settings.baselines, self.settings.rootdir))
+        if self.executor.facts().get("rebuild_check") and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the rebuild drifted
+        if self.xdist_worker:
+            gpus = self.executor.facts().get("gpus_available")
+            if gpus is not None:
+                self.config.workeroutput[XDIST_GPUS] = gpus  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        try:
+            for executor in self.executors.values() or [self.executor]:
+                executor.close()
+        finally:
+            restore_terminate(self._previous_terminate)
+
+    # -- GPUs --------------------------------------------------------------------------------------
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]
+                                       ) -> list[str]:
+        wanting = [i for i in items if SPEC_KEY in i.stash and i.stash[SPEC_KEY].gpu]
+        if not wanting or config.option.collectonly or self.xdist_worker:
+            return []
+        if self.executors:
+            return []  # each engine's GPU items are skipped or run as its own run_group finds
+        where = self.executor.where()
+        if self.executor.gpus_available():
+            return [f"dsrepro: GPUs: available from {where} ({len(wanting)} GPU item(s))"]
+        then = "fail (--dsrepro-require-gpu)" if self.settings.require_gpu else "are skipped"
+        return [f"dsrepro: GPUs: not available from {where}; {len(wanting)} GPU item(s) {then}"]
+
+    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item],
+                     executor: Executor) -> bool:
+        """GPU items where there is none: skipped, or failed under require_gpu; False to stop."""
+        reason = executor.no_gpu_reason()
+        for item in items:
+            if self.settings.require_gpu:
+                host_report(item, "setup", "failed",
+                            f"{reason}; --dsrepro-require-gpu makes this a failure", 0.0)
+            else:
+                skip_report(item, reason)
+            if should_stop(session):
+                return False
+        return True
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def worker_args(self) -> list[str]:
+        """pytest's arguments inside (:func:`pytest_dsrepro.host.parity.inside_args`); every other
+        option of the host travels as a value (:func:`pytest_dsrepro.host.parity.option_values`)."""
+        from pytest_dsrepro.host.parity import inside_args
+
+        return inside_args(self.config, self.settings.rootdir)
+
+    def request(self, nodeids: list[str], require: list[str], *extra_args: str,
+                workers: int = 1) -> Request:
+        from pytest_dsrepro.host.parity import option_values
+        from pytest_dsrepro.inside import coverage as code_coverage
+        from pytest_dsrepro.state import settings_of
+
+        known = self.durations() if workers > 1 else {}
+        return Request(settings=settings_of(self.config).to_wire(),
+                       args=[*self.worker_args(), *extra_args], nodeids=nodeids,
+                       options=option_values(self.config),
+                       coverage=code_coverage.wanted(self.config, self.settings.artifacts),
+                       require=require, workers=workers,
+                       durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})
+
+    @functools.cache  # noqa: B019  (one host session a pytest session)
+    def durations(self) -> dict[str, float]:
+        """How long each item took last time (:mod:`pytest_dsrepro.host.sharing`)."""
+        from pytest_dsrepro.host import sharing as durations
+
+        return durations.load(self.config, self.settings.report)
+
+    # -- collecting inside ---------------------------------------------------------------------------
+
+    def remote_collection(self) -> RemoteCollection:
+        """Items of ``dsrepro_container_paths``, collected once inside a worker."""
+        if self._collection is None:
+            from pytest_dsrepro.host.replay import read_collection
+
+            paths = [str(p) for p in self.settings.container_paths if p.exists()]
+            self.executor.prepare()
+            worker = self.start(self.executor, self.default_spec(), self.request(
+                paths, ["pytest", "yaml"], "--collect-only", "-q"))
+            try:
+                self._collection = read_collection(self.config, worker, ", ".join(paths))
+            except MissingPackages as exc:
+                raise DsreproUsageError(self.executor.missing(exc.packages)) from None
+            finally:
+                worker.remove()  # a forced removal also kills
+        return self._collection
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """Host items run here as usual; container items run group by group in workers."""
+        if self.xdist_controller or self.xdist_worker:
+            return None  # pytest-xdist's own loop; items come to pytest_runtest_protocol
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                "during collection"
+            )
+        if session.config.option.collectonly:
+            return True
+        in_container = [item for item in session.items if SPEC_KEY in item.stash]
+        on_host = [item for item in session.items if SPEC_KEY not in item.stash]
+        if in_container:
+            for executor in self.executors.values() or [self.executor]:
+                executor.prepare()
+        for index, item in enumerate(on_host):
+            nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            _raise_if_stopping(session)
+        groups: dict[tuple[Any, ...], tuple[ContainerSpec, list[pytest.Item]]] = {}
+        for item in in_container:
+            spec = item.stash[SPEC_KEY]
+            groups.setdefault(spec.group, (spec, []))[1].append(item)
+        previous = terminate_as_interrupt()
+        try:
+            if self.executors:
+                self._run_on_engines(session, list(groups.values()))
+            else:
+                for spec, items in groups.values():
+                    if not self.run_group(session, spec, items):
+                        break
+                if self.repeats is not None and not (session.shouldfail or session.shouldstop):
+                    if self.settings.confirm:
+                        self._confirm(list(groups.values()))
+                    if self.settings.repeat > 1:
+                        self._repeat(list(groups.values()))
+        finally:
+            restore_terminate(previous)
+            self.collect_coverage()
+        _raise_if_stopping(session)
+        return True
+
+    def collect_coverage(self) -> None:
+        """The containers' coverage data beside pytest-cov's, before it combines and reports."""
+        from pytest_dsrepro.inside import coverage as code_coverage
+
+        code_coverage.collect(self.config, self.settings.artifacts)
+
+    def note_once(self, line: str) -> None:
+        """Say ``line`` once a session, however many workers bring it."""
+        if line not in self._said:
+            self._said.add(line)
+            self.say(line)
+
+    def _run_on_engines(self, session: pytest.Session,
+                        groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+        """The engines side by side: each runs its groups one after another (matrix: the
+        groups of its own items; spread: its share, longest first)."""
+        from pytest_dsrepro.host import matrix
+
+        labels = list(self.executors)
+        if self.settings.engines_mode == "spread":
+            shares = matrix.spread(groups, labels, matrix.last_durations(self.settings))
+            lanes = {label: [(dataclasses.replace(spec, engine=label), items)
+                             for spec, items in shares[label]] for label in labels}
+        else:
+            lanes = {label: [(spec, items) for spec, items in groups if spec.engine == label]
+                     for label in labels}
+        running: dict[str, tuple[ContainerSpec, Replay]] = {}
+        try:
+            while True:
+                for label, pending in lanes.items():
+                    while label not in running and pending:
+                        spec, items = pending.pop(0)
+                        executor = self.executors[label]
+                        if spec.gpu and not executor.gpus_available():
+                            if not self._without_gpu(session, items, executor):
+                                return
+                            continue
+                        worker = self.start(executor, spec, self.request(
+                            [inner_nodeid(i) for i in items], requirements(items),
+                            workers=self.settings.workers))
+                        running[label] = (spec, Replay(session, worker, spec, items))
+                if not running:
+                    return
+                for label, (spec, replay) in list(running.items()):
+                    try:
+                        outcome = replay.step(0.05 / len(running))
+                    except MissingPackages as exc:
+                        raise DsreproUsageError(
+                            self.executors[label].missing(exc.packages)) from None
+                    if outcome is None:
+                        continue
+                    replay.worker.remove()
+                    del running[label]
+                    if outcome.stop:
+                        return
+                    if outcome.rerun:
+                        lanes[label].insert(0, (spec, outcome.rerun))
+        finally:
+            for _, replay in running.values():
+                replay.worker.remove()  # a forced removal also kills
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Under pytest-xdist, each worker collects the files longest first by last time's
+        durations, so that the longest start first (every worker reads the same durations, as
+        pytest-xdist needs each to collect the same list)."""
+        if not self.xdist_worker:
+            return
+        from pytest_dsrepro.host.sharing import longest_first
+
+        by_id = {item.nodeid: item for item in items}
+        if len(by_id) == len(items):
+            items[:] = [by_id[nodeid] for nodeid in longest_first(list(by_id), self.durations())]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
+                                ) -> bool | None:
+        """Under pytest-xdist: a container item given to this worker runs in a worker of its
+        own."""
+        if not self.xdist_worker or SPEC_KEY not in item.stash:
+            return None
+        self.executor.prepare()
+        try:
+            self.run_group(item.session, item.stash[SPEC_KEY], [item])
+        finally:
+            self.collect_coverage()
+        return True
+
+    def run_group(self, session: pytest.Session, spec: ContainerSpec,
+                  items: list[pytest.Item]) -> bool:
+        """Run one group's items, in fresh workers after a timeout; False to stop."""
+        if spec.gpu and not self.executor.gpus_available():
+            return self._without_gpu(session, items, self.executor)
+        pending = list(items)
+        while pending:
+            request = self.request([inner_nodeid(i) for i in pending], requirements(pending),
+                                   workers=self.settings.workers)
+            worker = self.start(self.executor, spec, request)
+            try:
+                outcome = Replay(session, worker, spec, pending).run()
+            except MissingPackages as exc:
+                raise DsreproUsageError(self.executor.missing(exc.packages)) from None
+            finally:
+                worker.remove()  # a forced removal also kills
+            if outcome.stop:
+                return False
+            pending = outcome.rerun
+        return True
+
+
+def _raise_if_stopping(session: pytest.Session) -> None:
+    if session.shouldfail:
+        raise session.Failed(session.shouldfail)
+    if session.shouldstop:
+        raise session.Interrupted(session.shouldstop)
+
+
+def terminate_as_interrupt() -> Any:
+    """SIGTERM raises KeyboardInterrupt while workers run, so they are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def restore_terminate(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

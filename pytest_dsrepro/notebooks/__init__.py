@@ -1,0 +1,1 @@
+"""Notebook items, their execution and kernels, cell rules, parameters."""

@@ -1,0 +1,1 @@
+"""What a run reports: the summary, the JSON document, the HTML page, Markdown."""
