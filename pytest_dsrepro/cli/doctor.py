@@ -81,7 +81,7 @@ def _image(client: Any, settings: Settings, say: Say) -> tuple[str | None, int]:
 
 def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str,
               options: dict[str, Any]) -> None:
-    from pytest_dsrepro.executors.docker import sees_folders
+    from pytest_dsrepro.executors.probes import sees_folders
 
     with tempfile.TemporaryDirectory(prefix="dsrepro-doctor-") as scratch:
         try:
@@ -104,7 +104,7 @@ def _transfer(client: Any, image: str, settings: Settings, say: Say, url: str,
 
 
 def _gpus(client: Any, image: str, say: Say, python: str, options: dict[str, Any]) -> None:
-    from pytest_dsrepro.executors.docker import gpu_probe
+    from pytest_dsrepro.executors.probes import gpu_probe
 
     if gpu_probe(client, image, {}, python, options):
         say("ok GPUs: a container that asks for GPUs starts (NVIDIA device requests)")

@@ -82,7 +82,7 @@ def _kept(workspace: Workspace) -> list[str]:
     if not found:
         return []
     try:
-        current = workspace.executor.keep_key().common
+        current = workspace.executor.kept.key().common
     except Exception:  # another executor, or no Dockerfile: nothing to compare with
         current = None
     lines = [f"kept containers: {len(found)}"]

@@ -5,7 +5,6 @@ host's user, are labelled with the session, and are removed on every way out."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -14,7 +13,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -22,132 +20,27 @@ from typing import Any, Callable
 
 import pytest
 
-import pytest_dsrepro
 from pytest_dsrepro import protocol
-from pytest_dsrepro.errors import DsreproUsageError, EngineError
+from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, engine, gpu_words, kept, take_line
+from pytest_dsrepro.executors.container import (
+    PLUGIN_MOUNT,
+    RunConfig,
+    container_options,
+    hash_seed,
+    leaves_repository,
+    plugin_source,
+    recursive_read_only,
+    refuse_inner_mounts,
+)
+from pytest_dsrepro.executors.keeping import Keeping
+from pytest_dsrepro.executors.probes import gpu_probe, sees_folders
 from pytest_dsrepro.host.images.build import base_images, find_image, git_commit
 from pytest_dsrepro.host.images.source import ImageSource
-from pytest_dsrepro.markers import ContainerSpec, Gpu
+from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import Settings
 
-PLUGIN_MOUNT = "/opt/dsrepro"
 LOG_TAIL = 20
-
-# Set in GPU containers so that GPU work repeats exactly; dsrepro_gpu_env overrides them.
-GPU_ENV = {
-    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # cuBLAS: deterministic workspaces (PyTorch needs it)
-    "TF_DETERMINISTIC_OPS": "1",  # TensorFlow: deterministic kernels
-    "TF_CUDNN_DETERMINISTIC": "1",  # TensorFlow: deterministic cuDNN algorithms
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything a worker container needs besides its pytest arguments."""
-
-    image: str
-    python: str
-    rootdir: Path
-    workdir: Path
-    scratch: Path
-    writable: tuple[Path, ...]
-    env: dict[str, str]
-    labels: dict[str, str]
-    image_env: tuple[str, ...] = ()
-    gpu_env: tuple[tuple[str, str], ...] = ()
-    copy: bool = False  # the engine cannot see this machine's folders: files are copied in
-    as_root: bool = False  # rootless Podman: the container's root is the host's user
-    watch_host: bool = True  # the worker exits when its standard input (the host) closes
-    restricted: bool = True  # no new privileges, no capabilities (dsrepro_privileges)
-    recursive_read_only: bool = False  # the engine makes mounts below the repository read-only
-
-
-def plugin_source() -> Path:
-    """The host folder holding the ``pytest_dsrepro`` package, mounted into every container."""
-    return Path(pytest_dsrepro.__file__).resolve().parent
-
-
-def _pythonpath(image_env: tuple[str, ...]) -> str:
-    for entry in image_env:
-        key, _, value = entry.partition("=")
-        if key == "PYTHONPATH" and value:
-            return f"{PLUGIN_MOUNT}:{value}"
-    return PLUGIN_MOUNT
-
-
-def device_requests(gpu: Gpu) -> list[Any]:
-    """The engine's request for GPUs: all of them, a count, or the devices named."""
-    from docker.types import DeviceRequest
-
-    if gpu is True:
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if isinstance(gpu, tuple):
-        return [DeviceRequest(device_ids=list(gpu), capabilities=[["gpu"]])]
-    return [DeviceRequest(count=int(gpu), capabilities=[["gpu"]])]
-
-
-def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
-    """Keyword arguments for ``client.containers.create``."""
-    from docker.types import Mount
-
-    home = run.scratch / "home"
-    mounts = []
-    if not run.copy:  # in copy mode the files are put into the container before it starts
-        home.mkdir(parents=True, exist_ok=True)
-        repository = Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True)
-        if run.recursive_read_only:  # the engine fails the container rather than fall back
-            repository["BindOptions"] = {"ReadOnlyForceRecursive": True}
-        mounts = [
-            repository,
-            Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
-            Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
-                  read_only=True),
-        ]
-        for folder in run.writable:
-            folder.mkdir(parents=True, exist_ok=True)
-            mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
-    gpu = {**GPU_ENV, **dict(run.gpu_env)} if spec.gpu else {}
-    environment = {
-        **gpu,
-        **run.env,
-        "HOME": str(home),
-        "TMPDIR": str(run.scratch),
-        "DSREPRO_SCRATCH": str(run.scratch),
-        "DSREPRO_IN_CONTAINER": "1",
-        "PYTHONPATH": _pythonpath(run.image_env),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-        **({"DSREPRO_WATCH_STDIN": "1"} if run.watch_host else {}),
-    }
-    options: dict[str, Any] = {
-        "image": run.image,
-        "command": command,
-        "mounts": mounts,
-        "environment": environment,
-        "working_dir": str(run.workdir),
-        "user": f"{os.getuid()}:{os.getgid()}",
-        "labels": run.labels,
-        "network_mode": spec.network,
-        "init": True,
-        # watched: stdin is open, and (the SDK's "not detached") closed by the engine once the
-        # one attached client, the host, goes away
-        "detach": not run.watch_host,
-        "stdin_open": run.watch_host,
-    }
-    if run.restricted:  # setuid programs gain nothing; no capability is kept
-        options["security_opt"] = ["no-new-privileges"]
-        options["cap_drop"] = ["ALL"]
-    if run.as_root:  # rootless Podman: root inside is the host's user outside, so what the
-        options["user"] = "0:0"  # container writes belongs to that user
-    if spec.gpu:
-        options["device_requests"] = device_requests(spec.gpu)
-    if spec.cpus:
-        options["nano_cpus"] = int(spec.cpus * 1e9)
-    if spec.memory:
-        options["mem_limit"] = spec.memory
-        options["memswap_limit"] = spec.memory
-    return options
 
 
 class WorkerContainer:
@@ -300,14 +193,6 @@ class WorkerContainer:
                 pass
 
 
-def _hash_seed(image_env: tuple[str, ...]) -> dict[str, str]:
-    """``PYTHONHASHSEED=0``, unless the image sets it: a set of strings prints the same way in
-    every run (``dsrepro_env`` can pass the host's value instead)."""
-    if any(entry.startswith("PYTHONHASHSEED=") for entry in image_env):
-        return {}
-    return {"PYTHONHASHSEED": "0"}
-
-
 class DockerExecutor:
     """Workers as containers on the engine at ``DOCKER_HOST`` (or the default socket): an
     :class:`~pytest_dsrepro.executors.Executor`."""
@@ -325,10 +210,10 @@ class DockerExecutor:
         self._scratch: Path | None = None
         self._own_scratch = False
         self._run_config: RunConfig | None = None
-        self._notes: list[str] = []  # said from the background thread, printed by the main one
+        self.notes: list[str] = []  # said from the background thread, printed by the main one
         self._warming: threading.Thread | None = None
         self._warm: tuple[WorkerContainer, Path, tuple[Any, ...]] | None = None
-        self._gpu: bool | None = None
+        self.gpus: bool | None = None
         self._rebuilt: list[str] | None = None  # --dsrepro-rebuild-check's package changes
         self._sees: bool | None = None  # whether the engine sees this machine's folders
         self._decided = threading.Event()  # the background start has chosen mount or copy
@@ -337,15 +222,13 @@ class DockerExecutor:
         # --dsrepro-keep: workers forked in kept containers, one a group; ignored in CI
         self.keeping = kept.wanted(settings)
         if settings.keep and not self.keeping:
-            self._notes.append("--dsrepro-keep is ignored where CI is set: no container is kept")
-        self._key: kept.Key | None = None
-        self._kept: dict[str, kept.Kept] = {}  # by group name: keepers that answered
-        self._fast: dict[str, Any] | None = None  # a kept container's facts: no engine needed
+            self.notes.append("--dsrepro-keep is ignored where CI is set: no container is kept")
+        self.kept = Keeping(self)
 
     # -- a container started while the host collects -------------------------------------------
 
     def prestart(self, spec: ContainerSpec) -> None:
-        if self.keeping and self._find_kept(spec):
+        if self.keeping and self.kept.find(spec):
             return  # a kept container forks the worker: no engine, no image lookup
         self._warming = threading.Thread(target=self._prestart, args=(spec,),
                                          name="dsrepro-prestart", daemon=True)
@@ -358,7 +241,7 @@ class DockerExecutor:
             if found is None:  # a build is due: it runs, with its progress, after collection
                 return
             self.images.result, how = found
-            self._notes.append(f"image {found[0].tag} ({how})")
+            self.notes.append(f"image {found[0].tag} ({how})")
             if self.settings.transfer == "auto" and self._sees is None and not self.keeping:
                 self._prestart_probing(spec, found[0].id)
                 return
@@ -367,7 +250,7 @@ class DockerExecutor:
             if copy:  # a request can only be copied in: no waiting container
                 return
             if self.keeping:  # the worker is forked in a kept container: start that one
-                self._keeper_for(spec)
+                self.kept.keeper_for(spec)
                 return
             self._warm = self._waiting_worker(spec)
         except Exception:  # the main thread meets the same fault and reports it
@@ -420,17 +303,17 @@ class DockerExecutor:
             self._warming = None
             self._flush_notes()
 
-    def _note(self, line: str) -> None:
+    def note(self, line: str) -> None:
         """Say ``line`` now, or (from the background start) once the main thread settles."""
         if self._warming is not None and self._warming is threading.current_thread():
-            self._notes.append(line)
+            self.notes.append(line)
         else:
             self._say_now(line)
 
     def _flush_notes(self) -> None:
-        for note in self._notes:
+        for note in self.notes:
             self.say(note)
-        self._notes.clear()
+        self.notes.clear()
 
     def _say_now(self, line: str) -> None:
         self._flush_notes()
@@ -453,14 +336,14 @@ class DockerExecutor:
             self.images.ignore_file = ".containerignore"  # as Podman itself would read it
         swept = engine.sweep(self._client)
         if swept:
-            self._notes.append(f"removed {len(swept)} container(s) left by killed sessions")
+            self.notes.append(f"removed {len(swept)} container(s) left by killed sessions")
         folders = engine.sweep_scratch(Path(tempfile.gettempdir()))
         if folders:
-            self._notes.append(f"removed {folders} scratch folder(s) left by killed sessions")
+            self.notes.append(f"removed {folders} scratch folder(s) left by killed sessions")
 
     def prepare(self) -> None:
         self._settle()
-        if self._fast is not None:  # the kept container's image: same content, same settings
+        if self.kept.fast is not None:  # the kept container's image: same content, same settings
             return
         self.images.get(self.client)
         if self.settings.rebuild_check and self._rebuilt is None:
@@ -488,19 +371,19 @@ class DockerExecutor:
 
     def gpus_available(self) -> bool:
         """A trivial container is started with the request GPU items get; checked once."""
-        if self._gpu is None:
-            self._gpu = gpu_probe(self.client, self.images.get(self.client).id,
+        if self.gpus is None:
+            self.gpus = gpu_probe(self.client, self.images.get(self.client).id,
                                   engine.session_labels(self.session_id), self.settings.python,
                                   self._probe_options())
-        return self._gpu
+        return self.gpus
 
     def header(self) -> str:
         """The engine, where it was found, its kind and version, and whether it sees this
         machine's folders (as a probe container found): the session header's line."""
-        if self._fast is not None:
-            return (f"engine {self.address.url} ({self._fast['kind']}, from "
+        if self.kept.fast is not None:
+            return (f"engine {self.address.url} ({self.kept.fast['kind']}, from "
                     f"{self.address.source}; sees this machine's folders: mounted; kept "
-                    f"container {self._fast['container'][:12]})")
+                    f"container {self.kept.fast['container'][:12]})")
         if self._warming is not None:
             self._decided.wait()  # the background start probes the folders with the image
         try:
@@ -557,10 +440,10 @@ class DockerExecutor:
             else ""
         if self.settings.privileges != "restricted":
             copied += f"; the engine's default privileges ({self.settings.privileges[8:]})"
-        if self._kept:
+        if self.kept.keepers:
             copied += "; workers forked in kept containers (--dsrepro-keep)"
         lines = [f"{self.images.describe()}; engine {self.address.url}{copied}; "
-                 f"GPUs {gpu_words(self._gpu)}"]
+                 f"GPUs {gpu_words(self.gpus)}"]
         if self._rebuilt:
             lines.append(f"rebuild check: {len(self._rebuilt)} package(s) differ in a rebuild "
                          f"without cache: {', '.join(self._rebuilt)}")
@@ -574,16 +457,16 @@ class DockerExecutor:
                 "image_built": image.built if image else None,
                 "image_digest": (self.images.digest(self._client) or None)
                 if image and self._client is not None
-                else (self._fast or {}).get("digest") or None,
+                else (self.kept.fast or {}).get("digest") or None,
                 "rebuild_check": self._rebuilt,
-                "engine": self.address.url, "gpus_available": self._gpu}
+                "engine": self.address.url, "gpus_available": self.gpus}
 
     # -- starting containers ----------------------------------------------------------------------
 
     def scratch(self) -> Path:
         if self._scratch is None:
             if self.keeping:  # in the folder kept containers mount
-                folder = self.keep_key().folder(self.settings)
+                folder = self.kept.key().folder(self.settings)
                 folder.mkdir(parents=True, exist_ok=True)
                 engine.sweep_scratch(folder)  # of sessions killed while they used one
                 self._scratch = folder / f"{engine.SCRATCH_PREFIX}{self.session_id}"
@@ -617,7 +500,7 @@ class DockerExecutor:
         config = RunConfig(
             image=image.id, python=s.python, rootdir=s.rootdir, workdir=workdir,
             scratch=self.scratch(), writable=self.writable_folders(),
-            env={**_hash_seed(image_env),
+            env={**hash_seed(image_env),
                  **{name: os.environ[name] for name in s.env if name in os.environ},
                  "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
                  "DSREPRO_IMAGE_HASH": self.images.content_hash(self.client),
@@ -643,7 +526,7 @@ class DockerExecutor:
             self._sees = self._probe_folders(image)
         if self._sees is not False:  # the image's probe could not tell: try mounting
             return False
-        self._note(f"the engine at {self.address.url} cannot see this machine's folders: "
+        self.note(f"the engine at {self.address.url} cannot see this machine's folders: "
                    "the repository is copied into containers")
         return True
 
@@ -662,7 +545,7 @@ class DockerExecutor:
         ``--dsrepro-keep`` a process forked in the group's kept container."""
         self._settle()
         if self.keeping:
-            forked = self._fork(spec, request)
+            forked = self.kept.fork(spec, request)
             if forked is not None:
                 return forked  # type: ignore[return-value]
         if self._warm is not None and self._warm[2] == spec.group:
@@ -714,154 +597,6 @@ class DockerExecutor:
         self._tree.seek(0)
         return self._tree.read()
 
-    # -- kept containers (--dsrepro-keep) --------------------------------------------------------
-
-    def keep_key(self) -> kept.Key:
-        """This session's key: the image's content hash (a given image's name), the settings
-        that shape workers, the plugin's code and the engine; made once, without the engine."""
-        if self._key is None:
-            image = self.settings.image or kept.content_hash(self.images, self.settings)
-            self._key = kept.make_key(self.settings, image, self.address.url)
-        return self._key
-
-    def _find_kept(self, spec: ContainerSpec) -> bool:
-        """Whether a kept container of this key answers for ``spec``'s group; those of other
-        keys (another image, other settings) are asked to quit."""
-        try:
-            key = self.keep_key()
-        except Exception:  # a missing Dockerfile: the main thread says so
-            return False
-        discarded = kept.discard_others(self.settings, key)
-        if discarded:
-            self._notes.append(f"discarded {discarded} kept container(s) of another image or "
-                               "other settings")
-        if self.settings.rebuild or self.settings.rebuild_check:
-            return False  # a new image: the kept container of this key goes once it is built
-        found = kept.Kept(key.folder(self.settings), kept.group_name(spec))
-        meta = found.meta()
-        if meta is None or not found.alive():
-            return False
-        gone = kept.replaced(meta.get("mounts") or {})
-        why = (f"{self.settings.image} names another image now" if self._retagged(meta)
-               else f"{', '.join(gone)} was removed or replaced since it started" if gone
-               else "")  # a folder made again: the container cannot see the new one
-        if why:
-            found.ask("quit")
-            self._notes.append(f"discarded the kept container {meta['container'][:12]}: {why}")
-            return False
-        from pytest_dsrepro.host.images.build import ImageResult
-
-        self._kept[found.group] = found
-        self._fast = meta
-        self.kind = meta["kind"]
-        self.images.result = ImageResult(meta["image"], meta["image_id"], False, 0.0)
-        return True
-
-    def _retagged(self, meta: dict[str, Any]) -> bool:
-        """Whether the image ``dsrepro_image`` names is not the kept container's (a name can be
-        given to another image; an id cannot, and a content hash names its content)."""
-        given = self.settings.image
-        if not given or given.startswith("sha256:"):
-            return False
-        try:
-            image = find_image(self.client, given)
-        except Exception:  # no engine: the session says so where it needs one
-            return True
-        return image is None or image.id != meta.get("image_id")
-
-    def _keeper_for(self, spec: ContainerSpec) -> kept.Kept | None:
-        """The group's kept container: the one that answers, else a new one (None where
-        containers cannot see this machine's folders, as a keeper's socket must be)."""
-        group = kept.group_name(spec)
-        if group in self._kept:
-            return self._kept[group]
-        run = self.run_config()
-        folder = self.keep_key().folder(self.settings)
-        keeper = kept.Kept(folder, group)
-        if run.copy or len(str(keeper.socket)) > 100:
-            self.keeping = False
-            self._note("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
-                       "sees this machine's folders (and a scratch path under 100 characters)")
-            return None
-        with kept.creating(keeper):  # one session at a time (pytest -n: several at once)
-            if self.settings.rebuild and keeper.socket.exists():
-                keeper.ask("quit")  # its image is the one rebuilt
-            elif keeper.alive():  # another session started it meanwhile
-                self._kept[group] = keeper
-                return keeper
-            return self._new_keeper(spec, run, keeper)
-
-    def _new_keeper(self, spec: ContainerSpec, run: RunConfig, keeper: kept.Kept) -> kept.Kept:
-        folder, group = keeper.folder, keeper.group
-        (folder / "home").mkdir(parents=True, exist_ok=True)
-        keeper_run = dataclasses.replace(run, scratch=folder, watch_host=False)
-        command = [run.python, "-m", "pytest_dsrepro.inside.keeper", str(keeper.socket),
-                   f"{self.settings.keep_idle:g}"]
-        options = container_options(keeper_run, spec, command)
-        options["labels"] = {kept.LABEL_KEPT: self.keep_key().common,
-                             kept.LABEL_FOLDER: str(folder),
-                             engine.LABEL_HOST: socket.gethostname()}
-        options["auto_remove"] = True  # gone once the keeper ends, unused
-        self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
-                                                          options=options)
-        container = self._start_keeper(options, keeper)
-        keeper.write_meta({
-            "container": container.id, "image": self.images.result.tag  # type: ignore[union-attr]
-            if self.images.result else run.image, "image_id": run.image, "kind": self.kind,
-            "engine": self.address.url, "environment": options["environment"],
-            "gpus": self._gpu, "digest": self.images.digest(self.client) or None,
-            "idle": self.settings.keep_idle, "started": time.time(), "group": list(spec.group),
-            "mounts": kept.mounted([run.rootdir, *run.writable, folder, plugin_source()])})
-        self._note(f"kept container {container.id[:12]} started: the next session with this "
-                   f"image and these settings forks its worker there (--dsrepro-keep; it goes "
-                   f"after {self.settings.keep_idle:g} s unused)")
-        self._kept[group] = keeper
-        return keeper
-
-    def _start_keeper(self, options: dict[str, Any], keeper: kept.Kept) -> Any:
-        import docker.errors
-
-        try:
-            container = self.client.containers.create(**options)
-            container.start()
-        except docker.errors.APIError as exc:
-            raise engine.refused(exc, "to start a kept container", self.address.url) from None
-
-        def running() -> bool:
-            try:
-                container.reload()
-            except Exception:  # removed: it exited
-                return False
-            return bool(container.status == "running")
-
-        if kept.wait_for_socket(keeper, 60, running):
-            return container
-        try:
-            log = container.logs(tail=LOG_TAIL).decode("utf-8", "replace").strip()
-            container.remove(force=True)
-        except Exception:  # gone already
-            log = ""
-        raise EngineError(f"the kept container did not answer on {keeper.socket}"
-                          + (f"; its log:\n{log}" if log else ""))
-
-    def _fork(self, spec: ContainerSpec, request: protocol.Request) -> kept.KeptWorker | None:
-        """A worker forked by the group's keeper; None when nothing can be kept."""
-        keeper = self._kept.get(kept.group_name(spec)) or self._keeper_for(spec)
-        if keeper is None:
-            return None
-        scratch = self.scratch()
-        log = scratch / f"worker-{uuid.uuid4().hex[:8]}.log"
-        env = kept.session_env(self.settings, scratch, self.commit())
-        try:
-            return kept.KeptWorker(keeper, request, env, self.workdir(), log)
-        except OSError:  # it went away since it answered (its idle time ran out): a new one
-            self._kept.pop(keeper.group, None)
-            self._fast = None
-            keeper = self._keeper_for(spec)
-            if keeper is None:
-                return None
-            return kept.KeptWorker(keeper, request, env, self.workdir(), log)
-
     @functools.cache  # noqa: B019  (one executor a session)
     def commit(self) -> str:
         """The commit checked out (``-dirty`` with changes), looked up once a session."""
@@ -884,120 +619,3 @@ class DockerExecutor:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
             self._client.close()
-
-
-def leaves_repository(folder: Path, rootdir: Path, option: str) -> None:
-    """Refuse a writable folder inside the repository that is a link leading out of it: the
-    containers would write there. (A folder set outside the repository is the user's choice.)"""
-    named = Path(os.path.abspath(folder))
-    if not named.is_relative_to(rootdir):
-        return
-    real = named.resolve()
-    if not real.is_relative_to(rootdir.resolve()):
-        raise DsreproUsageError(
-            f"{named.relative_to(rootdir).as_posix()} ({option}) leads to {real}, outside the "
-            "repository: containers would write there.\n  Remove the link, or set "
-            f"{option} to a folder of your choice explicitly.")
-
-
-def mounts_below(rootdir: Path, mountinfo: str = "/proc/self/mountinfo") -> list[Path]:
-    """Mount points strictly inside ``rootdir`` on this machine."""
-    root = rootdir.resolve()
-    found = []
-    try:
-        lines = Path(mountinfo).read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = Path(fields[4].replace("\\040", " "))
-            if point != root and point.is_relative_to(root):
-                found.append(point)
-    return found
-
-
-def recursive_read_only(kind: str, api_version: str) -> bool:
-    """Whether the engine can bind the repository read-only all the way down (Docker 25, API
-    1.44, on Linux 5.12 or later; it fails the container when the kernel cannot). Podman is not
-    asked: its Docker API is not known to honour the option."""
-    from docker.utils import version_gte
-
-    return kind.startswith("Docker") and version_gte(api_version, "1.44")
-
-
-def refuse_inner_mounts(rootdir: Path, writable: tuple[Path, ...]) -> None:
-    """A separate filesystem mounted inside the repository stays writable under the read-only
-    bind of the repository where the engine cannot make it recursively read-only: refused."""
-    allowed = [folder.resolve() for folder in writable]
-    inner = [point for point in mounts_below(rootdir)
-             if not any(point == a or point.is_relative_to(a) for a in allowed)]
-    if inner:
-        shown = ", ".join(point.relative_to(rootdir.resolve()).as_posix() for point in inner)
-        raise DsreproUsageError(
-            f"{shown}: a separate mount inside the repository, which containers could write to "
-            "(this engine's read-only bind does not reach mounts below it; Docker 25 or later "
-            "does).\n  Move it out of the repository, or set dsrepro_transfer = copy.")
-
-
-GPU_CHECK = "import os, sys; sys.exit(0 if os.environ.get('NVIDIA_VISIBLE_DEVICES') else 1)"
-
-
-def gpu_probe(client: Any, image: str, labels: dict[str, str], python: str = "python",
-              options: dict[str, Any] | None = None) -> bool:
-    """Whether a container with the GPU items' device request starts and is given GPUs (the
-    NVIDIA runtime sets ``NVIDIA_VISIBLE_DEVICES``; an engine that ignores the request, as
-    Podman's Docker API does, gives none)."""
-    container = None
-    try:
-        container = client.containers.create(
-            image, [python, "-c", GPU_CHECK], device_requests=device_requests(True),
-            network_mode="none", labels=labels,
-            **{"user": f"{os.getuid()}:{os.getgid()}", **(options or {})})
-        container.start()
-        return int(container.wait(timeout=60).get("StatusCode", 1)) == 0
-    except Exception:  # the engine refused the request: no GPU support
-        return False
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
-
-
-def sees_folders(client: Any, image: str, rootdir: Path, scratch: Path, labels: dict[str, str],
-                 url: str, options: dict[str, Any] | None = None) -> bool | None:
-    """Whether the engine sees this machine's folders: a probe container mounts ``rootdir`` and
-    ``scratch`` and reads a token written there, as only such an engine can. None when the
-    image cannot run the probe (it has no ``cat``)."""
-    import docker.errors
-    from docker.types import Mount
-
-    token = uuid.uuid4().hex
-    marker = scratch / f".dsrepro-probe-{token[:8]}"
-    marker.write_text(token)
-    probe = None
-    try:
-        probe = client.containers.create(
-            image, ["cat", str(marker)],
-            mounts=[Mount(str(rootdir), str(rootdir), type="bind", read_only=True),
-                    Mount(str(scratch), str(scratch), type="bind", read_only=True)],
-            labels=labels, network_mode="none",
-            **{"user": f"{os.getuid()}:{os.getgid()}", **(options or {})})
-        probe.start()
-        status = int(probe.wait(timeout=60).get("StatusCode", 1))
-        seen = probe.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
-    except docker.errors.APIError as exc:
-        if engine.unseen_folder(exc):
-            return False
-        if "executable file not found" in str(exc.explanation or exc):
-            return None
-        raise engine.refused(exc, "to create a container", url) from None
-    finally:
-        marker.unlink(missing_ok=True)
-        if probe is not None:
-            probe.remove(force=True)
-    if status in (126, 127):  # no cat to run
-        return None
-    return bool(seen == token)

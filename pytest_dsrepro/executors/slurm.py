@@ -25,12 +25,8 @@ from typing import Any
 from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import Ending, take_line
-from pytest_dsrepro.executors.docker import (
-    LOG_TAIL,
-    DockerExecutor,
-    container_options,
-    plugin_source,
-)
+from pytest_dsrepro.executors.container import container_options, plugin_source
+from pytest_dsrepro.executors.docker import LOG_TAIL, DockerExecutor
 from pytest_dsrepro.markers import ContainerSpec
 
 
@@ -164,7 +160,7 @@ class SlurmExecutor(DockerExecutor):
         super().__init__(*args, **kwargs)
         if self.keeping:
             self.keeping = False
-            self._notes.append("--dsrepro-keep keeps containers of this machine's engine: "
+            self.notes.append("--dsrepro-keep keeps containers of this machine's engine: "
                                "SLURM job steps start fresh ones")
 
     def prestart(self, spec: ContainerSpec) -> None:
@@ -180,14 +176,14 @@ class SlurmExecutor(DockerExecutor):
 
     def gpus_available(self) -> bool:
         """Whether any partition offers GPUs as generic resources (``sinfo``)."""
-        if self._gpu is None:
+        if self.gpus is None:
             try:
                 out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True,
                                      text=True, timeout=30).stdout
             except (OSError, subprocess.TimeoutExpired):
                 out = ""
-            self._gpu = "gpu" in out
-        return self._gpu
+            self.gpus = "gpu" in out
+        return self.gpus
 
     def no_gpu_reason(self) -> str:
         return "GPU requested, but no node of the SLURM cluster offers GPUs (gres/gpu)"

@@ -13,7 +13,7 @@ import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
 
 from conftest import Project, container_ids, unavailable
-from pytest_dsrepro.executors.docker import LineBuffer
+from pytest_dsrepro.executors import LineBuffer
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -123,7 +123,7 @@ def test_the_repository_is_bound_read_only_all_the_way_down_where_the_engine_can
     """Docker 25 (API 1.44) makes a bind recursively read-only, and fails the container where it
     cannot: then mounts inside the repository need no refusal. Elsewhere they are refused (the
     test above)."""
-    from pytest_dsrepro.executors.docker import RunConfig, container_options, recursive_read_only
+    from pytest_dsrepro.executors.container import RunConfig, container_options, recursive_read_only
     from pytest_dsrepro.markers import ContainerSpec
 
     assert recursive_read_only(kind, api) is recursive

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.baselines.store import BaselineError, Store
-from pytest_dsrepro.executors.docker import LineBuffer
+from pytest_dsrepro.executors import LineBuffer
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
                     | st.text(max_size=20),
