@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_dsrepro_compare_output(what: str, kind: str, expected: Any, obtained: Any,
                                   tolerance: Any) -> Any:
     """The plugin's own comparison, after any of the project's."""
-    from pytest_dsrepro.notebooks.item import default_compare
+    from pytest_dsrepro.notebooks.outputs import default_compare
 
     return default_compare(what, kind, expected, obtained, tolerance)
 

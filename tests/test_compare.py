@@ -370,7 +370,7 @@ def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -
     needs("PIL")
     from pytest_dsrepro.baselines.compare import Tolerance
     from pytest_dsrepro.finder.repeat import judge
-    from pytest_dsrepro.notebooks.item import default_compare
+    from pytest_dsrepro.notebooks.outputs import default_compare
 
     where = "cell 0 output 0 (image/png)"
     runs = [base64.b64encode(_png(shade)).decode() for shade in (100, 112, 106)]

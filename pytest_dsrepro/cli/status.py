@@ -143,7 +143,7 @@ def _stale(items: list[pytest.Item], store: Any) -> list[tuple[Path, str]]:
 
     from pytest_dsrepro.baselines.store import BaselineError
     from pytest_dsrepro.notebooks.cell_rules import rules_of
-    from pytest_dsrepro.notebooks.item import source_hash, stale_cells
+    from pytest_dsrepro.notebooks.outputs import source_hash, stale_cells
 
     found = []
     for item in items:

@@ -183,7 +183,7 @@ def _start_kernel_zygote(nodeids: list[str], settings: Settings) -> None:
         import nbformat
 
         from pytest_dsrepro.notebooks import kernel_forks
-        from pytest_dsrepro.notebooks.item import kernel_env, kernel_name
+        from pytest_dsrepro.notebooks.execution import kernel_env, kernel_name
 
         with open(os.path.join(settings.rootdir, first), encoding="utf-8") as handle:
             notebook = nbformat.from_dict(json.load(handle))  # type: ignore[no-untyped-call]

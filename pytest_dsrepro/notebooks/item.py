@@ -3,15 +3,9 @@ baseline (or with the outputs saved in the notebook)."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import dataclasses
 import fnmatch
-import hashlib
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +13,30 @@ import pytest
 
 from pytest_dsrepro.baselines import provenance
 from pytest_dsrepro.baselines.artifacts import Artifacts
-from pytest_dsrepro.baselines.compare import Mismatch, Tolerance, compare_image, compare_text
+from pytest_dsrepro.baselines.compare import Mismatch, Tolerance
 from pytest_dsrepro.baselines.lifecycle import Difference, Lifecycle, since_line
-from pytest_dsrepro.baselines.lineage import KERNEL_REPORT, kernel_setup
 from pytest_dsrepro.baselines.normalize import (
-    ANSI,
-    IMAGE_TYPES,
-    TIMINGS,
-    compile_user_patterns,
-    here_paths,
-    joined,
     normalize_outputs,
 )
 from pytest_dsrepro.baselines.results import annotate, observe
-from pytest_dsrepro.finder import causes
-from pytest_dsrepro.inside import coverage as code_coverage
-from pytest_dsrepro.notebooks import warm_kernels
-from pytest_dsrepro.notebooks.cell_rules import CellRules, rules_of, tags_of
+from pytest_dsrepro.notebooks.execution import (
+    execute,
+    kernel_hash_seed,
+)
+from pytest_dsrepro.notebooks.outputs import (
+    CellResult,
+    NotebookError,
+    _cell_header,
+    _stale,
+    _texts,
+    baseline_document,
+    baseline_from_notebook,
+    compare_cell,
+    images_compared,
+    normalized,
+    output_patterns,
+)
 from pytest_dsrepro.notebooks.parameters import (
-    Injected,
     Run,
     has_parameters_cell,
     inject,
@@ -47,11 +46,8 @@ from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import lineage_of, output_types_of, settings_of, store_of
 
 METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers", "pixel_tolerance"}
-SOURCE_LINES = 5
 
 
-class NotebookError(Exception):
-    """A failure shown as plain text: the notebook's problem, not the plugin's traceback."""
 
 
 def read_options(notebook: Any) -> dict[str, Any]:
@@ -115,23 +111,8 @@ def read_execution(notebook: Any) -> tuple[float | None, bool]:
     return (float(timeout) if timeout else None), allow
 
 
-def output_patterns(settings: Settings) -> list[tuple[Any, str]]:
-    """IPython's timings (unless ``dsrepro_compare_timings``), the project's
-    ``dsrepro_sanitize`` patterns and sanitize file, then this machine's folders."""
-    import re
-
-    pairs = [(re.compile(pattern), replacement) for pattern, replacement in settings.sanitize_file]
-    timings = [] if settings.compare_timings else list(TIMINGS)
-    return [*timings, *compile_user_patterns(settings.sanitize), *pairs,
-            *here_paths(settings.rootdir)]
 
 
-def images_compared(settings: Settings) -> bool:
-    """``dsrepro_compare_images``; unset, images count with recorded baselines only (nbval
-    leaves them out of the outputs saved in a notebook)."""
-    if settings.compare_images is not None:
-        return settings.compare_images
-    return settings.baseline_source == "baselines"
 
 
 def wanted(path: Path, settings: Settings, session: pytest.Session) -> bool:
@@ -198,18 +179,8 @@ class RefusedNotebook(pytest.File):
         raise self.CollectError(self.reason)
 
 
-def source_hash(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
 
-@dataclasses.dataclass
-class CellResult:
-    index: int
-    source: str
-    outputs: list[dict[str, Any]]  # raw (nbformat) until normalized
-    ignore_output: bool
-    raw_sha256: str = ""  # of the raw outputs: equal to the baseline's means nothing to compare
-    checked: bool = False  # marked to be compared (dsrepro_check = "marked" compares only these)
 
 
 class NotebookItem(pytest.Item):
@@ -413,362 +384,50 @@ class NotebookItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
 
-def _texts(output: dict[str, Any], images: bool = False) -> list[tuple[str, str]]:
-    """A normalized output as (kind, text) pairs; an image as its digest (``images``: as its
-    base64 data, so that the finder can compare pixels)."""
-    if output["type"] == "stream":
-        return [(output["name"], output.get("text", ""))]
-    if output["type"] == "error":
-        return [("error", f"{output.get('ename')}: {output.get('evalue')}")]
-    return [(mime, hashlib.sha256(str(value).encode()).hexdigest()[:16]
-             if mime in IMAGE_TYPES and not images else str(value))
-            for mime, value in sorted(output["data"].items())]
-
-
-def _cell_header(cell: CellResult) -> str:
-    lines = cell.source.splitlines()
-    shown = "\n".join(f"    | {line}" for line in lines[:SOURCE_LINES])
-    more = f"\n    | ... ({len(lines) - SOURCE_LINES} more lines)" if len(lines) > SOURCE_LINES else ""
-    return f"cell {cell.index}:\n{shown}{more}"
-
-
-def stale_cells(expected: list[dict[str, Any]], current: dict[int, str]
-                ) -> tuple[list[str], list[str]]:
-    """The cells of a baseline whose source changed (or went), and the cells it lacks, from
-    the notebook's ``current`` source digests by cell index."""
-    changed = [str(entry["index"]) for entry in expected
-               if current.get(entry["index"]) != entry.get("source_sha256")]
-    recorded = {entry["index"] for entry in expected}
-    return changed, [str(index) for index in current if index not in recorded]
-
-
-def _stale(expected: list[dict[str, Any]], cells: list[CellResult]) -> str:
-    changed, added = stale_cells(expected, {cell.index: source_hash(cell.source) for cell in cells})
-    parts = []
-    if changed:
-        parts.append(f"cell{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed")
-    if added:
-        parts.append(f"cell{'s' if len(added) > 1 else ''} {', '.join(added)} added")
-    return " and ".join(parts)
-
-
-def _check_kernel(name: str) -> None:
-    """A kernel that is not installed here fails the item in one line (not ``NoSuchKernel``)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    installed = sorted(KernelSpecManager().find_kernel_specs())
-    if name not in installed:
-        raise NotebookError(f"kernel {name!r} is not installed here (installed: "
-                            f"{', '.join(installed) or 'none'}); set the notebook's kernel or "
-                            "dsrepro_kernel, or install it in the image")
-
-
-def execute(item: NotebookItem, settings: Settings, notebook: Any,
-            injected: Injected | None = None) -> list[CellResult]:
-    """Run ``notebook`` (as read from the item's file, with its parameters ``injected``) cell by
-    cell in its own folder; return the code cells' raw outputs, indexed as in the file (the
-    injected cell runs, and is neither compared nor recorded)."""
-    import nbformat
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    from pytest_dsrepro.notebooks.kernel_client import Client
-
-    path = Path(item.path)
-    kernel = kernel_name(settings, notebook)
-    _check_kernel(kernel)
-    warm = warm_kernels.take(item.nodeid, kernel, path.parent)  # started while the last one ran
-    total = item.options.get("timeout")
-    cell_limit, allow_errors = item.execution
-    cell_timeout = settings.cell_timeout if cell_limit is None else cell_limit
-
-    def make_client() -> Any:
-        nonlocal warm
-        client = Client(
-            notebook, timeout=None if cell_timeout == float("inf") else int(cell_timeout),
-            kernel_name=kernel, startup_timeout=int(settings.kernel_startup_timeout),
-            allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}},
-        )
-        client.km = warm if warm is not None \
-            else warm_kernels.kernel_manager(client, warm_kernels.follows(item), now=True)
-        warm = None  # a retry starts a kernel of its own
-        return client
-
-    lineage = lineage_of(item.config)
-    results: list[CellResult] = []
-    with started_kernel(item.nodeid, settings.retries, make_client) as client:
-        side_by_side = max(settings.workers, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
-        warm_kernels.start_next(item, lambda following: kernel_name(
-            settings, nbformat.read(str(following.path), as_version=4)), kernel_env(),
-            side_by_side)
-        started = time.monotonic()
-        if lineage is not None:
-            _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
-        if os.environ.get(code_coverage.ENV):  # pytest-cov measures the session: kernels too
-            _quietly(client, code_coverage.KERNEL_SETUP)
-        if os.environ.get(causes.SEED_ENV):  # the finder's seeded rerun
-            _quietly(client, causes.KERNEL_SEED)
-        for position, cell in enumerate(notebook.cells):
-            if cell.cell_type != "code":
-                continue
-            index = injected.shown(position) if injected is not None else position
-            rules = rules_of(cell)
-            if rules.skip:
-                continue
-            if rules.raises and "raises-exception" not in tags_of(cell):  # nbclient's own tag
-                cell.metadata.setdefault("tags", []).append("raises-exception")
-            if total is not None:
-                left = float(total) - (time.monotonic() - started)
-                if left <= 0:
-                    raise NotebookError(f"{item.nodeid}: the notebook ran longer than "
-                                        f"{float(total):g}s (metadata.dsrepro.timeout)")
-                client.timeout = int(max(1, min(cell_timeout, left)))
-            try:
-                client.execute_cell(cell, position)
-            except CellTimeoutError:
-                raise NotebookError(f"{_cell_header(_result(index, cell, [], rules))}\n"
-                                    f"timed out after {client.timeout}s") from None
-            except DeadKernelError as exc:
-                raise NotebookError(f"{_cell_header(_result(index, cell, [], rules))}\n"
-                                    f"the kernel died: {exc}") from None
-            except CellExecutionError:
-                if lineage is not None:  # what the kernel read may say why it raised
-                    with contextlib.suppress(Exception):
-                        lineage.add(item.nodeid, _kernel_reads(client))
-                raise NotebookError(
-                    f"{item.nodeid}: {_cell_header(_result(index, cell, [], rules))}\n"
-                    f"raised an unexpected exception:\n{_traceback(cell)}") from None
-            if not rules.injected:  # the parameters it set are the item's, not an output
-                results.append(_result(index, cell, list(cell.outputs), rules))
-        if lineage is not None:
-            lineage.add(item.nodeid, _kernel_reads(client))
-    return results
-
-
-@contextlib.contextmanager
-def started_kernel(nodeid: str, retries: int, make_client: Callable[[], Any]) -> Iterator[Any]:
-    """A notebook client with its kernel started. A kernel that does not start is started again,
-    ``retries`` times, each retry said in a warning; then the item fails in one line."""
-    from pytest_dsrepro.errors import RetryWarning
-    from pytest_dsrepro.executors.engine import first_line
-
-    for attempt in range(retries + 1):
-        client = make_client()
-        running = contextlib.ExitStack()
-        try:
-            running.enter_context(client.setup_kernel(env=kernel_env()))
-        except Exception as exc:
-            why = first_line(exc)
-            if attempt >= retries:
-                tries = f" ({attempt + 1} tries)" if attempt else ""
-                raise NotebookError(f"{nodeid}: the kernel did not start{tries}: {why}") from None
-            warnings.warn(RetryWarning(f"{nodeid}: the kernel did not start ({why}); started it "
-                                       f"again (retry {attempt + 1} of {retries})"), stacklevel=1)
-            continue
-        with running:
-            yield client
-        return
-
-
-def kernel_name(settings: Settings, notebook: Any) -> str:
-    """The kernel a notebook runs in: dsrepro_kernel, else its own, else python3."""
-    return str(settings.kernel or (notebook.metadata.get("kernelspec") or {}).get("name")
-               or "python3")
-
-
-def kernel_env() -> dict[str, str]:
-    """The environment kernels start with."""
-    return {**os.environ, "PYTHONHASHSEED": kernel_hash_seed()}
-
-
-def kernel_hash_seed() -> str:
-    """Kernels hash strings with the project's ``PYTHONHASHSEED``, else 0: sets print alike."""
-    return os.environ.get("PYTHONHASHSEED") or "0"
-
-
-def _quietly(client: Any, code: str, expressions: dict[str, str] | None = None
-             ) -> dict[str, Any]:
-    """Run ``code`` in the kernel without output or history; its reply's content."""
-    msg_id = client.kc.execute(code, silent=True, store_history=False,
-                               user_expressions=expressions or {})
-    reply = client.wait_for_reply(msg_id)
-    return dict((reply or {}).get("content") or {})
-
-
-def _kernel_reads(client: Any) -> list[str]:
-    """The files the kernel read under the rootdir, and its modules from there."""
-    import ast
-    import json
-
-    content = _quietly(client, "", {"reads": KERNEL_REPORT})
-    found = (content.get("user_expressions") or {}).get("reads") or {}
-    if found.get("status") != "ok":  # not a Python kernel, or the hook could not be set
-        return []
-    try:
-        return list(json.loads(ast.literal_eval(found["data"]["text/plain"])))
-    except (KeyError, ValueError, SyntaxError):
-        return []
-
-
-def normalized(cells: list[CellResult], settings: Settings,
-               types: dict[str, str] | None = None) -> list[CellResult]:
-    """The cells with their raw outputs normalized for comparison and storage."""
-    user = output_patterns(settings)
-    return [dataclasses.replace(cell, outputs=normalize_outputs(cell.outputs, user, types))
-            for cell in cells]
-
-
-def _result(index: int, cell: Any, outputs: list[dict[str, Any]], rules: CellRules
-            ) -> CellResult:
-    return CellResult(index, cell.source, outputs, rules.ignore, raw_digest(outputs),
-                      checked=rules.check)
-
-
-def raw_digest(outputs: list[Any]) -> str:
-    """sha256 of what a cell printed and displayed (not metadata or execution counts), before
-    normalization: equal digests mean equal outputs, whatever the normalization would do."""
-    digest = hashlib.sha256()
-    for output in outputs:
-        kind = output.get("output_type", "")
-        digest.update(f"\0{kind}\0{output.get('name', '')}\0".encode())
-        if kind == "stream":
-            digest.update(joined(output.get("text", "")).encode())
-        elif kind == "error":
-            digest.update(f"{output.get('ename', '')}\0{output.get('evalue', '')}".encode())
-        for mime, value in sorted((output.get("data") or {}).items()):
-            text = value if isinstance(value, str) else joined(value) if isinstance(value, list) \
-                else repr(value)
-            digest.update(f"\0{mime}\0".encode() + text.encode())
-    return digest.hexdigest()
 
 
 
-def _traceback(cell: Any) -> str:
-    for output in cell.outputs:
-        if output.get("output_type") == "error":
-            return ANSI.sub("", "\n".join(output.get("traceback") or []))
-    return "(no traceback)"
 
 
-def baseline_from_notebook(notebook: Any, settings: Settings,
-                           types: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The outputs saved in the notebook, as baseline cells. As in nbval, a cell that was never
-    run (no execution count) has nothing to compare, and must have no outputs either."""
-    user = output_patterns(settings)
-    cells = []
-    for index, cell in enumerate(notebook.cells):
-        rules = rules_of(cell)
-        if cell.cell_type != "code" or rules.skip or rules.injected:
-            continue
-        unrun = cell.get("execution_count") is None
-        if unrun and cell.outputs:
-            raise NotebookError(f"cell {index} has saved outputs but no execution count (never "
-                                "run as saved): run the notebook and save it, or clear its "
-                                "outputs")
-        cells.append({"index": index, "source_sha256": source_hash(cell.source),
-                      "ignore_output": rules.ignore or unrun,
-                      "raw_sha256": raw_digest(cell.outputs),
-                      "outputs": normalize_outputs(cell.outputs, user, types)})
-    return cells
 
 
-def baseline_document(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The body of a notebook's baseline, and the image files beside it."""
-    files: dict[str, bytes] = {}
-    entries = []
-    for cell in cells:
-        outputs = []
-        for number, output in enumerate(cell.outputs):
-            output = dict(output)
-            if output["type"] == "display":
-                data = dict(output["data"])
-                for mime in IMAGE_TYPES:
-                    if mime in data:
-                        name = f"cell-{cell.index}-{number}.{mime.split('/')[1]}"
-                        raw = base64.b64decode(data[mime])
-                        files[name] = raw
-                        data[mime] = {"file": name,
-                                      "sha256": hashlib.sha256(raw).hexdigest()[:16]}
-                output["data"] = data
-            outputs.append(output)
-        entry: dict[str, Any] = {"index": cell.index, "source_sha256": source_hash(cell.source)}
-        if cell.ignore_output:
-            entry["ignore_output"] = True
-        else:
-            entry["raw_sha256"] = cell.raw_sha256
-        entry["outputs"] = [] if cell.ignore_output else outputs
-        entries.append(entry)
-    return {"cells": entries}, files
 
 
-def _summary(outputs: list[dict[str, Any]]) -> str:
-    kinds = []
-    for output in outputs:
-        if output["type"] == "stream":
-            kinds.append(f"stream {output['name']}")
-        elif output["type"] == "display":
-            kinds.append("display " + "+".join(sorted(output["data"])))
-        else:
-            kinds.append(f"error {output.get('ename')}")
-    return ", ".join(kinds) or "no output"
 
 
-Compare = Callable[[str, str, Any, Any, Tolerance], "list[Mismatch]"]
 
 
-def default_compare(what: str, kind: str, expected: Any, obtained: Any,
-                    tolerance: Tolerance) -> list[Mismatch]:
-    """The plugin's own comparison of one output: pixels for images, text with numbers
-    otherwise."""
-    if kind in IMAGE_TYPES:
-        mismatch = compare_image(what, expected, obtained, pixel_tolerance=tolerance.pixels)
-    else:
-        mismatch = compare_text(what, expected, obtained, tolerance)
-    return [mismatch] if mismatch else []
 
 
-def compare_cell(expected: list[dict[str, Any]], obtained: list[dict[str, Any]],
-                 tolerance: Tolerance, images: dict[str, bytes],
-                 compare: Compare = default_compare, with_images: bool = True) -> list[Mismatch]:
-    """The differences between one cell's expected and obtained outputs; without images, image
-    types are left out of both (nbval's default)."""
-    if not with_images:
-        expected, obtained = _without_images(expected), _without_images(obtained)
-    if [o["type"] for o in expected] != [o["type"] for o in obtained]:
-        return [Mismatch("outputs", kind="structure", note=f"expected {_summary(expected)}; "
-                         f"obtained {_summary(obtained)}")]
-    found: list[Mismatch] = []
-    for number, (exp, obt) in enumerate(zip(expected, obtained)):
-        label = f"output {number}"
-        if exp["type"] == "stream":
-            found += compare(f"{label} ({exp['name']})", "stream", exp.get("text", ""),
-                             obt.get("text", ""), tolerance)
-        elif exp["type"] == "error":
-            found += compare(f"{label} (error)", "error", f"{exp['ename']}: {exp['evalue']}",
-                             f"{obt['ename']}: {obt['evalue']}", tolerance)
-        else:
-            found += _compare_data(label, exp["data"], obt["data"], tolerance, images, compare)
-    return found
 
 
-def _without_images(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**output, "data": {mime: value for mime, value in output["data"].items()
-                                if mime not in IMAGE_TYPES}}
-            if output["type"] == "display" else output for output in outputs]
 
 
-def _compare_data(label: str, expected: dict[str, Any], obtained: dict[str, Any],
-                  tolerance: Tolerance, images: dict[str, bytes], compare: Compare
-                  ) -> list[Mismatch]:
-    if set(expected) != set(obtained):
-        return [Mismatch(f"{label}", kind="structure", note=f"expected types {sorted(expected)}; "
-                         f"obtained {sorted(obtained)}")]
-    found: list[Mismatch] = []
-    for mime, value in expected.items():
-        if mime in IMAGE_TYPES:
-            exp_raw = images.get(value["file"], b"") if isinstance(value, dict) \
-                else base64.b64decode(value)
-            found += compare(f"{label} ({mime})", mime, exp_raw, base64.b64decode(obtained[mime]),
-                             tolerance)
-        else:
-            found += compare(f"{label} ({mime})", mime, value, obtained[mime], tolerance)
-    return found
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

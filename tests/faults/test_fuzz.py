@@ -98,7 +98,8 @@ def test_malformed_notebooks_are_one_line_each(pytester: pytest.Pytester) -> Non
     st.one_of(JSON, st.dictionaries(st.sampled_from(["skip", "gpu", "timeout", "rtol", "atol",
                                                      "markers", "other"]), JSON, max_size=4)))))
 def test_the_notebook_metadata_reader_reads_or_refuses(notebook: object) -> None:
-    from pytest_dsrepro.notebooks.item import NotebookError, read_options
+    from pytest_dsrepro.notebooks.item import read_options
+    from pytest_dsrepro.notebooks.outputs import NotebookError
 
     try:
         options = read_options(notebook)
