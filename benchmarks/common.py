@@ -72,7 +72,7 @@ def remove_project_images(folder: Path) -> None:
     names the (temporary) folder, so each benchmark run would leave new ones behind."""
     import docker
 
-    from pytest_dsrepro.settings import project_name
+    from pytest_dsrepro.parsing import project_name
 
     repository = f"dsrepro/{project_name(folder.name)}"
     client = docker.from_env()

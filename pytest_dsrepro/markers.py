@@ -9,7 +9,8 @@ from typing import Any, Union
 import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.settings import Settings, parse_memory, parse_positive
+from pytest_dsrepro.parsing import parse_memory, parse_positive
+from pytest_dsrepro.settings import Settings
 
 SIGNATURE = "container(gpu=False, timeout=None, cpus=None, memory=None, network=None)"
 DESCRIPTION = (

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from pytest_dsrepro.settings import project_name
+from pytest_dsrepro.parsing import project_name
 
 pytest_plugins = ["pytester"]
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import Project
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.host.matrix import lines, spread, table
-from pytest_dsrepro.settings import parse_engines
+from pytest_dsrepro.parsing import parse_engines
 
 VALUE_TEST = """
 import glob, os, time, pytest

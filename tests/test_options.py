@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.settings import Settings, parse_key_values, parse_memory, split_list
+from pytest_dsrepro.parsing import parse_key_values, parse_memory, split_list
+from pytest_dsrepro.settings import Settings
 
 
 def test_help_shows_the_dsrepro_group(pytester: pytest.Pytester) -> None:

@@ -55,7 +55,7 @@ def read_options(notebook: Any) -> dict[str, Any]:
     right kind; :class:`NotebookError` in one line otherwise."""
     from pytest_dsrepro.errors import DsreproUsageError
     from pytest_dsrepro.markers import parse_gpu
-    from pytest_dsrepro.settings import parse_positive
+    from pytest_dsrepro.parsing import parse_positive
 
     metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
     raw = (metadata or {}).get("dsrepro") if isinstance(metadata, dict) else None
