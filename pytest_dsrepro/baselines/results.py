@@ -43,3 +43,10 @@ def observe(item: pytest.Item, where: str, value: Any, tolerance: list[float | N
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:
     """The dsrepro property a report carries, if any."""
     return _find(report.user_properties)
+
+
+def observed_in(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``observed`` part of a serialized report's dsrepro property (``--dsrepro-repeat``)."""
+    found = _find([tuple(entry) for entry in data.get("user_properties") or []
+                   if isinstance(entry, (list, tuple)) and len(entry) == 2])
+    return dict((found or {}).get("observed") or {})

@@ -11,18 +11,14 @@ import dataclasses
 import difflib
 import json
 import math
-import queue
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_dsrepro import protocol
 from pytest_dsrepro.baselines.compare import Tolerance, _split
-from pytest_dsrepro.baselines.results import PROPERTY, of_report
+from pytest_dsrepro.baselines.results import of_report
 from pytest_dsrepro.finder import causes, proposals
 
 MARGIN = 4  # a proposed tolerance covers the observed spread this many times over
@@ -41,35 +37,6 @@ def perturbation(run: int, kinds: tuple[str, ...]) -> dict[str, str]:
     if "cpus" in kinds:
         env["DSREPRO_CPUS_ALLOWED"] = "1" if run % 2 == 0 else "2"
     return env
-
-
-def observed_in(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``observed`` part of a serialized report's dsrepro property."""
-    for name, value in data.get("user_properties") or []:
-        if name == PROPERTY and isinstance(value, dict):
-            return dict(value.get("observed") or {})
-    return {}
-
-
-def observe_run(start: Callable[[], Any], limit: float) -> dict[str, dict[str, Any]]:
-    """Run one worker quietly (no report reaches pytest's hooks): node id -> observed."""
-    worker = start()
-    found: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + limit
-    try:
-        while time.monotonic() < deadline:
-            try:
-                event = worker.next_event(max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if event["e"] == protocol.REPORT:
-                data = event.get("data") or {}
-                found.setdefault(str(data.get("nodeid")), {}).update(observed_in(data))
-            elif event["e"] in (protocol.EOF, protocol.LOST):
-                break
-    finally:
-        worker.remove()
-    return found
 
 
 @dataclasses.dataclass

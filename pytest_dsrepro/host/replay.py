@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_dsrepro import protocol
+from pytest_dsrepro.baselines.results import observed_in
 from pytest_dsrepro.executors import Worker
 from pytest_dsrepro.host.matrix import inner_nodeid
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from pytest_dsrepro.host.remote import RemoteCollection
 
 POLL_SECONDS = 0.5
+QUIET_TIMEOUT = 600.0  # seconds an item of a quiet rerun may take where it sets no timeout
 WHERE_ATTRIBUTE = "dsrepro_where"  # set on every report of a container item, travels with it
 ENGINE_ATTRIBUTE = "dsrepro_engine"  # with --dsrepro-engines: the label of the engine
 
@@ -98,8 +100,12 @@ class Replay:
     """Replays one worker's events for ``items``; :meth:`run` returns what is left."""
 
     def __init__(self, session: pytest.Session, worker: Worker, spec: ContainerSpec,
-                 items: list[pytest.Item]) -> None:
+                 items: list[pytest.Item], quiet: bool = False) -> None:
         self.session = session
+        # quiet (--dsrepro-repeat's and --dsrepro-confirm's reruns): no report reaches pytest's
+        # hooks; what each item obtained is gathered in ``observed`` instead
+        self.quiet = quiet
+        self.observed: dict[str, dict[str, Any]] = {}  # inner node id -> observed outputs
         self.config = session.config
         self.worker = worker
         self.spec = spec
@@ -114,7 +120,10 @@ class Replay:
 
     def timeout_of(self, item: pytest.Item) -> float | None:
         own = item.stash.get(SPEC_KEY, None)
-        return own.timeout if own is not None else self.spec.timeout
+        timeout = own.timeout if own is not None else self.spec.timeout
+        if timeout is None and self.quiet:  # a rerun that hangs must not hold the session
+            timeout = QUIET_TIMEOUT
+        return timeout
 
     def memory_text(self, item: pytest.Item) -> str:
         own = item.stash.get(SPEC_KEY, None)
@@ -151,6 +160,10 @@ class Replay:
         """One event; an outcome when the worker is done with."""
         hook = self.config.hook
         kind = event["e"]
+        if self.quiet and kind in (protocol.REPORT, protocol.COLLECTREPORT, protocol.WARNING,
+                                   protocol.OUTPUT, protocol.LOGSTART, protocol.LOGFINISH):
+            self._quietly(event)
+            return None
         if kind == protocol.START:
             if event.get("missing"):
                 raise MissingPackages(list(event["missing"]))
@@ -207,6 +220,20 @@ class Replay:
             return self._after_exit(f"the worker sent an unknown event {kind!r}")
         return None
 
+    def _quietly(self, event: dict[str, Any]) -> None:
+        """An event of a quiet rerun: what an item obtained is noted, nothing is replayed."""
+        kind = event["e"]
+        if kind == protocol.LOGSTART:
+            starting = self.by_id.get(event["nodeid"])
+            if starting is not None:
+                self.running[int(event.get("w", 0))] = (starting, time.monotonic())
+        elif kind == protocol.REPORT:
+            data = event["data"]
+            self.observed.setdefault(str(data.get("nodeid")), {}).update(observed_in(data))
+        elif kind == protocol.LOGFINISH:
+            self.done.add(event["nodeid"])
+            self.running.pop(int(event.get("w", 0)), None)
+
     def show(self, line: str) -> None:
         """With ``-s``: a line the worker printed, on the terminal as the host's own items'
         output is (a pytest-xdist worker writes it to its standard error, as its items do)."""
@@ -219,6 +246,8 @@ class Replay:
 
     def _timed_out(self, item: pytest.Item, started: float) -> Outcome:
         self.worker.kill()
+        if self.quiet:  # a rerun observes: what it saw so far is what it saw
+            return Outcome([])
         timeout = self.timeout_of(item) or 0.0
         host_report(item, "call", "failed", f"timeout: the item ran longer than {timeout:g}s; its "
                     "container was stopped", time.monotonic() - started)
@@ -229,6 +258,8 @@ class Replay:
 
     def _after_exit(self, cause: str | None = None) -> Outcome:
         """Fail what the worker left unreported: the items it was running, then the rest."""
+        if self.quiet:
+            return Outcome([])
         ending = self.worker.ending()
         if cause is None and ending.lost:
             cause = ending.lost

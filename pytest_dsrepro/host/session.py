@@ -23,7 +23,7 @@ import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Executor
-from pytest_dsrepro.finder.repeat import Repeats, observe_run, perturbation
+from pytest_dsrepro.finder.repeat import Repeats, perturbation
 from pytest_dsrepro.host.matrix import inner_nodeid
 from pytest_dsrepro.host.remote import RemoteCollection
 from pytest_dsrepro.host.replay import MissingPackages, Replay, host_report, should_stop, skip_report
@@ -32,6 +32,7 @@ from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
 
+Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker, and its spec
 XDIST_IMAGE = "dsrepro_image"  # the controller's image, in each xdist worker's workerinput
 XDIST_GPUS = "dsrepro_gpus"  # whether a worker's engine had GPUs, in its workeroutput
 
@@ -100,20 +101,17 @@ class HostSession:
         self.config.pluginmanager.register(repeats, "dsrepro-repeats")
         return repeats
 
-    def _repeat(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+    def _repeat(self, session: pytest.Session, groups: list[Group]) -> None:
         """The runs after the first: each group in a fresh worker, quietly, perturbed."""
         assert self.repeats is not None
         for run in range(2, self.settings.repeat + 1):
             env = perturbation(run, self.settings.perturb)
             shown = " ".join(f"{k}={v}" for k, v in env.items())
             self.say(f"repeat {run}/{self.settings.repeat}" + (f" ({shown})" if shown else ""))
-            for spec, items in groups:
-                if spec.gpu and not self.executor.gpus_available():
-                    continue
-                self.repeats.add(run, self._quietly(spec, items, env))
-        self._settle(groups)
+            self.repeats.add(run, self._quietly(session, groups, env))
+        self._settle(session, groups)
 
-    def _settle(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+    def _settle(self, session: pytest.Session, groups: list[Group]) -> None:
         """Items whose outputs moved by more than a tolerance covers run twice more, every
         generator seeded alike: outputs that then stop moving were drawn without a seed."""
         from pytest_dsrepro.finder.causes import SEED, SEED_ENV
@@ -128,19 +126,13 @@ class HostSession:
         self.say(f"rerunning {count} moving item{'s' if count != 1 else ''} twice with every "
                  "generator seeded, to tell drawn random numbers from other causes")
         for _ in range(2):
-            for spec, items in wanted:
-                if spec.gpu and not self.executor.gpus_available():
-                    continue
-                self.repeats.add_seeded(self._quietly(spec, items, {SEED_ENV: str(SEED)}))
+            self.repeats.add_seeded(self._quietly(session, wanted, {SEED_ENV: str(SEED)}))
 
-    def _quietly(self, spec: ContainerSpec, items: list[pytest.Item],
-                 env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-        """Run ``items`` once more in a fresh worker, no report reaching pytest's hooks: what
-        each obtained, by the node id inside."""
-        request = dataclasses.replace(
-            self.request([inner_nodeid(i) for i in items], requirements(items)), env=env or {})
-        limit = (spec.timeout or self.settings.timeout or 600.0) * len(items) + 120
-        return observe_run(functools.partial(self.start, self.executor, spec, request), limit)
+    def _quietly(self, session: pytest.Session, groups: list[Group],
+                 env: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Run the groups' items once more, each group in a fresh worker, no report reaching
+        pytest's hooks: what each obtained, by the node id inside."""
+        return self.run_lanes(session, {"": list(groups)}, quiet_env=env)
 
     def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
         """A started worker. One the engine refused to start is started again,
@@ -161,7 +153,7 @@ class HostSession:
         for line in self.retried:
             terminalreporter.line(f"dsrepro: retried: {line}")
 
-    def _confirm(self, groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
+    def _confirm(self, session: pytest.Session, groups: list[Group]) -> None:
         """Each item that diverged, run once more in a fresh worker: did the rerun agree?"""
         assert self.repeats is not None
         diverged = [(spec, [i for i in items if i.nodeid in self.repeats.diverged])
@@ -171,16 +163,14 @@ class HostSession:
             return
         self.say(f"confirming {count} diverged item{'s' if count != 1 else ''} by running "
                  f"{'them' if count != 1 else 'it'} again")
-        for spec, items in diverged:
-            if not items:
-                continue
-            rerun = self._quietly(spec, items)
-            summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
-            for item in items:
-                verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
-                record = summary.records.get(item.nodeid) if summary is not None else None
-                if record is not None:  # the JSON report and the HTML page say it too
-                    record.dsrepro["confirmed"] = verdict
+        diverged = [(spec, items) for spec, items in diverged if items]
+        rerun = self._quietly(session, diverged, {})
+        summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
+        for item in (item for _, items in diverged for item in items):
+            verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
+            record = summary.records.get(item.nodeid) if summary is not None else None
+            if record is not None:  # the JSON report and the HTML page say it too
+                record.dsrepro["confirmed"] = verdict
 
     # -- talking to the user ----------------------------------------------------------------------
 
@@ -383,28 +373,88 @@ class HostSession:
             nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             _raise_if_stopping(session)
-        groups: dict[tuple[Any, ...], tuple[ContainerSpec, list[pytest.Item]]] = {}
+        groups: dict[tuple[Any, ...], Group] = {}
         for item in in_container:
             spec = item.stash[SPEC_KEY]
             groups.setdefault(spec.group, (spec, []))[1].append(item)
         previous = terminate_as_interrupt()
         try:
-            if self.executors:
-                self._run_on_engines(session, list(groups.values()))
-            else:
-                for spec, items in groups.values():
-                    if not self.run_group(session, spec, items):
-                        break
-                if self.repeats is not None and not (session.shouldfail or session.shouldstop):
-                    if self.settings.confirm:
-                        self._confirm(list(groups.values()))
-                    if self.settings.repeat > 1:
-                        self._repeat(list(groups.values()))
+            self.run_lanes(session, self._lanes(list(groups.values())))
+            if self.repeats is not None and not should_stop(session):
+                if self.settings.confirm:
+                    self._confirm(session, list(groups.values()))
+                if self.settings.repeat > 1:
+                    self._repeat(session, list(groups.values()))
         finally:
             restore_terminate(previous)
             self.collect_coverage()
         _raise_if_stopping(session)
         return True
+
+    def _lanes(self, groups: list[Group]) -> dict[str, list[Group]]:
+        """Which groups each engine runs, one after another: all of them on this session's
+        engine; with several engines, each its own items (matrix) or its share (spread, longest
+        first)."""
+        if not self.executors:
+            return {"": groups}
+        from pytest_dsrepro.host import matrix
+
+        labels = list(self.executors)
+        if self.settings.engines_mode == "spread":
+            shares = matrix.spread(groups, labels, matrix.last_durations(self.settings))
+            return {label: [(dataclasses.replace(spec, engine=label), items)
+                            for spec, items in shares[label]] for label in labels}
+        return {label: [(spec, items) for spec, items in groups if spec.engine == label]
+                for label in labels}
+
+    def run_lanes(self, session: pytest.Session, lanes: dict[str, list[Group]],
+                  quiet_env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """The one run loop: each lane (an engine) runs its groups one after another, one
+        worker a group, the lanes side by side; every worker's events go through a
+        :class:`Replay`. A timed-out item's group goes on in a fresh worker; -x, --maxfail or
+        an interrupt stop everything. With ``quiet_env`` (a rerun of the finder or of
+        --dsrepro-confirm) nothing is reported: what each item obtained is returned."""
+        quiet = quiet_env is not None
+        observed: dict[str, dict[str, Any]] = {}
+        running: dict[str, tuple[ContainerSpec, Replay]] = {}
+        pending = {label: list(groups) for label, groups in lanes.items()}
+        try:
+            while True:
+                for label, waiting in pending.items():
+                    while label not in running and waiting:
+                        spec, items = waiting.pop(0)
+                        executor = self.executors.get(label, self.executor)
+                        if spec.gpu and not executor.gpus_available():
+                            if not quiet and not self._without_gpu(session, items, executor):
+                                return observed
+                            continue
+                        request = self.request([inner_nodeid(i) for i in items],
+                                               requirements(items),
+                                               workers=1 if quiet else self.settings.workers)
+                        if quiet:
+                            request = dataclasses.replace(request, env=dict(quiet_env or {}))
+                        worker = self.start(executor, spec, request)
+                        running[label] = (spec, Replay(session, worker, spec, items, quiet))
+                if not running:
+                    return observed
+                for label, (spec, replay) in list(running.items()):
+                    try:
+                        outcome = replay.step(0.05 / len(running))
+                    except MissingPackages as exc:
+                        executor = self.executors.get(label, self.executor)
+                        raise DsreproUsageError(executor.missing(exc.packages)) from None
+                    if outcome is None:
+                        continue
+                    replay.worker.remove()  # a forced removal also kills
+                    del running[label]
+                    observed.update(replay.observed)
+                    if outcome.stop:
+                        return observed
+                    if outcome.rerun:
+                        pending[label].insert(0, (spec, outcome.rerun))
+        finally:
+            for _, replay in running.values():
+                replay.worker.remove()
 
     def collect_coverage(self) -> None:
         """The containers' coverage data beside pytest-cov's, before it combines and reports."""
@@ -417,55 +467,6 @@ class HostSession:
         if line not in self._said:
             self._said.add(line)
             self.say(line)
-
-    def _run_on_engines(self, session: pytest.Session,
-                        groups: list[tuple[ContainerSpec, list[pytest.Item]]]) -> None:
-        """The engines side by side: each runs its groups one after another (matrix: the
-        groups of its own items; spread: its share, longest first)."""
-        from pytest_dsrepro.host import matrix
-
-        labels = list(self.executors)
-        if self.settings.engines_mode == "spread":
-            shares = matrix.spread(groups, labels, matrix.last_durations(self.settings))
-            lanes = {label: [(dataclasses.replace(spec, engine=label), items)
-                             for spec, items in shares[label]] for label in labels}
-        else:
-            lanes = {label: [(spec, items) for spec, items in groups if spec.engine == label]
-                     for label in labels}
-        running: dict[str, tuple[ContainerSpec, Replay]] = {}
-        try:
-            while True:
-                for label, pending in lanes.items():
-                    while label not in running and pending:
-                        spec, items = pending.pop(0)
-                        executor = self.executors[label]
-                        if spec.gpu and not executor.gpus_available():
-                            if not self._without_gpu(session, items, executor):
-                                return
-                            continue
-                        worker = self.start(executor, spec, self.request(
-                            [inner_nodeid(i) for i in items], requirements(items),
-                            workers=self.settings.workers))
-                        running[label] = (spec, Replay(session, worker, spec, items))
-                if not running:
-                    return
-                for label, (spec, replay) in list(running.items()):
-                    try:
-                        outcome = replay.step(0.05 / len(running))
-                    except MissingPackages as exc:
-                        raise DsreproUsageError(
-                            self.executors[label].missing(exc.packages)) from None
-                    if outcome is None:
-                        continue
-                    replay.worker.remove()
-                    del running[label]
-                    if outcome.stop:
-                        return
-                    if outcome.rerun:
-                        lanes[label].insert(0, (spec, outcome.rerun))
-        finally:
-            for _, replay in running.values():
-                replay.worker.remove()  # a forced removal also kills
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -489,30 +490,9 @@ class HostSession:
             return None
         self.executor.prepare()
         try:
-            self.run_group(item.session, item.stash[SPEC_KEY], [item])
+            self.run_lanes(item.session, {"": [(item.stash[SPEC_KEY], [item])]})
         finally:
             self.collect_coverage()
-        return True
-
-    def run_group(self, session: pytest.Session, spec: ContainerSpec,
-                  items: list[pytest.Item]) -> bool:
-        """Run one group's items, in fresh workers after a timeout; False to stop."""
-        if spec.gpu and not self.executor.gpus_available():
-            return self._without_gpu(session, items, self.executor)
-        pending = list(items)
-        while pending:
-            request = self.request([inner_nodeid(i) for i in pending], requirements(pending),
-                                   workers=self.settings.workers)
-            worker = self.start(self.executor, spec, request)
-            try:
-                outcome = Replay(session, worker, spec, pending).run()
-            except MissingPackages as exc:
-                raise DsreproUsageError(self.executor.missing(exc.packages)) from None
-            finally:
-                worker.remove()  # a forced removal also kills
-            if outcome.stop:
-                return False
-            pending = outcome.rerun
         return True
 
 
