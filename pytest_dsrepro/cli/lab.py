@@ -16,7 +16,7 @@ from typing import Any
 from pytest_dsrepro.baselines.artifacts import Artifacts
 from pytest_dsrepro.cli.workspace import Say, Workspace, remove
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.host.session import restore_terminate, terminate_as_interrupt
+from pytest_dsrepro.host.signals import restore_terminate, terminate_as_interrupt
 
 START_TIMEOUT = 120.0
 NO_LAB = "No module named jupyterlab"

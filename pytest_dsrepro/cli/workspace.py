@@ -19,7 +19,7 @@ from typing import Any, Callable
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors.container import RunConfig, container_options
 from pytest_dsrepro.executors.docker import DockerExecutor
-from pytest_dsrepro.host.session import restore_terminate, terminate_as_interrupt
+from pytest_dsrepro.host.signals import restore_terminate, terminate_as_interrupt
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import Settings
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
-import threading
 import uuid
 from typing import Any
 
@@ -23,18 +21,18 @@ import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Executor
-from pytest_dsrepro.finder.repeat import Repeats, perturbation
+from pytest_dsrepro.finder.runs import FinderRuns
 from pytest_dsrepro.host.matrix import inner_nodeid
 from pytest_dsrepro.host.remote import RemoteCollection
 from pytest_dsrepro.host.replay import MissingPackages, Replay, host_report, should_stop, skip_report
+from pytest_dsrepro.host.signals import raise_if_stopping, restore_terminate, terminate_as_interrupt
+from pytest_dsrepro.host.xdist import XDIST_IMAGE, XdistRoles
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
 
 Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker, and its spec
-XDIST_IMAGE = "dsrepro_image"  # the controller's image, in each xdist worker's workerinput
-XDIST_GPUS = "dsrepro_gpus"  # whether a worker's engine had GPUs, in its workeroutput
 
 
 def requirements(items: list[pytest.Item]) -> list[str]:
@@ -71,13 +69,15 @@ class HostSession:
             self.executor = config.hook.pytest_dsrepro_make_executor(
                 config=config, settings=for_executor, session_id=self.session_id, say=self.say)
         self._collection: RemoteCollection | None = None
-        self.repeats: Repeats | None = None
         self.retried: list[str] = []  # what failed to start and was started again
+        self.finder: FinderRuns | None = None  # --dsrepro-repeat, --dsrepro-confirm
         if settings.observing:
-            self.repeats = self._repeats()
+            self.finder = FinderRuns(self)
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up
         self._previous_terminate = terminate_as_interrupt()
         self._gpus_seen: bool | None = None  # from xdist workers
+        if self.xdist_controller or self.xdist_worker:
+            config.pluginmanager.register(XdistRoles(self), "dsrepro-xdist")
         self._said: set[str] = set()  # lines said once
 
     def _check_engines(self) -> None:
@@ -89,50 +89,6 @@ class HostSession:
                 "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
                 "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
                 "on all.")
-
-    def _repeats(self) -> Repeats:
-        if self.xdist_controller or self.xdist_worker or self.settings.engines:
-            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm run in one session on "
-                                    "one engine: drop -n and --dsrepro-engines")
-        if self.settings.update:
-            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm look at outputs that "
-                                    "differ; they record nothing: drop --dsrepro-update")
-        repeats = Repeats(self.settings)
-        self.config.pluginmanager.register(repeats, "dsrepro-repeats")
-        return repeats
-
-    def _repeat(self, session: pytest.Session, groups: list[Group]) -> None:
-        """The runs after the first: each group in a fresh worker, quietly, perturbed."""
-        assert self.repeats is not None
-        for run in range(2, self.settings.repeat + 1):
-            env = perturbation(run, self.settings.perturb)
-            shown = " ".join(f"{k}={v}" for k, v in env.items())
-            self.say(f"repeat {run}/{self.settings.repeat}" + (f" ({shown})" if shown else ""))
-            self.repeats.add(run, self._quietly(session, groups, env))
-        self._settle(session, groups)
-
-    def _settle(self, session: pytest.Session, groups: list[Group]) -> None:
-        """Items whose outputs moved by more than a tolerance covers run twice more, every
-        generator seeded alike: outputs that then stop moving were drawn without a seed."""
-        from pytest_dsrepro.finder.causes import SEED, SEED_ENV
-
-        assert self.repeats is not None
-        moving = self.repeats.to_settle()
-        wanted = [(spec, [i for i in items if i.nodeid in moving]) for spec, items in groups]
-        wanted = [(spec, items) for spec, items in wanted if items]
-        if not wanted:
-            return
-        count = sum(len(items) for _, items in wanted)
-        self.say(f"rerunning {count} moving item{'s' if count != 1 else ''} twice with every "
-                 "generator seeded, to tell drawn random numbers from other causes")
-        for _ in range(2):
-            self.repeats.add_seeded(self._quietly(session, wanted, {SEED_ENV: str(SEED)}))
-
-    def _quietly(self, session: pytest.Session, groups: list[Group],
-                 env: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """Run the groups' items once more, each group in a fresh worker, no report reaching
-        pytest's hooks: what each obtained, by the node id inside."""
-        return self.run_lanes(session, {"": list(groups)}, quiet_env=env)
 
     def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
         """A started worker. One the engine refused to start is started again,
@@ -152,25 +108,6 @@ class HostSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.retried:
             terminalreporter.line(f"dsrepro: retried: {line}")
-
-    def _confirm(self, session: pytest.Session, groups: list[Group]) -> None:
-        """Each item that diverged, run once more in a fresh worker: did the rerun agree?"""
-        assert self.repeats is not None
-        diverged = [(spec, [i for i in items if i.nodeid in self.repeats.diverged])
-                    for spec, items in groups]
-        count = sum(len(items) for _, items in diverged)
-        if not count:
-            return
-        self.say(f"confirming {count} diverged item{'s' if count != 1 else ''} by running "
-                 f"{'them' if count != 1 else 'it'} again")
-        diverged = [(spec, items) for spec, items in diverged if items]
-        rerun = self._quietly(session, diverged, {})
-        summary = self.config.pluginmanager.get_plugin("dsrepro-summary")
-        for item in (item for _, items in diverged for item in items):
-            verdict = self.repeats.confirm(item.nodeid, rerun.get(inner_nodeid(item), {}))
-            record = summary.records.get(item.nodeid) if summary is not None else None
-            if record is not None:  # the JSON report and the HTML page say it too
-                record.dsrepro["confirmed"] = verdict
 
     # -- talking to the user ----------------------------------------------------------------------
 
@@ -235,21 +172,6 @@ class HostSession:
         if not self.xdist_controller:
             self.executor.prestart(self.default_spec())
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        """The xdist controller has the image ready (built once, its progress on the terminal)
-        before its first worker starts, and hands it to every worker."""
-        self.executor.prepare()
-        facts = self.executor.facts()
-        if facts.get("image_id"):
-            node.workerinput[XDIST_IMAGE] = facts["image_id"]
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        seen = getattr(node, "workeroutput", {}).get(XDIST_GPUS)
-        if seen is not None:
-            self._gpus_seen = bool(self._gpus_seen) or bool(seen)
-
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.settings.update and not self.xdist_worker:
             # every worker is gone: what one killed while it wrote a baseline left goes now
@@ -260,10 +182,6 @@ class HostSession:
                 self.say(swept_line(removed, self.settings.baselines, self.settings.rootdir))
         if self.executor.facts().get("rebuild_check") and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the rebuild drifted
-        if self.xdist_worker:
-            gpus = self.executor.facts().get("gpus_available")
-            if gpus is not None:
-                self.config.workeroutput[XDIST_GPUS] = gpus  # type: ignore[attr-defined]
 
     def close(self) -> None:
         try:
@@ -372,7 +290,7 @@ class HostSession:
         for index, item in enumerate(on_host):
             nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            _raise_if_stopping(session)
+            raise_if_stopping(session)
         groups: dict[tuple[Any, ...], Group] = {}
         for item in in_container:
             spec = item.stash[SPEC_KEY]
@@ -380,15 +298,12 @@ class HostSession:
         previous = terminate_as_interrupt()
         try:
             self.run_lanes(session, self._lanes(list(groups.values())))
-            if self.repeats is not None and not should_stop(session):
-                if self.settings.confirm:
-                    self._confirm(session, list(groups.values()))
-                if self.settings.repeat > 1:
-                    self._repeat(session, list(groups.values()))
+            if self.finder is not None and not should_stop(session):
+                self.finder.run(session, list(groups.values()))
         finally:
             restore_terminate(previous)
             self.collect_coverage()
-        _raise_if_stopping(session)
+        raise_if_stopping(session)
         return True
 
     def _lanes(self, groups: list[Group]) -> dict[str, list[Group]]:
@@ -467,53 +382,3 @@ class HostSession:
         if line not in self._said:
             self._said.add(line)
             self.say(line)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Under pytest-xdist, each worker collects the files longest first by last time's
-        durations, so that the longest start first (every worker reads the same durations, as
-        pytest-xdist needs each to collect the same list)."""
-        if not self.xdist_worker:
-            return
-        from pytest_dsrepro.host.sharing import longest_first
-
-        by_id = {item.nodeid: item for item in items}
-        if len(by_id) == len(items):
-            items[:] = [by_id[nodeid] for nodeid in longest_first(list(by_id), self.durations())]
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
-                                ) -> bool | None:
-        """Under pytest-xdist: a container item given to this worker runs in a worker of its
-        own."""
-        if not self.xdist_worker or SPEC_KEY not in item.stash:
-            return None
-        self.executor.prepare()
-        try:
-            self.run_lanes(item.session, {"": [(item.stash[SPEC_KEY], [item])]})
-        finally:
-            self.collect_coverage()
-        return True
-
-
-def _raise_if_stopping(session: pytest.Session) -> None:
-    if session.shouldfail:
-        raise session.Failed(session.shouldfail)
-    if session.shouldstop:
-        raise session.Interrupted(session.shouldstop)
-
-
-def terminate_as_interrupt() -> Any:
-    """SIGTERM raises KeyboardInterrupt while workers run, so they are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def restore_terminate(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
