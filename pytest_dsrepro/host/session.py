@@ -22,9 +22,10 @@ import pytest
 from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Executor
 from pytest_dsrepro.finder.runs import FinderRuns
+from pytest_dsrepro.host import gpus, requests, terminal
 from pytest_dsrepro.host.matrix import inner_nodeid
 from pytest_dsrepro.host.remote import RemoteCollection
-from pytest_dsrepro.host.replay import MissingPackages, Replay, host_report, should_stop, skip_report
+from pytest_dsrepro.host.replay import MissingPackages, Replay, should_stop
 from pytest_dsrepro.host.signals import raise_if_stopping, restore_terminate, terminate_as_interrupt
 from pytest_dsrepro.host.xdist import XDIST_IMAGE, XdistRoles
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
@@ -33,14 +34,6 @@ from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
 
 Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker, and its spec
-
-
-def requirements(items: list[pytest.Item]) -> list[str]:
-    """Import names a worker needs for ``items``."""
-    needed = ["pytest", "yaml"]
-    if any(getattr(item, "is_notebook", False) for item in items):
-        needed += ["nbclient", "nbformat", "ipykernel"]
-    return needed
 
 
 class HostSession:
@@ -125,19 +118,8 @@ class HostSession:
                   for label, executor in self.executors.items())]
 
     def say(self, line: str) -> None:
-        """One ``dsrepro:`` line on pytest's terminal, flushed at once: a build's progress must
-        reach a CI log (a pipe) while the build runs, not when it ends."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None:
-            return
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        if capture is None:
-            reporter.write_line(f"dsrepro: {line}")
-            reporter.flush()
-            return
-        with capture.global_and_fixture_disabled():  # builds also happen while collecting
-            reporter.write_line(f"dsrepro: {line}")
-            reporter.flush()
+        """One ``dsrepro:`` line on pytest's terminal, at once (:func:`terminal.say`)."""
+        terminal.say(self.config, line)
 
     def describe(self) -> list[str]:
         if self.executors:
@@ -190,64 +172,27 @@ class HostSession:
         finally:
             restore_terminate(self._previous_terminate)
 
-    # -- GPUs --------------------------------------------------------------------------------------
+    # -- GPUs and requests ------------------------------------------------------------------------
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]
                                        ) -> list[str]:
-        wanting = [i for i in items if SPEC_KEY in i.stash and i.stash[SPEC_KEY].gpu]
-        if not wanting or config.option.collectonly or self.xdist_worker:
-            return []
-        if self.executors:
-            return []  # each engine's GPU items are skipped or run as its own run_group finds
-        where = self.executor.where()
-        if self.executor.gpus_available():
-            return [f"dsrepro: GPUs: available from {where} ({len(wanting)} GPU item(s))"]
-        then = "fail (--dsrepro-require-gpu)" if self.settings.require_gpu else "are skipped"
-        return [f"dsrepro: GPUs: not available from {where}; {len(wanting)} GPU item(s) {then}"]
-
-    def _without_gpu(self, session: pytest.Session, items: list[pytest.Item],
-                     executor: Executor) -> bool:
-        """GPU items where there is none: skipped, or failed under require_gpu; False to stop."""
-        reason = executor.no_gpu_reason()
-        for item in items:
-            if self.settings.require_gpu:
-                host_report(item, "setup", "failed",
-                            f"{reason}; --dsrepro-require-gpu makes this a failure", 0.0)
-            else:
-                skip_report(item, reason)
-            if should_stop(session):
-                return False
-        return True
-
-    # -- requests ----------------------------------------------------------------------------------
-
-    def worker_args(self) -> list[str]:
-        """pytest's arguments inside (:func:`pytest_dsrepro.host.parity.inside_args`); every other
-        option of the host travels as a value (:func:`pytest_dsrepro.host.parity.option_values`)."""
-        from pytest_dsrepro.host.parity import inside_args
-
-        return inside_args(self.config, self.settings.rootdir)
+        if config.option.collectonly or self.xdist_worker or self.executors:
+            return []  # with several engines, each one's GPU items are decided as it runs them
+        return gpus.header_lines(self.executor, items, self.settings.require_gpu)
 
     def request(self, nodeids: list[str], require: list[str], *extra_args: str,
                 workers: int = 1) -> Request:
-        from pytest_dsrepro.host.parity import option_values
-        from pytest_dsrepro.inside import coverage as code_coverage
-        from pytest_dsrepro.state import settings_of
-
-        known = self.durations() if workers > 1 else {}
-        return Request(settings=settings_of(self.config).to_wire(),
-                       args=[*self.worker_args(), *extra_args], nodeids=nodeids,
-                       options=option_values(self.config),
-                       coverage=code_coverage.wanted(self.config, self.settings.artifacts),
-                       require=require, workers=workers,
-                       durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})
+        """What a worker is asked to run (:func:`requests.launch_request`)."""
+        return requests.launch_request(self.config, self.settings, nodeids, require, *extra_args,
+                                       workers=workers,
+                                       durations=self.durations() if workers > 1 else {})
 
     @functools.cache  # noqa: B019  (one host session a pytest session)
     def durations(self) -> dict[str, float]:
         """How long each item took last time (:mod:`pytest_dsrepro.host.sharing`)."""
-        from pytest_dsrepro.host import sharing as durations
+        from pytest_dsrepro.host import sharing
 
-        return durations.load(self.config, self.settings.report)
+        return sharing.load(self.config, self.settings.report)
 
     # -- collecting inside ---------------------------------------------------------------------------
 
@@ -340,11 +285,13 @@ class HostSession:
                         spec, items = waiting.pop(0)
                         executor = self.executors.get(label, self.executor)
                         if spec.gpu and not executor.gpus_available():
-                            if not quiet and not self._without_gpu(session, items, executor):
+                            required = self.settings.require_gpu
+                            if not quiet and not gpus.without_gpu(session, items, executor,
+                                                                  required):
                                 return observed
                             continue
                         request = self.request([inner_nodeid(i) for i in items],
-                                               requirements(items),
+                                               requests.requirements(items),
                                                workers=1 if quiet else self.settings.workers)
                         if quiet:
                             request = dataclasses.replace(request, env=dict(quiet_env or {}))
