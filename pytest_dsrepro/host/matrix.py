@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from pytest_dsrepro.host.sharing import cost_of, share
 from pytest_dsrepro.markers import SPEC_KEY
-from pytest_dsrepro.settings import Settings
 
 # provenance facts compared between engines, as (label, path in the provenance)
 COMPARED = (("CPU", ("cpu", "model")), ("cores", ("cpu", "count")), ("GPU", ("gpu", "name")),
@@ -71,30 +71,11 @@ def expand(items: list[pytest.Item], labels: list[str]) -> list[pytest.Item]:
 
 def spread(groups: list[tuple[Any, list[pytest.Item]]], labels: list[str],
            durations: dict[str, float]) -> dict[str, list[tuple[Any, list[pytest.Item]]]]:
-    """Groups shared out over the engines: longest first, each to the engine with the least work
-    so far (durations of the last report; an item never timed counts one second)."""
-    def length(group: tuple[Any, list[pytest.Item]]) -> float:
-        return sum(durations.get(item.nodeid, 1.0) for item in group[1])
-
-    load = {label: 0.0 for label in labels}
-    shares: dict[str, list[tuple[Any, list[pytest.Item]]]] = {label: [] for label in labels}
-    for group in sorted(groups, key=length, reverse=True):
-        label = min(labels, key=lambda name: (load[name], labels.index(name)))
-        shares[label].append(group)
-        load[label] += length(group)
-    return shares
-
-
-def last_durations(settings: Settings) -> dict[str, float]:
-    """Each item's duration in the last JSON report (``dsrepro_report``), where one exists."""
-    if settings.report is None or not settings.report.is_file():
-        return {}
-    try:
-        document = json.loads(settings.report.read_text(encoding="utf-8"))
-        return {str(item["nodeid"]): float(item.get("duration") or 0.0)
-                for item in document.get("items", [])}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
+    """Groups shared out over the engines by the one sharer (:func:`sharing.share`): longest
+    first by last time's durations, each to the engine with the least work so far."""
+    cost = cost_of(durations)
+    shares = share(groups, len(labels), lambda group: cost([item.nodeid for item in group[1]]))
+    return dict(zip(labels, shares))
 
 
 def _fact(provenance: dict[str, Any], path: tuple[str, ...]) -> Any:

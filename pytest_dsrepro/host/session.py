@@ -261,7 +261,7 @@ class HostSession:
 
         labels = list(self.executors)
         if self.settings.engines_mode == "spread":
-            shares = matrix.spread(groups, labels, matrix.last_durations(self.settings))
+            shares = matrix.spread(groups, labels, self.durations())
             return {label: [(dataclasses.replace(spec, engine=label), items)
                             for spec, items in shares[label]] for label in labels}
         return {label: [(spec, items) for spec, items in groups if spec.engine == label]

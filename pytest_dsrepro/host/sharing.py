@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 CACHE_KEY = "dsrepro/durations"
 
@@ -70,3 +72,16 @@ def longest_first(nodeids: list[str], durations: dict[str, float]) -> list[str]:
     cost = cost_of(durations)
     groups = sorted(by_file(nodeids).values(), key=cost, reverse=True)
     return [nodeid for group in groups for nodeid in group]
+
+
+def share(groups: list[T], bins: int, cost: Callable[[T], float]) -> list[list[T]]:
+    """The one sharer ("longest first"): the groups, longest first, each to the bin with the
+    least to do so far (the first such bin on a tie). ``--dsrepro-workers`` shares a container's
+    files among its processes with it, ``--dsrepro-engines`` (spread) the groups among engines."""
+    shares: list[list[T]] = [[] for _ in range(max(1, bins))]
+    loads = [0.0] * len(shares)
+    for group in sorted(groups, key=cost, reverse=True):
+        least = loads.index(min(loads))
+        shares[least].append(group)
+        loads[least] += cost(group)
+    return shares

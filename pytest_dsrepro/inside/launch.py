@@ -23,7 +23,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from pytest_dsrepro import protocol
-from pytest_dsrepro.host.sharing import by_file, cost_of
+from pytest_dsrepro.host.sharing import by_file, cost_of, share
 from pytest_dsrepro.inside import coverage as code_coverage
 
 if TYPE_CHECKING:
@@ -107,15 +107,9 @@ def split(nodeids: list[str], workers: int,
     once): longest files first, each to the worker with the least to do. How long is last
     time's ``durations`` where known (a file never timed counts as the longest known), else the
     count of items."""
-    groups = by_file(nodeids)
-    shares: list[list[str]] = [[] for _ in range(max(1, min(workers, len(groups))))]
-    cost = cost_of(durations)
-    loads = [0.0] * len(shares)
-    for group in sorted(groups.values(), key=cost, reverse=True):
-        least = loads.index(min(loads))
-        shares[least].extend(group)
-        loads[least] += cost(group)
-    return [share for share in shares if share]
+    groups = list(by_file(nodeids).values())
+    shares = share(groups, min(workers, len(groups)), cost_of(durations))
+    return [[nodeid for group in bin_ for nodeid in group] for bin_ in shares if bin_]
 
 
 def as_arguments(nodeids: list[str], rootdir: str) -> tuple[list[str], set[str]]:
@@ -232,9 +226,9 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
     lock = threading.Lock()
     children: list[Any] = []
     # checked once here: the children need not look for packages or the entry point again
-    for number, share in enumerate(shares):
+    for number, nodeids in enumerate(shares):
         child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
-                                    nodeids=share, env={}, durations={})
+                                    nodeids=nodeids, env={}, durations={})
         if request.env or not hasattr(os, "fork"):
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "pytest_dsrepro.inside.launch", "--request", child.to_json()],
