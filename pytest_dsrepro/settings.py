@@ -192,6 +192,23 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME = {option.name: option for option in OPTIONS}
 
 
+REFERENCE_START = "<!-- the option reference: made from settings.OPTIONS by scripts/options.py -->"
+REFERENCE_END = "<!-- end of the option reference -->"
+
+
+def reference() -> str:
+    """The README's option reference, one row an option, made from :data:`OPTIONS`."""
+    rows = ["| ini option | flag | variable | meaning |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        ini = f"`{option.dest}`" if option.ini else ""
+        flag = option.flag_name
+        if flag and option.metavar and option.kind not in ("bool", "action"):
+            flag = f"{flag} {option.metavar}"
+        meaning = option.help.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| {ini} | {f'`{flag}`' if flag else ''} | `{option.env}` | {meaning} |")
+    return "\n".join([REFERENCE_START, *rows, REFERENCE_END])
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register every option's flag and ini twin in the ``dsrepro`` group."""
     group = parser.getgroup("dsrepro", "reproducibility in the project's Docker image")

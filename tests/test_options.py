@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_dsrepro.errors import DsreproUsageError
@@ -86,3 +88,14 @@ def test_split_list_from_an_environment_variable() -> None:
     assert split_list("A, B\nC") == ["A", "B", "C"]
     assert split_list("SEED=1, PIP_EXTRA=a,b\nX=y", key_values=True) == [
         "SEED=1", "PIP_EXTRA=a,b", "X=y"]
+
+
+def test_the_readme_option_reference_is_the_option_table() -> None:
+    """The README's table of options is made from the option table (scripts/options.py); a
+    new, renamed or re-described option fails here until the README is made again."""
+    from pytest_dsrepro.settings import OPTIONS, REFERENCE_END, REFERENCE_START, reference
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(REFERENCE_START), readme.index(REFERENCE_END) + len(REFERENCE_END)
+    assert readme[start:end] == reference(), "run: python scripts/options.py"
+    assert len(reference().splitlines()) == len(OPTIONS) + 4
