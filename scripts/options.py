@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_dsrepro.settings import REFERENCE_END, REFERENCE_START, reference  # noqa: E402
+from pytest_dsrepro.settings import REFERENCE_END, REFERENCE_START, reference
 
 
 def main() -> int:
