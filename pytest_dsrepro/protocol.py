@@ -37,6 +37,27 @@ OUTPUT = "_output"  # with -s: a line the worker printed, shown live: {"line": .
 CHILD_ONLY = frozenset({START, FINISH, EXIT, COLLECTED})
 
 
+# the other channels, each one JSON object a line unless said
+
+# a kept container's keeper, on its Unix socket (inside/keeper.py, executors/kept.py):
+# {"op": KEEPER_RUN, "request", "env", "cwd", "log"} forks a worker whose events come back on the
+# connection, then {KEEPER_EXIT: code}; KEEPER_KILL (a bare line) from the host stops it;
+# {"op": KEEPER_PING} is answered {"ok": true, "pid"}; {"op": KEEPER_QUIT} ends the keeper
+KEEPER_RUN, KEEPER_PING, KEEPER_QUIT = "run", "ping", "quit"
+KEEPER_KILL = b"kill"
+KEEPER_EXIT = "kept_exit"
+
+# the kernel zygote's control socket (notebooks/kernel_zygote.py, kernel_forks.py): ZYGOTE_READY
+# (bare bytes) once it has imported ipykernel; then per kernel a message {"args", "env", "cwd"}
+# with four descriptors, answered on the fourth {ZYGOTE_PID: pid} and later {ZYGOTE_EXIT: code}
+ZYGOTE_READY = b"ready"
+ZYGOTE_PID, ZYGOTE_EXIT = "pid", "exit"
+
+# a SLURM job step's file (executors/slurm.py writes it, inside/slurm_step.py reads it): the keys
+# of one JSON object
+STEP_KEYS = ("engine", "options", "registry_ref")
+
+
 # the fields each event must carry, with their types: a line that lacks one is broken
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     LOGSTART: {"nodeid": str, "location": list},

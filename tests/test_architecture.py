@@ -74,3 +74,15 @@ def test_no_import_circle_remains() -> None:
 
 def test_the_check_finds_a_circle() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_zygote_speaks_the_protocol_it_cannot_import() -> None:
+    """The kernel zygote imports nothing of the plugin (kernels must not see it), so it writes its
+    messages itself: they are the ones protocol.py defines."""
+    from pytest_dsrepro import protocol
+
+    source = (PACKAGE / "notebooks" / "kernel_zygote.py").read_text(encoding="utf-8")
+    assert f'sendall(b"{protocol.ZYGOTE_READY.decode()}")' in source
+    for key in (protocol.ZYGOTE_PID, protocol.ZYGOTE_EXIT):
+        assert f'json.dumps({{"{key}": ' in source
+    assert "pytest_dsrepro" not in source.split('"""', 2)[2]  # beyond its docstring

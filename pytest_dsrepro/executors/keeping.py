@@ -73,7 +73,7 @@ class Keeping:
                else f"{', '.join(gone)} was removed or replaced since it started" if gone
                else "")  # a folder made again: the container cannot see the new one
         if why:
-            found.ask("quit")
+            found.ask(protocol.KEEPER_QUIT)
             self.executor.notes.append(f"discarded the kept container {meta['container'][:12]}: {why}")
             return False
         self.keepers[found.group] = found
@@ -110,7 +110,7 @@ class Keeping:
             return None
         with kept.creating(keeper):  # one session at a time (pytest -n: several at once)
             if self.settings.rebuild and keeper.socket.exists():
-                keeper.ask("quit")  # its image is the one rebuilt
+                keeper.ask(protocol.KEEPER_QUIT)  # its image is the one rebuilt
             elif keeper.alive():  # another session started it meanwhile
                 self.keepers[group] = keeper
                 return keeper

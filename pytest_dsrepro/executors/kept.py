@@ -36,7 +36,6 @@ from typing import Any
 import pytest_dsrepro
 from pytest_dsrepro import protocol
 from pytest_dsrepro.executors import FATAL, Ending, LineBuffer, take_line
-from pytest_dsrepro.inside.keeper import EXIT_KEY
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import OPTIONS, Settings
 
@@ -193,7 +192,7 @@ class Kept:
         return data if isinstance(data, dict) else None
 
     def alive(self) -> bool:
-        return self.socket.exists() and bool((self.ask("ping") or {}).get("ok"))
+        return self.socket.exists() and bool((self.ask(protocol.KEEPER_PING) or {}).get("ok"))
 
 
 def kept_in(folder: Path) -> list[Kept]:
@@ -212,7 +211,7 @@ def discard_others(settings: Settings, key: Key) -> int:
         if folder.name == f"{key.project}-{key.common}":
             continue
         for kept in kept_in(folder):
-            if kept.socket.exists() and kept.ask("quit") is not None:
+            if kept.socket.exists() and kept.ask(protocol.KEEPER_QUIT) is not None:
                 quit += 1
         shutil.rmtree(folder, ignore_errors=True)
     return quit
@@ -236,7 +235,7 @@ def wait_for_socket(kept: Kept, timeout: float, still_running: Any) -> bool:
     the wait early)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if kept.socket.exists() and kept.ask("ping", timeout=2.0):
+        if kept.socket.exists() and kept.ask(protocol.KEEPER_PING, timeout=2.0):
             return True
         if not still_running():
             return False
@@ -285,7 +284,7 @@ class KeptWorker:
         self._ended: int | None = None  # the keeper's word on how the process ended
         self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.connection.connect(str(kept.socket))
-        message = {"op": "run", "request": request.to_json(), "env": env, "cwd": str(cwd),
+        message = {"op": protocol.KEEPER_RUN, "request": request.to_json(), "env": env, "cwd": str(cwd),
                    "log": str(log)}
         self.connection.sendall(json.dumps(message).encode() + b"\n")
         self._reader = threading.Thread(target=self._pump, name="dsrepro-kept", daemon=True)
@@ -310,9 +309,9 @@ class KeptWorker:
         self.events.put({"e": protocol.EOF})
 
     def _line(self, raw: bytes) -> None:
-        if raw.startswith(b'{"' + EXIT_KEY.encode()):
+        if raw.startswith(b'{"' + protocol.KEEPER_EXIT.encode()):
             try:
-                self._ended = int(json.loads(raw)[EXIT_KEY])
+                self._ended = int(json.loads(raw)[protocol.KEEPER_EXIT])
                 return
             except (ValueError, KeyError, TypeError):
                 pass
@@ -326,7 +325,7 @@ class KeptWorker:
 
     def kill(self) -> None:
         try:
-            self.connection.sendall(b"kill\n")
+            self.connection.sendall(protocol.KEEPER_KILL + b"\n")
         except OSError:  # the keeper is gone, and the worker with it
             pass
 

@@ -30,9 +30,10 @@ import time
 import traceback
 from typing import Any
 
+from pytest_dsrepro import protocol
 from pytest_dsrepro.notebooks.kernel_zygote import exited
 
-EXIT_KEY = "kept_exit"  # the keeper's last line on a run's connection
+EXIT_KEY = protocol.KEEPER_EXIT  # the keeper's last line on a run's connection
 CRASHED = 70  # a worker that raised before it could say its exit code
 
 
@@ -167,12 +168,12 @@ class Keeper:
         self.last = time.monotonic()
         message = _read_message(connection)
         op = message.get("op") if message else None
-        if op == "ping":
+        if op == protocol.KEEPER_PING:
             _send(connection, {"ok": True, "pid": os.getpid()})
-        elif op == "quit":
+        elif op == protocol.KEEPER_QUIT:
             _send(connection, {"ok": True})
             self.running = False
-        elif op == "run" and message is not None:
+        elif op == protocol.KEEPER_RUN and message is not None:
             self._fork(connection, message)
             return
         connection.close()
@@ -205,7 +206,7 @@ class Keeper:
             data = run.connection.recv(4096)
         except OSError:
             data = b""
-        if not data or b"kill" in data:
+        if not data or protocol.KEEPER_KILL in data:
             _kill_group(run.pid)
             self.selector.unregister(run.connection)
 

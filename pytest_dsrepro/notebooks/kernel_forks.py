@@ -24,6 +24,8 @@ from typing import Any
 
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
+from pytest_dsrepro import protocol
+
 LAUNCHER = ["-m", "ipykernel_launcher"]
 PID_WAIT = 5.0  # seconds for the zygote to name the process it forked
 READY_WAIT = 3.0  # seconds a kernel needed now waits for a zygote still importing
@@ -61,7 +63,7 @@ class Zygote:
         if not self.ready:
             if not select.select([self.control], [], [], wait)[0]:
                 return False  # still importing: this kernel starts as usual
-            self.ready = self.control.recv(16) == b"ready"
+            self.ready = self.control.recv(16) == protocol.ZYGOTE_READY
             self.dead = not self.ready
         return self.ready
 
@@ -85,7 +87,7 @@ class Zygote:
         answers = mine.makefile("rb")
         mine.settimeout(PID_WAIT)
         try:
-            pid = int(json.loads(answers.readline())["pid"])
+            pid = int(json.loads(answers.readline())[protocol.ZYGOTE_PID])
         except (OSError, ValueError, KeyError) as exc:
             self.dead = True
             os.close(stdin_w)
@@ -133,7 +135,7 @@ class Forked:
     def _read_exit(self) -> None:
         try:
             line = self._lines.readline()
-            self.returncode = int(json.loads(line)["exit"]) if line else _gone(self.pid)
+            self.returncode = int(json.loads(line)[protocol.ZYGOTE_EXIT]) if line else _gone(self.pid)
         except (OSError, ValueError, KeyError):
             self.returncode = _gone(self.pid)
         if self.returncode is not None:

@@ -9,7 +9,8 @@ process, as if started from the command line. Each request carries a socket on w
 answers ``{"pid": N}`` and later ``{"exit": CODE}``. When the other end closes the zygote
 exits, and the kernels it forked stop (ipykernel stops when its parent process is gone).
 
-It imports nothing of this plugin, so that kernels do not see it."""
+It imports nothing of this plugin, so that kernels do not see it: its messages are written here as
+``protocol.ZYGOTE_*`` names them (tests/test_architecture.py holds the two to each other)."""
 
 from __future__ import annotations
 
