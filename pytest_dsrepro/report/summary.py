@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from pytest_dsrepro.baselines.lifecycle import DECISIVE, NOT_REPRODUCED, Verdict, where_it_differs
-from pytest_dsrepro.baselines.provenance import KINDS, texts
+from pytest_dsrepro.baselines.lifecycle import DECISIVE, NOT_REPRODUCED, Verdict
+from pytest_dsrepro.baselines.provenance import KINDS
 from pytest_dsrepro.baselines.results import of_report
 from pytest_dsrepro.baselines.store import Store
 from pytest_dsrepro.baselines.variants import base_of
 from pytest_dsrepro.host.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
+from pytest_dsrepro.report.terminal import section
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import (
     host_session_of,
@@ -299,53 +300,9 @@ class Summary:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.relevant() or self.config.option.collectonly:
             return
-        write = terminalreporter.line
         terminalreporter.section("dsrepro")
-        host = host_session_of(self.config)
-        if host is not None:
-            for line in host.describe():
-                write(line)
-        write(self.counts_line())
-        unchanged = 0
-        for record in self.records.values():
-            recorded = record.status == Verdict.RECORDED.value
-            if recorded and record.dsrepro.get("status") == "unchanged":
-                unchanged += 1
-            elif record.status == Verdict.DIVERGED.value:
-                write(f"diverged: {record.nodeid}: {where_it_differs(record.dsrepro)}")
-                changes = texts(record.dsrepro.get("changes") or [])
-                if changes:
-                    write(f"  since its baseline was recorded: {'; '.join(changes)}")
-            elif record.status in ("failed", "error") and record.dsrepro.get("changes"):
-                write(f"{record.status}: {record.nodeid}")
-                write("  since its baseline was recorded: "
-                      f"{'; '.join(texts(record.dsrepro['changes']))}")
-            elif record.status == Verdict.RECORDED.value:
-                write(f"baseline {record.dsrepro.get('status', 'recorded')}: "
-                      f"{record.dsrepro.get('baseline')}")
-        if unchanged:
-            write(f"baselines unchanged: {unchanged}")
-        for line in self.review_lines():
-            write(line)
-        for line in self.drift_lines():
-            write(line)
-        matrix = self.matrix()
-        if matrix is not None:
-            from pytest_dsrepro.host.matrix import lines
-
-            for line in lines(matrix):
-                write(line)
-        store = store_of(self.config)
-        for unused in self.unused():
-            write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "
-                  "it if it is obsolete, or run the whole suite with --dsrepro-prune)")
-        for pruned in self.pruned:
-            write(f"baseline deleted: {pruned} (--dsrepro-prune: no collected item uses it)")
-        if self.prune_refused:
-            write(f"--dsrepro-prune deleted nothing: {self.prune_refused}; it prunes only on a "
-                  "run of the whole suite")
-        for label, shown in self.written.items():
-            write(f"{label} report: {shown}")
+        for line in section(self):
+            terminalreporter.line(line)
 
 
 def baselines_used(items: list[pytest.Item], store: Store, settings: Settings) -> set[Path]:
