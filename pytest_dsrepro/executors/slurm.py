@@ -26,7 +26,8 @@ from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors import Ending, take_line
 from pytest_dsrepro.executors.container import container_options, plugin_source
-from pytest_dsrepro.executors.docker import LOG_TAIL, DockerExecutor
+from pytest_dsrepro.executors.container_worker import LOG_TAIL
+from pytest_dsrepro.executors.docker import DockerExecutor
 from pytest_dsrepro.markers import ContainerSpec
 
 
