@@ -65,7 +65,7 @@ def read_options(notebook: Any) -> dict[str, Any]:
         raise NotebookError(f"metadata.dsrepro is a {type(raw).__name__}, where a mapping belongs")
     unknown = set(raw) - METADATA_KEYS
     if unknown:
-        raise NotebookError(f"unknown keys in metadata.dsrepro: {', '.join(sorted(map(str, unknown)))}"
+        raise NotebookError(f"unknown keys in metadata.dsrepro: {', '.join(sorted(_shown_key(key) for key in unknown))}"
                             f" (known: {', '.join(sorted(METADATA_KEYS))})")
     options = dict(raw)
     try:
@@ -87,6 +87,12 @@ def read_options(notebook: Any) -> dict[str, Any]:
     if not isinstance(options.get("skip", False), (bool, str)):
         raise NotebookError("metadata.dsrepro.skip must be true, false or a reason")
     return options
+
+
+def _shown_key(key: Any) -> str:
+    """A key as one line can show it: its text, or its repr where that holds a line break."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
 
 
 def read_execution(notebook: Any) -> tuple[float | None, bool]:

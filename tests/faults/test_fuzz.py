@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pytest_dsrepro import protocol
@@ -93,6 +93,7 @@ def test_malformed_notebooks_are_one_line_each(pytester: pytest.Pytester) -> Non
 
 
 @settings(max_examples=300, deadline=None)
+@example({"metadata": {"dsrepro": {"\n": None}}})  # an unknown key that is a line break
 @given(st.one_of(JSON, st.builds(
     lambda meta: {"metadata": {"dsrepro": meta}},
     st.one_of(JSON, st.dictionaries(st.sampled_from(["skip", "gpu", "timeout", "rtol", "atol",
