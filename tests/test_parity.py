@@ -36,6 +36,7 @@ def record(request, where):
         "epochs": config.getoption("epochs"),
         "update": config.getoption("dsrepro_update"),
         "rtol": config.getoption("dsrepro_rtol"),
+        "in_docker": bool(config.getoption("dsrepro_in_docker")),
         "logging": config.pluginmanager.has_plugin("logging"),
         "ini_markers": any(line.startswith("slow") for line in config.getini("markers")),
     }}
@@ -91,10 +92,10 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
     found = observed(seen / "out")
     assert set(found) == {"c0-in", "c1-in", "h-host"}, found
     expected = {"myflag": "set", "at_configure": "set", "epochs": 1, "update": None, "rtol": "0.5",
-                "logging": False, "ini_markers": True}
+                "logging": False, "ini_markers": True, "in_docker": False}
     assert host["c0-host"] == expected
-    for name in ("c0-in", "c1-in", "h-host"):
-        assert found[name] == expected, name
+    for name in ("c0-in", "c1-in", "h-host"):  # run with --in-docker: the host's says so inside too
+        assert found[name] == {**expected, "in_docker": True}, name
 
 
 @pytest.mark.parametrize("spread", [[], ["-n", "2"], ["--dsrepro-workers", "2"]],

@@ -38,8 +38,6 @@ HOST_ONLY = frozenset({
     # given as arguments inside (parity.inside_args), or the container's own
     "plugins", "pythonwarnings", "override_ini", "inifilename", "rootdir", "importmode",
     "confcutdir", "noconftest", "capture", "disable_plugin_autoload",
-    # this plugin's host side: the session it starts, the report it writes
-    "in_docker", "dsrepro_report",
 })
 # whole families only the host acts on: pytest-xdist's workers, pytest-cov's measurement
 HOST_ONLY_PREFIXES = ("cov", "no_cov", "numprocesses", "maxprocesses", "dist", "tx", "rsync",
