@@ -67,6 +67,11 @@ def test_timings_reproduce_and_one_unseeded_cell_is_the_one_finding(
     recorded = (project.path / "baselines" / "nb" / "timed.yaml").read_text()
     assert "Wall time: <TIMING>" in recorded and "per loop" not in recorded
 
+    plain = project.run("--in-docker", "nb/draws.ipynb")  # the failure says why it may move
+    plain.assert_outcomes(failed=1)
+    plain.stdout.fnmatch_lines(["why it may move: np.random.random((3, 3)) draws without a seed "
+                                "(seed it, or check with --dsrepro-repeat)"])
+
     result = project.run("--in-docker", "--dsrepro-repeat", "3")
     output = result.stdout.str()
     assert findings(output) == ["nondeterministic: nb/draws.ipynb: cell 1 output 0 (stdout)"], \

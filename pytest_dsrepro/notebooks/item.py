@@ -19,6 +19,7 @@ from pytest_dsrepro.baselines.normalize import (
     normalize_outputs,
 )
 from pytest_dsrepro.baselines.results import annotate, observe
+from pytest_dsrepro.finder import causes
 from pytest_dsrepro.notebooks.execution import (
     execute,
     kernel_hash_seed,
@@ -65,7 +66,8 @@ def read_options(notebook: Any) -> dict[str, Any]:
         raise NotebookError(f"metadata.dsrepro is a {type(raw).__name__}, where a mapping belongs")
     unknown = set(raw) - METADATA_KEYS
     if unknown:
-        raise NotebookError(f"unknown keys in metadata.dsrepro: {', '.join(sorted(_shown_key(key) for key in unknown))}"
+        named = ", ".join(sorted(_shown_key(key) for key in unknown))
+        raise NotebookError(f"unknown keys in metadata.dsrepro: {named}"
                             f" (known: {', '.join(sorted(METADATA_KEYS))})")
     options = dict(raw)
     try:
@@ -366,7 +368,8 @@ class NotebookItem(pytest.Item):
                                                        mismatch.images)
                 differences.append(Difference.of(f"cell {cell.index}", mismatch))
             if mismatches:
-                problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches))
+                problems.append(_cell_header(cell) + "\n" + "\n".join(m.render() for m in mismatches)
+                                + self._why(cell.index))
         if problems:
             changes = lifecycle.diverged(differences) if lifecycle is not None else []
             since = "".join(f"\n\n{line}" for line in
@@ -375,6 +378,16 @@ class NotebookItem(pytest.Item):
                                 + "\n\n".join(problems) + since)
         if lifecycle is not None:
             lifecycle.reproduced()
+
+    def _why(self, index: int) -> str:
+        """Why a cell's output may move by itself, where its source tells: a call that draws
+        random numbers without a seed (``--dsrepro-repeat`` confirms it)."""
+        source, earlier = causes.cell_source(Path(self.path), index)
+        calls = causes.unseeded_calls(source, earlier)
+        if not calls:
+            return ""
+        return (f"\nwhy it may move: {calls[0]} draws without a seed (seed it, or check with "
+                "--dsrepro-repeat)")
 
     def _compare_output(self, what: str, kind: str, expected: Any, obtained: Any,
                         tolerance: Tolerance) -> list[Mismatch]:
