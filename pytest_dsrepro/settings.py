@@ -230,8 +230,6 @@ def add_options(parser: pytest.Parser) -> None:
                           default=option.default if option.kind != "linelist" else [])
 
 
-
-
 def raw_value(config: pytest.Config, name: str) -> Any:
     """One option's value: command line, else ``DSREPRO_*`` variable, else ini, else default."""
     option = BY_NAME[name]
@@ -250,8 +248,6 @@ def raw_value(config: pytest.Config, name: str) -> Any:
         if value not in (None, "", []):
             return value
     return option.default
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -478,15 +474,7 @@ def _from_wire(value: Any, annotation: str) -> Any:
     return value
 
 
-
-
 PERTURBATIONS = ("threads", "hashseed", "cpus")
-
-
-
-
-
-
 
 
 def _output(config: pytest.Config, name: str) -> Path | None:
@@ -495,9 +483,3 @@ def _output(config: pytest.Config, name: str) -> Path | None:
     if not value:
         return None
     return Path(config.invocation_params.dir, value).resolve()
-
-
-
-
-
-

@@ -217,3 +217,18 @@ def test_coverage_of_container_tests_and_notebook_kernels_reaches_the_host_repor
         # add (the test) and mul (the kernel) ran; unused did not
         assert lines["missing_lines"] == [11], (spread, lines)
         assert not list((project.path / "dsrepro-artifacts").glob("**/.coverage*"))
+
+
+def test_only_options_the_host_acts_on_stay_behind() -> None:
+    """Output files, selection, pytest-xdist's and pytest-cov's options stay on the host; a
+    project's own option travels, even one whose name starts like theirs."""
+    from pytest_dsrepro.host.parity import decode, encode, host_only
+
+    stay = ["xmlpath", "basetemp", "keyword", "lf", "numprocesses", "dist", "tx", "cov_source",
+            "no_cov", "usepdb"]
+    travel = ["myflag", "distance", "txn_size", "coverage_threshold", "dsrepro_rtol",
+              "dsrepro_in_docker", "maxfail", "verbose"]
+    assert [dest for dest in stay if not host_only(dest)] == []
+    assert [dest for dest in travel if host_only(dest)] == []
+    assert decode(encode({"a": [Path("/x"), 1, "s", None]})[1]) == {"a": [Path("/x"), 1, "s", None]}
+    assert encode(object())[0] is False  # not plain data: the container keeps its own default

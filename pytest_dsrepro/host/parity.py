@@ -39,10 +39,12 @@ HOST_ONLY = frozenset({
     "plugins", "pythonwarnings", "override_ini", "inifilename", "rootdir", "importmode",
     "confcutdir", "noconftest", "capture", "disable_plugin_autoload",
 })
-# whole families only the host acts on: pytest-xdist's workers, pytest-cov's measurement
-HOST_ONLY_PREFIXES = ("cov", "no_cov", "numprocesses", "maxprocesses", "dist", "tx", "rsync",
-                      "looponfail", "maxworkerrestart", "max_worker_restart", "testrunuid",
-                      "maxschedchunk")
+# pytest-xdist's options (its workers are the host's), and pytest-cov's family (the plugin
+# measures coverage itself inside)
+XDIST = frozenset({"numprocesses", "maxprocesses", "dist", "distload", "loadscopereorder", "tx", "px",
+                   "rsyncdir", "rsyncignore",
+                   "looponfail", "maxworkerrestart", "testrunuid", "maxschedchunk", "boxed"})
+HOST_ONLY_PREFIXES = ("cov_", "no_cov")
 # -p arguments that would undo what the container's pytest needs
 _OWN_PLUGINS = frozenset({"xdist", "xdist.plugin", "xdist.looponfail", "cacheprovider",
                           "dsrepro", "pytest_dsrepro.plugin", "pytest_cov", "pytest_cov.plugin"})
@@ -51,7 +53,7 @@ _PATH = "__dsrepro_path__"
 
 
 def host_only(dest: str) -> bool:
-    return dest in HOST_ONLY or dest.startswith(HOST_ONLY_PREFIXES)
+    return dest in HOST_ONLY or dest in XDIST or dest.startswith(HOST_ONLY_PREFIXES)
 
 
 def encode(value: Any) -> tuple[bool, Any]:
