@@ -153,12 +153,17 @@ class Lifecycle:
         if self.obtained is not None:
             self.keep(*self.obtained())
 
+    def _document(self) -> dict[str, Any] | None:
+        """The recorded document (None where there is none): as a variant's choice read it, or
+        read now."""
+        read = self._read
+        return read[1] if read and read[0] == self.path else self.store.load(self.path)
+
     def load(self) -> dict[str, Any]:
         """The recorded document; a missing or corrupt one fails the item."""
         __tracebackhide__ = True
         try:
-            read = self._read  # a variant's choice read it already
-            doc = read[1] if read and read[0] == self.path else self.store.load(self.path)
+            doc = self._document()
         except BaselineError as exc:
             self.fail(Verdict.CORRUPT, str(exc))
         if doc is None:
@@ -197,12 +202,14 @@ class Lifecycle:
         settings.update(self.settings)
         return provenance.collect(inputs=self.inputs(), settings=settings)
 
-    def _changes(self) -> list[dict[str, str]]:
-        """What changed since the baseline was recorded, most likely cause first."""
+    def _changes(self, stopped_early: bool = False) -> list[dict[str, str]]:
+        """What changed since the baseline was recorded, most likely cause first; for an item
+        that ``stopped_early``, not the files it no longer read (an effect, not a cause)."""
         from pytest_dsrepro.baselines import provenance
 
         run = self.current()
-        found = provenance.changes(self.recorded, run)
+        found = [change for change in provenance.changes(self.recorded, run)
+                 if not (stopped_early and change["text"].endswith(" no longer read"))]
         annotate(self.item, run=run, changes=found)
         return found
 
@@ -225,21 +232,13 @@ class Lifecycle:
         from pytest_dsrepro.baselines.provenance import texts
 
         try:
-            read = self._read  # a variant's choice read it already
-            doc = read[1] if read and read[0] == self.path else self.store.load(self.path)
+            doc = self._document()
         except BaselineError:
             return []
         if not doc:
             return []
         self.recorded = doc.get("provenance") or {}
-        from pytest_dsrepro.baselines import provenance
-
-        run = self.current()
-        # files it no longer read are what stopping early does, not why it stopped
-        found = [change for change in provenance.changes(self.recorded, run)
-                 if not change["text"].endswith(" no longer read")]
-        annotate(self.item, run=run, changes=found)
-        return texts(found)
+        return texts(self._changes(stopped_early=True))
 
     def reproduced(self) -> None:
         """Outputs match; what changed meanwhile is noted as drift."""
