@@ -153,7 +153,7 @@ def start(workspace: Workspace, say: Say, *, gpu: bool = False, port: int = 0,
         if files:
             _request(forwarder.port, "PUT", "/lab/api/workspaces/dsrepro", token, layout(files))
             url = f"{base}/lab/workspaces/dsrepro?token={token}"
-        image = workspace.executor.images.result
+        image = workspace.setup.images.result
         say(f"JupyterLab in {image.tag if image else run.image[:19]} ({s.rootdir} mounted "
             f"read-write): {url}")
         if len(files) > 1:

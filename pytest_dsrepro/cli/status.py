@@ -43,16 +43,16 @@ def _report(workspace: Workspace, folder: Path, extra: list[str], say: Say) -> i
     from pytest_dsrepro.host.images.build import cached_image, tag_for
 
     s = workspace.settings
-    executor = workspace.executor
+    setup = workspace.setup
     say(f"project {s.rootdir}")
     try:
-        client = executor.client
+        client = setup.client
     except pytest.UsageError as exc:
-        say(f"engine {executor.address.url}: not reachable ({exc})")
+        say(f"engine {setup.address.url}: not reachable ({exc})")
         client = None
     if client is not None:
-        say(f"engine {executor.address.url} ({engine.kind(client)})")
-        images = executor.images
+        say(f"engine {setup.address.url} ({engine.kind(client)})")
+        images = setup.images
         if s.image:
             found = images.without_build(client)
             say(f"image {s.image} (given): {'present' if found else 'not in the engine'}")
@@ -82,7 +82,7 @@ def _kept(workspace: Workspace) -> list[str]:
     if not found:
         return []
     try:
-        current = workspace.executor.kept.key().common
+        current = workspace.setup.kept_key().common
     except Exception:  # another executor, or no Dockerfile: nothing to compare with
         current = None
     lines = [f"kept containers: {len(found)}"]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.executors.container import RunConfig, container_options
-from pytest_dsrepro.executors.docker import DockerExecutor
+from pytest_dsrepro.executors.setup import ContainerSetup
 from pytest_dsrepro.host.signals import restore_terminate, terminate_as_interrupt
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import Settings
@@ -47,21 +47,21 @@ class Workspace:
         self.config = load_config(folder, list(args or []))
         self.settings: Settings = Settings.from_config(self.config)
         self.say = say
-        self.executor = DockerExecutor(self.config, self.settings, uuid.uuid4().hex[:12], say)
+        self.setup = ContainerSetup(self.config, self.settings, uuid.uuid4().hex[:12], say)
         self._run: RunConfig | None = None
 
     @property
     def client(self) -> Any:
-        return self.executor.client
+        return self.setup.client
 
     def run_config(self) -> RunConfig:
         """Build or reuse the image, exactly as ``pytest --in-docker`` would."""
         if self._run is None:
-            self.executor.prepare()
-            run = self.executor.run_config()
+            self.setup.prepare()
+            run = self.setup.run_config()
             if run.copy:
                 raise DsreproUsageError(
-                    f"the engine at {self.executor.address.url} cannot see this machine's "
+                    f"the engine at {self.setup.address.url} cannot see this machine's "
                     "folders, so edits made in the container would not reach the repository; "
                     "use an engine on this machine (dsrepro_engine)")
             self._run = dataclasses.replace(run, watch_host=False)
@@ -84,10 +84,10 @@ class Workspace:
 
     @property
     def scratch(self) -> Path:
-        return self.executor.scratch()
+        return self.setup.scratch()
 
     def close(self) -> None:
-        self.executor.close()
+        self.setup.close()
 
 
 def remove(container: Any) -> None:

@@ -9,47 +9,55 @@ import dataclasses
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import EngineError
 from pytest_dsrepro.executors import engine, kept
 from pytest_dsrepro.executors.container import RunConfig, container_options, plugin_source
+from pytest_dsrepro.executors.setup import ContainerSetup
 from pytest_dsrepro.host.images.build import ImageResult, find_image
 from pytest_dsrepro.host.images.source import ImageSource
 from pytest_dsrepro.markers import ContainerSpec
 from pytest_dsrepro.settings import Settings
 
-if TYPE_CHECKING:
-    from pytest_dsrepro.executors.docker import DockerExecutor
-
 LOG_TAIL = 20
 
 
 class Keeping:
-    """The kept containers of one Docker executor's session, by group."""
+    """The kept containers of one Docker executor's session, by group. ``note`` says a line
+    now (or once the background start is over), ``later`` once the main thread settles."""
 
-    def __init__(self, executor: DockerExecutor) -> None:
-        self.executor = executor
-        self._key: kept.Key | None = None
+    def __init__(self, setup: ContainerSetup, note: Callable[[str], None],
+                 later: Callable[[str], None]) -> None:
+        self.setup = setup
+        self.note = note
+        self.later = later
+        # --dsrepro-keep: workers forked in kept containers, one a group; ignored in CI
+        self.enabled = kept.wanted(setup.settings)
+        if setup.settings.keep and not self.enabled:
+            later("--dsrepro-keep is ignored where CI is set: no container is kept")
+        setup.kept_scratch = self.enabled
         self.keepers: dict[str, kept.Kept] = {}  # by group name: keepers that answered
         self.fast: dict[str, Any] | None = None  # a kept container's facts: no engine needed
 
     @property
     def settings(self) -> Settings:
-        return self.executor.settings
+        return self.setup.settings
 
     @property
     def images(self) -> ImageSource:
-        return self.executor.images
+        return self.setup.images
+
+    def off(self, why: str) -> None:
+        """Keep nothing this session (SLURM steps, an engine that cannot see the folders)."""
+        self.enabled = False
+        self.setup.kept_scratch = False
+        self.note(why)
 
     def key(self) -> kept.Key:
-        """This session's key: the image's content hash (a given image's name), the settings
-        that shape workers, the plugin's code and the engine; made once, without the engine."""
-        if self._key is None:
-            image = self.settings.image or kept.content_hash(self.images, self.settings)
-            self._key = kept.make_key(self.settings, image, self.executor.address.url)
-        return self._key
+        """This session's key (:meth:`ContainerSetup.kept_key`)."""
+        return self.setup.kept_key()
 
     def find(self, spec: ContainerSpec) -> bool:
         """Whether a kept container of this key answers for ``spec``'s group; those of other
@@ -60,8 +68,8 @@ class Keeping:
             return False
         discarded = kept.discard_others(self.settings, key)
         if discarded:
-            self.executor.notes.append(f"discarded {discarded} kept container(s) of another image or "
-                               "other settings")
+            self.later(f"discarded {discarded} kept container(s) of another image or "
+                       "other settings")
         if self.settings.rebuild or self.settings.rebuild_check:
             return False  # a new image: the kept container of this key goes once it is built
         found = kept.Kept(key.folder(self.settings), kept.group_name(spec))
@@ -74,11 +82,11 @@ class Keeping:
                else "")  # a folder made again: the container cannot see the new one
         if why:
             found.ask(protocol.KEEPER_QUIT)
-            self.executor.notes.append(f"discarded the kept container {meta['container'][:12]}: {why}")
+            self.later(f"discarded the kept container {meta['container'][:12]}: {why}")
             return False
         self.keepers[found.group] = found
         self.fast = meta
-        self.executor.kind = meta["kind"]
+        self.setup.kind = meta["kind"]
         self.images.result = ImageResult(meta["image"], meta["image_id"], False, 0.0)
         return True
 
@@ -89,7 +97,7 @@ class Keeping:
         if not given or given.startswith("sha256:"):
             return False
         try:
-            image = find_image(self.executor.client, given)
+            image = find_image(self.setup.client, given)
         except Exception:  # no engine: the session says so where it needs one
             return True
         return image is None or image.id != meta.get("image_id")
@@ -100,13 +108,12 @@ class Keeping:
         group = kept.group_name(spec)
         if group in self.keepers:
             return self.keepers[group]
-        run = self.executor.run_config()
+        run = self.setup.run_config()
         folder = self.key().folder(self.settings)
         keeper = kept.Kept(folder, group)
         if run.copy or len(str(keeper.socket)) > 100:
-            self.executor.keeping = False
-            self.executor.note("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
-                       "sees this machine's folders (and a scratch path under 100 characters)")
+            self.off("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
+                     "sees this machine's folders (and a scratch path under 100 characters)")
             return None
         with kept.creating(keeper):  # one session at a time (pytest -n: several at once)
             if self.settings.rebuild and keeper.socket.exists():
@@ -127,19 +134,19 @@ class Keeping:
                              kept.LABEL_FOLDER: str(folder),
                              engine.LABEL_HOST: socket.gethostname()}
         options["auto_remove"] = True  # gone once the keeper ends, unused
-        config = self.executor.config
+        config = self.setup.config
         config.hook.pytest_dsrepro_container_options(config=config, spec=spec, options=options)
         container = self._start_keeper(options, keeper)
         keeper.write_meta({
             "container": container.id, "image": self.images.result.tag  # type: ignore[union-attr]
-            if self.images.result else run.image, "image_id": run.image, "kind": self.executor.kind,
-            "engine": self.executor.address.url, "environment": options["environment"],
-            "gpus": self.executor.gpus, "digest": self.images.digest(self.executor.client) or None,
+            if self.images.result else run.image, "image_id": run.image, "kind": self.setup.kind,
+            "engine": self.setup.address.url, "environment": options["environment"],
+            "gpus": self.setup.gpus, "digest": self.images.digest(self.setup.client) or None,
             "idle": self.settings.keep_idle, "started": time.time(), "group": list(spec.group),
             "mounts": kept.mounted([run.rootdir, *run.writable, folder, plugin_source()])})
-        self.executor.note(f"kept container {container.id[:12]} started: the next session with this "
-                   f"image and these settings forks its worker there (--dsrepro-keep; it goes "
-                   f"after {self.settings.keep_idle:g} s unused)")
+        self.note(f"kept container {container.id[:12]} started: the next session with this "
+                  f"image and these settings forks its worker there (--dsrepro-keep; it goes "
+                  f"after {self.settings.keep_idle:g} s unused)")
         self.keepers[group] = keeper
         return keeper
 
@@ -147,10 +154,11 @@ class Keeping:
         import docker.errors
 
         try:
-            container = self.executor.client.containers.create(**options)
+            container = self.setup.client.containers.create(**options)
             container.start()
         except docker.errors.APIError as exc:
-            raise engine.refused(exc, "to start a kept container", self.executor.address.url) from None
+            raise engine.refused(exc, "to start a kept container",
+                                 self.setup.address.url) from None
 
         def running() -> bool:
             try:
@@ -174,16 +182,16 @@ class Keeping:
         keeper = self.keepers.get(kept.group_name(spec)) or self.keeper_for(spec)
         if keeper is None:
             return None
-        scratch = self.executor.scratch()
+        scratch = self.setup.scratch()
         log = scratch / f"worker-{uuid.uuid4().hex[:8]}.log"
-        env = kept.session_env(self.settings, scratch, self.executor.commit())
+        env = kept.session_env(self.settings, scratch, self.setup.commit())
         try:
-            return kept.KeptWorker(keeper, request, env, self.executor.workdir(), log)
+            return kept.KeptWorker(keeper, request, env, self.setup.workdir(), log)
         except OSError:  # it went away since it answered (its idle time ran out): a new one
             self.keepers.pop(keeper.group, None)
             self.fast = None
             keeper = self.keeper_for(spec)
             if keeper is None:
                 return None
-            return kept.KeptWorker(keeper, request, env, self.executor.workdir(), log)
+            return kept.KeptWorker(keeper, request, env, self.setup.workdir(), log)
 

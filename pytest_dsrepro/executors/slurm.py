@@ -20,15 +20,18 @@ import threading
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import pytest
 
 from pytest_dsrepro import protocol
 from pytest_dsrepro.errors import DsreproUsageError
-from pytest_dsrepro.executors import Ending, take_line
+from pytest_dsrepro.executors import Ending, describing, kept, take_line
 from pytest_dsrepro.executors.container import container_options, plugin_source
 from pytest_dsrepro.executors.container_worker import LOG_TAIL
-from pytest_dsrepro.executors.docker import DockerExecutor
+from pytest_dsrepro.executors.setup import ContainerSetup
 from pytest_dsrepro.markers import ContainerSpec
+from pytest_dsrepro.settings import Settings
 
 
 def srun_resources(spec: ContainerSpec, items: int = 1) -> list[str]:
@@ -154,65 +157,85 @@ def cancel(job_name: str) -> None:
         pass
 
 
-class SlurmExecutor(DockerExecutor):
-    """Workers as SLURM job steps that start the container on their node's engine."""
+class SlurmExecutor:
+    """Workers as SLURM job steps that start the container on their node's engine, from the same
+    :class:`~pytest_dsrepro.executors.setup.ContainerSetup` as Docker's workers (never copied
+    in: the nodes share the filesystem)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.keeping:
-            self.keeping = False
-            self.notes.append("--dsrepro-keep keeps containers of this machine's engine: "
-                               "SLURM job steps start fresh ones")
+    def __init__(self, config: pytest.Config, settings: Settings, session_id: str,
+                 say: Callable[[str], None]) -> None:
+        self.config = config
+        self.settings = settings
+        self.session_id = session_id
+        self.say = say
+        self.setup = ContainerSetup(config, settings, session_id, say, copies=False)
+        self.notes = ["--dsrepro-keep keeps containers of this machine's engine: SLURM job "
+                      "steps start fresh ones"] if kept.wanted(settings) else []
+
+    @property
+    def kind(self) -> str:
+        """The engine's kind and version: ``Docker 20.10.24``, ``Podman 4.3.1 rootless``."""
+        return self.setup.kind
 
     def prestart(self, spec: ContainerSpec) -> None:
         """Nothing waits ahead of time: a job step is started with its request."""
 
+    def prepare(self) -> None:
+        for note in self.notes:
+            self.say(note)
+        self.notes.clear()
+        self.setup.prepare()
+
     def header(self) -> str:
         extra = f" {' '.join(self.settings.slurm_args)}" if self.settings.slurm_args else ""
         return f"SLURM job steps (srun{extra}), each on its node's engine; here: " \
-               f"{super().header()}"
+               f"{describing.header(self.setup)}"
 
     def where(self) -> str:
         return "the SLURM cluster"
 
     def gpus_available(self) -> bool:
         """Whether any partition offers GPUs as generic resources (``sinfo``)."""
-        if self.gpus is None:
+        if self.setup.gpus is None:
             try:
                 out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True,
                                      text=True, timeout=30).stdout
             except (OSError, subprocess.TimeoutExpired):
                 out = ""
-            self.gpus = "gpu" in out
-        return self.gpus
+            self.setup.gpus = "gpu" in out
+        return self.setup.gpus
 
     def no_gpu_reason(self) -> str:
         return "GPU requested, but no node of the SLURM cluster offers GPUs (gres/gpu)"
 
+    def missing(self, packages: list[str]) -> str:
+        return describing.missing(self.setup, packages)
+
     def describe(self) -> list[str]:
-        return [line.replace("; engine ", "; SLURM job steps; here: engine ", 1)
-                for line in super().describe()]
+        return describing.summary(self.setup,
+                                  f"SLURM job steps; here: engine {self.setup.address.url}")
 
     def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "executor": "slurm"}
+        return {**describing.facts(self.setup), "executor": "slurm"}
 
-    def _copies(self, image: str) -> bool:
-        """The nodes share the filesystem: always mounted."""
-        return False
+    def close(self) -> None:
+        self.setup.close()
 
-    def start(self, spec: ContainerSpec, request: protocol.Request) -> SrunWorker:  # type: ignore[override]
-        run = dataclasses.replace(self.run_config(), watch_host=False)  # the step is cancelled
-        command = [run.python, "-m", "pytest_dsrepro.inside.launch", "--request", request.to_json()]
+    def start(self, spec: ContainerSpec, request: protocol.Request) -> SrunWorker:
+        setup = self.setup
+        run = dataclasses.replace(setup.run_config(), watch_host=False)  # the step is cancelled
+        command = [run.python, "-m", "pytest_dsrepro.inside.launch", "--request",
+                   request.to_json()]
         options = container_options(run, spec, command)
         self.config.hook.pytest_dsrepro_container_options(config=self.config, spec=spec,
                                                           options=options)
         name = f"dsrepro-{self.session_id}-{uuid.uuid4().hex[:6]}"
-        step_file = self.scratch() / ".dsrepro" / f"{name}.json"
+        step_file = setup.scratch() / ".dsrepro" / f"{name}.json"
         step_file.parent.mkdir(parents=True, exist_ok=True)
         registry_ref = ""
         if self.settings.registry:
-            registry_ref = f"{self.settings.registry}:{self.images.full_hash()[:16]}"
-        step_file.write_text(json.dumps({"engine": self.address.url, "options": _wire(options),
+            registry_ref = f"{self.settings.registry}:{setup.images.full_hash()[:16]}"
+        step_file.write_text(json.dumps({"engine": setup.address.url, "options": _wire(options),
                                          "registry_ref": registry_ref}), encoding="utf-8")
         srun = ["srun", f"--job-name={name}", "--nodes=1", "--ntasks=1", "--quiet",
                 "--unbuffered", "--kill-on-bad-exit=1",

@@ -13,7 +13,8 @@ from pytest_dsrepro.finder.repeat import Repeats, perturbation
 from pytest_dsrepro.host.matrix import inner_nodeid
 
 if TYPE_CHECKING:
-    from pytest_dsrepro.host.session import Group, HostSession
+    from pytest_dsrepro.host.engines import Group
+    from pytest_dsrepro.host.session import HostSession
 
 
 class FinderRuns:

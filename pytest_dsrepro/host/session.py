@@ -23,17 +23,16 @@ from pytest_dsrepro.errors import DsreproUsageError, EngineError
 from pytest_dsrepro.executors import Executor
 from pytest_dsrepro.finder.runs import FinderRuns
 from pytest_dsrepro.host import gpus, requests, terminal
+from pytest_dsrepro.host.engines import Engines, Group
 from pytest_dsrepro.host.matrix import inner_nodeid
 from pytest_dsrepro.host.remote import RemoteCollection
 from pytest_dsrepro.host.replay import MissingPackages, Replay, should_stop
 from pytest_dsrepro.host.signals import raise_if_stopping, restore_terminate, terminate_as_interrupt
-from pytest_dsrepro.host.xdist import XDIST_IMAGE, XdistRoles
+from pytest_dsrepro.host.xdist import XdistRoles
 from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
-
-Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker, and its spec
 
 
 class HostSession:
@@ -45,22 +44,9 @@ class HostSession:
         self.session_id = uuid.uuid4().hex[:12]
         self.xdist_controller = is_xdist_controller(config)
         self.xdist_worker = is_xdist_worker(config)
-        for_executor = settings
-        if self.xdist_worker:  # the controller has the image ready: use it as given
-            image = getattr(config, "workerinput", {}).get(XDIST_IMAGE)
-            if image:
-                for_executor = dataclasses.replace(settings, image=image)
-        self.executors: dict[str, Executor] = {}  # by label, with --dsrepro-engines
-        if settings.engines:
-            self._check_engines()
-            for label, engine in settings.engines:
-                self.executors[label] = config.hook.pytest_dsrepro_make_executor(
-                    config=config, settings=dataclasses.replace(for_executor, engine=engine),
-                    session_id=self.session_id, say=self._labelled(label))
-            self.executor: Executor = next(iter(self.executors.values()))
-        else:
-            self.executor = config.hook.pytest_dsrepro_make_executor(
-                config=config, settings=for_executor, session_id=self.session_id, say=self.say)
+        self.engines = Engines(config, settings, self.session_id, self.say, self.xdist_worker,
+                               self.xdist_controller or self.xdist_worker)
+        self.executor = self.engines.default
         self._collection: RemoteCollection | None = None
         self.retried: list[str] = []  # what failed to start and was started again
         self.finder: FinderRuns | None = None  # --dsrepro-repeat, --dsrepro-confirm
@@ -72,16 +58,6 @@ class HostSession:
         if self.xdist_controller or self.xdist_worker:
             config.pluginmanager.register(XdistRoles(self), "dsrepro-xdist")
         self._said: set[str] = set()  # lines said once
-
-    def _check_engines(self) -> None:
-        if self.xdist_controller or self.xdist_worker:
-            raise DsreproUsageError("--dsrepro-engines and pytest-xdist (-n) do not combine: the "
-                                    "engines already run side by side; drop -n")
-        if self.settings.update and self.settings.engines_mode == "matrix":
-            raise DsreproUsageError(
-                "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
-                "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
-                "on all.")
 
     def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
         """A started worker. One the engine refused to start is started again,
@@ -104,44 +80,18 @@ class HostSession:
 
     # -- talking to the user ----------------------------------------------------------------------
 
-    def _labelled(self, label: str) -> Any:
-        return lambda line: self.say(f"[{label}] {line}")
-
     def header(self) -> list[str]:
-        if not self.executors:
-            return [f"dsrepro: container items run in the project's image "
-                    f"({self.executor.header()})"]
-        mode = self.settings.engines_mode
-        return [f"dsrepro: container items run in the project's image on "
-                f"{len(self.executors)} engines ({mode})",
-                *(f"dsrepro:   {label}: {executor.header()}"
-                  for label, executor in self.executors.items())]
+        return self.engines.header()
 
     def say(self, line: str) -> None:
         """One ``dsrepro:`` line on pytest's terminal, at once (:func:`terminal.say`)."""
         terminal.say(self.config, line)
 
     def describe(self) -> list[str]:
-        if self.executors:
-            return [f"[{label}] {line}" for label, executor in self.executors.items()
-                    for line in executor.describe()]
-        lines = self.executor.describe()
-        if self._gpus_seen is not None:
-            from pytest_dsrepro.executors import gpu_words
-
-            lines = [line.replace("GPUs not requested", f"GPUs {gpu_words(self._gpus_seen)}")
-                     for line in lines]
-        return lines
+        return self.engines.describe(self._gpus_seen)
 
     def facts(self) -> dict[str, Any]:
-        facts = self.executor.facts()
-        if self.executors:
-            facts["engines"] = {label: {**executor.facts(),
-                                        "kind": getattr(executor, "kind", "engine")}
-                                for label, executor in self.executors.items()}
-        if facts.get("gpus_available") is None and self._gpus_seen is not None:
-            facts["gpus_available"] = self._gpus_seen
-        return facts
+        return self.engines.facts(self._gpus_seen)
 
     # -- the start -------------------------------------------------------------------------------
 
@@ -167,7 +117,7 @@ class HostSession:
 
     def close(self) -> None:
         try:
-            for executor in self.executors.values() or [self.executor]:
+            for executor in self.engines.all():
                 executor.close()
         finally:
             restore_terminate(self._previous_terminate)
@@ -176,7 +126,7 @@ class HostSession:
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]
                                        ) -> list[str]:
-        if config.option.collectonly or self.xdist_worker or self.executors:
+        if config.option.collectonly or self.xdist_worker or self.engines.by_label:
             return []  # with several engines, each one's GPU items are decided as it runs them
         return gpus.header_lines(self.executor, items, self.settings.require_gpu)
 
@@ -230,7 +180,7 @@ class HostSession:
         in_container = [item for item in session.items if SPEC_KEY in item.stash]
         on_host = [item for item in session.items if SPEC_KEY not in item.stash]
         if in_container:
-            for executor in self.executors.values() or [self.executor]:
+            for executor in self.engines.all():
                 executor.prepare()
         for index, item in enumerate(on_host):
             nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
@@ -242,7 +192,7 @@ class HostSession:
             groups.setdefault(spec.group, (spec, []))[1].append(item)
         previous = terminate_as_interrupt()
         try:
-            self.run_lanes(session, self._lanes(list(groups.values())))
+            self.run_lanes(session, self.engines.lanes(list(groups.values()), self.durations))
             if self.finder is not None and not should_stop(session):
                 self.finder.run(session, list(groups.values()))
         finally:
@@ -250,22 +200,6 @@ class HostSession:
             self.collect_coverage()
         raise_if_stopping(session)
         return True
-
-    def _lanes(self, groups: list[Group]) -> dict[str, list[Group]]:
-        """Which groups each engine runs, one after another: all of them on this session's
-        engine; with several engines, each its own items (matrix) or its share (spread, longest
-        first)."""
-        if not self.executors:
-            return {"": groups}
-        from pytest_dsrepro.host import matrix
-
-        labels = list(self.executors)
-        if self.settings.engines_mode == "spread":
-            shares = matrix.spread(groups, labels, self.durations())
-            return {label: [(dataclasses.replace(spec, engine=label), items)
-                            for spec, items in shares[label]] for label in labels}
-        return {label: [(spec, items) for spec, items in groups if spec.engine == label]
-                for label in labels}
 
     def run_lanes(self, session: pytest.Session, lanes: dict[str, list[Group]],
                   quiet_env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
@@ -283,7 +217,7 @@ class HostSession:
                 for label, waiting in pending.items():
                     while label not in running and waiting:
                         spec, items = waiting.pop(0)
-                        executor = self.executors.get(label, self.executor)
+                        executor = self.engines.get(label)
                         if spec.gpu and not executor.gpus_available():
                             required = self.settings.require_gpu
                             if not quiet and not gpus.without_gpu(session, items, executor,
@@ -303,7 +237,7 @@ class HostSession:
                     try:
                         outcome = replay.step(0.05 / len(running))
                     except MissingPackages as exc:
-                        executor = self.executors.get(label, self.executor)
+                        executor = self.engines.get(label)
                         raise DsreproUsageError(executor.missing(exc.packages)) from None
                     if outcome is None:
                         continue
