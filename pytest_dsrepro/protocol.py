@@ -47,7 +47,7 @@ KEEPER_RUN, KEEPER_PING, KEEPER_QUIT = "run", "ping", "quit"
 KEEPER_KILL = b"kill"
 KEEPER_EXIT = "kept_exit"
 
-# the kernel zygote's control socket (notebooks/kernel_zygote.py, kernel_forks.py): ZYGOTE_READY
+# the kernel zygote's control socket (inside/forking.py run as a script, notebooks/kernel_forks.py): ZYGOTE_READY
 # (bare bytes) once it has imported ipykernel; then per kernel a message {"args", "env", "cwd"}
 # with four descriptors, answered on the fourth {ZYGOTE_PID: pid} and later {ZYGOTE_EXIT: code}
 ZYGOTE_READY = b"ready"
@@ -106,10 +106,10 @@ class Request:
     ``settings`` are the host's resolved settings (:meth:`Settings.to_wire`): the worker uses them
     as they are and never resolves its own. ``args`` are pytest's options inside (rootdir, ini,
     verbosity, traceback style), ``nodeids`` the items, ``require`` the import names the run needs,
-    ``workers`` how many pytest processes share the items, ``entry_point`` whether the image has
+    ``processes`` how many pytest processes share the items, ``entry_point`` whether the image has
     the plugin installed (None: the launcher looks), ``env`` variables the pytest processes get
     (a repeat's perturbations: they then run in processes of their own), ``durations`` how long
-    the items took last time, to share them among the workers longest first, ``options`` the host's
+    the items took last time, to share them among the processes longest first, ``options`` the host's
     parsed pytest options (:mod:`pytest_dsrepro.host.parity`), set over the container's own,
     ``coverage`` what to measure under pytest-cov (:mod:`pytest_dsrepro.inside.coverage`)."""
 
@@ -117,7 +117,7 @@ class Request:
     args: list[str]
     nodeids: list[str]
     require: list[str] = dataclasses.field(default_factory=list)
-    workers: int = 1
+    processes: int = 1
     entry_point: bool | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # over the worker's (a repeat's)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)  # last time's seconds

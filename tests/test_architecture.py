@@ -81,8 +81,8 @@ def test_the_zygote_speaks_the_protocol_it_cannot_import() -> None:
     messages itself: they are the ones protocol.py defines."""
     from pytest_dsrepro import protocol
 
-    source = (PACKAGE / "notebooks" / "kernel_zygote.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "inside" / "forking.py").read_text(encoding="utf-8")
     assert f'sendall(b"{protocol.ZYGOTE_READY.decode()}")' in source
     for key in (protocol.ZYGOTE_PID, protocol.ZYGOTE_EXIT):
-        assert f'json.dumps({{"{key}": ' in source
+        assert f'{{"{key}": ' in source
     assert "pytest_dsrepro" not in source.split('"""', 2)[2]  # beyond its docstring

@@ -21,15 +21,15 @@ def requirements(items: list[pytest.Item]) -> list[str]:
 
 
 def launch_request(config: pytest.Config, settings: Settings, nodeids: list[str],
-                   require: list[str], *extra_args: str, workers: int = 1,
+                   require: list[str], *extra_args: str, processes: int = 1,
                    durations: dict[str, float] | None = None) -> Request:
     """The request for ``nodeids``: pytest inside is configured as the host's, the plugin uses
-    the host's settings as they are; ``durations`` lets ``workers`` processes share the items
+    the host's settings as they are; ``durations`` lets ``processes`` share the items
     longest first."""
     known = durations or {}
     return Request(settings=settings.to_wire(),
                    args=[*inside_args(config, settings.rootdir), *extra_args], nodeids=nodeids,
                    options=option_values(config),
                    coverage=coverage.wanted(config, settings.artifacts),
-                   require=require, workers=workers,
+                   require=require, processes=processes,
                    durations={nodeid: known[nodeid] for nodeid in nodeids if nodeid in known})

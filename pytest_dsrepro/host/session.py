@@ -5,7 +5,7 @@ Three shapes, as pytest-xdist splits a session:
 
 - a plain session runs host items itself, then container items group by group, one worker per
   group (a fresh one after a timeout);
-- a pytest-xdist controller collects and runs nothing: it has the image ready before its workers
+- a pytest-xdist controller collects and runs nothing: it has the image ready before its xdist workers
   start and passes it to them;
 - a pytest-xdist worker runs each container item it is given in a worker of its own.
 """
@@ -131,11 +131,11 @@ class HostSession:
         return gpus.header_lines(self.executor, items, self.settings.require_gpu)
 
     def request(self, nodeids: list[str], require: list[str], *extra_args: str,
-                workers: int = 1) -> Request:
+                processes: int = 1) -> Request:
         """What a worker is asked to run (:func:`requests.launch_request`)."""
         return requests.launch_request(self.config, self.settings, nodeids, require, *extra_args,
-                                       workers=workers,
-                                       durations=self.durations() if workers > 1 else {})
+                                       processes=processes,
+                                       durations=self.durations() if processes > 1 else {})
 
     @functools.cache  # noqa: B019  (one host session a pytest session)
     def durations(self) -> dict[str, float]:
@@ -226,7 +226,7 @@ class HostSession:
                             continue
                         request = self.request([inner_nodeid(i) for i in items],
                                                requests.requirements(items),
-                                               workers=1 if quiet else self.settings.workers)
+                                               processes=1 if quiet else self.settings.workers)
                         if quiet:
                             request = dataclasses.replace(request, env=dict(quiet_env or {}))
                         worker = self.start(executor, spec, request)

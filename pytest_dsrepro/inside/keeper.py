@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import socket
 import sys
 import time
-import traceback
 from typing import Any
 
 from pytest_dsrepro import protocol
-from pytest_dsrepro.notebooks.kernel_zygote import exited
+from pytest_dsrepro.inside.forking import Server, kill_group
 
 EXIT_KEY = protocol.KEEPER_EXIT  # the keeper's last line on a run's connection
-CRASHED = 70  # a worker that raised before it could say its exit code
 
 
 class Run:
@@ -45,13 +42,9 @@ class Run:
         self.connection = connection
 
 
-def _child(connection: socket.socket, listener: socket.socket, message: dict[str, Any]) -> int:
+def _child(connection: socket.socket, message: dict[str, Any]) -> int:
     """In the forked worker: standard output is the connection, standard error the log."""
     os.setsid()
-    for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    listener.close()
     log = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -98,24 +91,18 @@ def _read_message(connection: socket.socket) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:  # gone already
-        pass
+class Keeper(Server):
+    """The fork server of a kept container: a Unix socket the host connects to."""
 
-
-class Keeper:
-    """The loop: one thread, so that a fork never copies a lock held by another."""
+    child_sigint = signal.SIG_DFL
 
     def __init__(self, path: str, idle: float) -> None:
+        super().__init__()
         self.path = path
         self.idle = idle
         self.runs: dict[int, Run] = {}
-        self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.last = time.monotonic()
-        self.running = True
 
     def serve(self) -> None:
         if os.path.exists(self.path):
@@ -127,29 +114,13 @@ class Keeper:
             os.umask(old)
         own = os.stat(self.path).st_ino  # a keeper started after this one may take the path
         self.listener.listen(16)
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
-        self.selector.register(wake_read, selectors.EVENT_READ, "wake")
+        self.watch(self.listener, "accept")
         try:
-            while self.running:
-                timeout = None if self.runs else max(0.0, self.last + self.idle - time.monotonic())
-                if not self.runs and timeout == 0.0:
-                    break
-                for key, _ in self.selector.select(timeout):
-                    if key.data == "accept":
-                        self._accept()
-                    elif key.data == "wake":
-                        os.read(wake_read, 4096)
-                    else:
-                        self._from_host(key.data)
-                self._reap()
+            super().serve()
         finally:
             for run in list(self.runs.values()):
-                _kill_group(run.pid)
+                kill_group(run.pid)
             try:
                 mine = os.stat(self.path).st_ino == own
             except OSError:
@@ -163,6 +134,26 @@ class Keeper:
     def stop(self) -> None:
         self.running = False
 
+    def timeout(self) -> float | None:
+        """None while workers run; else until the idle time is up (then the loop ends)."""
+        if self.runs:
+            return None
+        left = max(0.0, self.last + self.idle - time.monotonic())
+        if left == 0.0:
+            self.running = False
+        return left
+
+    def readable(self, data: Any) -> None:
+        if data == "accept":
+            self._accept()
+        else:
+            self._from_host(data)
+
+    def leave(self) -> None:
+        self.listener.close()
+        for run in self.runs.values():
+            run.connection.close()
+
     def _accept(self) -> None:
         connection, _ = self.listener.accept()
         self.last = time.monotonic()
@@ -174,31 +165,12 @@ class Keeper:
             _send(connection, {"ok": True})
             self.running = False
         elif op == protocol.KEEPER_RUN and message is not None:
-            self._fork(connection, message)
+            pid = self.fork(lambda: _child(connection, message))
+            run = Run(pid, connection)
+            self.runs[pid] = run
+            self.watch(connection, run)
             return
         connection.close()
-
-    def _fork(self, connection: socket.socket, message: dict[str, Any]) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = CRASHED
-            try:
-                code = _child(connection, self.listener, message)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else CRASHED
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        run = Run(pid, connection)
-        self.runs[pid] = run
-        self.selector.register(connection, selectors.EVENT_READ, run)
 
     def _from_host(self, run: Run) -> None:
         """A ``kill`` line, or the end of the connection: the host gave up on the worker."""
@@ -207,24 +179,18 @@ class Keeper:
         except OSError:
             data = b""
         if not data or protocol.KEEPER_KILL in data:
-            _kill_group(run.pid)
-            self.selector.unregister(run.connection)
+            kill_group(run.pid)
+            self.unwatch(run.connection)
 
-    def _reap(self) -> None:
-        if not self.runs:
+    def ended(self, pid: int, code: int) -> None:
+        run = self.runs.pop(pid, None)
+        if run is None:
             return
-        for pid, code in exited():
-            run = self.runs.pop(pid, None)
-            if run is None:
-                continue
-            _kill_group(pid)  # what the worker left behind: kernels, their children
-            _send(run.connection, {EXIT_KEY: code})
-            try:
-                self.selector.unregister(run.connection)
-            except (KeyError, ValueError):
-                pass
-            run.connection.close()
-            self.last = time.monotonic()
+        kill_group(pid)  # what the worker left behind: kernels, their children
+        _send(run.connection, {EXIT_KEY: code})
+        self.unwatch(run.connection)
+        run.connection.close()
+        self.last = time.monotonic()
 
 
 def main(argv: list[str]) -> int:

@@ -5,7 +5,7 @@ to run: it imports what it can, then waits for FILE to hold the request.
 The request is a :class:`pytest_dsrepro.protocol.Request`. The launcher checks the packages it
 names, keeps the process's original stdout as the report channel (everything else printed goes
 to stderr), then runs pytest with the :class:`~pytest_dsrepro.inside.events.EventStream` plugin and the
-host's settings: in this process, or in ``workers`` child processes whose events it merges, each
+host's settings: in this process, or in ``processes`` child processes whose events it merges, each
 tagged with its process number.
 """
 
@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pytest_dsrepro import protocol
 from pytest_dsrepro.host.sharing import by_file, cost_of, share
 from pytest_dsrepro.inside import coverage as code_coverage
+from pytest_dsrepro.inside.forking import fork_child
 
 if TYPE_CHECKING:
     from pytest_dsrepro.settings import Settings
@@ -101,14 +102,14 @@ def _send(channel: IO[str], event: str, **data: Any) -> None:
     channel.flush()
 
 
-def split(nodeids: list[str], workers: int,
+def split(nodeids: list[str], processes: int,
           durations: dict[str, float] | None = None) -> list[list[str]]:
-    """Share the node ids among workers, keeping each file's items together (module fixtures run
-    once): longest files first, each to the worker with the least to do. How long is last
+    """Share the node ids among ``processes``, keeping each file's items together (module fixtures run
+    once): longest files first, each to the process with the least to do. How long is last
     time's ``durations`` where known (a file never timed counts as the longest known), else the
     count of items."""
     groups = list(by_file(nodeids).values())
-    shares = share(groups, min(workers, len(groups)), cost_of(durations))
+    shares = share(groups, min(processes, len(groups)), cost_of(durations))
     return [[nodeid for group in bin_ for nodeid in group] for bin_ in shares if bin_]
 
 
@@ -188,29 +189,20 @@ def _start_kernel_zygote(nodeids: list[str], settings: Settings) -> None:
 
 
 class _Forked:
-    """A child forked from this process (pytest and the plugin imported already), as much of
-    ``subprocess.Popen`` as :func:`_run_children` uses."""
+    """A child forked from this process (pytest and the plugin imported already) by the fork
+    server's :func:`~pytest_dsrepro.inside.forking.fork_child`, as much of ``subprocess.Popen``
+    as :func:`_run_children` uses."""
 
     def __init__(self, request: protocol.Request, number: int, entry_point: bool) -> None:
         read, write = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: its events into the pipe, then out
-            code = 70
-            try:
-                os.close(read)
-                os.environ.update({"DSREPRO_PROCESS": str(number), "DSREPRO_WATCH_STDIN": "0"})
-                with os.fdopen(write, "w", buffering=1, encoding="utf-8") as events:
-                    code = _run_here(events, request, entry_point)
-            except BaseException:
-                import traceback
 
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        def child() -> int:  # its events into the pipe, then out
+            os.close(read)
+            os.environ.update({"DSREPRO_PROCESS": str(number), "DSREPRO_WATCH_STDIN": "0"})
+            with os.fdopen(write, "w", buffering=1, encoding="utf-8") as events:
+                return _run_here(events, request, entry_point)
+
+        self.pid = fork_child(child)
         os.close(write)
         self.stdout = os.fdopen(read, encoding="utf-8")
 
@@ -227,7 +219,7 @@ def _run_children(channel: IO[str], request: protocol.Request, shares: list[list
     children: list[Any] = []
     # checked once here: the children need not look for packages or the entry point again
     for number, nodeids in enumerate(shares):
-        child = dataclasses.replace(request, require=[], entry_point=entry_point, workers=1,
+        child = dataclasses.replace(request, require=[], entry_point=entry_point, processes=1,
                                     nodeids=nodeids, env={}, durations={})
         if request.env or not hasattr(os, "fork"):
             children.append(subprocess.Popen(
@@ -314,7 +306,7 @@ def main(argv: list[str]) -> int:
           pid=os.getpid(), without=without)
     if missing:
         return 3
-    shares = split(request.nodeids, request.workers, request.durations)
+    shares = split(request.nodeids, request.processes, request.durations)
     if entry_point is None:
         entry_point = _has_entry_point()
     _limit_cpus(os.environ.get("DSREPRO_CPUS_ALLOWED"))

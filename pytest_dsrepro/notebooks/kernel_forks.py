@@ -41,7 +41,8 @@ class Zygote:
         self.python = python
         self.env = _comparable(env)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        source = (pathlib.Path(__file__).with_name("kernel_zygote.py")).read_text()
+        # the one fork server's source, run as a script: nothing of the plugin is imported
+        source = (pathlib.Path(__file__).parent.parent / "inside" / "forking.py").read_text()
         self.process = subprocess.Popen(
             [python, "-c", source, str(theirs.fileno())], env=env, cwd=cwd,
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
