@@ -52,15 +52,20 @@ def container_ids(client: Any, pid: int | None = None) -> list[str]:
     return [entry["Id"] for entry in client.api.containers(all=True, filters=filters)]
 
 
-def every_container(client: Any) -> set[str]:
-    """Ids of all the engine's containers, build containers included: Docker lists a ``RUN``
-    step's container with the others, Podman only among its external (buildah) containers."""
-    ids = {entry["Id"] for entry in client.api.containers(all=True)}
+def build_containers(client: Any, token: str) -> set[str]:
+    """Ids of the engine's build containers whose command holds ``token`` (the test's own ``RUN``
+    step): Docker lists a step's container with the others, Podman only among its external
+    (buildah) containers."""
+    entries = client.api.containers(all=True)
     if "Podman" in str(client.version().get("Components", [{}])[0].get("Name", "")):
         url = client.api.base_url + "/v4.0.0/libpod/containers/json"
-        external = client.api._get(url, params={"all": "true", "external": "true"}).json()
-        ids |= {entry["Id"] for entry in external}
-    return ids
+        entries += client.api._get(url, params={"all": "true", "external": "true"}).json()
+    return {entry["Id"] for entry in entries if token in _command(entry.get("Command"))}
+
+
+def _command(command: Any) -> str:
+    """A listed container's command: Docker gives a string, Podman a list."""
+    return " ".join(command) if isinstance(command, list) else str(command or "")
 
 
 def processes_with(token: str) -> list[int]:

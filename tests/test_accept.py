@@ -196,3 +196,36 @@ def test_accepting_under_a_fallback_records_this_kinds_variant(project: Project)
     assert (folder / "test_model.yaml").read_text() == default
     run_with_env(project.pytester, "--in-docker", "-n", "2", GPU_NAME="NVIDIA A100",
                  LOSS="0.6").assert_outcomes(passed=1)
+
+
+def test_a_part_that_cannot_be_accepted_says_why(pytester: pytest.Pytester) -> None:
+    """Each way a named cell cannot be taken is one line, and nothing is written (the items run
+    on the host here: what is kept and accepted is the same wherever they ran)."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n'
+                               'dsrepro_env = ["FIRST"]\n')
+    write_notebook(pytester.path / "nb.ipynb", *CELLS)
+    run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    run_with_env(pytester, FIRST="9.5").assert_outcomes(failed=1)
+    baseline = pytester.path / "baselines" / "nb.yaml"
+    kept = pytester.path / "dsrepro-artifacts" / "nb.ipynb" / "obtained.yaml"
+    recorded, obtained = baseline.read_text(), kept.read_text()
+
+    def refused(line: str, why: str) -> None:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-accept",
+                                               line)
+        assert result.ret == 1, result.stdout.str()
+        result.stdout.fnmatch_lines([f"dsrepro: not accepted: {line}: {why}"])
+
+    refused("nb.ipynb::output 3", "a notebook's output is named 'cell N', not 'output 3'")
+    refused("nb.ipynb::cell 7", "the notebook has no cell 7")
+    assert baseline.read_text() == recorded
+    baseline.write_text("dsrepro_baseline: 1\nkind: [notebook\n")
+    refused("nb.ipynb::cell 0", "*; accept the whole item instead")
+    baseline.unlink()
+    refused("nb.ipynb::cell 0", "baselines/nb.yaml does not exist yet; accept the whole item")
+    baseline.write_text(recorded)
+    kept.write_text(obtained.replace("accept_into: baselines/nb.yaml", "accept_into: ../nb.yaml"))
+    refused("nb.ipynb", "the kept outputs name no baseline under baselines; run the gate again")
+    kept.write_text("dsrepro_baseline: 1\nkind: [notebook\n")
+    refused("nb.ipynb", "the kept outputs cannot be read (*")
+    assert baseline.read_text() == recorded

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stories import png
 
 from pytest_dsrepro.baselines.compare import Tolerance, compare_text
 from pytest_dsrepro.baselines.normalize import compile_user_patterns, normalize_outputs, sanitize
@@ -350,18 +351,6 @@ def test_a_pattern_needs_a_word_beside_the_moving_token() -> None:
     assert drawn.advice() == "seed it: np.random.rand() draws without a seed"
 
 
-def _png(shade: int, size: int = 4) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes([shade] * size) for _ in range(size))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
 def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -> None:
     import base64
 
@@ -373,12 +362,13 @@ def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -
     from pytest_dsrepro.notebooks.outputs import default_compare
 
     where = "cell 0 output 0 (image/png)"
-    runs = [base64.b64encode(_png(shade)).decode() for shade in (100, 112, 106)]
+    runs = [base64.b64encode(png(shade, 4, grey=True)).decode() for shade in (100, 112, 106)]
     found = judge("nb.ipynb", where, runs, Tolerance(), seeded=[runs[0], runs[1]])
     assert (found.proposal, found.pixels, found.pattern) == ("pixels", 24, "")
     assert found.advice() == "pixel_tolerance = 24 in the notebook's metadata.dsrepro"
-    far = [base64.b64encode(_png(shade)).decode() for shade in (0, 255)]
+    far = [base64.b64encode(png(shade, 4, grey=True)).decode() for shade in (0, 255)]
     assert judge("nb.ipynb", where, far, Tolerance(), seeded=far).proposal == "ignore"
     # the proposal, applied: the comparison takes the notebook's pixel tolerance
-    assert default_compare("x", "image/png", _png(100), _png(112), Tolerance())
-    assert not default_compare("x", "image/png", _png(100), _png(112), Tolerance(pixels=24))
+    near, moved = png(100, 4, grey=True), png(112, 4, grey=True)
+    assert default_compare("x", "image/png", near, moved, Tolerance())
+    assert not default_compare("x", "image/png", near, moved, Tolerance(pixels=24))

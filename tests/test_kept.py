@@ -9,12 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stories import process_alive, wait_for
 from test_workspace import call
 
 from conftest import Project
@@ -68,12 +68,9 @@ def kept_containers(client: Any, scratch: Path) -> list[Any]:
 def gone(client: Any, scratch: Path, container: str, within: float = 20.0) -> bool:
     """Whether ``container`` is removed within ``within`` seconds (the engine removes a kept
     container once its keeper exits)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if container not in {c.id for c in kept_containers(client, scratch)}:
-            return True
-        time.sleep(0.2)
-    return False
+    wait_for(lambda: container not in {c.id for c in kept_containers(client, scratch)},
+             f"the kept container {container[:12]} removed", within)
+    return True
 
 
 def workers(client: Any, scratch: Path) -> list[str]:
@@ -180,9 +177,8 @@ def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
          "--dsrepro-keep", "-k", "slow"], cwd=project.path, env={**os.environ, "SLOW": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while len(workers(docker_client, keep)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)  # the keeper and the worker it forked
+    wait_for(lambda: len(workers(docker_client, keep)) >= 2, "the keeper and the worker it forked",
+             60, process_alive(session))
     session.send_signal(signal.SIGTERM)
     output = session.communicate(timeout=60)[0]
     assert session.returncode == 2, output

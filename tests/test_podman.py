@@ -11,19 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stories import VALUE_TEST
 
 from conftest import Project, run_with_env
 from notebooks import write_notebook
 from test_example import copy_example
 
-VALUE_TEST = """
-import pytest
-
-@pytest.mark.container
-def test_value(baseline):
-    with open("value.txt") as handle:
-        baseline.check("value", float(handle.read()))
-"""
 TEST = VALUE_TEST + """
 @pytest.mark.container(gpu=True)
 def test_needs_a_gpu():

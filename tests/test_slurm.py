@@ -8,13 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stories import process_alive, wait_for
 
-from conftest import Project, container_ids, unavailable
+from conftest import Project, container_ids, run_with_env, unavailable
 from pytest_dsrepro.executors.slurm import srun_resources
 from pytest_dsrepro.markers import ContainerSpec
 from test_example import copy_example
@@ -59,6 +59,7 @@ import time, pytest
 
 @pytest.mark.container
 def test_slow():
+    open("dsrepro-artifacts/started", "w").close()  # the host waits for this, not for a while
     time.sleep(120)
 """
 
@@ -121,26 +122,21 @@ def _start_slow(project: Project) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not (mine := [name for name in queued() if name not in before]):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "the job step never appeared in squeue"
-        time.sleep(0.3)
+    mine = wait_for(lambda: [name for name in queued() if name not in before],
+                    "the job step appears in squeue", 120, process_alive(proc))
+    wait_for(lambda: (project.path / "dsrepro-artifacts" / "started").exists(),
+             "the item runs in the step's container", 120, process_alive(proc))
     return proc, mine
 
 
 @pytest.mark.usefixtures("slurm_cluster")
 def test_ctrl_c_cancels_the_job(project: Project, docker_client: Any) -> None:
     proc, mine = _start_slow(project)
-    time.sleep(2)  # the container has started on the node
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output
-    deadline = time.monotonic() + 60
-    while set(mine) & set(queued()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not set(mine) & set(queued())
+    wait_for(lambda: not set(mine) & set(queued()), "the job leaves the queue", 60)
     assert jobs(mine[0]) == {mine[0]: "CANCELLED"}
     assert container_ids(docker_client, proc.pid) == []
 
@@ -149,10 +145,32 @@ def test_ctrl_c_cancels_the_job(project: Project, docker_client: Any) -> None:
 def test_a_job_slurm_kills_fails_its_item_with_slurms_reason(project: Project,
                                                             docker_client: Any) -> None:
     proc, mine = _start_slow(project)
-    time.sleep(2)
     subprocess.run(["scancel", "--name", mine[0]], check=True, timeout=30)
     output = proc.communicate(timeout=180)[0]
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert re.search(r"CANCELLED AT \S+", output), output
     assert "1 failed" in output
     assert container_ids(docker_client, proc.pid) == []
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_srun_arguments_reach_srun_and_a_missing_srun_is_named(project: Project,
+                                                               tmp_path: Path) -> None:
+    """``dsrepro_slurm_args`` go to every ``srun`` (an option it does not know shows that); a
+    machine without SLURM's commands gets one line saying what is missing."""
+    project.ini(dsrepro_executor="slurm", dsrepro_slurm_args=["--no-such-srun-option"])
+    project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
+                                         "def test_one():\n    pass\n")
+    refused = project.run("--in-docker")
+    assert refused.ret != pytest.ExitCode.OK
+    assert "--no-such-srun-option" in refused.stdout.str() + refused.stderr.str()
+    assert "unrecognized option" in refused.stdout.str() + refused.stderr.str()
+    tools = tmp_path / "bin"  # git, and nothing of SLURM's
+    tools.mkdir()
+    (tools / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    project.ini(dsrepro_executor="slurm")
+    missing = run_with_env(project.pytester, "--in-docker", PATH=str(tools))
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["ERROR: srun could not be started (*); dsrepro_executor = "
+                                  "slurm needs SLURM's client commands on PATH"])
+    assert "Traceback" not in missing.stderr.str()

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,8 +32,14 @@ def dsrepro() -> str:
 
 
 def call(folder: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([dsrepro(), *args], cwd=folder, capture_output=True, text=True,
-                          input=stdin, timeout=900)
+    """``dsrepro ARGS`` in ``folder``; the result's ``pid`` is the command's process id (its
+    containers carry it as a label)."""
+    proc = subprocess.Popen([dsrepro(), *args], cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=None if stdin is None else subprocess.PIPE, text=True)
+    out, err = proc.communicate(stdin, timeout=900)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    result.pid = proc.pid  # type: ignore[attr-defined]
+    return result
 
 
 def api(url: str, path: str, token: str | None, method: str = "GET", body: Any = None) -> Any:
@@ -130,15 +135,13 @@ def test_run_and_shell_use_the_gates_settings_and_return_the_status(project: Pro
 
 
 def test_lab_without_jupyterlab_names_the_package(project: Project, docker_client: Any) -> None:
-    before = set(container_ids(docker_client))
     result = call(project.path, "lab", "--no-browser")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "dsrepro: error: the image has no JupyterLab: add `jupyterlab` to the requirements the "
         "image installs, or `RUN pip install jupyterlab` to Dockerfile")
     assert "Traceback" not in result.stderr
-    time.sleep(0.5)
-    assert set(container_ids(docker_client)) <= before
+    assert container_ids(docker_client, result.pid) == []  # type: ignore[attr-defined]
 
 
 def test_status_names_the_image_and_unused_and_stale_baselines(project: Project) -> None:
@@ -176,3 +179,19 @@ def test_gpu_asks_the_engine_for_gpus(project: Project, gpu_engine: Any,
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert "visible all :4096:8" in asked.stdout
     assert [c for c in gpu_engine.hook_calls()[before:] if c.startswith("prestart ")]
+
+
+BROKEN_LAB = ("RUN mkdir -p /opt/fake/jupyterlab && touch /opt/fake/jupyterlab/__init__.py "
+              "&& printf 'import sys\\nprint(\"lab broke: no config\", flush=True)\\nsys.exit(3)\\n' "
+              "> /opt/fake/jupyterlab/__main__.py",
+              "ENV PYTHONPATH=/opt/fake")
+
+
+def test_a_lab_that_exits_at_once_is_named_with_its_last_lines(project: Project,
+                                                               docker_client: Any) -> None:
+    project.dockerfile(*BROKEN_LAB)
+    result = call(project.path, "lab", "--no-browser")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "dsrepro: error: JupyterLab did not start in the container: lab broke: no config")
+    assert container_ids(docker_client, result.pid) == []  # type: ignore[attr-defined]

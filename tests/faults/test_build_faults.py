@@ -6,14 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
+from stories import process_alive, wait_for
 
-from conftest import Project, every_container, processes_with
+from conftest import Project, build_containers, processes_with
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -87,28 +87,20 @@ def test_interrupted_build_tags_nothing_and_leaves_no_container(project: Project
     token = f"{project.name}-interrupted-{uuid.uuid4().hex[:8]}"  # no engine cache has it
     project.dockerfile(f"RUN echo {token} && sleep {10 if podman else 120}")
     project.pytester.makepyfile(test_one=MARKED)
-    before = every_container(docker_client)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
-    deadline = time.monotonic() + 120
-    while not processes_with(token):  # the step runs
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "the build step never started"
-        time.sleep(0.2)
+    wait_for(lambda: processes_with(token), "the build step runs", 120, process_alive(proc))
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "image build interrupted; nothing was tagged" in output
     assert "Traceback" not in output
     assert project.images(docker_client) == []
-    deadline = time.monotonic() + 30  # Docker cancels the step when the stream closes
-    while (processes_with(token) or every_container(docker_client) - before) \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_with(token) == []
-    assert every_container(docker_client) - before == set()
+    # Docker cancels the step when the stream closes: its process and its container go
+    wait_for(lambda: not processes_with(token) and not build_containers(docker_client, token),
+             "the build step's process and container gone", 30)
     assert project.images(docker_client) == []
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
+from stories import process_alive, wait_for
 
 from conftest import Project, container_ids, unavailable
 from pytest_dsrepro.executors import LineBuffer
@@ -240,9 +240,7 @@ def test_timeout_fails_the_item_and_the_rest_still_run(project: Project) -> None
         def test_after():
             pass
     """)
-    started = time.monotonic()
-    result = project.run("--in-docker")
-    assert time.monotonic() - started < 40
+    result = project.run("--in-docker", timeout=120)  # the item alone would sleep a minute
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*timeout: the item ran longer than 2s; its container was stopped"])
 
@@ -315,10 +313,8 @@ def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
             env={**os.environ, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while not (scratch / "running").exists():
-                assert session.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_for(lambda: (scratch / "running").exists(), "the item runs", 120,
+                     process_alive(session))
             proxy.cut()
             output, _ = session.communicate(timeout=60)
         finally:

@@ -9,14 +9,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from figures import fault_figures  # noqa: F401  (autouse)
+from stories import process_alive
+from stories import wait_for as waiting
 
-from conftest import Project, container_ids, unavailable, validate
+from conftest import Project, container_ids, processes_with, unavailable, validate
 from pytest_dsrepro.executors.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 HOSTNAME = socket.gethostname()
@@ -26,8 +28,14 @@ import time, pytest
 
 @pytest.mark.container
 def test_slow():
+    open("dsrepro-artifacts/started", "w").close()  # the host waits for this, not for a while
     time.sleep(120)
 """
+
+
+def item_started(project: Project) -> bool:
+    """Whether the slow item (SLOW, LONG) runs."""
+    return (project.path / "dsrepro-artifacts" / "started").exists()
 
 
 def running(client: Any, pid: int) -> list[str]:
@@ -42,12 +50,15 @@ def start(project: Project, *args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(condition: Any, what: str, proc: subprocess.Popen[str], limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+def wait_for(condition: Any, what: str, proc: subprocess.Popen[str], limit: float = 120) -> Any:
+    """:func:`stories.wait_for`, giving up when ``proc`` ends."""
+    return waiting(condition, what, limit, process_alive(proc))
+
+
+def stopped(client: Any, pid: int, limit: float = 30) -> None:
+    """Wait until no container of the session ``pid`` runs (after a kill, the worker sees its
+    input close and exits)."""
+    waiting(lambda: not running(client, pid), f"the containers of session {pid} stopped", limit)
 
 
 def test_a_killed_host_stops_its_containers_within_seconds(project: Project,
@@ -59,10 +70,7 @@ def test_a_killed_host_stops_its_containers_within_seconds(project: Project,
     wait_for(lambda: running(docker_client, proc.pid), "no container started", proc)
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 30
-    while running(docker_client, proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert running(docker_client, proc.pid) == []
+    stopped(docker_client, proc.pid)
     scratch = scratch_of(proc.pid)
     assert scratch, "the killed session's scratch folder"
     project.pytester.makepyfile(test_slow="def test_fast():\n    pass\n")
@@ -107,11 +115,12 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
         wait_for(lambda: any((folder / "collecting").exists() for folder in scratch_of(proc.pid)),
                  "collection in the container", proc)
     else:
-        project.dockerfile("RUN sleep 60")
+        token = f"{project.name}-sigterm-{uuid.uuid4().hex[:8]}"  # no engine cache has it
+        project.dockerfile(f"RUN echo {token} && sleep 60")
         project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
                                              "def test_one():\n    pass\n")
         proc = start(project)
-        time.sleep(4)  # the build's step runs
+        wait_for(lambda: processes_with(token), "the build's step runs", proc)
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=90)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
@@ -141,8 +150,7 @@ def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: 
                             env={**os.environ, "DOCKER_HOST": engine.url})
     client = docker.DockerClient(base_url=engine.url)
     try:
-        wait_for(lambda: running(client, proc.pid), "no container started", proc)
-        time.sleep(1)  # the item runs
+        wait_for(lambda: item_started(project), "the item runs", proc)
     finally:
         client.close()
         for _ in started:  # stops the engine
@@ -162,17 +170,11 @@ def test_interrupt_leaves_no_container(project: Project, docker_client: Any, sig
 
         @pytest.mark.container
         def test_long():
+            open("dsrepro-artifacts/started", "w").close()
             time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not container_ids(docker_client, proc.pid):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    time.sleep(1)
+    proc = start(project)
+    wait_for(lambda: item_started(project), "the item runs", proc)
     proc.send_signal(signum)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
@@ -211,17 +213,11 @@ def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
 
         @pytest.mark.container
         def test_long():
+            open("dsrepro-artifacts/started", "w").close()
             time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--in-docker", "--dsrepro-report=report.json"],
-                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    deadline = time.monotonic() + 120
-    while not container_ids(docker_client, proc.pid):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    time.sleep(1.5)
+    proc = start(project, "--dsrepro-report=report.json")
+    wait_for(lambda: item_started(project), "the item runs", proc)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
@@ -271,10 +267,7 @@ def test_an_interrupted_update_leaves_whole_baselines(project: Project, docker_c
     proc.send_signal(signum)
     output = proc.communicate(timeout=60)[0]
     assert "Traceback" not in output
-    deadline = time.monotonic() + 30  # after a kill, the worker sees its input close
-    while running(docker_client, proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert running(docker_client, proc.pid) == []
+    stopped(docker_client, proc.pid)  # after a kill, the worker sees its input close
     for leftover in container_ids(docker_client, proc.pid):  # a killed session's, stopped
         docker_client.api.remove_container(leftover, force=True)
     recorded = whole_baselines(project.path / "baselines")
@@ -390,9 +383,7 @@ def test_an_interrupted_update_leaves_only_whole_baselines(project: Project, doc
         assert "Traceback" not in output, output
         assert not_whole(baselines) == [], output
         return
-    wait_for_gone = time.monotonic() + 30  # the worker exits once its host's attachment closes
-    while container_ids(docker_client, proc.pid) and time.monotonic() < wait_for_gone:
-        time.sleep(0.2)
+    stopped(docker_client, proc.pid)  # the worker exits once its host's attachment closes
     assert not_whole(baselines), "a SIGKILL in the middle of a write leaves a temporary file"
     (scratch / "paused").unlink()
     after = project.run("--in-docker", f"--dsrepro-scratch={scratch}", "test_values.py")

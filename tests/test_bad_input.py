@@ -1,0 +1,151 @@
+"""Bad input gets one clear line and no traceback: option values, combinations of options,
+markers, notebook metadata and notebook parameters. None of these needs an engine: each is
+refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notebooks import write_notebook
+
+PLAIN = "def test_plain():\n    pass\n"
+TWO_ENGINES = "--dsrepro-engines=a=unix:///a.sock,b=unix:///b.sock"
+
+# (arguments, or NAME=VALUE for a DSREPRO_* variable; the error's line)
+OPTIONS = [
+    (["--dsrepro-retries=-1"], "ERROR: retries '-1' must not be negative"),
+    (["DSREPRO_REQUIRE_GPU=maybe"], "ERROR: *'maybe' is not a boolean (use true or false)"),
+    (["--dsrepro-gpu-env=NOEQUALS"], "ERROR: gpu env 'NOEQUALS' is not KEY=VALUE"),
+    (["--in-docker", "--dsrepro-engines=a!=unix:///a.sock,b=unix:///b.sock"],
+     "ERROR: engine label 'a!' (dsrepro_engines) may hold letters, digits and . _ - + : / only; "
+     "name it with LABEL=ENGINE"),
+    (["--in-docker", "--dsrepro-engines=a=unix:///a.sock,a=unix:///b.sock"],
+     "ERROR: engine label 'a' is given twice in dsrepro_engines"),
+    (["--in-docker", "--dsrepro-engines=a=unix:///a.sock"],
+     "ERROR: dsrepro_engines names one engine; name two or more, or use dsrepro_engine for one"),
+    (["--in-docker", "-n", "2", TWO_ENGINES],
+     "ERROR: --dsrepro-engines and pytest-xdist (-n) do not combine: the engines already run "
+     "side by side; drop -n"),
+    (["--in-docker", "--dsrepro-repeat=2", "--dsrepro-update"],
+     "ERROR: --dsrepro-repeat and --dsrepro-confirm look at outputs that differ; they record "
+     "nothing: drop --dsrepro-update"),
+    (["--in-docker", "-n", "2", "--dsrepro-repeat=2"],
+     "ERROR: --dsrepro-repeat and --dsrepro-confirm run in one session on one engine: drop -n "
+     "and --dsrepro-engines"),
+    (["--dsrepro-perturb=hashseed"],
+     "ERROR: --dsrepro-perturb varies the runs of --dsrepro-repeat: give --dsrepro-repeat N with "
+     "N of 2 or more"),
+]
+
+
+@pytest.mark.parametrize("args, line", OPTIONS, ids=[" ".join(a) for a, _ in OPTIONS])
+def test_a_bad_option_is_one_line(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                  args: list[str], line: str) -> None:
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    pytester.makepyfile(test_plain=PLAIN)
+    for variable in [arg for arg in args if arg.startswith("DSREPRO_")]:
+        monkeypatch.setenv(*variable.split("=", 1))
+    flags = [arg for arg in args if not arg.startswith("DSREPRO_")]
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *flags)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+# (ini lines, the error's text)
+PARAMETERS = [
+    ('dsrepro_parameters = ["nb.ipynb: 1x=2"]',
+     "dsrepro_parameters '1x=2' is not NAME=VALUE (NAME a Python identifier)"),
+    ('dsrepro_profiles = ["a b c: x=1"]',
+     "dsrepro_profiles line 'a b c: x=1' is not 'PROFILE [GLOB]: NAME=VALUE ...' "
+     "(e.g. 'smoke: epochs=1')"),
+    ('dsrepro_profiles = ["sm@ke: x=1"]',
+     "profile name 'sm@ke' (dsrepro_profiles) may hold letters, digits and - _ . only"),
+]
+
+
+@pytest.mark.parametrize("ini, line", PARAMETERS, ids=[i for i, _ in PARAMETERS])
+def test_a_bad_parameter_line_is_one_line(pytester: pytest.Pytester, ini: str, line: str
+                                          ) -> None:
+    pytester.makepyprojecttoml(f'[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n'
+                               f"{ini}\n")
+    write_notebook(pytester.path / "nb.ipynb", "x = 1", "print(x)")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only")
+    assert result.ret != pytest.ExitCode.OK
+    assert line in result.stderr.str() + result.stdout.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+# (notebook metadata, the collection error's line)
+METADATA: list[tuple[dict[str, Any], str]] = [
+    ({"dsrepro": [1]}, "*metadata.dsrepro is a list, where a mapping belongs"),
+    ({"dsrepro": {"markers": "slow"}}, "*metadata.dsrepro.markers must be a list of marker names"),
+    ({"dsrepro": {"skip": 3}}, "*metadata.dsrepro.skip must be true, false or a reason"),
+    ({"execution": 5}, "*metadata.execution is a int, where a mapping belongs"),
+    ({"execution": {"allow_errors": "yes"}},
+     "*metadata.execution.allow_errors 'yes': give true or false"),
+]
+
+
+@pytest.mark.parametrize("metadata, line", METADATA, ids=[json.dumps(m) for m, _ in METADATA])
+def test_bad_notebook_metadata_is_one_line(pytester: pytest.Pytester, metadata: dict[str, Any],
+                                           line: str) -> None:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n')
+    path = write_notebook(pytester.path / "nb.ipynb", "print(1)")
+    document = json.loads(path.read_text())
+    document["metadata"].update(metadata)
+    path.write_text(json.dumps(document))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([line])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_negative_gpu_count_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gpu="import pytest\n\n@pytest.mark.container(gpu=-1)\n"
+                                 "def test_gpu():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != pytest.ExitCode.OK
+    result.stderr.fnmatch_lines(["ERROR: test_gpu.py::test_gpu: gpu=-1 must not be negative"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_notebook_outside_the_project_is_refused_by_lab(tmp_path: Path) -> None:
+    """``dsrepro lab`` names what it cannot open before it starts anything."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (project / "Dockerfile").write_text("FROM scratch\n")
+    outside = write_notebook(tmp_path / "elsewhere.ipynb", "print(1)")
+    for name, line in ((str(outside), "is outside the project ("),
+                       ("absent.ipynb", ": no such notebook, nor a failed notebook item of the "
+                                        "last run")):
+        result = subprocess.run([sys.executable, "-m", "pytest_dsrepro.cli.main", "lab",
+                                 "--no-browser", name], cwd=project, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert line in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_saved_outputs_of_a_cell_never_run_are_refused(pytester: pytest.Pytester) -> None:
+    """Compared with the outputs saved in it (``dsrepro_baseline_source = notebook``), a
+    notebook whose cell has outputs but no execution count was saved unrun: it says so."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n'
+                               'dsrepro_baseline_source = "notebook"\n')
+    path = write_notebook(pytester.path / "nb.ipynb", "print('x')")
+    document = json.loads(path.read_text())
+    document["cells"][0]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x\n"}]
+    document["cells"][0]["execution_count"] = None
+    path.write_text(json.dumps(document))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cell 0 has saved outputs but no execution count (never run as "
+                                 "saved): run the notebook and save it, or clear its outputs*"])
