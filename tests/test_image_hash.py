@@ -22,8 +22,19 @@ def make(root: Path) -> None:
 
 
 def test_same_inputs_same_hash(tmp_path: Path) -> None:
-    make(tmp_path)
-    assert content_hash(plan(tmp_path)) == content_hash(plan(tmp_path))
+    """The same files in another folder, made at another time: the same hash; one byte
+    changed: another."""
+    import os
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    make(one)
+    make(two)
+    os.utime(two / "data.csv", (0, 0))  # times are not content
+    assert content_hash(plan(one)) == content_hash(plan(two))
+    (two / "data.csv").write_text("a,b\n1,3\n")
+    assert content_hash(plan(one)) != content_hash(plan(two))
 
 
 def test_context_files_follow_dockerignore(tmp_path: Path) -> None:

@@ -156,16 +156,31 @@ def test_a_zygote_started_before_the_environment_changed_is_replaced(project: Pr
     assert not found["a"]["forked"] and found["c"]["forked"], found
 
 
+# a notebook's kernel writes down its parent: the zygote it was forked from, or not
+PARENT = """
+import json, os
+parent = os.getppid()
+with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+    forked = b"A zygote of Jupyter kernels" in cmdline.read()
+with open("NAME.json", "w") as out:
+    json.dump({"parent": parent, "forked": forked}, out)
+"""
+
+
 def test_no_zygote_outlives_a_host_session(project: Project) -> None:
+    """Later kernels are forked from a zygote; once the session ends, that zygote is gone."""
     project.ini(dsrepro_notebooks=["nb/*.ipynb"])
-    for name in ("one", "two", "three"):
-        write_notebook(project.path / "nb" / f"{name}.ipynb", "import time; time.sleep(1)")
-    project.run("--dsrepro-update").assert_outcomes(passed=3)
-    left = []
-    for entry in Path("/proc").iterdir():
+    names = ("one", "two", "three", "four")
+    for name in names:
+        write_notebook(project.path / "nb" / f"{name}.ipynb", PARENT.replace("NAME", name),
+                       "import time; time.sleep(0.5)")
+    project.run("--dsrepro-update").assert_outcomes(passed=4)
+    found = [json.loads((project.path / "nb" / f"{name}.json").read_text()) for name in names]
+    zygotes = {entry["parent"] for entry in found if entry["forked"]}
+    assert zygotes, f"no kernel was forked from a zygote: {found}"
+    for pid in zygotes:  # gone, or the number is another process's now
         try:
-            if b"A zygote of Jupyter kernels" in (entry / "cmdline").read_bytes():
-                left.append(entry.name)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-    assert not left
+        assert b"A zygote of Jupyter kernels" not in cmdline, f"zygote {pid} outlived the session"

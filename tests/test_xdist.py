@@ -87,9 +87,22 @@ def test_xdist_runs_every_item_once_with_the_same_report(project: Project,
 
 
 def test_xdist_and_processes_inside_combine(project: Project) -> None:
+    """``-n 2 --dsrepro-workers 2``: xdist shares the items out, and each container item still
+    runs in a container of its own, where one item leaves nothing to share among processes
+    (each runs in the container's first process, not a forked one)."""
     needs("xdist")
-    project.pytester.makepyfile(test_many=TESTS)
-    result = project.run("--in-docker", "-n", "2", "--dsrepro-workers", "2",
-                         "--dsrepro-update", "-k", "metric or host")
+    project.pytester.makepyfile(test_many=TESTS.replace(
+        "handle.write(socket.gethostname())",
+        "handle.write(socket.gethostname() + ' ' + os.environ.get('DSREPRO_PROCESS', '-'))"))
+    scratch = project.path / "scratch"
+    project.ignore("scratch")
+    result = project.run("--in-docker", "-n", "2", "--dsrepro-workers", "2", "-v",
+                         "--dsrepro-update", "-k", "metric or host", f"--dsrepro-scratch={scratch}")
     result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["created: 2/2 workers"])
+    workers = {line.split("]")[0] for line in result.outlines if line.startswith("[gw")}
+    assert workers == {"[gw0", "[gw1"}, result.outlines
+    notes = [(scratch / f"metric-{k}").read_text().split() for k in range(4)]
+    assert len({host for host, _ in notes}) == 4, notes  # four containers
+    assert {process for _, process in notes} == {"-"}, notes
 

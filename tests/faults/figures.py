@@ -18,23 +18,32 @@ FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-w
            "files not the user's": 0, "tracebacks shown": 0}
 
 
-def _session_containers() -> dict[str, int]:
-    """The engine's pytest-dsrepro containers, with the pid of the session that started each."""
+def _session_containers(folder: Path | None) -> dict[str, int]:
+    """The engine's pytest-dsrepro containers that mount something in the test's ``folder``
+    (none of another project's), with the pid of the session that started each. Without an
+    engine: none, or (DSREPRO_REQUIRE_DOCKER set) a failure, so the check never passes empty."""
     try:
         import docker
 
         from pytest_dsrepro.executors.engine import LABEL_PID, LABEL_SESSION, connect
 
         client = connect()
-    except Exception:  # no engine: the Docker faults fail on their own
+    except Exception as exc:  # no engine: the Docker faults fail on their own
+        if os.environ.get("DSREPRO_REQUIRE_DOCKER"):
+            pytest.fail(f"the leak check cannot reach the engine: {exc}", pytrace=False)
         return {}
     try:
-        return {entry["Id"]: int((entry.get("Labels") or {}).get(LABEL_PID) or 0) for entry in
-                client.api.containers(all=True, filters={"label": LABEL_SESSION})}
-    except docker.errors.DockerException:
+        entries = client.api.containers(all=True, filters={"label": LABEL_SESSION})
+    except docker.errors.DockerException as exc:
+        if os.environ.get("DSREPRO_REQUIRE_DOCKER"):
+            pytest.fail(f"the leak check cannot list containers: {exc}", pytrace=False)
         return {}
     finally:
         client.close()
+    mine = str(folder) if folder is not None else ""
+    return {entry["Id"]: int((entry.get("Labels") or {}).get(LABEL_PID) or 0) for entry in entries
+            if any(str(mount.get("Source", "")).startswith(mine)
+                   for mount in entry.get("Mounts") or [])}
 
 
 def _folder(request: pytest.FixtureRequest) -> Path | None:
@@ -67,7 +76,8 @@ def fault_figures(request: pytest.FixtureRequest,
     manager = request.config.pluginmanager
     if manager.get_plugin("dsrepro-fault-figures") is None:
         manager.register(Totals(), "dsrepro-fault-figures")
-    before = _session_containers()
+    folder = _folder(request)
+    before = _session_containers(folder)
     outputs: list[str] = []
     original = pytest.Pytester.runpytest_subprocess
 
@@ -79,9 +89,8 @@ def fault_figures(request: pytest.FixtureRequest,
     monkeypatch.setattr(pytest.Pytester, "runpytest_subprocess", recording)
     yield
     # left behind: new, and their session has ended (other sessions may run meanwhile)
-    leaked = [cid for cid, pid in _session_containers().items()
+    leaked = [cid for cid, pid in _session_containers(folder).items()
               if cid not in before and not alive(pid)]
-    folder = _folder(request)
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] \
         if folder is not None and folder.exists() else []
     half = [p for p in files if p.name.startswith(".") and p.name.endswith(".tmp")]

@@ -90,6 +90,14 @@ def test_malformed_notebooks_are_one_line_each(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-update")
     result.assert_outcomes(passed=1, errors=len(broken))
     assert "Traceback" not in result.stdout.str()
+    errors = "\n".join(result.outlines).split("== ERRORS ==")[1].split("== dsrepro ==")[0]
+    sections = errors.split("ERROR at setup of notebook ")[1:]
+    assert len(sections) == len(broken)
+    for section in sections:  # its header's rest, then exactly one line naming the file
+        body = [line for line in section.splitlines()[1:]
+                if line.strip(" =") and "____" not in line]
+        name = section.split()[0]
+        assert len(body) == 1 and body[0].startswith(f"nb/{name}: "), section
 
 
 @settings(max_examples=300, deadline=None)

@@ -218,6 +218,7 @@ def test_no_engine_under_xdist_is_one_plain_error(pytester: pytest.Pytester) -> 
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--in-docker", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: no Docker engine answers at unix:///nonexistent/*"])
+    assert result.stderr.str().count("no Docker engine answers") == 1  # not once per worker
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
