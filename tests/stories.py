@@ -4,6 +4,7 @@ condition instead of sleeping."""
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 import zlib
@@ -64,37 +65,64 @@ def process_alive(proc: Any) -> Callable[[], str | None]:
         f"the process ended ({proc.returncode}):\n{proc.communicate()[0]}"
 
 
-class Story:
-    """Record -> pass -> break -> fail, on a project (tests/conftest.py's ``Project``) with
-    :data:`VALUE_TEST` (or the project's own items reading ``value.txt``)."""
+SHOW_VALUE = "print(open('../value.txt').read())"  # nb/show.ipynb: the value, as a notebook shows it
 
-    def __init__(self, project: Any, *args: str, value: str = "0.5") -> None:
+
+class Story:
+    """Record -> pass -> break -> fail, on a project (tests/conftest.py's ``Project``): a test
+    (:data:`VALUE_TEST` by default) and, with ``notebook``, ``nb/show.ipynb`` both read
+    ``value.txt``; ``env`` is set for every run (``DOCKER_HOST`` of another engine); ``ini``
+    joins the project's settings."""
+
+    def __init__(self, project: Any, *args: str, env: dict[str, str] | None = None,
+                 notebook: bool = True, test: str = VALUE_TEST, value: str = "0.5",
+                 **ini: Any) -> None:
+        from notebooks import write_notebook
+
         self.project = project
         self.args = args or ("--in-docker",)
-        ignore = project.path / ".dockerignore"  # inputs never force a rebuild
-        ignore.write_text(ignore.read_text() + "value.txt\n")
+        self.env = dict(env or {})
+        if notebook:
+            ini = {"dsrepro_notebooks": ["nb/*.ipynb"], **ini}
+            write_notebook(project.path / "nb" / "show.ipynb", SHOW_VALUE)
+        project.ini(**ini)
+        ignore = project.path / ".dockerignore"  # inputs and outputs never force a rebuild
+        ignore.write_text(ignore.read_text() + "value.txt\nbaselines\ndsrepro-artifacts\n")
+        project.pytester.makepyfile(test_value=test)
         self.value(value)
 
     def value(self, value: str) -> None:
         (self.project.path / "value.txt").write_text(value)
 
     def run(self, *args: str) -> pytest.RunResult:
-        return self.project.run(*self.args, *args)
+        from conftest import run_with_env
 
-    def record(self, *args: str, passed: int = 1) -> pytest.RunResult:
+        return run_with_env(self.project.pytester, *self.args, *args, **self.env)
+
+    def baselines(self) -> list[Any]:
+        return sorted((self.project.path / "baselines").rglob("*.yaml"))
+
+    def record(self, *args: str, **outcomes: int) -> pytest.RunResult:
+        """``--dsrepro-update``: every item passes; its baseline is the user's file."""
         result = self.run("--dsrepro-update", *args)
-        result.assert_outcomes(passed=passed)
+        result.assert_outcomes(**(outcomes or {"passed": 2}))
+        found = self.baselines()
+        assert found and all(path.stat().st_uid == os.getuid() for path in found), found
         return result
 
-    def passes(self, *args: str, passed: int = 1) -> pytest.RunResult:
+    def passes(self, *args: str, **outcomes: int) -> pytest.RunResult:
         result = self.run(*args)
-        result.assert_outcomes(passed=passed)
+        result.assert_outcomes(**(outcomes or {"passed": 2}))
         return result
 
-    def breaks(self, value: str, *args: str, failed: int = 1, passed: int = 0
-               ) -> pytest.RunResult:
-        """The value moves to ``value``: the run fails."""
+    def breaks(self, value: str, *args: str, **outcomes: int) -> pytest.RunResult:
+        """The value moves to ``value``: the run fails, naming value.txt as what changed; the
+        notebook's executed copy is the user's file."""
         self.value(value)
         result = self.run(*args)
-        result.assert_outcomes(failed=failed, passed=passed)
+        result.assert_outcomes(**(outcomes or {"failed": 2}))
+        result.stdout.fnmatch_lines(["*since the baseline was recorded: value.txt changed*"])
+        executed = self.project.path / "dsrepro-artifacts" / "nb__show.ipynb" / "executed.ipynb"
+        if (self.project.path / "nb").is_dir():
+            assert executed.is_file() and executed.stat().st_uid == os.getuid()
         return result

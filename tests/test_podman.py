@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stories import VALUE_TEST
+from stories import VALUE_TEST, Story
 
 from conftest import Project, run_with_env
 from notebooks import write_notebook
@@ -27,32 +27,17 @@ def test_needs_a_gpu():
 def test_a_project_reproduces_on_podman(project: Project, podman_engine: str) -> None:
     import docker
 
-    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
-    project.ignore("value.txt", "baselines", "dsrepro-artifacts")
-    (project.path / "value.txt").write_text("0.5")
-    project.pytester.makepyfile(test_podman=TEST)
-    write_notebook(project.path / "nb" / "show.ipynb", "print(open('../value.txt').read())")
-
-    def run(*args: str) -> pytest.RunResult:
-        return run_with_env(project.pytester, "--in-docker", *args, DOCKER_HOST=podman_engine)
-
-    recorded = run("--dsrepro-update")
-    recorded.assert_outcomes(passed=2, skipped=1)  # no GPU from Podman: skipped, as on Docker
+    story = Story(project, test=TEST, env={"DOCKER_HOST": podman_engine})
+    recorded = story.record(passed=2, skipped=1)  # no GPU from Podman: skipped, as on Docker
     recorded.stdout.fnmatch_lines([
         f"dsrepro: container items run in the project's image (engine {podman_engine} "
         "(Podman *, from DOCKER_HOST; sees this machine's folders: mounted))",
         "dsrepro: GPUs: not available from the engine at *; 1 GPU item(s) are skipped",
     ])
-    for baseline in ("baselines/tests/test_podman/test_value.yaml", "baselines/nb/show.yaml"):
-        path = project.path / baseline
-        assert path.is_file() and path.stat().st_uid == os.getuid(), baseline
-    run().assert_outcomes(passed=2, skipped=1)
-    (project.path / "value.txt").write_text("0.75")
-    broken = run()
-    broken.assert_outcomes(failed=2, skipped=1)
-    broken.stdout.fnmatch_lines(["*since the baseline was recorded: value.txt changed*"])
-    executed = project.path / "dsrepro-artifacts" / "nb__show.ipynb" / "executed.ipynb"
-    assert executed.is_file() and executed.stat().st_uid == os.getuid()
+    assert [path.relative_to(project.path).as_posix() for path in story.baselines()] == [
+        "baselines/nb/show.yaml", "baselines/tests/test_value/test_value.yaml"]
+    story.passes(passed=2, skipped=1)
+    story.breaks("0.75", failed=2, skipped=1)
     doctor = run_with_env(project.pytester, "--dsrepro-doctor", DOCKER_HOST=podman_engine)
     assert doctor.ret == 0
     doctor.stdout.fnmatch_lines([f"ok engine: {podman_engine} (Podman *, from DOCKER_HOST)",

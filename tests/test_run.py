@@ -324,47 +324,23 @@ def test_an_engine_that_cannot_see_the_repository_gets_it_by_copy(project: Proje
     """The engine cannot see this machine's folders: the repository is copied in at the same
     path; recorded baselines and a failure's artifacts come back, owned by the host's user."""
     import docker
+    from stories import VALUE_TEST, Story
 
-    from notebooks import write_notebook
-
-    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
-    project.ignore("value.txt", "baselines", "dsrepro-artifacts")
-    (project.path / "value.txt").write_text("0.5")
-    project.pytester.makepyfile(test_copied="""
-        import os, pytest
-
-        @pytest.mark.container
-        def test_value(baseline):
-            with open("value.txt") as handle:
-                baseline.check("value", float(handle.read()))
-            assert os.path.isfile(__file__)
-    """)
-    write_notebook(project.path / "nb" / "show.ipynb", "print(open('../value.txt').read())")
-
-    def run(*args: str) -> pytest.RunResult:
-        return run_with_env(project.pytester, "--in-docker", *args, DOCKER_HOST=remote_engine.url)
-
-    recorded = run("--dsrepro-update")
-    recorded.assert_outcomes(passed=2)
+    story = Story(project, env={"DOCKER_HOST": remote_engine.url},
+                  test=VALUE_TEST.replace("import pytest", "import os, pytest")
+                  + "    assert os.path.isfile(__file__)\n")
+    recorded = story.record()
     recorded.stdout.fnmatch_lines(["dsrepro: container items run in the project's image (engine "
                                    f"{remote_engine.url} (Docker *, from DOCKER_HOST; cannot see "
                                    "this machine's folders: files copied in))",
                                    "dsrepro: the engine at * cannot see this machine's folders: "
                                    "the repository is copied into containers",
                                    "image dsrepro/*; engine *; files copied in; GPUs *"])
-    for baseline in ("baselines/tests/test_copied/test_value.yaml", "baselines/nb/show.yaml"):
-        path = project.path / baseline
-        assert path.is_file() and path.stat().st_uid == os.getuid(), baseline
-    again = run()  # the image is cached now: the probe ran in it while the host collected
-    again.assert_outcomes(passed=2)
+    assert len(story.baselines()) == 2
+    again = story.passes()  # the image is cached now: the probe ran in it while the host collected
     again.stdout.fnmatch_lines(["*(Docker *, from DOCKER_HOST; cannot see this machine's folders: "
                                 "files copied in))"])
-    (project.path / "value.txt").write_text("0.75")
-    broken = run()
-    broken.assert_outcomes(failed=2)
-    broken.stdout.fnmatch_lines(["*since the baseline was recorded: value.txt changed*"])
-    executed = project.path / "dsrepro-artifacts" / "nb__show.ipynb" / "executed.ipynb"
-    assert executed.is_file() and executed.stat().st_uid == os.getuid()
+    story.breaks("0.75")
     client = docker.DockerClient(base_url=remote_engine.url)
     try:
         assert client.api.containers(all=True) == []
