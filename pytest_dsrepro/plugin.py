@@ -282,15 +282,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     since the baseline was recorded, as a diverged one does."""
     changes = _attribution(item, call)
     report = yield
+    lines = []
     if changes and report.failed:
         from pytest_dsrepro.baselines.lifecycle import since_line
 
+        lines.append(since_line(changes))
+    if report.failed and "Read-only file system" in report.longreprtext:
+        lines += read_only_hint(item.config)
+    if lines:
         longrepr = report.longrepr
         if hasattr(longrepr, "addsection"):
-            longrepr.addsection("dsrepro", since_line(changes))
+            for line in lines:
+                longrepr.addsection("dsrepro", line)
         elif isinstance(longrepr, str):
-            report.longrepr = f"{longrepr}\n{since_line(changes)}"
+            report.longrepr = "\n".join([longrepr, *lines])
     return report
+
+
+def read_only_hint(config: pytest.Config) -> list[str]:
+    """Inside a container that sees the repository read-only: why, and where to write."""
+    import os
+
+    why = os.environ.get("DSREPRO_READ_ONLY")
+    if inside_of(config) is None or not why:
+        return []
+    from pytest_dsrepro.executors.view import READ_ONLY_HINT
+
+    return [READ_ONLY_HINT.format(why=why)]
 
 
 def _attribution(item: pytest.Item, call: pytest.CallInfo[None]) -> list[str]:

@@ -47,7 +47,9 @@ class Workspace:
         self.config = load_config(folder, list(args or []))
         self.settings: Settings = Settings.from_config(self.config)
         self.say = say
-        self.setup = ContainerSetup(self.config, self.settings, uuid.uuid4().hex[:12], say)
+        # the checkout itself, writable: people work in it
+        self.setup = ContainerSetup(self.config, self.settings, uuid.uuid4().hex[:12], say,
+                                    view=False)
         self._run: RunConfig | None = None
 
     @property

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest_dsrepro
 from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.executors.view import UPPER_ENV as VIEW_ENV
+from pytest_dsrepro.executors.view import View
+from pytest_dsrepro.executors.view import mounts as view_mounts
 from pytest_dsrepro.markers import ContainerSpec, Gpu
 
 PLUGIN_MOUNT = "/opt/dsrepro"
@@ -43,6 +46,8 @@ class RunConfig:
     watch_host: bool = True  # the worker exits when its standard input (the host) closes
     restricted: bool = True  # no new privileges, no capabilities (dsrepro_privileges)
     recursive_read_only: bool = False  # the engine makes mounts below the repository read-only
+    view: View | None = None  # the repository writable through an overlay (executors/view.py)
+    read_only_why: str = ""  # without a view: why the repository is read-only, for a write's failure
 
 
 def plugin_source() -> Path:
@@ -77,11 +82,14 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
     mounts = []
     if not run.copy:  # in copy mode the files are put into the container before it starts
         home.mkdir(parents=True, exist_ok=True)
-        repository = Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True)
-        if run.recursive_read_only:  # the engine fails the container rather than fall back
-            repository["BindOptions"] = {"ReadOnlyForceRecursive": True}
-        mounts = [
-            repository,
+        if run.view is not None:  # writable, its writes in the view's folder
+            mounts = view_mounts(run.view, run.labels)
+        else:
+            repository = Mount(str(run.rootdir), str(run.rootdir), type="bind", read_only=True)
+            if run.recursive_read_only:  # the engine fails the container rather than fall back
+                repository["BindOptions"] = {"ReadOnlyForceRecursive": True}
+            mounts = [repository]
+        mounts += [
             Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False),
             Mount(f"{PLUGIN_MOUNT}/pytest_dsrepro", str(plugin_source()), type="bind",
                   read_only=True),
@@ -101,6 +109,9 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         **({"DSREPRO_WATCH_STDIN": "1"} if run.watch_host else {}),
+        **({VIEW_ENV: str(run.view.upper)} if run.view is not None and not run.copy else {}),
+        **({"DSREPRO_READ_ONLY": run.read_only_why or "it is mounted read-only"}
+           if run.view is None and not run.copy else {}),
     }
     options: dict[str, Any] = {
         "image": run.image,

@@ -116,6 +116,10 @@ class DockerExecutor:
             worker.start()
         except docker.errors.APIError as exc:
             worker.remove()
+            if run.view is not None:  # the engine cannot make the overlay: read-only, said once
+                why = str(exc.explanation or exc).splitlines()[0][:160]
+                setup.drop_view(f"the engine refused the overlay: {why}")
+                return self._create(spec, launch_args)
             raise engine.refused(exc, "to start a container", url) from None
         return worker
 

@@ -38,6 +38,9 @@ class Keeping:
         if setup.settings.keep and not self.enabled:
             later("--dsrepro-keep is ignored where CI is set: no container is kept")
         setup.kept_scratch = self.enabled
+        if self.enabled:  # a kept container outlives the session's view
+            setup.view_wanted = False
+            setup.read_only_why = "a kept container (--dsrepro-keep) serves many sessions"
         self.keepers: dict[str, kept.Kept] = {}  # by group name: keepers that answered
         self.fast: dict[str, Any] | None = None  # a kept container's facts: no engine needed
 

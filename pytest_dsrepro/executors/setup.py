@@ -5,6 +5,7 @@ inherits another's."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from pytest_dsrepro.executors import engine, kept
+from pytest_dsrepro.executors import view as views
 from pytest_dsrepro.executors.container import (
     PLUGIN_MOUNT,
     RunConfig,
@@ -39,7 +41,8 @@ class ContainerSetup:
     are copied in, False where they never are (SLURM nodes share the filesystem)."""
 
     def __init__(self, config: pytest.Config, settings: Settings, session_id: str,
-                 note: Callable[[str], None], copies: bool | None = None) -> None:
+                 note: Callable[[str], None], copies: bool | None = None,
+                 view: bool = True) -> None:
         self.config = config
         self.settings = settings
         self.session_id = session_id
@@ -53,6 +56,10 @@ class ContainerSetup:
         self.sees: bool | None = None  # whether the engine sees this machine's folders
         self.rebuilt: list[str] | None = None  # --dsrepro-rebuild-check's package changes
         self.kept_scratch = False  # scratch in the folder kept containers mount (--dsrepro-keep)
+        # the repository writable through an overlay (executors/view.py); else read-only
+        self.view_wanted = view
+        self.read_only_why = "" if view else "not offered here"
+        self._view: views.View | None = None
         self._client: Any = None
         self._scratch: Path | None = None
         self._own_scratch = False
@@ -84,6 +91,7 @@ class ContainerSetup:
         if swept:
             self.note(f"removed {len(swept)} container(s) left by killed sessions")
         folders = engine.sweep_scratch(Path(tempfile.gettempdir()))
+        views.sweep_volumes(self._client)
         if folders:
             self.note(f"removed {folders} scratch folder(s) left by killed sessions")
 
@@ -185,6 +193,7 @@ class ContainerSetup:
         s = self.settings
         image = self.images.get(self.client)
         image_env = tuple(self.client.api.inspect_image(image.id)["Config"].get("Env") or ())
+        copied = self._copies(image.id) if copy is None else copy
         config = RunConfig(
             image=image.id, python=s.python, rootdir=s.rootdir, workdir=self.workdir(),
             scratch=self.scratch(), writable=self.writable_folders(),
@@ -196,14 +205,39 @@ class ContainerSetup:
                  "DSREPRO_BUILD_FILES": json.dumps(self.images.build_files()),
                  "DSREPRO_GIT_COMMIT": self.commit()},
             labels=engine.session_labels(self.session_id), image_env=image_env,
-            gpu_env=s.gpu_env, copy=self._copies(image.id) if copy is None else copy,
+            gpu_env=s.gpu_env, copy=copied,
             as_root=self.rootless_podman(),
             restricted=s.privileges == "restricted",
             recursive_read_only=recursive_read_only(self.kind, self.client.api.api_version),
+            view=None if copied else self.view(),
         )
+        if config.view is None:
+            config = dataclasses.replace(config, read_only_why=self.read_only_why)
         if not config.copy and not config.recursive_read_only:
             refuse_inner_mounts(s.rootdir, config.writable)
         return config
+
+    def view(self) -> views.View | None:
+        """The session's writable view of the repository, made once; None where not wanted or
+        not possible (:attr:`read_only_why` says why)."""
+        if self._view is None and self.view_wanted and self.kind.startswith("Podman"):
+            self.view_wanted = False
+            self.read_only_why = views.PODMAN
+        if self._view is None and self.view_wanted:
+            self._view = views.make(self.session_id, self.settings.rootdir)
+            if self._view is None:
+                self.view_wanted = False
+                self.read_only_why = "its path cannot be an overlay's lower folder"
+        return self._view
+
+    def drop_view(self, why: str) -> None:
+        """Containers see the repository read-only from now on (the engine refused the
+        overlay): said once."""
+        self.view_wanted = False
+        self.read_only_why = why
+        if self._run is not None:
+            self._run = dataclasses.replace(self._run, view=None, read_only_why=why)
+        self.note(views.READ_ONLY_HINT.format(why=why))
 
     def _copies(self, image: str) -> bool:
         """Whether files must be copied: ``dsrepro_transfer``, or (auto) what
@@ -262,6 +296,9 @@ class ContainerSetup:
         """Remove the scratch folder this session made and close the engine's connection."""
         if self._tree is not None:
             self._tree.close()
+        if self._view is not None:
+            views.remove(self._client, self._view) if self._client is not None \
+                else views.remove_folder(self._view.folder)
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:

@@ -46,10 +46,12 @@ def _walk(folder: Path) -> Iterable[Path]:
 
 
 def tree_archive(files: list[Path], rootdir: Path, plugin: tuple[Path, Path],
-                 writable: Iterable[Path], user: tuple[int, int]) -> IO[bytes]:
-    """A tar for ``put_archive(container, "/")``: the files at their absolute paths, owned by root
-    (read-only to a container that runs as the host's user), the plugin's package at its mount
-    point, and the ``writable`` folders owned by ``user``."""
+                 writable: Iterable[Path], user: tuple[int, int],
+                 writable_tree: bool = True) -> IO[bytes]:
+    """A tar for ``put_archive(container, "/")``: the files at their absolute paths, the
+    plugin's package at its mount point (owned by root: read-only to a container that runs as
+    the host's user), and the ``writable`` folders owned by ``user``. With ``writable_tree`` the
+    repository's files are ``user``'s too: the copy is the container's writable view."""
     handle = tempfile.TemporaryFile()
     owned = {str(path).lstrip("/") for path in writable}
     with tarfile.open(fileobj=handle, mode="w") as archive:
@@ -62,14 +64,20 @@ def tree_archive(files: list[Path], rootdir: Path, plugin: tuple[Path, Path],
             made.add(name)
             info = tarfile.TarInfo(name)
             info.type = tarfile.DIRTYPE
-            info.mode, (info.uid, info.gid) = (0o775, user) if name in owned else (0o755, (0, 0))
+            mine = name in owned or (writable_tree and path.is_relative_to(rootdir))
+            info.mode, (info.uid, info.gid) = (0o775, user) if mine else (0o755, (0, 0))
             archive.addfile(info)
 
         def file(source: Path, target: Path) -> None:
             info = archive.gettarinfo(str(source), arcname=str(target).lstrip("/"))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode |= 0o444
+            if writable_tree and target.is_relative_to(rootdir):
+                info.uid, info.gid = user
+                info.uname = info.gname = ""
+                info.mode |= 0o644
+            else:
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode |= 0o444
             with open(source, "rb") as data:
                 archive.addfile(info, data)
 

@@ -1,0 +1,130 @@
+"""Files the experiment writes: containers see the repository writable through a view whose writes
+never reach the checkout; declared outputs are compared with their baselines by kind; undeclared
+writes are listed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project, run_with_env
+from notebooks import write_notebook
+
+# a test and a notebook that write next to themselves, as they do on a laptop
+WRITER = """
+import json, os, pathlib, pytest
+
+@pytest.mark.container
+def test_writes_results():
+    scale = float(os.environ.get("SCALE", "1"))
+    pathlib.Path("results").mkdir(exist_ok=True)
+    pathlib.Path("results/metrics.json").write_text(
+        json.dumps({"accuracy": 0.9 * scale, "classes": ["cat", "dog"]}))
+    with open("data.csv", "a") as data:  # a file of the checkout, changed
+        data.write("3,4\\n")
+    os.remove("notes.txt")  # and one removed
+"""
+FIGURE = """
+import os, struct, zlib, csv
+scale = float(os.environ.get("SCALE", "1"))
+with open("predictions.csv", "w", newline="") as out:
+    rows = csv.writer(out)
+    rows.writerow(["id", "score"])
+    for i in range(3):
+        rows.writerow([i, round(0.25 * i * scale, 6)])
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+pixels = zlib.compress(bytes([0, 200, 0, 0]))
+with open("my_figure.png", "wb") as out:
+    out.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+              + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+print("saved")
+"""
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def committed(project: Project) -> str:
+    """The project as a git checkout, everything committed; its ``git status``."""
+    (project.path / "data.csv").write_text("a,b\n1,2\n")
+    (project.path / "notes.txt").write_text("keep me\n")
+    ignore = project.path / ".gitignore"
+    ignore.write_text("baselines/\ndsrepro-artifacts/\nrunpytest-*\n__pycache__/\nstdout\nstderr\n")
+    git(project.path, "init", "-q")
+    git(project.path, "add", "-A")
+    git(project.path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    return git(project.path, "status", "--porcelain")
+
+
+@pytest.fixture
+def writer(project: Project) -> Project:
+    project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["SCALE"])
+    project.ignore(".git", "baselines", "dsrepro-artifacts", "nb/*.png", "nb/*.csv")
+    project.pytester.makepyfile(test_writer=WRITER)
+    write_notebook(project.path / "nb" / "figure.ipynb", FIGURE)
+    return project
+
+
+@pytest.mark.parametrize("transfer", ["mount", "copy"])
+def test_writes_reach_the_view_never_the_checkout(writer: Project, transfer: str) -> None:
+    before = committed(writer)
+    tree = {p: p.read_bytes() for p in writer.path.rglob("*") if p.is_file() and ".git" not in p.parts}
+    result = writer.run("--in-docker", "--dsrepro-update", f"--dsrepro-transfer={transfer}")
+    result.assert_outcomes(passed=2)
+    assert git(writer.path, "status", "--porcelain") == before
+    after = {p: p.read_bytes() for p in writer.path.rglob("*")
+             if p.is_file() and ".git" not in p.parts and p in tree}
+    assert after == tree
+    assert not (writer.path / "results").exists() and not (writer.path / "nb" / "my_figure.png").exists()
+
+
+def test_the_view_is_removed_with_the_session(writer: Project, docker_client: Any) -> None:
+    from pytest_dsrepro.executors.view import PREFIX
+
+    committed(writer)
+    result = writer.run("--in-docker", "--dsrepro-update")
+    result.assert_outcomes(passed=2)
+    import tempfile
+
+    views = [p for p in Path(tempfile.gettempdir()).glob(PREFIX + "*")
+             if (p / ".dsrepro-owner").exists()]
+    mine = [entry["Name"] for entry in docker_client.api.volumes().get("Volumes") or []
+            if entry["Name"].startswith("dsrepro-view-")
+            and str(writer.path) in json.dumps(entry.get("Options") or {})]
+    assert mine == [], mine
+    assert all(str(writer.path) not in p.read_text() for p in views)
+
+
+def test_a_write_where_the_repository_is_read_only_says_where_to_write(
+        writer: Project) -> None:
+    """Under SLURM (the nodes' engines, no view) the repository stays read-only: the failure
+    says so in one line, with where to write instead."""
+    committed(writer)
+    result = run_with_env(writer.pytester, "--in-docker", "-o", "dsrepro_executor=slurm",
+                          "test_writer.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Read-only file system*",
+                                 "*the repository is read-only in containers here (SLURM job "
+                                 "steps run on the nodes' engines): write results into "
+                                 "dsrepro_artifacts or $DSREPRO_SCRATCH*"])
+
+
+def test_podman_keeps_the_checkout_read_only_and_says_so(writer: Project,
+                                                         podman_engine: str) -> None:
+    """Podman gets no view (its overlay mounts are not safe for the checkout): a write fails in
+    one line saying where to write instead, and the checkout is unchanged."""
+    before = committed(writer)
+    result = run_with_env(writer.pytester, "--in-docker", "--dsrepro-update", "test_writer.py",
+                          DOCKER_HOST=podman_engine)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the repository is read-only in containers here (Podman's "
+                                 "overlay mounts are not used*): write results into "
+                                 "dsrepro_artifacts or $DSREPRO_SCRATCH*"])
+    assert git(writer.path, "status", "--porcelain") == before
