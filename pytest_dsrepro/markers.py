@@ -12,13 +12,15 @@ from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.parsing import parse_memory, parse_positive
 from pytest_dsrepro.settings import Settings
 
-SIGNATURE = "container(gpu=False, timeout=None, cpus=None, memory=None, network=None)"
+SIGNATURE = ("container(gpu=False, timeout=None, cpus=None, memory=None, network=None, "
+             "outputs=())")
 DESCRIPTION = (
     f"{SIGNATURE}: run this test inside the project's Docker image under --in-docker; "
     "gpu=True/N/[ids] requests GPUs, timeout in seconds, cpus and memory ('2g') limit the "
-    "container, network='bridge' gives it a network."
+    "container, network='bridge' gives it a network, outputs=['results/*.csv'] names the "
+    "files it writes that are compared with their baselines."
 )
-KEYWORDS = ("gpu", "timeout", "cpus", "memory", "network")
+KEYWORDS = ("gpu", "timeout", "cpus", "memory", "network", "outputs")
 
 Gpu = Union[bool, int, tuple[str, ...]]
 
@@ -95,6 +97,11 @@ def resolve(item: pytest.Item, settings: Settings, extra: dict[str, Any] | None 
 
 
 def _spec(merged: dict[str, Any], settings: Settings, where: str) -> ContainerSpec:
+    outputs = merged.get("outputs") or ()
+    if not all(isinstance(glob, str) for glob in ([outputs] if isinstance(outputs, str)
+                                                  else outputs)):
+        raise DsreproUsageError(f"outputs={outputs!r}: give globs, e.g. "
+                                "outputs=['results/*.csv']")
     timeout = merged.get("timeout")
     cpus = merged.get("cpus")
     memory = merged.get("memory")

@@ -267,10 +267,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    """A test whose checked values differ fails once its body ends, with all of them."""
+    """A test whose checked values differ fails once its body ends, with all of them; the
+    files it declared as outputs are checked first, and what else it wrote is noted."""
+    from pytest_dsrepro.baselines import outputs
+
+    watch = outputs.watch(item)
     result = yield
-    recorder = item.stash.get(BASELINE_KEY, None)
+    recorder = outputs.check(item, watch) if watch is not None else None
+    recorder = item.stash.get(BASELINE_KEY, None) or recorder
     message = recorder.failure() if recorder is not None else None
+    if watch is not None and not watch.fixture and recorder is not None:
+        recorder.finish()  # no fixture's teardown will: record or keep now
     if message:
         pytest.fail(message, pytrace=False)
     return result

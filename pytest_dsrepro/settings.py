@@ -125,6 +125,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("transfer", "how the repository reaches containers: auto (default: mount where the "
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE", shapes=True),
     Option("python", "Python command inside the image (default: python)", metavar="CMD", shapes=True),
+    Option("outputs", "globs of files items write whose content is compared with a baseline, "
+           "relative to the rootdir (ini: one a line)", "linelist", (), metavar="GLOB"),
     Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
            metavar="GLOB"),
     Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",
@@ -287,6 +289,7 @@ class Settings:
     transfer: str = "auto"
     python: str = "python"
     notebooks: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()  # globs of files items write, compared with baselines
     kernel: str | None = None
     baselines: Path = Path("baselines")
     baseline_source: str = "baselines"
@@ -378,6 +381,7 @@ class Settings:
                              ("auto", "mount", "copy")),
             python=raw_value(config, "python") or "python",
             notebooks=tuple(raw_value(config, "notebooks")),
+            outputs=tuple(raw_value(config, "outputs")),
             kernel=raw_value(config, "kernel") or None,
             baselines=path("baselines", "baselines"),
             artifacts=path("artifacts", "dsrepro-artifacts"),

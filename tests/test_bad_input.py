@@ -86,6 +86,8 @@ METADATA: list[tuple[dict[str, Any], str]] = [
     ({"dsrepro": {"markers": "slow"}}, "*metadata.dsrepro.markers must be a list of marker names"),
     ({"dsrepro": {"skip": 3}}, "*metadata.dsrepro.skip must be true, false or a reason"),
     ({"execution": 5}, "*metadata.execution is a int, where a mapping belongs"),
+    ({"dsrepro": {"outputs": "out.csv"}},
+     '*metadata.dsrepro.outputs must be a list of globs, e.g. [[]"results/*.csv"]'),
     ({"execution": {"allow_errors": "yes"}},
      "*metadata.execution.allow_errors 'yes': give true or false"),
 ]
@@ -103,6 +105,15 @@ def test_bad_notebook_metadata_is_one_line(pytester: pytest.Pytester, metadata: 
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([line])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_outputs_that_are_not_globs_are_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_out="import pytest\n\n@pytest.mark.container(outputs=[1])\n"
+                                 "def test_out():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--in-docker",
+                                           "--collect-only")
+    result.stderr.fnmatch_lines(["ERROR: test_out.py::test_out: outputs=[1]: give globs, e.g. "
+                                 "outputs=['results/*.csv']"])
 
 
 def test_a_negative_gpu_count_is_one_line(pytester: pytest.Pytester) -> None:

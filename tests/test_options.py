@@ -25,7 +25,8 @@ def test_help_shows_the_dsrepro_group(pytester: pytest.Pytester) -> None:
 def test_markers_lists_the_container_signature(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines([
-        "@pytest.mark.container(gpu=False, timeout=None, cpus=None, memory=None, network=None)*"
+        "@pytest.mark.container(gpu=False, timeout=None, cpus=None, memory=None, network=None, "
+        "outputs=())*"
     ])
 
 

@@ -66,7 +66,7 @@ def committed(project: Project) -> str:
 @pytest.fixture
 def writer(project: Project) -> Project:
     project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["SCALE"])
-    project.ignore(".git", "baselines", "dsrepro-artifacts", "nb/*.png", "nb/*.csv")
+    project.ignore(".git", "baselines", "dsrepro-artifacts", "nb/*.png", "nb/*.csv", "r.json")
     project.pytester.makepyfile(test_writer=WRITER)
     write_notebook(project.path / "nb" / "figure.ipynb", FIGURE)
     return project
@@ -128,3 +128,63 @@ def test_podman_keeps_the_checkout_read_only_and_says_so(writer: Project,
                                  "overlay mounts are not used*): write results into "
                                  "dsrepro_artifacts or $DSREPRO_SCRATCH*"])
     assert git(writer.path, "status", "--porcelain") == before
+
+
+def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> None:
+    """A CSV as a table, JSON as values, a figure by pixels; a changed input names the file,
+    row and column; a file no longer written diverges; what no glob declares is listed."""
+    writer.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["SCALE"],
+               dsrepro_outputs=["results/*.json", "nb/*.csv", "nb/*.png"])
+    committed(writer)
+    recorded = writer.run("--in-docker", "--dsrepro-update", "--dsrepro-report=r.json")
+    recorded.assert_outcomes(passed=2)
+    test_doc = (writer.path / "baselines/tests/test_writer/test_writes_results.yaml").read_text()
+    assert "file results/metrics.json:" in test_doc and "accuracy: 0.9" in test_doc
+    outputs = writer.path / "baselines" / "nb" / "figure.outputs.yaml"
+    assert "file nb/predictions.csv:" in outputs.read_text()
+    assert "file nb/my_figure.png:" in outputs.read_text()
+    assert list((writer.path / "baselines" / "nb").glob("figure.outputs.files/*.png"))
+    recorded.stdout.fnmatch_lines(["undeclared writes: 1 file(s) written that no "
+                                   "dsrepro_outputs glob declares (data.csv); the JSON report "
+                                   "lists them by item"])
+    report = json.loads((writer.path / "r.json").read_text())
+    listed = {item["nodeid"]: item["undeclared_writes"] for item in report["items"]}
+    assert listed == {"nb/figure.ipynb": [], "test_writer.py::test_writes_results": ["data.csv"]}
+
+    writer.run("--in-docker").assert_outcomes(passed=2)
+    moved = run_with_env(writer.pytester, "--in-docker", SCALE="2")
+    moved.assert_outcomes(failed=2)
+    moved.stdout.fnmatch_lines(["*baseline 'file results/metrics.json' differs*",
+                                "*file results/metrics.json.accuracy*0.9*1.8*"])
+    moved.stdout.fnmatch_lines(["*baseline 'file nb/predictions.csv' differs*",
+                                "*file nb/predictions.csv[[]1, 'score'[]]*0.25*0.5*"])
+
+    writer.pytester.makepyfile(test_writer=WRITER.replace(
+        'pathlib.Path("results/metrics.json").write_text(', 'print(').replace(
+        "os.remove", "print"))
+    gone = writer.run("--in-docker", "test_writer.py")
+    gone.assert_outcomes(failed=1)
+    gone.stdout.fnmatch_lines(["*baseline 'file results/metrics.json' differs*",
+                               "*the file was not written (it was when the baseline was "
+                               "recorded)*"])
+
+
+def test_check_file_compares_one_file_a_test_names(project: Project) -> None:
+    project.ignore("baselines", "dsrepro-artifacts", "out")
+    project.pytester.makepyfile(test_named="""
+        import os, pathlib, pytest
+
+        @pytest.mark.container
+        def test_summary(baseline):
+            pathlib.Path("out").mkdir(exist_ok=True)
+            pathlib.Path("out/summary.yaml").write_text(
+                f"loss: {os.environ.get('LOSS', '0.25')}\\nepochs: 3\\n")
+            baseline.check_file("out/summary.yaml", atol=0.01)
+    """)
+    project.ini(dsrepro_env=["LOSS"])
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
+    run_with_env(project.pytester, "--in-docker", LOSS="0.255").assert_outcomes(passed=1)
+    moved = run_with_env(project.pytester, "--in-docker", LOSS="0.3")
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(["*baseline 'file out/summary.yaml' differs*",
+                                "*file out/summary.yaml.loss*0.25*0.3*"])

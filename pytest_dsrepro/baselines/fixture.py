@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ class Baseline:
     """Values one test must reproduce, stored in ``baselines/tests/<module>/<test>.yaml``. Every
     value is checked; the test fails once, after its body, with all that differ, in order."""
 
-    def __init__(self, item: pytest.Item, store: Store, settings: Settings) -> None:
+    def __init__(self, item: pytest.Item, store: Store, settings: Settings,
+                 path: Path | None = None) -> None:
         self.item = item
         self.store = store
         self.settings = settings
-        self.path = store.for_test(Path(item.path), item.name)  # the default, not a variant
+        # the default, not a variant; a notebook's output files have a file of their own
+        self.path = path or store.for_test(Path(item.path), item.name)
         self.values: dict[str, Any] = {}
         self.files: dict[str, bytes] = {}
         self._doc: dict[str, Any] | None = None
@@ -55,6 +58,49 @@ class Baseline:
             raise ValueError(f"baseline.check: {name!r} was checked twice in this test")
         files: dict[str, bytes] = {}
         encoded = replace_paths(encode(value, name, files), here_paths(self.settings.rootdir))
+        self._check(name, encoded, files, rtol, atol)
+
+    def check_file(self, path: str | Path, *, rtol: float | None = None,
+                   atol: float | None = None) -> None:
+        """Record or compare the file at ``path`` (relative to the current folder), by kind:
+        tables, values, images, text or digest (:mod:`~pytest_dsrepro.baselines.output_files`)."""
+        __tracebackhide__ = True
+        from pytest_dsrepro.baselines.output_files import encode_file, value_name
+
+        target = Path(os.path.abspath(path))
+        if not target.is_relative_to(self.settings.rootdir):
+            raise ValueError(f"baseline.check_file: {path} is outside the repository")
+        if not target.is_file():
+            raise FileNotFoundError(f"baseline.check_file: {path} was not written")
+        rel = target.relative_to(self.settings.rootdir).as_posix()
+        name = value_name(rel)
+        if name in self.values:
+            return  # declared and checked by the test itself: once
+        files: dict[str, bytes] = {}
+        self._check(name, encode_file(target, rel, files), files, rtol, atol)
+
+    def missing_files(self, globs: list[str], written: list[str]) -> None:
+        """Declared output files the baseline has and this run did not write: a divergence."""
+        from pytest_dsrepro.baselines.output_files import PREFIX, matches
+
+        if self.settings.update or self.settings.observing or not self.path.is_file():
+            return
+        if self._doc is None:
+            self.artifacts.clear()
+            self._doc = self.lifecycle.load()
+        gone = [name[len(PREFIX):] for name in self._doc.get("values") or {}
+                if name.startswith(PREFIX) and name not in self.values
+                and matches(name[len(PREFIX):], globs) and name[len(PREFIX):] not in written]
+        for rel in gone:
+            self.changes = self.lifecycle.diverged([Difference(
+                PREFIX + rel, "", "structure", note="the file was not written")])
+            self.diverged.append(f"baseline {PREFIX + rel!r} differs ({self.lifecycle.shown}):\n"
+                                 "  the file was not written (it was when the baseline was "
+                                 "recorded)")
+
+    def _check(self, name: str, encoded: Any, files: dict[str, bytes], rtol: float | None,
+               atol: float | None) -> None:
+        __tracebackhide__ = True
         self.values[name] = encoded
         self.files.update(files)
         if self.settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs

@@ -6,7 +6,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from pytest_dsrepro.baselines.compare import Mismatch, NumberDiff, Tolerance, compare_image
+from pytest_dsrepro.baselines.compare import (
+    Mismatch,
+    NumberDiff,
+    Tolerance,
+    compare_image,
+    compare_text,
+)
 
 SUPPORTED = ("numbers, strings, booleans, None, and lists, tuples and dicts of those; numpy "
              "scalars and arrays; pandas Series and DataFrames; matplotlib figures")
@@ -113,7 +119,7 @@ class Differences:
 
     def _dicts(self, where: str, expected: dict[str, Any], obtained: dict[str, Any],
                exp_files: dict[str, bytes], obt_files: dict[str, bytes]) -> None:
-        for key in ("ndarray", "dataframe", "image"):
+        for key in KINDS:
             if key in expected or key in obtained:
                 if key not in expected or key not in obtained:
                     self.other.append(f"{where}: a {_kind(obtained)}, expected a {_kind(expected)}")
@@ -139,7 +145,8 @@ class Differences:
                    exp_files: dict[str, bytes], obt_files: dict[str, bytes]) -> None:
         for field in ("columns", "index", "dtypes"):
             if exp[field] != obt[field]:
-                self.other.append(f"{where}: {field} {obt[field]}, expected {exp[field]}")
+                self.other.append(f"{where}: {field} {_brief(obt[field])}, expected "
+                                  f"{_brief(exp[field])}")
                 return
         columns = exp["columns"]
         changed: list[tuple[int, int]] = []
@@ -165,9 +172,34 @@ class Differences:
             self.other.append(f"{where}: {mismatch.note}")
 
 
+    def _file_text(self, where: str, exp: str, obt: str, exp_files: dict[str, bytes],
+                   obt_files: dict[str, bytes]) -> None:
+        mismatch = compare_text(where, exp, obt, self.tolerance)
+        if mismatch is not None:
+            self.numbers += mismatch.numbers
+            if mismatch.diff or not mismatch.numbers:
+                self.other.append(f"{where}: the text differs:\n" + "\n".join(
+                    f"    {line}" for line in mismatch.diff[:20]))
+
+    def _file_digest(self, where: str, exp: str, obt: str, exp_files: dict[str, bytes],
+                     obt_files: dict[str, bytes]) -> None:
+        if exp != obt:
+            self.other.append(f"{where}: the file differs (SHA-256 {obt[:12]}, expected "
+                              f"{exp[:12]})")
+
+
+KINDS = ("ndarray", "dataframe", "image", "file_text", "file_digest")
+
+
+def _brief(value: Any) -> str:
+    """A list as a message shows it: whole when short, else its length."""
+    return f"of {len(value)} entries" if isinstance(value, list) and len(value) > 8 else \
+        repr(value)
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
-        for key in ("ndarray", "dataframe", "image"):
+        for key in KINDS:
             if key in value:
                 return key
         return "dict"

@@ -110,6 +110,7 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "PYTHONUNBUFFERED": "1",
         **({"DSREPRO_WATCH_STDIN": "1"} if run.watch_host else {}),
         **({VIEW_ENV: str(run.view.upper)} if run.view is not None and not run.copy else {}),
+        **({"DSREPRO_COPIED": "1"} if run.copy else {}),
         **({"DSREPRO_READ_ONLY": run.read_only_why or "it is mounted read-only"}
            if run.view is None and not run.copy else {}),
     }

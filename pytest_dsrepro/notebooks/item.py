@@ -46,7 +46,8 @@ from pytest_dsrepro.notebooks.parameters import (
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import lineage_of, output_types_of, settings_of, store_of
 
-METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers", "pixel_tolerance"}
+METADATA_KEYS = {"skip", "gpu", "timeout", "rtol", "atol", "markers", "pixel_tolerance",
+                 "outputs"}
 
 
 
@@ -86,6 +87,10 @@ def read_options(notebook: Any) -> dict[str, Any]:
     if not isinstance(markers, list) or not all(isinstance(m, str) and m.isidentifier()
                                                 for m in markers):
         raise NotebookError("metadata.dsrepro.markers must be a list of marker names")
+    outputs = options.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(glob, str) for glob in outputs):
+        raise NotebookError("metadata.dsrepro.outputs must be a list of globs, e.g. "
+                            "[\"results/*.csv\"]")
     if not isinstance(options.get("skip", False), (bool, str)):
         raise NotebookError("metadata.dsrepro.skip must be true, false or a reason")
     return options

@@ -37,6 +37,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "confirmed": entry.get("confirmed"),
         "variant": entry.get("variant"),
         "kept": entry.get("kept"),
+        "undeclared_writes": list(entry.get("undeclared_writes") or []),
         "timings": dict(entry.get("timings") or {}),
         "message": record.message,
     }

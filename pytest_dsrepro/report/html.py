@@ -289,7 +289,8 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
     for item in doc["items"]:
         anchor = _slug(item["nodeid"])
         status = _e(item["status"])
-        has_details = item["differences"] or item["outcome"] in ("failed", "error")
+        has_details = item["differences"] or item["outcome"] in ("failed", "error") \
+            or bool(item.get("undeclared_writes"))
         name = f'<a href="#{anchor}">{_e(item["nodeid"])}</a>' if has_details else \
             _e(item["nodeid"])
         rows.append(
@@ -310,6 +311,10 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
                            "</p>")
         if item.get("kept"):
             section.append(_accept_boxes(item))
+        if item.get("undeclared_writes"):
+            section.append("<p>Wrote, and no <code>dsrepro_outputs</code> glob declares:</p><ul>"
+                           + "".join(f"<li><code>{_e(path)}</code></li>"
+                                     for path in item["undeclared_writes"]) + "</ul>")
         if item["changes"]:
             section.append("<p>Since its baseline was recorded:</p><ul>" + "".join(
                 f"<li>{_e(change['text'])} <span class=\"muted\">({_e(change['kind'])})</span></li>"

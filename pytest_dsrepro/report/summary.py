@@ -307,11 +307,15 @@ class Summary:
 
 def baselines_used(items: list[pytest.Item], store: Store, settings: Settings) -> set[Path]:
     """The default baseline files of ``items`` (a variant counts as its default's)."""
+    from pytest_dsrepro.baselines.output_files import declared
+    from pytest_dsrepro.baselines.outputs import outputs_path
+
     found = set()
     for item in items:
         if getattr(item, "is_notebook", False):
             if settings.baseline_source == "baselines":
                 found.add(store.for_notebook(Path(item.path), getattr(item, "profile", None)))
-        elif "baseline" in getattr(item, "fixturenames", ()):
+                found.add(outputs_path(item))
+        elif "baseline" in getattr(item, "fixturenames", ()) or declared(item, settings):
             found.add(store.for_test(Path(item.path), item.name))
     return found

@@ -42,6 +42,12 @@ def section(summary: Summary) -> list[str]:
                   f"{record.dsrepro.get('baseline')}")
     if unchanged:
         write(f"baselines unchanged: {unchanged}")
+    undeclared = {path for record in summary.records.values()
+                  for path in record.dsrepro.get("undeclared_writes") or []}
+    if undeclared:
+        shown = ", ".join(sorted(undeclared)[:3]) + (", ..." if len(undeclared) > 3 else "")
+        write(f"undeclared writes: {len(undeclared)} file(s) written that no dsrepro_outputs "
+              f"glob declares ({shown}); the JSON report lists them by item")
     for line in summary.review_lines():
         write(line)
     for line in summary.drift_lines():
