@@ -188,3 +188,25 @@ def test_check_file_compares_one_file_a_test_names(project: Project) -> None:
     moved.assert_outcomes(failed=1)
     moved.stdout.fnmatch_lines(["*baseline 'file out/summary.yaml' differs*",
                                 "*file out/summary.yaml.loss*0.25*0.3*"])
+
+
+READER = """
+import json, pytest
+
+@pytest.mark.container
+def test_reads_what_the_writer_wrote(baseline):
+    with open("results/metrics.json") as handle:
+        baseline.check("accuracy", json.load(handle)["accuracy"])
+"""
+
+
+def test_a_file_an_earlier_item_wrote_is_named_as_such(writer: Project) -> None:
+    """Order dependence made visible: the reader's divergence names the file an earlier item of
+    the session wrote, not the checkout."""
+    writer.pytester.makepyfile(test_writer=WRITER + READER)
+    committed(writer)
+    writer.run("--in-docker", "--dsrepro-update", "test_writer.py").assert_outcomes(passed=2)
+    moved = run_with_env(writer.pytester, "--in-docker", "test_writer.py", SCALE="2")
+    moved.assert_outcomes(passed=1, failed=1)
+    moved.stdout.fnmatch_lines(["*since the baseline was recorded: results/metrics.json changed "
+                                "(an earlier item of this session wrote it)*"])

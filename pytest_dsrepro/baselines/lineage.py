@@ -128,7 +128,10 @@ def notebook_digest(path: str) -> str | None:
 
 
 def inputs(files: Iterable[str], rootdir: Path) -> dict[str, dict[str, str]]:
-    """``{"data": {relpath: digest}, "source": {...}}`` for files under ``rootdir``."""
+    """``{"data": {relpath: digest}, "source": {...}}`` for files under ``rootdir``; in a
+    container with the writable view, ``"written"`` holds those of them that this session wrote
+    (an earlier item: order dependence made visible)."""
+    upper = os.environ.get("DSREPRO_VIEW")  # executors/view.py's UPPER_ENV
     found: dict[str, dict[str, str]] = {"data": {}, "source": {}}
     for file in sorted(set(files)):
         if not os.path.isfile(file):
@@ -140,7 +143,15 @@ def inputs(files: Iterable[str], rootdir: Path) -> dict[str, dict[str, str]]:
         value = notebook_digest(file) if file.endswith(".ipynb") else digest(file)
         if value is not None:
             found[kind][rel] = value
+            if upper and os.path.isfile(os.path.join(upper, rel)):
+                found.setdefault("written", {})[rel] = value
     return found
+
+
+def forget(paths: Iterable[Path]) -> None:
+    """What the plugin itself read (an output file it compares) is no item's input."""
+    for reads in _current:
+        reads.seen.difference_update(str(path) for path in paths)
 
 
 def kernel_setup(rootdir: Path, excluded: Iterable[Path]) -> str:

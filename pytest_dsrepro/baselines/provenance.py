@@ -135,10 +135,12 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
 
     old_inputs, new_inputs = recorded.get("inputs"), current.get("inputs")
     if old_inputs is not None and new_inputs is not None:
+        written = new_inputs.get("written") or {}  # read after an earlier item wrote them
         for kind in ("data", "source"):
             old, new = old_inputs.get(kind) or {}, new_inputs.get(kind) or {}
             moved = sorted(((path, "no longer read" if path not in new else
-                             "read, not read before" if path not in old else "changed")
+                             "read, not read before" if path not in old else
+                             WRITTEN if path in written else "changed")
                             for path in set(old) | set(new) if old.get(path) != new.get(path)),
                            key=lambda entry: (STATE_ORDER.index(entry[1]), entry[0]))
             for text in by_folder(moved):
@@ -195,7 +197,8 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str,
 
 
 # a changed file is the likeliest cause, one no longer read the least (it may be an effect)
-STATE_ORDER = ("changed", "read, not read before", "no longer read")
+WRITTEN = "changed (an earlier item of this session wrote it)"
+STATE_ORDER = (WRITTEN, "changed", "read, not read before", "no longer read")
 NOUNS = {"data": "data files", "source": "source files", "packages": "packages",
          "image": "image changes", "hardware": "hardware changes", "settings": "settings"}
 FOLDER_LIMIT = 3  # files of one folder named one by one; past it, the folder in one line
