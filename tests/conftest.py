@@ -260,6 +260,22 @@ def podman_engine(docker_client: Any, base_image: str) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A one-node SLURM cluster that answers (scripts/provision.sh --slurm)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("srun") is None:
+        unavailable("no SLURM client commands (bash scripts/provision.sh --slurm)")
+    answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                            timeout=30)
+    usable = {"idle", "mixed", "allocated", "completing"}
+    if answer.returncode != 0 or not usable & set(answer.stdout.split()):
+        unavailable(f"no SLURM node answers: {answer.stdout}{answer.stderr}"
+                    " (bash scripts/provision.sh --slurm)")
+
+
 class Project:
     """A small user project in pytester's folder, with a Dockerfile FROM the base image."""
 

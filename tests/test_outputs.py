@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +104,38 @@ def test_the_view_is_removed_with_the_session(writer: Project, docker_client: An
 
 
 def test_a_write_where_the_repository_is_read_only_says_where_to_write(
-        writer: Project) -> None:
-    """Under SLURM (the nodes' engines, no view) the repository stays read-only: the failure
+        writer: Project, tmp_path: Path) -> None:
+    """A repository whose path no overlay can take (a comma in it) stays read-only: the failure
     says so in one line, with where to write instead."""
-    committed(writer)
-    result = run_with_env(writer.pytester, "--in-docker", "-o", "dsrepro_executor=slurm",
-                          "test_writer.py")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*Read-only file system*",
-                                 "*the repository is read-only in containers here (SLURM job "
-                                 "steps run on the nodes' engines): write results into "
-                                 "dsrepro_artifacts or $DSREPRO_SCRATCH*"])
+    import shutil
+
+    odd = tmp_path / "with,comma"
+    odd.mkdir()
+    for name in ("Dockerfile", ".dockerignore", "project-id.txt", "test_writer.py"):
+        shutil.copy(writer.path / name, odd / name)
+    (odd / "data.csv").write_text("a,b\n1,2\n")
+    (odd / "notes.txt").write_text("keep me\n")
+    # the same image name as the project's, which its fixture removes
+    (odd / "pyproject.toml").write_text(f'[tool.pytest.ini_options]\ndsrepro_project = '
+                                        f'"{writer.name}"\n')
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--in-docker"], cwd=odd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Read-only file system" in result.stdout
+    assert ("the repository is read-only in containers here (its path, or the scratch folder "
+            "inside it, cannot hold an overlay): write results into dsrepro_artifacts or "
+            "$DSREPRO_SCRATCH") in result.stdout, result.stdout
+    assert (odd / "notes.txt").exists() and (odd / "data.csv").read_text() == "a,b\n1,2\n"
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_steps_write_through_the_view(writer: Project) -> None:
+    before = committed(writer)
+    result = run_with_env(writer.pytester, "--in-docker", "--dsrepro-update",
+                          "-o", "dsrepro_executor=slurm")
+    result.assert_outcomes(passed=2)
+    assert git(writer.path, "status", "--porcelain") == before
+    assert not (writer.path / "results").exists()
 
 
 def test_podman_keeps_the_checkout_read_only_and_says_so(writer: Project,

@@ -14,22 +14,10 @@ from typing import Any
 import pytest
 from stories import process_alive, wait_for
 
-from conftest import Project, container_ids, run_with_env, unavailable
+from conftest import Project, container_ids, run_with_env
 from pytest_dsrepro.executors.slurm import srun_resources
 from pytest_dsrepro.markers import ContainerSpec
 from test_example import copy_example
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    if shutil.which("srun") is None:
-        unavailable("no SLURM client commands (bash scripts/provision.sh --slurm)")
-    answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                            timeout=30)
-    usable = {"idle", "mixed", "allocated", "completing"}
-    if answer.returncode != 0 or not usable & set(answer.stdout.split()):
-        unavailable(f"no SLURM node answers: {answer.stdout}{answer.stderr}"
-                    " (bash scripts/provision.sh --slurm)")
 
 
 def jobs(name_prefix: str) -> dict[str, str]:

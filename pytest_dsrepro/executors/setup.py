@@ -58,6 +58,7 @@ class ContainerSetup:
         self.kept_scratch = False  # scratch in the folder kept containers mount (--dsrepro-keep)
         # the repository writable through an overlay (executors/view.py); else read-only
         self.view_wanted = view
+        self.view_in_scratch = False  # SLURM: the writes where the nodes see them too
         self.read_only_why = "" if view else "not offered here"
         self._view: views.View | None = None
         self._client: Any = None
@@ -224,10 +225,12 @@ class ContainerSetup:
             self.view_wanted = False
             self.read_only_why = views.PODMAN
         if self._view is None and self.view_wanted:
-            self._view = views.make(self.session_id, self.settings.rootdir)
+            self._view = views.make(self.session_id, self.settings.rootdir,
+                                    self.scratch() if self.view_in_scratch else None)
             if self._view is None:
                 self.view_wanted = False
-                self.read_only_why = "its path cannot be an overlay's lower folder"
+                self.read_only_why = ("its path, or the scratch folder inside it, cannot hold "
+                                      "an overlay")
         return self._view
 
     def drop_view(self, why: str) -> None:

@@ -168,8 +168,8 @@ class SlurmExecutor:
         self.settings = settings
         self.session_id = session_id
         self.say = say
-        self.setup = ContainerSetup(config, settings, session_id, say, copies=False, view=False)
-        self.setup.read_only_why = "SLURM job steps run on the nodes' engines"
+        self.setup = ContainerSetup(config, settings, session_id, say, copies=False)
+        self.setup.view_in_scratch = True  # the nodes' engines make the overlay from there
         self.notes = ["--dsrepro-keep keeps containers of this machine's engine: SLURM job "
                       "steps start fresh ones"] if kept.wanted(settings) else []
 

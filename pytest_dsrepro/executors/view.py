@@ -56,12 +56,13 @@ class View:
                 "o": f"lowerdir={self.lower},upperdir={self.upper},workdir={self.folder / 'work'}"}
 
 
-def make(session_id: str, rootdir: Path) -> View | None:
-    """A new view of ``rootdir``; None where its path cannot be an overlay's option (a comma,
-    a colon or an equals sign in it) or the folder for its writes would lie inside it."""
+def make(session_id: str, rootdir: Path, parent: Path | None = None) -> View | None:
+    """A new view of ``rootdir``, its writes in a new folder in ``parent`` (by default the
+    temporary folder); None where the path cannot be an overlay's option (a comma, a colon or
+    an equals sign in it) or the folder for its writes would lie inside the repository."""
     if any(char in str(rootdir) for char in ",:=\\"):
         return None
-    folder = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()
+    folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent)).resolve()
     if folder.is_relative_to(rootdir.resolve()):
         folder.rmdir()
         return None

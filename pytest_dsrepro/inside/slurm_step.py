@@ -73,6 +73,19 @@ def main(argv: list[str]) -> int:
             container.remove(force=True)
         except Exception:  # removed by the signal handler already
             pass
+        _remove_views(client, options)
+
+
+def _remove_views(client: Any, options: dict[str, Any]) -> None:
+    """The session's view on this node's engine, once no container of it uses it (the host
+    removes its own; a view still in use is left to its last step)."""
+    for mount in options.get("mounts") or []:
+        source = str(mount.get("Source") or "")
+        if mount.get("Type") == "volume" and source.startswith("dsrepro-view-"):
+            try:
+                client.api.remove_volume(source)
+            except Exception:  # in use by another step, or gone
+                pass
 
 
 if __name__ == "__main__":
