@@ -57,7 +57,8 @@ def committed(project: Project) -> str:
     (project.path / "data.csv").write_text("a,b\n1,2\n")
     (project.path / "notes.txt").write_text("keep me\n")
     ignore = project.path / ".gitignore"
-    ignore.write_text("baselines/\ndsrepro-artifacts/\nrunpytest-*\n__pycache__/\nstdout\nstderr\n")
+    ignore.write_text("baselines/\ndsrepro-artifacts/\nrunpytest-*\n__pycache__/\nstdout\nstderr\n"
+                      "r.json\n")
     git(project.path, "init", "-q")
     git(project.path, "add", "-A")
     git(project.path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
@@ -77,8 +78,13 @@ def writer(project: Project) -> Project:
 def test_writes_reach_the_view_never_the_checkout(writer: Project, transfer: str) -> None:
     before = committed(writer)
     tree = {p: p.read_bytes() for p in writer.path.rglob("*") if p.is_file() and ".git" not in p.parts}
-    result = writer.run("--in-docker", "--dsrepro-update", f"--dsrepro-transfer={transfer}")
+    result = writer.run("--in-docker", "--dsrepro-update", f"--dsrepro-transfer={transfer}",
+                        "--dsrepro-report=r.json")
     result.assert_outcomes(passed=2)
+    report = json.loads((writer.path / "r.json").read_text())
+    assert {item["nodeid"]: item["undeclared_writes"] for item in report["items"]} == {
+        "nb/figure.ipynb": ["nb/my_figure.png", "nb/predictions.csv"],
+        "test_writer.py::test_writes_results": ["data.csv", "results/metrics.json"]}
     assert git(writer.path, "status", "--porcelain") == before
     after = {p: p.read_bytes() for p in writer.path.rglob("*")
              if p.is_file() and ".git" not in p.parts and p in tree}

@@ -39,13 +39,27 @@ def folder_words(setup: ContainerSetup) -> str:
     elif forced:
         copy = transfer == "copy"
     else:
-        copy = None if setup.probe_early() is None else not setup.sees
+        copy = None if _probe_early(setup) is None else not setup.sees
     if copy is None:
         return "whether it sees this machine's folders is probed once the image is built"
     if copy:
         return f"files copied in{why}" if forced else \
             "cannot see this machine's folders: files copied in"
     return f"folders mounted{why}" if forced else "sees this machine's folders: mounted"
+
+
+def _probe_early(setup: ContainerSetup) -> bool | None:
+    """Before the image exists: the folder probe in a base image the engine already has."""
+    from pytest_dsrepro.host.images.build import base_images, find_image
+
+    dockerfile = setup.settings.dockerfile
+    for base in base_images(dockerfile) if dockerfile.is_file() else ():
+        image = find_image(setup.client, base)
+        if image is not None:
+            setup.sees = setup.probe_folders(image.id)
+            if setup.sees is not None:
+                break
+    return setup.sees
 
 
 def summary(setup: ContainerSetup, where: str, extra: str = "") -> list[str]:

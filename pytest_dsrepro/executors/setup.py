@@ -29,7 +29,7 @@ from pytest_dsrepro.executors.container import (
     refuse_inner_mounts,
 )
 from pytest_dsrepro.executors.probes import gpu_probe, sees_folders
-from pytest_dsrepro.host.images.build import base_images, find_image, git_commit
+from pytest_dsrepro.host.images.build import git_commit
 from pytest_dsrepro.host.images.source import ImageSource
 from pytest_dsrepro.settings import Settings
 
@@ -133,17 +133,6 @@ class ContainerSetup:
                             engine.session_labels(self.session_id), self.address.url,
                             self.probe_options())
 
-    def probe_early(self) -> bool | None:
-        """Before the image exists: the folder probe in a base image the engine already has."""
-        dockerfile = self.settings.dockerfile
-        for base in base_images(dockerfile) if dockerfile.is_file() else ():
-            image = find_image(self.client, base)
-            if image is not None:
-                self.sees = self.probe_folders(image.id)
-                if self.sees is not None:
-                    break
-        return self.sees
-
     def gpus_available(self) -> bool:
         """A trivial container is started with the request GPU items get; checked once."""
         if self.gpus is None:
@@ -197,7 +186,7 @@ class ContainerSetup:
         copied = self._copies(image.id) if copy is None else copy
         config = RunConfig(
             image=image.id, python=s.python, rootdir=s.rootdir, workdir=self.workdir(),
-            scratch=self.scratch(), writable=self.writable_folders(),
+            scratch=self.scratch(), writable=writable_folders(s),
             env={**hash_seed(image_env),
                  **{name: os.environ[name] for name in s.env if name in os.environ},
                  "DSREPRO_IMAGE": image.tag, "DSREPRO_IMAGE_ID": image.id,
@@ -257,16 +246,6 @@ class ContainerSetup:
                   "the repository is copied into containers")
         return True
 
-    def writable_folders(self) -> tuple[Path, ...]:
-        """The artifacts folder, and the baselines folder in update mode only; one that is a
-        link out of the repository is refused."""
-        s = self.settings
-        folders = (s.artifacts, s.baselines) if s.update else (s.artifacts,)
-        for folder, option in zip(folders, ("dsrepro_artifacts", "dsrepro_baselines")):
-            leaves_repository(folder, s.rootdir, option)
-        s.artifacts.mkdir(parents=True, exist_ok=True)
-        return folders
-
     def tree_archive(self, run: RunConfig) -> bytes:
         """Copy mode: the repository, the plugin and the writable folders, as one tar (made
         once)."""
@@ -299,10 +278,21 @@ class ContainerSetup:
         """Remove the scratch folder this session made and close the engine's connection."""
         if self._tree is not None:
             self._tree.close()
-        if self._view is not None:
-            views.remove(self._client, self._view) if self._client is not None \
-                else views.remove_folder(self._view.folder)
+        if self._view is not None and self._client is not None:
+            views.remove(self._client, self._view)
+        elif self._view is not None:
+            views.remove_folder(self._view.folder)
         if self._own_scratch and self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self._client is not None:
             self._client.close()
+
+
+def writable_folders(s: Settings) -> tuple[Path, ...]:
+    """The artifacts folder, and the baselines folder in update mode only; one that is a link
+    out of the repository is refused."""
+    folders = (s.artifacts, s.baselines) if s.update else (s.artifacts,)
+    for folder, option in zip(folders, ("dsrepro_artifacts", "dsrepro_baselines")):
+        leaves_repository(folder, s.rootdir, option)
+    s.artifacts.mkdir(parents=True, exist_ok=True)
+    return folders
