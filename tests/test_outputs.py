@@ -129,8 +129,9 @@ def test_a_write_where_the_repository_is_read_only_says_where_to_write(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Read-only file system" in result.stdout
     assert ("the repository is read-only in containers here (its path, or the scratch folder "
-            "inside it, cannot hold an overlay): write results into dsrepro_artifacts or "
-            "$DSREPRO_SCRATCH") in result.stdout, result.stdout
+            "inside it, cannot hold an overlay): write results into a folder of the checkout that "
+            'dsrepro_outputs declares ("results/*.csv" makes results/ writable), into '
+            "dsrepro_artifacts or $DSREPRO_SCRATCH") in result.stdout, result.stdout
     assert (odd / "notes.txt").exists() and (odd / "data.csv").read_text() == "a,b\n1,2\n"
 
 
@@ -153,9 +154,42 @@ def test_podman_keeps_the_checkout_read_only_and_says_so(writer: Project,
                           DOCKER_HOST=podman_engine)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*the repository is read-only in containers here (Podman's "
-                                 "overlay mounts are not used*): write results into "
-                                 "dsrepro_artifacts or $DSREPRO_SCRATCH*"])
+                                 "overlay mounts are not used*): write results into a folder of "
+                                 "the checkout that dsrepro_outputs declares*"])
     assert git(writer.path, "status", "--porcelain") == before
+
+
+METRICS = """
+import json, os, pathlib, pytest
+
+@pytest.mark.container
+def test_metrics():
+    scale = float(os.environ.get("SCALE", "1"))
+    pathlib.Path("results/metrics.json").write_text(json.dumps({"accuracy": 0.9 * scale}))
+"""
+
+
+def test_podman_writes_declared_output_folders(project: Project, podman_engine: str) -> None:
+    """Without a view, the folders dsrepro_outputs names are writable (copies in the scratch
+    folder over them): declared outputs are recorded and compared on Podman too, and the
+    checkout keeps only what it had."""
+    project.ini(dsrepro_outputs=["results/*.json"], dsrepro_env=["SCALE"])
+    project.ignore("baselines", "dsrepro-artifacts", ".git", "results")
+    (project.path / "results").mkdir()
+    (project.path / "results" / "README").write_text("what the experiment writes\n")
+    project.pytester.makepyfile(test_metrics=METRICS)
+    before = committed(project)
+    env = {"DOCKER_HOST": podman_engine}
+    run_with_env(project.pytester, "--in-docker", "--dsrepro-update", **env).assert_outcomes(
+        passed=1)
+    assert "file results/metrics.json:" in (
+        project.path / "baselines/tests/test_metrics/test_metrics.yaml").read_text()
+    run_with_env(project.pytester, "--in-docker", **env).assert_outcomes(passed=1)
+    moved = run_with_env(project.pytester, "--in-docker", SCALE="2", **env)
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(["*file results/metrics.json.accuracy*0.9*1.8*"])
+    assert git(project.path, "status", "--porcelain") == before
+    assert sorted(p.name for p in (project.path / "results").iterdir()) == ["README"]
 
 
 def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> None:

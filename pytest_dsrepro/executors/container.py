@@ -48,6 +48,8 @@ class RunConfig:
     recursive_read_only: bool = False  # the engine makes mounts below the repository read-only
     view: View | None = None  # the repository writable through an overlay (executors/view.py)
     read_only_why: str = ""  # without a view: why the repository is read-only, for a write's failure
+    # without a view: (copy in scratch, folder of the checkout) pairs, writable (dsrepro_outputs)
+    output_folders: tuple[tuple[Path, Path], ...] = ()
 
 
 def plugin_source() -> Path:
@@ -97,6 +99,9 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         for folder in run.writable:
             folder.mkdir(parents=True, exist_ok=True)
             mounts.append(Mount(str(folder), str(folder), type="bind", read_only=False))
+        if run.view is None:
+            mounts += [Mount(str(folder), str(copy), type="bind", read_only=False)
+                       for copy, folder in run.output_folders]
     gpu = {**GPU_ENV, **dict(run.gpu_env)} if spec.gpu else {}
     environment = {
         **gpu,

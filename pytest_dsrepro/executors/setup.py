@@ -201,8 +201,9 @@ class ContainerSetup:
             recursive_read_only=recursive_read_only(self.kind, self.client.api.api_version),
             view=None if copied else self.view(),
         )
-        if config.view is None:
-            config = dataclasses.replace(config, read_only_why=self.read_only_why)
+        if config.view is None and not config.copy:
+            config = dataclasses.replace(config, read_only_why=self.read_only_why,
+                                         output_folders=self._output_folders())
         if not config.copy and not config.recursive_read_only:
             refuse_inner_mounts(s.rootdir, config.writable)
         return config
@@ -222,13 +223,21 @@ class ContainerSetup:
                                       "an overlay")
         return self._view
 
+    def _output_folders(self) -> tuple[tuple[Path, Path], ...]:
+        """Without a view, the folders dsrepro_outputs writes into, writable through copies
+        (not in a kept container, which outlives this session's scratch)."""
+        s = self.settings
+        return () if self.kept_scratch else tuple(views.output_copies(
+            s.rootdir, self.scratch(), views.output_folders(s.rootdir, s.outputs)))
+
     def drop_view(self, why: str) -> None:
         """Containers see the repository read-only from now on (the engine refused the
         overlay): said once."""
         self.view_wanted = False
         self.read_only_why = why
         if self._run is not None:
-            self._run = dataclasses.replace(self._run, view=None, read_only_why=why)
+            self._run = dataclasses.replace(self._run, view=None, read_only_why=why,
+                                            output_folders=self._output_folders())
         self.note(views.READ_ONLY_HINT.format(why=why))
 
     def _copies(self, image: str) -> bool:

@@ -33,9 +33,9 @@ from pytest_dsrepro.executors.engine import (
 PODMAN = "Podman's overlay mounts are not used: they are not safe for the checkout"
 PREFIX = SCRATCH_PREFIX + "view-"  # swept with scratch folders of killed sessions
 UPPER_ENV = "DSREPRO_VIEW"  # inside: the folder holding what the session wrote
-READ_ONLY_HINT = ("the repository is read-only in containers here ({why}): write results into "
-                  "dsrepro_artifacts or $DSREPRO_SCRATCH, or run where the engine can make a "
-                  "writable view (Docker or rootful Podman on Linux)")
+READ_ONLY_HINT = ("the repository is read-only in containers here ({why}): write results into a "
+                  "folder of the checkout that dsrepro_outputs declares (\"results/*.csv\" makes "
+                  "results/ writable), into dsrepro_artifacts or $DSREPRO_SCRATCH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +125,37 @@ def sweep_volumes(client: Any) -> int:
         except Exception:  # in use, or gone meanwhile
             pass
     return removed
+
+
+def output_folders(rootdir: Path, globs: tuple[str, ...]) -> list[Path]:
+    """Without a view: the folders of the checkout that ``dsrepro_outputs`` globs write into
+    (``results/*.csv`` -> ``results``), where they exist (a read-only repository cannot take a
+    new mount point)."""
+    found = []
+    for glob in globs:
+        parts = glob.split("/")[:-1]
+        literal = []
+        for part in parts:
+            if any(char in part for char in "*?["):
+                break
+            literal.append(part)
+        folder = rootdir.joinpath(*literal) if literal else None
+        if folder is not None and folder.is_dir() and not folder.is_symlink() \
+                and folder.resolve().is_relative_to(rootdir.resolve()) and folder not in found:
+            found.append(folder)
+    return [f for f in found if not any(f != g and f.is_relative_to(g) for g in found)]
+
+
+def output_copies(rootdir: Path, scratch: Path, folders: list[Path]) -> list[tuple[Path, Path]]:
+    """Each output folder's copy in the scratch folder (what it holds in the checkout, so reads
+    see the same), to be mounted writable over it: ``(copy, folder)`` pairs."""
+    pairs = []
+    for folder in folders:
+        copy = scratch / "outputs" / folder.relative_to(rootdir)
+        if not copy.exists():
+            shutil.copytree(folder, copy, symlinks=True)
+        pairs.append((copy, folder))
+    return pairs
 
 
 def written(upper: Path) -> list[str]:
