@@ -220,6 +220,11 @@ def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> 
                                 "*file results/metrics.json.accuracy*0.9*1.8*"])
     moved.stdout.fnmatch_lines(["*baseline 'file nb/predictions.csv' differs*",
                                 "*file nb/predictions.csv[[]1, 'score'[]]*0.25*0.5*"])
+    accepted = writer.run("--dsrepro-accept",
+                          "test_writer.py::test_writes_results::file results/metrics.json")
+    assert accepted.ret == 0, accepted.stdout.str()
+    again = run_with_env(writer.pytester, "--in-docker", "test_writer.py", SCALE="2")
+    again.assert_outcomes(passed=1)  # the accepted file is the baseline now
 
     writer.pytester.makepyfile(test_writer=WRITER.replace(
         'pathlib.Path("results/metrics.json").write_text(', 'print(').replace(
