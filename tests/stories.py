@@ -76,7 +76,7 @@ class Story:
 
     def __init__(self, project: Any, *args: str, env: dict[str, str] | None = None,
                  notebook: bool = True, test: str = VALUE_TEST, value: str = "0.5",
-                 **ini: Any) -> None:
+                 module: str = "test_value", **ini: Any) -> None:
         from notebooks import write_notebook
 
         self.project = project
@@ -88,7 +88,7 @@ class Story:
         project.ini(**ini)
         ignore = project.path / ".dockerignore"  # inputs and outputs never force a rebuild
         ignore.write_text(ignore.read_text() + "value.txt\nbaselines\ndsrepro-artifacts\n")
-        project.pytester.makepyfile(test_value=test)
+        project.pytester.makepyfile(**{module: test})
         self.value(value)
 
     def value(self, value: str) -> None:

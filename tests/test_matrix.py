@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pytest
+from stories import Story
 
 from conftest import Project
 from pytest_dsrepro.errors import DsreproUsageError
@@ -74,14 +75,9 @@ def test_the_table_shows_verdicts_and_what_differs_between_engines() -> None:
     assert "differs between engines: CPU: x Xeon; y EPYC" in shown
 
 
-def _matrix_project(project: Project) -> None:
-    from notebooks import write_notebook
-
-    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
-    project.ignore("baselines", "dsrepro-artifacts", "*.json", "*.html", "value.txt")
-    project.pytester.makepyfile(test_m=VALUE_TEST)
-    (project.path / "value.txt").write_text("42")
-    write_notebook(project.path / "nb" / "show.ipynb", "print(open('../value.txt').read())")
+def _matrix_project(project: Project) -> Story:
+    project.ignore("*.json", "*.html")
+    return Story(project, test=VALUE_TEST, value="42", module="test_m")
 
 
 def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker_client: Any,
@@ -89,9 +85,9 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
     """Baselines recorded on one engine; then one run over both engines: each item is an item
     per engine, compared with the same baseline; both engines work side by side; the summary
     and the reports hold the table item x engine."""
-    _matrix_project(project)
+    story = _matrix_project(project)
     here = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=2)
+    story.record()
     (project.path / "dsrepro-artifacts").mkdir(exist_ok=True)
     (project.path / "dsrepro-artifacts" / "rendezvous").touch()
     engines = f"here={here},second={gpu_engine.url}"
@@ -121,8 +117,8 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
     assert len(list((project.path / "dsrepro-artifacts").glob("started-*"))) == 2
     (project.path / "dsrepro-artifacts" / "rendezvous").unlink()
 
-    (project.path / "value.txt").write_text("43")
-    broken = project.run("--in-docker", f"--dsrepro-engines={engines}")
+    story.value("43")
+    broken = story.run(f"--dsrepro-engines={engines}")
     broken.assert_outcomes(passed=2, failed=2)
     broken.stdout.fnmatch_lines(["  nb/show.ipynb * diverged * diverged"])
 

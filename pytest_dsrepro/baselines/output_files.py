@@ -63,7 +63,8 @@ def encode_file(path: Path, rel: str, files: dict[str, bytes]) -> Any:
     if suffix in IMAGES:
         from pytest_dsrepro.baselines.store import safe_name
 
-        name = f"{safe_name(rel)}{suffix}"
+        name = safe_name(rel)
+        name += "" if name.lower().endswith(suffix) else suffix
         files[name] = data
         return {"image": {"file": name}}
     if suffix in TEXTS:
@@ -179,8 +180,8 @@ def undeclared_writes(rootdir: Path, globs: list[str], since: float,
         return None
     skipped = [path.relative_to(rootdir).as_posix() for path in never
                if path.is_relative_to(rootdir)]
-    return [rel for rel in candidates if not matches(rel, globs)
-            and not any(rel == s or rel.startswith(s + "/") for s in skipped)]
+    return sorted(rel for rel in candidates if not matches(rel, globs)
+                  and not any(rel == s or rel.startswith(s + "/") for s in skipped))
 
 
 def _mtime(path: Path) -> float:
