@@ -58,7 +58,7 @@ def committed(project: Project) -> str:
     (project.path / "notes.txt").write_text("keep me\n")
     ignore = project.path / ".gitignore"
     ignore.write_text("baselines/\ndsrepro-artifacts/\nrunpytest-*\n__pycache__/\nstdout\nstderr\n"
-                      "r.json\n")
+                      "r.json\nr.html\n")
     git(project.path, "init", "-q")
     git(project.path, "add", "-A")
     git(project.path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
@@ -68,7 +68,8 @@ def committed(project: Project) -> str:
 @pytest.fixture
 def writer(project: Project) -> Project:
     project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_env=["SCALE"])
-    project.ignore(".git", "baselines", "dsrepro-artifacts", "nb/*.png", "nb/*.csv", "r.json")
+    project.ignore(".git", "baselines", "dsrepro-artifacts", "nb/*.png", "nb/*.csv", "r.json",
+                   "r.html")
     project.pytester.makepyfile(test_writer=WRITER)
     write_notebook(project.path / "nb" / "figure.ipynb", FIGURE)
     return project
@@ -214,8 +215,10 @@ def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> 
     assert listed == {"nb/figure.ipynb": [], "test_writer.py::test_writes_results": ["data.csv"]}
 
     writer.run("--in-docker").assert_outcomes(passed=2)
-    moved = run_with_env(writer.pytester, "--in-docker", SCALE="2")
+    moved = run_with_env(writer.pytester, "--in-docker", "--dsrepro-html=r.html", SCALE="2")
     moved.assert_outcomes(failed=2)
+    page = (writer.path / "r.html").read_text()
+    assert "file nb/predictions.csv" in page and '<td class="changed"' in page
     moved.stdout.fnmatch_lines(["*baseline 'file results/metrics.json' differs*",
                                 "*file results/metrics.json.accuracy*0.9*1.8*"])
     moved.stdout.fnmatch_lines(["*baseline 'file nb/predictions.csv' differs*",
@@ -277,3 +280,24 @@ def test_a_file_an_earlier_item_wrote_is_named_as_such(writer: Project) -> None:
     moved.assert_outcomes(passed=1, failed=1)
     moved.stdout.fnmatch_lines(["*since the baseline was recorded: results/metrics.json changed "
                                 "(an earlier item of this session wrote it)*"])
+
+
+DRAWS = """
+import json, pathlib, random, pytest
+
+@pytest.mark.container
+def test_draws():
+    pathlib.Path("results").mkdir(exist_ok=True)
+    pathlib.Path("results/draw.json").write_text(json.dumps({"draw": random.random()}))
+"""
+
+
+def test_the_finder_sees_an_output_file_move(project: Project) -> None:
+    """--dsrepro-repeat observes declared output files as it observes values."""
+    project.ini(dsrepro_outputs=["results/*.json"])
+    project.ignore("baselines", "dsrepro-artifacts")
+    project.pytester.makepyfile(test_draws=DRAWS)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
+    found = project.run("--in-docker", "--dsrepro-repeat=2")
+    assert "file results/draw.json" in found.stdout.str(), found.stdout.str()
+    assert "nondeterministic" in found.stdout.str()
