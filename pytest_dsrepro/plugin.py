@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_dsrepro.report.summary import Summary
 
     config.pluginmanager.register(Summary(config), "dsrepro-summary")
+    config.pluginmanager.register(ShortProperties(), "dsrepro-short-properties")
     if settings.in_docker:
         from pytest_dsrepro.host.session import HostSession
 
@@ -263,6 +264,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from pytest_dsrepro.notebooks.warm_kernels import shut_down_all
 
     shut_down_all()
+
+
+class ShortProperties:
+    """On the host, before ``--junitxml`` and the summary read a report: a few short
+    properties for JUnit, the whole dsrepro property as a report attribute
+    (:func:`~pytest_dsrepro.baselines.results.shorten`)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from pytest_dsrepro.baselines.results import shorten
+
+        shorten(report)
 
 
 @pytest.hookimpl(wrapper=True)

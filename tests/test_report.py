@@ -227,3 +227,29 @@ def test_html_report_renders_tables_filters_and_builds_the_accept_command(
     shot = screenshot(common, page, "html-report-table.png", "1366,2400")
     assert shot.stat().st_size > 10_000
 
+
+
+def test_junit_xml_gets_a_few_short_properties(pytester: pytest.Pytester) -> None:
+    """``--junitxml`` carries the verdict, the baseline and the number of differences, typed
+    and short; the details stay in the JSON report."""
+    import xml.etree.ElementTree as ET
+
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    pytester.makepyfile(test_values="""
+        import os, pytest
+
+        @pytest.mark.container
+        def test_metrics(baseline):
+            baseline.check("accuracy", float(os.environ.get("ACCURACY", "0.97")))
+            baseline.check("loss", 0.25)
+    """)
+    run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
+    run_with_env(pytester, "--junitxml=out.xml", "--dsrepro-report=r.json",
+                 ACCURACY="0.5").assert_outcomes(failed=1)
+    case = next(ET.parse(pytester.path / "out.xml").getroot().iter("testcase"))
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties == {"dsrepro_verdict": "diverged",
+                          "dsrepro_baseline": "baselines/tests/test_values/test_metrics.yaml",
+                          "dsrepro_differences": "1"}
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["items"][0]["differences"]  # the details, in the JSON report

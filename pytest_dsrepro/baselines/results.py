@@ -40,9 +40,32 @@ def observe(item: pytest.Item, where: str, value: Any, tolerance: list[float | N
     entry.setdefault("observed", {})[where] = {"value": value, "tolerance": tolerance}
 
 
+DETAIL = "dsrepro_detail"  # on the host, the report attribute that holds the whole property
+
+
 def of_report(report: pytest.TestReport) -> dict[str, Any] | None:
     """The dsrepro property a report carries, if any."""
-    return _find(report.user_properties)
+    detail = getattr(report, DETAIL, None)
+    return detail if isinstance(detail, dict) else _find(report.user_properties)
+
+
+def shorten(report: pytest.TestReport) -> None:
+    """On the host: the whole property moves to a report attribute (it travels with the report
+    to an xdist controller, into the JSON and HTML reports), and the user properties that
+    ``--junitxml`` writes keep a few short, typed ones: the verdict, the baseline and the number
+    of differences."""
+    found = _find(report.user_properties)
+    if found is None:
+        return
+    setattr(report, DETAIL, found)
+    short: list[tuple[str, object]] = [(name, value) for name, value in report.user_properties
+                                       if not (name == PROPERTY and isinstance(value, dict))]
+    for name, value in (("dsrepro_verdict", found.get("verdict")),
+                        ("dsrepro_baseline", found.get("baseline")),
+                        ("dsrepro_differences", len(found.get("differences") or []) or None)):
+        if value is not None:
+            short.append((name, value))
+    report.user_properties = short  # a new list: the item's own is left as it was
 
 
 def observed_in(data: dict[str, Any]) -> dict[str, Any]:
