@@ -172,8 +172,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     host = host_session_of(config)
     if host is not None:
         return [*swept, *host.header()]
-    return [*swept, "dsrepro: container items run on the host (use --in-docker to run them in "
-            "the project's image)"]
+    return swept  # whether items would run in containers is said once they are collected
+
+
+ON_THE_HOST = ("dsrepro: container items run on the host (use --in-docker to run them in the "
+               "project's image)")
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Without ``--in-docker``, a session with container items or notebooks says where they
+    run; a project that uses neither hears nothing of this plugin."""
+    if inside_of(config) is not None or host_session_of(config) is not None:
+        return []
+    if any(getattr(item, "is_notebook", False) or item.get_closest_marker("container")
+           for item in items):
+        return [ON_THE_HOST]
+    return []
 
 
 def _under(path: Path, folders: tuple[Path, ...]) -> bool:

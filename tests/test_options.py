@@ -43,6 +43,15 @@ def test_marker_passes_strict_markers_and_runs_on_the_host(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["dsrepro: container items run on the host (use --in-docker*"])
 
 
+def test_a_project_that_does_not_use_the_plugin_hears_nothing_of_it(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    shown = [line for line in result.outlines + result.errlines if not line.startswith("plugins:")]
+    assert not [line for line in shown if "dsrepro" in line], shown
+
+
 def test_command_line_over_environment_over_ini(pytester: pytest.Pytester,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makeini("""
