@@ -245,7 +245,10 @@ def test_junit_xml_gets_a_few_short_properties(pytester: pytest.Pytester) -> Non
     """)
     run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
     run_with_env(pytester, "--junitxml=out.xml", "--dsrepro-report=r.json",
-                 ACCURACY="0.5").assert_outcomes(failed=1)
+                 "--dsrepro-html=r.html", ACCURACY="0.5").assert_outcomes(failed=1)
+    page = (pytester.path / "r.html").read_text()  # a zero count is neutral, not red
+    assert '<span class="status none">stale</span> 0' in page
+    assert '<span class="status diverged">diverged</span> 1' in page
     case = next(ET.parse(pytester.path / "out.xml").getroot().iter("testcase"))
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert properties == {"dsrepro_verdict": "diverged",

@@ -28,6 +28,7 @@ th { background: #f4f4f6; }
 .diverged, .failed, .error, .missing, .stale, .corrupt { background: #fde2e1; color: #8a1c16; }
 .skipped, .interrupted { background: #eee; color: #555; }
 .counts span { margin-right: 1.2em; } .muted { color: #666; }
+.status.none { background: #eee; color: #555; }
 #filters label { margin-right: 1em; white-space: nowrap; }
 a.anchor { color: #aaa; text-decoration: none; margin-left: .3em; }
 pre { background: #f7f7f9; padding: .6em; font-size: 12.5px; white-space: pre-wrap;
@@ -281,8 +282,8 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
         f"<tr><th>GPUs</th><td>{_e(gpus)}</td></tr>"
         f"<tr><th>git commit</th><td>{_e(run['host'].get('git_commit') or '-')}</td></tr></table>",
         '<p class="counts" id="counts">' + "".join(
-            f'<span><span class="status {_e(key)}">{_e(key)}</span> {int(n)}</span>'
-            for key, n in counts.items()) + "</p>",
+            f'<span><span class="status {_e(key) if int(n) else "none"}">{_e(key)}</span> '
+            f"{int(n)}</span>" for key, n in counts.items()) + "</p>",
     ]
     rows = []
     details = []
