@@ -10,7 +10,11 @@ fi
 stamp="$venv/.dsrepro-installed-$extras"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -e "$here[$extras]" >&2
+  if [ "$extras" = test ]; then  # the suite's tools are a dependency group, not an extra
+    "$venv/bin/python" -m pip install -q -e "$here" --group "$here/pyproject.toml:test" >&2
+  else
+    "$venv/bin/python" -m pip install -q -e "$here[$extras]" >&2
+  fi
   touch "$stamp"
 fi
 printf '%s\n' "$venv/bin/python"

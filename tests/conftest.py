@@ -98,7 +98,7 @@ def needs(*modules: str) -> None:
 
     for module in modules:
         if importlib.util.find_spec(module) is None:
-            unavailable(f"{module} is not installed: pip install -e '.[test]'")
+            unavailable(f"{module} is not installed: pip install -e . --group test")
 
 
 SCHEMA = Path(__file__).parents[1] / "pytest_dsrepro" / "report" / "report.schema.json"

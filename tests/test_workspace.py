@@ -27,7 +27,7 @@ def dsrepro() -> str:
     """The console script pip installed beside this interpreter."""
     found = Path(sys.executable).parent / "dsrepro"
     if not found.exists():
-        unavailable("no dsrepro console script: pip install -e '.[test]'")
+        unavailable("no dsrepro console script: pip install -e . --group test")
     return str(found)
 
 
