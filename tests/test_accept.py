@@ -56,8 +56,8 @@ def test_accepting_one_of_two_diverged_items_leaves_only_the_other_failing(
                                    "baselines/nb/train.yaml"])
     assert "passed" not in accepted.stdout.str() and "failed" not in accepted.stdout.str()
     after = baselines(recorded)
-    assert after["tests/test_values/test_metrics.yaml"] == \
-        before["tests/test_values/test_metrics.yaml"]
+    assert after["test_values/test_metrics.yaml"] == \
+        before["test_values/test_metrics.yaml"]
     assert "first 9.5" in after["nb/train.yaml"] and not kept.exists()
     again = run_with_env(recorded.pytester, "--in-docker", **changed)
     again.assert_outcomes(passed=1, failed=1)
@@ -73,8 +73,8 @@ def test_accepting_one_output_keeps_the_others_recorded(recorded: Project) -> No
     assert accepted.ret == 0, accepted.stdout.str()
     after = baselines(recorded)
     assert "second 8.5" in after["nb/train.yaml"] and "first 1.5" in after["nb/train.yaml"]
-    assert "0.5" in after["tests/test_values/test_metrics.yaml"]
-    assert "0.97" in after["tests/test_values/test_metrics.yaml"]
+    assert "0.5" in after["test_values/test_metrics.yaml"]
+    assert "0.97" in after["test_values/test_metrics.yaml"]
     again = run_with_env(recorded.pytester, "--in-docker", **changed)
     again.assert_outcomes(failed=2)
     text = again.stdout.str()
@@ -132,7 +132,7 @@ def gpu_model_project(project: Project) -> Path:
                        "RUN chmod 755 /usr/local/bin/nvidia-smi")
     project.ini(dsrepro_variants=["gpu.name"], dsrepro_env=["GPU_NAME", "LOSS"])
     project.pytester.makepyfile(test_model=MODEL)
-    return project.path / "baselines" / "tests" / "test_model"
+    return project.path / "baselines" / "test_model"
 
 
 def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
@@ -143,28 +143,28 @@ def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
         return run_with_env(project.pytester, "--in-docker", *args, GPU_NAME=gpu, LOSS=loss)
 
     run("Tesla T4", "0.5", "--dsrepro-update").stdout.fnmatch_lines([
-        "baseline created: baselines/tests/test_model/test_model.yaml"])
+        "baseline created: baselines/test_model/test_model.yaml"])
     fallback = run("NVIDIA A100", "0.6", "--dsrepro-report=fallback.json")
     fallback.assert_outcomes(failed=1)
     fallback.stdout.fnmatch_lines([
-        "  compared with the default baseline baselines/tests/test_model/test_model.yaml "
+        "  compared with the default baseline baselines/test_model/test_model.yaml "
         "(recorded on gpu.name=Tesla T4): no baseline for gpu.name=NVIDIA A100 yet; record one "
         "with --dsrepro-update",
         "variant fallback: test_model.py::test_model compared with "
-        "baselines/tests/test_model/test_model.yaml (recorded on gpu.name=Tesla T4; none yet "
+        "baselines/test_model/test_model.yaml (recorded on gpu.name=Tesla T4; none yet "
         "for gpu.name=NVIDIA A100)",
     ])
     [item] = json.loads((project.path / "fallback.json").read_text())["items"]
     assert item["variant"]["used"] == "fallback" and item["variant"]["label"] == "NVIDIA-A100"
     run("NVIDIA A100", "0.6", "--dsrepro-update").stdout.fnmatch_lines([
-        "baseline created: baselines/tests/test_model/test_model@NVIDIA-A100.yaml"])
+        "baseline created: baselines/test_model/test_model@NVIDIA-A100.yaml"])
     assert sorted(p.name for p in folder.glob("*.yaml")) == ["test_model.yaml",
                                                              "test_model@NVIDIA-A100.yaml"]
     chosen = run("NVIDIA A100", "0.6", "--dsrepro-report=variant.json", "--dsrepro-prune")
     chosen.assert_outcomes(passed=1)
     [item] = json.loads((project.path / "variant.json").read_text())["items"]
     assert item["status"] == "reproduced" and item["variant"]["used"] == "variant"
-    assert item["baseline"] == "baselines/tests/test_model/test_model@NVIDIA-A100.yaml"
+    assert item["baseline"] == "baselines/test_model/test_model@NVIDIA-A100.yaml"
     assert "baseline deleted" not in chosen.stdout.str()  # another kind's variant is in use
     run("Tesla T4", "0.5").assert_outcomes(passed=1)  # the default is the T4's
     wrong = run("Tesla T4", "0.6")
@@ -192,7 +192,7 @@ def test_accepting_under_a_fallback_records_this_kinds_variant(project: Project)
                  LOSS="0.6").assert_outcomes(failed=1)
     accepted = project.run("--dsrepro-accept", "test_model.py::test_model")
     accepted.stdout.fnmatch_lines(["dsrepro: accepted test_model.py::test_model: baseline "
-                                   "created: baselines/tests/test_model/test_model@NVIDIA-A100.yaml"])
+                                   "created: baselines/test_model/test_model@NVIDIA-A100.yaml"])
     assert (folder / "test_model.yaml").read_text() == default
     run_with_env(project.pytester, "--in-docker", "-n", "2", GPU_NAME="NVIDIA A100",
                  LOSS="0.6").assert_outcomes(passed=1)

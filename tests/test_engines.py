@@ -143,7 +143,7 @@ def test_an_engine_reached_by_ssh(project: Project, ssh_engine: Any) -> None:
         f"dsrepro: container items run in the project's image (engine {ssh_engine.url} "
         "(Docker *, from DOCKER_HOST; cannot see this machine's folders: files copied in))",
     ])
-    assert (project.path / "baselines" / "tests" / "test_far" / "test_value.yaml").is_file()
+    assert (project.path / "baselines" / "test_far" / "test_value.yaml").is_file()
     again = run_with_env(project.pytester, "--in-docker", **ssh_engine.env())
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines(["reproduced 1, diverged 0*"])

@@ -35,17 +35,17 @@ def test_lifecycle_of_plain_values(pytester: pytest.Pytester) -> None:
     missing = run(pytester)
     missing.assert_outcomes(failed=3)
     missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update (expected at "
-                                  "baselines/tests/test_values/test_metrics.yaml)"])
+                                  "baselines/test_values/test_metrics.yaml)"])
     record = run(pytester, "--dsrepro-update")
     record.assert_outcomes(passed=3)
-    record.stdout.fnmatch_lines(["baseline created: baselines/tests/test_values/test_param_1.yaml"])
-    assert (pytester.path / "baselines/tests/test_values/test_param_2.yaml").exists()
+    record.stdout.fnmatch_lines(["baseline created: baselines/test_values/test_param_1.yaml"])
+    assert (pytester.path / "baselines/test_values/test_param_2.yaml").exists()
     run(pytester).assert_outcomes(passed=3)
     run(pytester, shift="1e-9").assert_outcomes(passed=3)
     broken = run(pytester, shift="0.01")
     broken.assert_outcomes(failed=3)
     broken.stdout.fnmatch_lines([
-        "baseline 'accuracy' differs (baselines/tests/test_values/test_metrics.yaml):",
+        "baseline 'accuracy' differs (baselines/test_values/test_metrics.yaml):",
         "  1 number(s) outside tolerance (rtol=1e-06, atol=1e-12):",
         "*position*expected*obtained*abs diff*rel diff",
         "*accuracy*0.9711*0.9811*0.01*0.0103",
@@ -70,7 +70,7 @@ def test_every_value_is_checked_and_the_test_fails_once_with_all(
     broken = run(pytester, "-rA", shift="0.1")
     broken.assert_outcomes(failed=1)  # in the call, not as a teardown error
     text = broken.stdout.str().split("short test summary info")[0]  # CI shows messages there too
-    assert text.count("differs (baselines/tests/test_all/test_metrics.yaml)") == 2
+    assert text.count("differs (baselines/test_all/test_metrics.yaml)") == 2
     assert text.index("baseline 'accuracy' differs") < text.index("baseline 'f1' differs")
     assert "baseline 'recall' differs" not in text
     assert "the test body ran to its end" in text
@@ -121,7 +121,7 @@ def test_numpy_arrays_small_and_large(pytester: pytest.Pytester) -> None:
             baseline.check("scalar", np.float32(0.5))
     """)
     run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
-    files = pytester.path / "baselines/tests/test_np/test_arrays.files"
+    files = pytester.path / "baselines/test_np/test_arrays.files"
     assert [p.name for p in files.iterdir()] == ["large.npy"]
     run(pytester, shift="1e-12").assert_outcomes(passed=1)
     result = run(pytester, shift="0.5")
@@ -136,7 +136,7 @@ def test_lifecycle_inside_the_container(project: Project, monkeypatch: pytest.Mo
     project.run("--in-docker", "-k", "metrics").assert_outcomes(failed=1, deselected=2)
     record = project.run("--in-docker", "--dsrepro-update", "-k", "metrics")
     record.assert_outcomes(passed=1, deselected=2)
-    path = project.path / "baselines/tests/test_values/test_metrics.yaml"
+    path = project.path / "baselines/test_values/test_metrics.yaml"
     assert path.stat().st_uid == os.getuid()
     assert "image: dsrepro/" in path.read_text()
     project.run("--in-docker", "-k", "metrics").assert_outcomes(passed=1, deselected=2)
@@ -166,7 +166,7 @@ def test_pandas_frames_and_series(pytester: pytest.Pytester) -> None:
     missing.assert_outcomes(failed=1)
     missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update*"])
     run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
-    text = (pytester.path / "baselines/tests/test_pd/test_frames.yaml").read_text()
+    text = (pytester.path / "baselines/test_pd/test_frames.yaml").read_text()
     assert "float64" in text and "sepal" in text and "r2" in text
     run(pytester, shift="1e-9").assert_outcomes(passed=1)  # NaN equals NaN; tiny shift within rtol
     broken = run(pytester, "--dsrepro-report=report.json", shift="0.5")
@@ -209,7 +209,7 @@ def test_matplotlib_figures_compare_as_images(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_fig=FIGURE_TEST)
     run(pytester).assert_outcomes(failed=1)
     run(pytester, "--dsrepro-update").assert_outcomes(passed=1)
-    files = pytester.path / "baselines/tests/test_fig/test_figure.files"
+    files = pytester.path / "baselines/test_fig/test_figure.files"
     assert [p.name for p in files.iterdir()] == ["bars.png"]
     run(pytester).assert_outcomes(passed=1)
     broken = run(pytester, shift="-1.5")

@@ -145,7 +145,7 @@ def test_a_baseline_from_another_gpu_model_is_named(pytester: pytest.Pytester,
     smi.chmod(0o755)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-update").assert_outcomes(
         passed=1)
-    assert "Tesla T4" in (pytester.path / "baselines/tests/test_m/test_m.yaml").read_text()
+    assert "Tesla T4" in (pytester.path / "baselines/test_m/test_m.yaml").read_text()
     smi.write_text("#!/bin/sh\ncat <<'EOF'\n" + NVIDIA_SMI_Q.format(name="NVIDIA A100") + "EOF\n")
     monkeypatch.setenv("LOSS", "0.6")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

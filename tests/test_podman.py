@@ -35,7 +35,7 @@ def test_a_project_reproduces_on_podman(project: Project, podman_engine: str) ->
         "dsrepro: GPUs: not available from the engine at *; 1 GPU item(s) are skipped",
     ])
     assert [path.relative_to(project.path).as_posix() for path in story.baselines()] == [
-        "baselines/nb/show.yaml", "baselines/tests/test_value/test_value.yaml"]
+        "baselines/nb/show.yaml", "baselines/test_value/test_value.yaml"]
     story.passes(passed=2, skipped=1)
     story.breaks("0.75", failed=2, skipped=1)
     doctor = run_with_env(project.pytester, "--dsrepro-doctor", DOCKER_HOST=podman_engine)
@@ -206,7 +206,7 @@ def test_a_project_reproduces_on_rootless_podman(rootless_podman: Any, base_imag
     assert re.search(r"\(engine unix://\S+ \(Podman [\d.]+, rootless, from DOCKER_HOST; sees this "
                      r"machine's folders: mounted\)\)",
                      recorded.stdout), recorded.stdout
-    for baseline in ("baselines/tests/test_rootless/test_value.yaml", "baselines/nb/show.yaml"):
+    for baseline in ("baselines/test_rootless/test_value.yaml", "baselines/nb/show.yaml"):
         assert (folder / baseline).stat().st_uid == uid, baseline
     passed = run()
     assert passed.returncode == 0, passed.stdout + passed.stderr

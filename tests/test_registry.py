@@ -65,7 +65,7 @@ def test_an_image_pushed_by_one_engine_is_pulled_by_the_other(
         # Docker on both sides names the same manifest; Podman pushes its own manifest, which
         # Docker's pull names by another digest
         assert _facts(project.path / "second.json", "image_digest") == {digest}
-    recorded = (project.path / "baselines" / "tests" / "test_shared" / "test_value.yaml")
+    recorded = (project.path / "baselines" / "test_shared" / "test_value.yaml")
     assert f"image_digest: {digest}" in recorded.read_text()  # recorded on the first engine
     token = base64.b64encode(f"{registry_server.USER}:{registry_server.PASSWORD}".encode())
     for text in (first.stdout.str(), first.stderr.str(), second.stdout.str(),

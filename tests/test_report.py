@@ -55,7 +55,7 @@ def test_terminal_section_counts_and_names_what_diverged(reproject: pytest.Pytes
     ])
     run(reproject, "--dsrepro-update").stdout.fnmatch_lines([
         "baseline created: baselines/nb/train.yaml",
-        "baseline created: baselines/tests/test_values/test_metric.yaml",
+        "baseline created: baselines/test_values/test_metric.yaml",
     ])
     run(reproject).stdout.fnmatch_lines([
         "reproduced 2, diverged 0, missing baseline 0, stale 0, skipped 1, passed 1"])
@@ -252,7 +252,7 @@ def test_junit_xml_gets_a_few_short_properties(pytester: pytest.Pytester) -> Non
     case = next(ET.parse(pytester.path / "out.xml").getroot().iter("testcase"))
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert properties == {"dsrepro_verdict": "diverged",
-                          "dsrepro_baseline": "baselines/tests/test_values/test_metrics.yaml",
+                          "dsrepro_baseline": "baselines/test_values/test_metrics.yaml",
                           "dsrepro_differences": "1"}
     doc = json.loads((pytester.path / "r.json").read_text())
     assert doc["items"][0]["differences"]  # the details, in the JSON report

@@ -28,7 +28,7 @@ def recorded(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
     pytester.makepyfile(test_values=VALUES)
     run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=3)
-    orphan = pytester.path / "baselines" / "tests" / "test_gone" / "test_removed.yaml"
+    orphan = pytester.path / "baselines" / "test_gone" / "test_removed.yaml"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("dsrepro_baseline: 1\nkind: test\nvalues: {}\n")
     (orphan.parent / "test_removed.files").mkdir()
@@ -46,17 +46,17 @@ def test_prune_refuses_a_partial_run(recorded: pytest.Pytester, narrowing: list[
     result = run_with_env(recorded, "--dsrepro-prune", *narrowing)
     result.stdout.fnmatch_lines([f"--dsrepro-prune deleted nothing: {reason}; it prunes only on "
                                  "a run of the whole suite"])
-    assert (recorded.path / "baselines/tests/test_gone/test_removed.yaml").exists()
-    assert (recorded.path / "baselines/tests/test_values/test_other.yaml").exists()
+    assert (recorded.path / "baselines/test_gone/test_removed.yaml").exists()
+    assert (recorded.path / "baselines/test_values/test_other.yaml").exists()
 
 
 def test_prune_deletes_what_no_collected_item_uses_on_a_whole_run(recorded: pytest.Pytester
                                                                   ) -> None:
     result = run_with_env(recorded, "--dsrepro-prune")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["baseline deleted: baselines/tests/test_gone/test_removed.yaml "
+    result.stdout.fnmatch_lines(["baseline deleted: baselines/test_gone/test_removed.yaml "
                                  "(--dsrepro-prune: no collected item uses it)"])
-    gone = recorded.path / "baselines" / "tests" / "test_gone"
+    gone = recorded.path / "baselines" / "test_gone"
     assert not (gone / "test_removed.yaml").exists() and not (gone / "test_removed.files").exists()
     kept = sorted(p.name for p in (recorded.path / "baselines").rglob("*.yaml"))
     assert kept == ["test_kept.yaml", "test_other.yaml"]

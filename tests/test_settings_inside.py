@@ -41,7 +41,7 @@ def test_tolerance_and_folders_from_the_host_reach_the_container(project: Projec
 
     recorded = run("--dsrepro-update")
     recorded.assert_outcomes(passed=2)
-    assert (golden / "tests" / "test_value" / "test_value.yaml").is_file()
+    assert (golden / "test_value" / "test_value.yaml").is_file()
     assert (golden / "nb.yaml").is_file()
     assert not (project.path / "baselines").exists()
     run().assert_outcomes(passed=2)

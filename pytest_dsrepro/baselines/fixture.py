@@ -20,7 +20,7 @@ from pytest_dsrepro.state import BASELINE_KEY, lineage_of
 
 
 class Baseline:
-    """Values one test must reproduce, stored in ``baselines/tests/<module>/<test>.yaml``. Every
+    """Values one test must reproduce, stored in ``baselines/<test file path>/<test>.yaml``. Every
     value is checked; the test fails once, after its body, with all that differ, in order."""
 
     def __init__(self, item: pytest.Item, store: Store, settings: Settings,

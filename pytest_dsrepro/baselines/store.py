@@ -94,7 +94,7 @@ class Store:
 
     def for_test(self, module: Path, name: str) -> Path:
         rel = module.resolve().relative_to(self.rootdir).with_suffix("")
-        return self.root / "tests" / rel / f"{safe_name(name)}.yaml"
+        return self.root / rel / f"{safe_name(name)}.yaml"
 
     @staticmethod
     def files_dir(path: Path) -> Path:

@@ -32,6 +32,7 @@ from pytest_dsrepro.executors.engine import (
 
 PODMAN = "Podman's overlay mounts are not used: they are not safe for the checkout"
 PREFIX = SCRATCH_PREFIX + "view-"  # swept with scratch folders of killed sessions
+LOWER = ".dsrepro-lower"  # in a view's folder: the repository it is a view of
 UPPER_ENV = "DSREPRO_VIEW"  # inside: the folder holding what the session wrote
 READ_ONLY_HINT = ("the repository is read-only in containers here ({why}): write results into a "
                   "folder of the checkout that dsrepro_outputs declares (\"results/*.csv\" makes "
@@ -69,6 +70,7 @@ def make(session_id: str, rootdir: Path, parent: Path | None = None) -> View | N
     (folder / "upper").mkdir()
     (folder / "work").mkdir()
     (folder / SCRATCH_OWNER).write_text(f"{socket.gethostname()}:{os.getpid()}")
+    (folder / LOWER).write_text(str(rootdir))
     return View(f"dsrepro-view-{session_id}", rootdir, folder)
 
 

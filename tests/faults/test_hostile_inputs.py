@@ -141,7 +141,7 @@ def test_a_full_disk_under_baselines_is_one_line_and_nothing_half_written(
     try:
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-update")
         result.assert_outcomes(passed=1, errors=1)  # the fixture records as the test ends
-        result.stdout.fnmatch_lines(["*baselines/tests/test_big/test_value.yaml could not be "
+        result.stdout.fnmatch_lines(["*baselines/test_big/test_value.yaml could not be "
                                      "written: No space left on device; nothing was half-written*"])
         assert [p for p in folder.rglob("*") if p.is_file()] == []
         no_traceback(result)
