@@ -195,3 +195,11 @@ def test_a_lab_that_exits_at_once_is_named_with_its_last_lines(project: Project,
     assert result.stderr.strip().splitlines()[-1] == (
         "dsrepro: error: JupyterLab did not start in the container: lab broke: no config")
     assert container_ids(docker_client, result.pid) == []  # type: ignore[attr-defined]
+
+
+def test_version_is_the_packages(tmp_path: Path) -> None:
+    import pytest_dsrepro
+
+    result = call(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"dsrepro (pytest-dsrepro) {pytest_dsrepro.__version__}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import pytest_dsrepro
 from pytest_dsrepro.errors import DsreproUsageError
 
 
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsrepro", description="Work inside the project's image, as pytest --in-docker "
         "runs it: the same image, mounts, user and settings.")
+    parser.add_argument("--version", action="version",
+                        version=f"dsrepro (pytest-dsrepro) {pytest_dsrepro.__version__}")
     parser.add_argument("-C", dest="folder", default=".", metavar="DIR",
                         help="the project's folder (default: this one)")
     parser.add_argument("-o", dest="overrides", action="append", default=[],
