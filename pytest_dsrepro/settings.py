@@ -126,7 +126,7 @@ OPTIONS: tuple[Option, ...] = (
            "engine sees this machine's folders, else copy), mount or copy", metavar="MODE", shapes=True),
     Option("python", "Python command inside the image (default: python)", metavar="CMD", shapes=True),
     Option("outputs", "globs of files items write whose content is compared with a baseline, "
-           "relative to the rootdir (ini: one a line)", "linelist", (), metavar="GLOB"),
+           "relative to the rootdir (one a line)", "linelist", (), flag=None),
     Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
            metavar="GLOB"),
     Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",

@@ -31,7 +31,7 @@ FLAGS = [
     "--dsrepro-atol=0.5", "--dsrepro-cell-timeout=9", "--dsrepro-kernel-startup-timeout=11",
     "-o", "dsrepro_container_paths=ctests", "-o", "dsrepro_sanitize=secret-\\d+",
     "--dsrepro-check=marked", "--dsrepro-compare-images=true", "--dsrepro-sanitize-file=san.cfg",
-    "-o", "dsrepro_compare_timings=true",
+    "-o", "dsrepro_compare_timings=true", "-o", "dsrepro_outputs=results/*.csv",
     "-o", "dsrepro_parameters=nb/*.ipynb: rows=10", "--dsrepro-param=seed=1",
     "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
     "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
