@@ -246,6 +246,14 @@ def test_junit_xml_gets_a_few_short_properties(pytester: pytest.Pytester) -> Non
     run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
     run_with_env(pytester, "--junitxml=out.xml", "--dsrepro-report=r.json",
                  "--dsrepro-html=r.html", ACCURACY="0.5").assert_outcomes(failed=1)
+    pytester.makepyfile(test_skips="""
+        import pytest
+
+        def test_later():
+            pytest.skip("needs the 2027 data")
+    """)
+    run_with_env(pytester, "--dsrepro-html=skips.html", "test_skips.py").assert_outcomes(skipped=1)
+    assert "needs the 2027 data" in (pytester.path / "skips.html").read_text()  # the reason, shown
     page = (pytester.path / "r.html").read_text()  # a zero count is neutral, not red
     assert '<span class="status none">stale</span> 0' in page
     assert '<span class="status diverged">diverged</span> 1' in page

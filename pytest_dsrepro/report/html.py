@@ -290,8 +290,9 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
     for item in doc["items"]:
         anchor = _slug(item["nodeid"])
         status = _e(item["status"])
-        has_details = item["differences"] or item["outcome"] in ("failed", "error") \
-            or bool(item.get("undeclared_writes"))
+        # failures, skip reasons, drift of items that passed, undeclared writes
+        has_details = item["differences"] or item["outcome"] in ("failed", "error", "skipped") \
+            or bool(item["changes"]) or bool(item.get("undeclared_writes"))
         name = f'<a href="#{anchor}">{_e(item["nodeid"])}</a>' if has_details else \
             _e(item["nodeid"])
         rows.append(
