@@ -300,8 +300,9 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
     watch = outputs.watch(item)
     result = yield
-    recorder = outputs.check(item, watch) if watch is not None else None
-    recorder = item.stash.get(BASELINE_KEY, None) or recorder
+    if watch is not None:
+        outputs.check(item, watch)
+    recorder = item.stash.get(BASELINE_KEY, None)
     message = recorder.failure() if recorder is not None else None
     if watch is not None and not watch.fixture and recorder is not None:
         recorder.finish()  # no fixture's teardown will: record or keep now

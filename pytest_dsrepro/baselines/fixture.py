@@ -88,9 +88,9 @@ class Baseline:
         if self._doc is None:
             self.artifacts.clear()
             self._doc = self.lifecycle.load()
-        gone = [name[len(PREFIX):] for name in self._doc.get("values") or {}
-                if name.startswith(PREFIX) and name not in self.values
-                and matches(name[len(PREFIX):], globs) and name[len(PREFIX):] not in written]
+        recorded = [name[len(PREFIX):] for name in self._doc.get("values") or {}
+                    if name.startswith(PREFIX) and name not in self.values]
+        gone = [rel for rel in recorded if matches(rel, globs) and rel not in written]
         for rel in gone:
             self.changes = self.lifecycle.diverged([Difference(
                 PREFIX + rel, "", "structure", note="the file was not written")])

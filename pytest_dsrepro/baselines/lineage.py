@@ -131,7 +131,9 @@ def inputs(files: Iterable[str], rootdir: Path) -> dict[str, dict[str, str]]:
     """``{"data": {relpath: digest}, "source": {...}}`` for files under ``rootdir``; in a
     container with the writable view, ``"written"`` holds those of them that this session wrote
     (an earlier item: order dependence made visible)."""
-    upper = os.environ.get("DSREPRO_VIEW")  # executors/view.py's UPPER_ENV
+    from pytest_dsrepro.executors.view import UPPER_ENV
+
+    upper = os.environ.get(UPPER_ENV)
     found: dict[str, dict[str, str]] = {"data": {}, "source": {}}
     for file in sorted(set(files)):
         if not os.path.isfile(file):

@@ -133,10 +133,22 @@ def matches(rel: str, globs: list[str]) -> bool:
                or rel.startswith(glob.rstrip("/") + "/") for glob in globs)
 
 
+def _roots(rootdir: Path, globs: list[str]) -> list[Path]:
+    """Where ``globs`` can match: their folders, or the whole repository for one that may
+    match anywhere (so a run with ``results/*.csv`` never walks the rest of the checkout)."""
+    from pytest_dsrepro.executors.view import glob_folder
+
+    folders = {glob_folder(glob) for glob in globs}
+    if "" in folders:
+        return [rootdir]
+    return [rootdir / folder for folder in sorted(folders)
+            if not any(folder != other and folder.startswith(other + "/") for other in folders)]
+
+
 def snapshot(rootdir: Path, globs: list[str]) -> dict[str, tuple[int, int]]:
     """The files under ``rootdir`` that ``globs`` match, with their times and sizes."""
     found = {}
-    for rel in _walk(rootdir):
+    for rel in (rel for root in _roots(rootdir, globs) for rel in _walk(rootdir, top=root)):
         if matches(rel, globs):
             try:
                 info = (rootdir / rel).stat()
@@ -146,10 +158,11 @@ def snapshot(rootdir: Path, globs: list[str]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _walk(rootdir: Path, never: tuple[Path, ...] = ()) -> list[str]:
+def _walk(rootdir: Path, never: tuple[Path, ...] = (), top: Path | None = None) -> list[str]:
+    """Files under ``top`` (default: ``rootdir``), relative to ``rootdir``."""
     found = []
     skip = {str(path) for path in never}
-    for root, folders, names in os.walk(rootdir):
+    for root, folders, names in os.walk(top or rootdir):
         folders[:] = sorted(f for f in folders if f not in SKIP
                             and os.path.join(root, f) not in skip)
         for name in names:
@@ -163,21 +176,29 @@ def written(rootdir: Path, globs: list[str], before: dict[str, tuple[int, int]])
     return sorted(rel for rel, seen in after.items() if before.get(rel) != seen)
 
 
+def writes_told() -> bool:
+    """Whether this process can tell what an item wrote: in a container with the view, or in
+    its copy of the repository (on the host the checkout itself is written)."""
+    from pytest_dsrepro.executors.view import COPIED_ENV, UPPER_ENV
+
+    return bool(os.environ.get(UPPER_ENV) or os.environ.get(COPIED_ENV))
+
+
 def undeclared_writes(rootdir: Path, globs: list[str], since: float,
                       never: tuple[Path, ...]) -> list[str] | None:
     """The files written since ``since`` (seconds) that no glob declares; None where writes
-    cannot be told (on the host, where the checkout itself is written)."""
+    cannot be told (:func:`writes_told`)."""
     from pytest_dsrepro.executors.view import UPPER_ENV
     from pytest_dsrepro.executors.view import written as in_view
 
+    if not writes_told():
+        return None
     upper = os.environ.get(UPPER_ENV)
     if upper:  # the view: what the session wrote, by time
         candidates = [rel for rel in in_view(Path(upper))
                       if _mtime(Path(upper) / rel) >= since]
-    elif os.environ.get("DSREPRO_COPIED"):  # copy mode: the copy, by time
+    else:  # copy mode: the copy, by time
         candidates = [rel for rel in _walk(rootdir, never) if _mtime(rootdir / rel) >= since]
-    else:
-        return None
     skipped = [path.relative_to(rootdir).as_posix() for path in never
                if path.is_relative_to(rootdir)]
     return sorted(rel for rel in candidates if not matches(rel, globs)

@@ -41,22 +41,16 @@ def watch(item: pytest.Item) -> Watch | None:
     if settings.baseline_source != "baselines" and getattr(item, "is_notebook", False):
         return None
     globs = output_files.declared(item, settings)
-    if not globs and not _tells_writes():
+    if not globs and not output_files.writes_told():
         return None
     before = output_files.snapshot(settings.rootdir, globs) if globs else {}
     return Watch(globs, before, output_files.now(), "baseline" in getattr(item, "fixturenames", ()))
 
 
-def _tells_writes() -> bool:
-    import os
-
-    from pytest_dsrepro.executors.view import UPPER_ENV
-
-    return bool(os.environ.get(UPPER_ENV) or os.environ.get("DSREPRO_COPIED"))
-
-
-def check(item: pytest.Item, watched: Watch) -> Baseline | None:
-    """After a run that raised nothing: check each declared file written; note the rest."""
+def check(item: pytest.Item, watched: Watch) -> None:
+    """After a run that raised nothing: check each declared file written, with the item's
+    baseline recorder (made, and so stashed, where the test has no ``baseline`` fixture); note
+    the rest."""
     settings = settings_of(item.config)
     never = tuple(p for p in (settings.artifacts, settings.baselines, settings.scratch) if p)
     undeclared = output_files.undeclared_writes(settings.rootdir, watched.globs, watched.since,
@@ -64,7 +58,7 @@ def check(item: pytest.Item, watched: Watch) -> Baseline | None:
     if undeclared:
         annotate(item, undeclared_writes=undeclared)
     if not watched.globs:
-        return None
+        return
     written = output_files.written(settings.rootdir, watched.globs, watched.before)
     recorder = item.stash.get(BASELINE_KEY, None)
     if recorder is None:
@@ -72,4 +66,3 @@ def check(item: pytest.Item, watched: Watch) -> Baseline | None:
     for rel in written:
         recorder.check_file(settings.rootdir / rel)
     recorder.missing_files(watched.globs, written)
-    return recorder

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest_dsrepro
 from pytest_dsrepro.errors import DsreproUsageError
+from pytest_dsrepro.executors.view import COPIED_ENV, View
 from pytest_dsrepro.executors.view import UPPER_ENV as VIEW_ENV
-from pytest_dsrepro.executors.view import View
 from pytest_dsrepro.executors.view import mounts as view_mounts
 from pytest_dsrepro.markers import ContainerSpec, Gpu
 
@@ -115,7 +115,7 @@ def container_options(run: RunConfig, spec: ContainerSpec, command: list[str]) -
         "PYTHONUNBUFFERED": "1",
         **({"DSREPRO_WATCH_STDIN": "1"} if run.watch_host else {}),
         **({VIEW_ENV: str(run.view.upper)} if run.view is not None and not run.copy else {}),
-        **({"DSREPRO_COPIED": "1"} if run.copy else {}),
+        **({COPIED_ENV: "1"} if run.copy else {}),
         **({"DSREPRO_READ_ONLY": run.read_only_why or "it is mounted read-only"}
            if run.view is None and not run.copy else {}),
     }

@@ -34,6 +34,7 @@ PODMAN = "Podman's overlay mounts are not used: they are not safe for the checko
 PREFIX = SCRATCH_PREFIX + "view-"  # swept with scratch folders of killed sessions
 LOWER = ".dsrepro-lower"  # in a view's folder: the repository it is a view of
 UPPER_ENV = "DSREPRO_VIEW"  # inside: the folder holding what the session wrote
+COPIED_ENV = "DSREPRO_COPIED"  # inside: the repository is the container's own copy
 READ_ONLY_HINT = ("the repository is read-only in containers here ({why}): write results into a "
                   "folder of the checkout that dsrepro_outputs declares (\"results/*.csv\" makes "
                   "results/ writable), into dsrepro_artifacts or $DSREPRO_SCRATCH")
@@ -129,19 +130,25 @@ def sweep_volumes(client: Any) -> int:
     return removed
 
 
+def glob_folder(glob: str) -> str:
+    """The folder a glob can match in, as far as it names it: ``results/run-*/x.csv`` ->
+    ``results``; ``""`` where it may match anywhere (``metrics.json``, ``*/x.csv``)."""
+    literal = []
+    for part in glob.split("/")[:-1]:
+        if any(char in part for char in "*?["):
+            break
+        literal.append(part)
+    return "/".join(literal)
+
+
 def output_folders(rootdir: Path, globs: tuple[str, ...]) -> list[Path]:
     """Without a view: the folders of the checkout that ``dsrepro_outputs`` globs write into
     (``results/*.csv`` -> ``results``), where they exist (a read-only repository cannot take a
     new mount point)."""
     found = []
     for glob in globs:
-        parts = glob.split("/")[:-1]
-        literal = []
-        for part in parts:
-            if any(char in part for char in "*?["):
-                break
-            literal.append(part)
-        folder = rootdir.joinpath(*literal) if literal else None
+        literal = glob_folder(glob)
+        folder = rootdir / literal if literal else None
         if folder is not None and folder.is_dir() and not folder.is_symlink() \
                 and folder.resolve().is_relative_to(rootdir.resolve()) and folder not in found:
             found.append(folder)
