@@ -380,3 +380,25 @@ def test_an_image_that_moves_a_little_gets_a_pixel_tolerance_never_a_pattern() -
     near, moved = png(100, 4, grey=True), png(112, 4, grey=True)
     assert default_compare("x", "image/png", near, moved, Tolerance())
     assert not default_compare("x", "image/png", near, moved, Tolerance(pixels=24))
+
+
+def test_an_svg_is_compared_as_a_drawing_not_as_its_random_ids(tmp_path: Path) -> None:
+    """matplotlib writes random ids and the date into an SVG: two runs of the same figure read
+    the same; another drawing does not."""
+    from pytest_dsrepro.baselines.output_files import encode_file
+
+    def svg(ident: str, date: str, y: str = "3.5") -> str:
+        return (f'<svg><metadata><dc:date>{date}</dc:date></metadata><defs>'
+                f'<path id="{ident}" d="M 0 0 L 0 {y}" style="stroke: #ff0000"/></defs>'
+                f'<use xlink:href="#{ident}" x="4"/><g clip-path="url(#{ident})"/></svg>')
+
+    runs = []
+    for number, (ident, date, y) in enumerate([("m22fca5d17d", "2026-12-05T20:00", "3.5"),
+                                               ("m4dd6fd67fa", "2026-12-06T09:30", "3.5"),
+                                               ("m4dd6fd67fa", "2026-12-06T09:30", "9.5")]):
+        path = tmp_path / f"figure{number}.svg"
+        path.write_text(svg(ident, date, y))
+        runs.append(encode_file(path, path.name, {}))
+    assert runs[0] == runs[1]
+    assert runs[1] != runs[2]
+    assert "#ff0000" in runs[0]["file_text"]  # a colour is no id

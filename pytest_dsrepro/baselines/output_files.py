@@ -7,7 +7,8 @@ is recorded, compared, kept and accepted as values are) under the name ``file <p
   Parquet as a DataFrame where pandas is installed;
 - JSON and YAML as values (keys named, numbers with tolerance);
 - images by pixels (the image comparison of cell outputs);
-- text with the normalization of cell outputs, numbers with tolerance;
+- text with the normalization of cell outputs, numbers with tolerance (an SVG's random ids and
+  metadata canonical first);
 - anything else by its SHA-256 digest.
 
 What an item wrote is what changed under the globs while it ran; with the writable view
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,25 @@ def encode_file(path: Path, rel: str, files: dict[str, bytes]) -> Any:
     if suffix in TEXTS:
         from pytest_dsrepro.baselines.normalize import sanitize
 
-        return {"file_text": sanitize(data.decode("utf-8", "replace"))}
+        text = data.decode("utf-8", "replace")
+        return {"file_text": sanitize(canonical_svg(text) if suffix == ".svg" else text)}
     return {"file_digest": hashlib.sha256(data).hexdigest()}
+
+
+SVG_ID = re.compile(r'\bid="([^"]+)"')
+SVG_REFERENCE = re.compile(r'(?<=id=")[^"]+(?=")|(?<=#)[A-Za-z_][\w.-]*')
+SVG_METADATA = re.compile(r"<metadata>.*?</metadata>", re.DOTALL)
+
+
+def canonical_svg(text: str) -> str:
+    """An SVG as a drawing, not as this run wrote it: its ids (matplotlib draws them at
+    random) renamed ``id1``, ``id2``, ... in order of appearance, with every reference to them,
+    and its metadata (the date, the writer's version) left out."""
+    text = SVG_METADATA.sub("<metadata/>", text)
+    names: dict[str, str] = {}
+    for found in SVG_ID.findall(text):
+        names.setdefault(found, f"id{len(names) + 1}")
+    return SVG_REFERENCE.sub(lambda match: names.get(match.group(0), match.group(0)), text)
 
 
 def _plain(value: Any) -> Any:
