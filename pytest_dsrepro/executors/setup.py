@@ -50,11 +50,11 @@ class ContainerSetup:
         self.forced_copy = copies
         self.images = ImageSource(settings, note, config.get_verbosity() > 0)
         self.address = engine.resolve(
-            settings.engine, "dsrepro_engines" if settings.engines else "dsrepro_engine")
+            settings.engine, "dsrepro_engine")
         self.kind = "engine"  # Docker 20.10.24, Podman 4.3.1, rootless: known once connected
         self.gpus: bool | None = None
         self.sees: bool | None = None  # whether the engine sees this machine's folders
-        self.rebuilt: list[str] | None = None  # --dsrepro-rebuild-check's package changes
+        self.rebuilt: list[str] | None = None  # dsrepro rebuild-check's package changes
         self.kept_scratch = False  # scratch in the folder kept containers mount (--dsrepro-keep)
         # the repository writable through an overlay (executors/view.py); else read-only
         self.view_wanted = view
@@ -97,8 +97,18 @@ class ContainerSetup:
             self.note(f"removed {folders} scratch folder(s) left by killed sessions")
 
     def prepare(self) -> None:
-        """Have the image (a build prints progress), and run the rebuild check where asked."""
-        self.images.get(self.client)
+        """Have the image (a build prints progress), say what no file pins after a build, and
+        run the rebuild check where asked."""
+        result = self.images.get(self.client)
+        if result.built and not self.settings.image:
+            from pytest_dsrepro.host.images import locks
+
+            try:
+                line = locks.check(self.client, result.id, self.settings, self.probe_options())
+            except Exception as exc:  # a probe that fails says so and costs nothing else
+                line = f"the image's packages could not be listed ({str(exc)[:160]})"
+            if line:
+                self.note(line)
         if self.settings.rebuild_check and self.rebuilt is None:
             from pytest_dsrepro.host.images import rebuild_check
 
