@@ -84,6 +84,10 @@ def execute(item: NotebookItem, settings: Settings, notebook: Any,
             settings, nbformat.read(str(following.path), as_version=4)), kernel_env(),
             side_by_side)
         started = time.monotonic()
+        paths = [str(path) for path in item.config.getini("pythonpath")]
+        if paths:  # pytest's pythonpath reaches kernels as it reaches test modules
+            _quietly(client, f"import sys\nsys.path[:0] = [p for p in {paths!r} if p not in "
+                             "sys.path]")
         if lineage is not None:
             _quietly(client, kernel_setup(lineage.rootdir, lineage.excluded))
         if os.environ.get(code_coverage.ENV):  # pytest-cov measures the session: kernels too
