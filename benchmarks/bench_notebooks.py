@@ -45,8 +45,8 @@ def measure(python: str, runs: int, workers: int = 2) -> tuple[list[Row], dict[s
             "[tool.pytest.ini_options]\n"
             'dsrepro_build_network = "host"\n')
         # the JSON report a CI job keeps: the next run shares notebooks longest first by it
-        ours = ["--dsrepro-notebooks", "nb/*.ipynb", "--dsrepro-report", "report.json"]
-        host_ours = [*ours, "--dsrepro-baselines", "baselines-host"]
+        ours = ["-o", "dsrepro_notebooks=nb/*.ipynb", "--dsrepro-report", "report.json"]
+        host_ours = [*ours, "-o", "dsrepro_baselines=baselines-host"]
         anchor = ["-p", "no:dsrepro"]
         try:
             # baselines: recorded once where each run compares

@@ -55,7 +55,7 @@ def main() -> None:
                   "no:cacheprovider", "--in-docker"]
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         os.environ.pop("CI", None)  # where CI is set nothing is kept
-        kept = [*plugin, "--dsrepro-keep", f"--dsrepro-scratch={scratch}"]
+        kept = [*plugin, "--dsrepro-keep", "-o", f"dsrepro_scratch={scratch}"]
         host = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_one.py"]
         try:
             subprocess.run(plugin, cwd=root, check=True, capture_output=True)  # build: warm

@@ -1,6 +1,6 @@
 """Every benchmark, in one run: medians and ratios against the tools users would pick instead,
 printed as a table with the machine's description and the date, and written to
-``docs/benchmarks.md``.
+``docs/contributing/benchmarks.md``.
 
     python benchmarks/run.py [--runs 3] [--skip NAME ...]
 
@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per measure (median)")
     parser.add_argument("--skip", nargs="*", default=[], choices=BENCHES)
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--output", default=str(ROOT / "docs" / "contributing" / "benchmarks.md"))
     args = parser.parse_args()
     subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], check=True)
     python = environment()

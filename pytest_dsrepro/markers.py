@@ -34,7 +34,7 @@ class ContainerSpec:
     cpus: float | None = None
     memory: int | None = None
     network: str = "none"
-    engine: str | None = None  # the label of one of --dsrepro-engines; None: the engine
+    engine: str | None = None  # the label of one of several engines; None: the engine
 
     @property
     def group(self) -> tuple[Any, ...]:

@@ -60,13 +60,18 @@ def parse_bool(text: str) -> bool:
     raise DsreproUsageError(f"{text!r} is not a boolean (use true or false)")
 
 
-def parse_engines(entries: list[str]) -> tuple[tuple[str, str], ...]:
-    """``--dsrepro-engines``: ``(label, engine)`` pairs. An entry is a context name, an engine URL
-    or ``LABEL=ENGINE``; a URL's label is its host (tcp, ssh) or its socket's path (unix)."""
+def parse_engines(text: str) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``dsrepro_engine``: one engine, or several as ``(label, engine)`` pairs (a matrix). An
+    entry is a context name, an engine URL or ``LABEL=ENGINE``; a URL's label is its host (tcp,
+    ssh) or its socket's path (unix)."""
+    entries = [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+    if len(entries) <= 1:
+        if not entries:
+            return None, ()
+        label, sep, engine = entries[0].partition("=")
+        return (engine if sep and "://" not in label else entries[0]), ()
     found: list[tuple[str, str]] = []
-    for entry in (part.strip() for text in entries for part in str(text).split(",")):
-        if not entry:
-            continue
+    for entry in entries:
         label, sep, engine = entry.partition("=")
         if not sep or "://" in label:
             label, engine = "", entry
@@ -75,15 +80,12 @@ def parse_engines(entries: list[str]) -> tuple[tuple[str, str], ...]:
             label = (rest.rsplit("@", 1)[-1] if scheme in ("tcp", "ssh", "http", "https")
                      else rest) if rest else engine
         if not re.fullmatch(r"[\w.:/+-]+", label):
-            raise DsreproUsageError(f"engine label {label!r} (dsrepro_engines) may hold letters, "
+            raise DsreproUsageError(f"engine label {label!r} (dsrepro_engine) may hold letters, "
                                     "digits and . _ - + : / only; name it with LABEL=ENGINE")
         if any(label == known for known, _ in found):
-            raise DsreproUsageError(f"engine label {label!r} is given twice in dsrepro_engines")
+            raise DsreproUsageError(f"engine label {label!r} is given twice in dsrepro_engine")
         found.append((label, engine))
-    if len(found) == 1:
-        raise DsreproUsageError("dsrepro_engines names one engine; name two or more, or use "
-                                "dsrepro_engine for one")
-    return tuple(found)
+    return None, tuple(found)
 
 
 def parse_privileges(text: str) -> str:
@@ -124,14 +126,14 @@ def _optional(value: Any, convert: Callable[[Any], Any]) -> Any:
 
 
 def accept_lines(entries: list[str], file: Path | None) -> tuple[str, ...]:
-    """``--dsrepro-accept`` values, then ``--dsrepro-accept-from``'s lines (blank lines and
+    """``dsrepro accept`` values, then ``dsrepro accept --from``'s lines (blank lines and
     ``#`` comments skipped)."""
     found = [entry.strip() for entry in map(str, entries) if entry.strip()]
     if file is not None:
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise DsreproUsageError(f"--dsrepro-accept-from: cannot read {file} "
+            raise DsreproUsageError(f"dsrepro accept --from: cannot read {file} "
                                     f"({exc.strerror})") from None
         found += [line.strip() for line in text.splitlines()
                   if line.strip() and not line.strip().startswith("#")]

@@ -58,26 +58,6 @@ def pytest_dsrepro_make_executor(config: pytest.Config, settings: Settings, sess
     return DockerExecutor(config, settings, session_id, say)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """``--dsrepro-doctor``: report on the engine, then exit. ``--dsrepro-accept``: write the
-    kept outputs of a failed run over the baselines named, then exit, running nothing."""
-    doctor_asked = config.getoption("dsrepro_doctor", default=None)
-    if not doctor_asked and not config.getoption("dsrepro_accept", default=None) \
-            and not config.getoption("dsrepro_accept_from", default=None):
-        return None
-    settings = Settings.from_config(config)
-    say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
-    if not doctor_asked:
-        from pytest_dsrepro.baselines import accept
-        from pytest_dsrepro.baselines.store import Store
-
-        return accept.run(settings, Store(settings.baselines, settings.rootdir), say)
-    from pytest_dsrepro.cli import doctor
-
-    return doctor.run(settings, say)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", markers.DESCRIPTION)
     output_types_of(config)  # a project's added output type is checked once, at the start
@@ -257,7 +237,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             extra = getattr(item, "container_settings", None)
             item.stash[markers.SPEC_KEY] = markers.resolve(item, settings, extra)
     if host_session_of(config) is not None and settings.engines \
-            and settings.engines_mode == "matrix":
+            and settings.engine_mode == "matrix":
         from pytest_dsrepro.host.matrix import expand
 
         items[:] = expand(items, [label for label, _ in settings.engines])

@@ -15,7 +15,6 @@ from pytest_dsrepro.baselines.variants import parse_keys
 from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.notebooks.cell_rules import read_sanitize_file
 from pytest_dsrepro.notebooks.parameters import (
-    parse_assignment,
     parse_parameter_lines,
     parse_profile_lines,
 )
@@ -26,7 +25,6 @@ from pytest_dsrepro.parsing import (
     _number,
     _optional,
     _retries,
-    accept_lines,
     parse_bool,
     parse_engines,
     parse_key_values,
@@ -41,16 +39,19 @@ from pytest_dsrepro.parsing import (
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One setting: its ``--dsrepro-*`` flag, ``dsrepro_*`` ini name and ``DSREPRO_*`` variable."""
+    """One setting: its ``dsrepro_*`` ini name and ``DSREPRO_*`` variable, a ``--dsrepro-*`` flag
+    where a gate run wants it, or the ``dsrepro`` command that sets it (an action)."""
 
     name: str
     help: str
     kind: str = "string"  # string | bool | linelist | action
     default: Any = None
-    flag: str | None = ""  # "" means --dsrepro-<name>; None means no flag
+    flag: str | None = ""  # "" means --dsrepro-<name>; None means ini-only (or an action)
     ini: bool = True
     metavar: str | None = None
     shapes: bool = False  # it shapes the container: a kept container of another value is not reused
+    group: str = ""  # the --help group of its flag
+    command: str | None = None  # an action: the dsrepro command that sets it
 
     @property
     def dest(self) -> str:
@@ -68,155 +69,164 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    # the gate run
     Option("in_docker", "run container items inside the project's image", "bool", False,
-           flag="--in-docker"),
+           flag="--in-docker", group="gate"),
     Option("update", "record or refresh baselines (inside the container with --in-docker)",
-           "action", False, ini=False, shapes=True),
-    Option("image", "use this image as it is; build nothing", metavar="IMAGE", shapes=True),
-    Option("dockerfile", "Dockerfile to build, relative to the rootdir (default: Dockerfile)",
-           metavar="PATH", shapes=True),
-    Option("context", "build context folder, relative to the rootdir (default: the rootdir)",
-           metavar="PATH", shapes=True),
-    Option("build_args", "build arguments, KEY=VALUE (ini: one a line)", "linelist", (),
-           flag="--dsrepro-build-arg", metavar="KEY=VALUE", shapes=True),
-    Option("target", "build stage to stop at (Dockerfile target)", metavar="STAGE", shapes=True),
-    Option("build_network", "network mode of the build, e.g. host", metavar="MODE", shapes=True),
-    Option("doctor", "check the engine, the image and the transfer of files, then exit (0 "
-           "only when --in-docker can run)", "action", False, ini=False),
+           "action", False, ini=False, shapes=True, group="gate"),
+    Option("confirm", "rerun an item that diverged once: nondeterministic if the rerun disagrees "
+           "with the first run, changed if not", "bool", False, group="gate"),
+    Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS",
+           group="gate"),
+    Option("workers", "pytest processes sharing each container's items, for notebooks and tests "
+           "that run in parallel (default: 1)", metavar="N", group="gate"),
+    Option("require_gpu", "fail GPU items, instead of skipping them, where the engine cannot "
+           "provide a GPU", "bool", False, group="gate"),
+    Option("profile", "run only these profiles' notebook items (repeatable; profiles are "
+           "defined by dsrepro_profile_parameters)", "linelist", (), metavar="NAME", group="gate"),
+    Option("keep", "leave the container running after the session, Python, pytest and the "
+           "plugin loaded, for the next session with the same image and settings to fork its "
+           "worker from (the edit-run loop; ignored where CI is set)", "action", False, ini=False,
+           group="gate"),
+    Option("report", "write the run's report to this file, as its suffix says: .json (schema: "
+           "report.schema.json), .html (self-contained, for review) or .md (a short summary for "
+           "a pull-request comment); KIND:PATH for a path without one (md:$GITHUB_STEP_SUMMARY); "
+           "repeatable (ini: one a line)",
+           "linelist", (), metavar="PATH", group="gate"),
+    # the image
+    Option("image", "use this image as it is; build nothing", metavar="IMAGE", shapes=True,
+           group="image"),
     Option("rebuild", "build the image anew, without the engine's layer cache",
-           "action", False, ini=False),
-    Option("rebuild_check", "also rebuild the image without any cache and report the packages "
-           "that differ from the image in use", "action", False, ini=False),
+           "action", False, ini=False, group="image"),
     Option("registry", "registry repository shared as the image cache, host:port/org/project: "
-           "pull <registry>:<content hash> before building, push it after", metavar="REPO", shapes=True),
+           "pull <registry>:<content hash> before building, push it after", metavar="REPO",
+           shapes=True, group="image"),
+    Option("dockerfile", "Dockerfile to build, relative to the rootdir (default: Dockerfile)",
+           shapes=True, flag=None),
+    Option("context", "build context folder, relative to the rootdir (default: the rootdir)",
+           shapes=True, flag=None),
+    Option("build_args", "build arguments, KEY=VALUE, one a line", "linelist", (), shapes=True,
+           flag=None, metavar="KEY=VALUE"),
+    Option("target", "build stage to stop at (Dockerfile target)", shapes=True, flag=None),
+    Option("build_network", "network mode of the build, e.g. host", shapes=True, flag=None),
     Option("project", "project name used in the image tag (default: the rootdir's name)",
-           metavar="NAME", shapes=True),
+           shapes=True, flag=None),
+    Option("python", "Python command inside the image (default: python)", shapes=True, flag=None),
+    # where containers run
+    Option("engine", "the engine: a URL (unix://, tcp://, ssh://) or a Docker context name "
+           "(default: DOCKER_HOST, DOCKER_CONTEXT, the current context, the default socket); "
+           "several, comma-separated, each optionally LABEL=ENGINE, run every container item on "
+           "each (see dsrepro_engine_mode)", metavar="ENGINE", shapes=True, group="engines"),
+    Option("executor", "where container groups run: docker (default: this machine's engine) or "
+           "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME",
+           shapes=True, group="engines"),
+    Option("engine_mode", "with several engines: matrix (default: every item on every engine) "
+           "or spread (groups shared out to finish sooner)", flag=None),
+    Option("slurm_args", "extra srun arguments for every job step, e.g. --partition=gpu "
+           "--account=lab (one a line)", "linelist", (), flag=None),
+    Option("transfer", "how the repository reaches containers: auto (default: mount where the "
+           "engine sees this machine's folders, else copy), mount or copy", shapes=True,
+           flag=None),
+    Option("scratch", "writable scratch folder shared with containers (default: a temporary "
+           "folder removed at the end)", shapes=True, flag=None),
+    Option("retries", "how often a worker, container or kernel that failed to start is started "
+           "again (default: 1); a failing test is never retried", flag=None),
+    Option("keep_idle", "seconds a kept container waits unused before it goes away (default: "
+           "900)", shapes=True, flag=None),
+    # the container
     Option("container_paths", "test files and folders collected only inside the container",
            "linelist", (), flag=None),
     Option("network", "network of run containers: none (default), bridge, host or a network",
-           metavar="MODE", shapes=True),
-    Option("env", "host environment variables passed into containers, by name",
-           "linelist", (), metavar="NAME", shapes=True),
-    Option("cpus", "CPU limit of run containers, e.g. 1.5", metavar="N", shapes=True),
-    Option("memory", "memory limit of run containers, e.g. 2g", metavar="SIZE", shapes=True),
-    Option("require_gpu", "fail GPU items, instead of skipping them, where the engine cannot "
-           "provide a GPU", "bool", False),
+           shapes=True, flag=None),
+    Option("env", "host environment variables passed into containers, by name", "linelist", (),
+           shapes=True, flag=None),
+    Option("cpus", "CPU limit of run containers, e.g. 1.5", shapes=True, flag=None),
+    Option("memory", "memory limit of run containers, e.g. 2g", shapes=True, flag=None),
     Option("gpu_env", "environment of GPU containers, KEY=VALUE, over the determinism defaults "
-           "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE", shapes=True),
-    Option("workers", "pytest processes sharing each container's items, for notebooks and tests "
-           "that run in parallel (default: 1)", metavar="N"),
-    Option("timeout", "per-item timeout in seconds for container items", metavar="SECONDS"),
-    Option("scratch", "writable scratch folder shared with containers (default: a temporary "
-           "folder removed at the end)", metavar="DIR", shapes=True),
-    Option("engine", "the engine: a URL (unix://, tcp://, ssh://) or a Docker context name "
-           "(default: DOCKER_HOST, DOCKER_CONTEXT, the current context, the default socket)",
-           metavar="ENGINE", shapes=True),
-    Option("engines", "run container items on several engines: names of Docker contexts or "
-           "engine URLs, comma-separated, each optionally LABEL=ENGINE", "linelist", (),
-           metavar="ENGINES"),
-    Option("engines_mode", "with several engines: matrix (default: every item on every engine) "
-           "or spread (groups shared out to finish sooner)", metavar="MODE"),
-    Option("executor", "where container groups run: docker (default: this machine's engine) or "
-           "slurm (a SLURM job step per group, on a compute node's engine)", metavar="NAME", shapes=True),
-    Option("slurm_args", "extra srun arguments for every job step, e.g. --partition=gpu "
-           "--account=lab (ini: one a line)", "linelist", (), metavar="ARG"),
+           "(CUBLAS_WORKSPACE_CONFIG=:4096:8 and others)", "linelist", (), metavar="KEY=VALUE",
+           shapes=True, flag=None),
     Option("privileges", "restricted (default: no new privileges, no capabilities) or "
-           "'engine: <why>' to keep the engine's defaults", metavar="POLICY", shapes=True),
-    Option("transfer", "how the repository reaches containers: auto (default: mount where the "
-           "engine sees this machine's folders, else copy), mount or copy", metavar="MODE", shapes=True),
-    Option("python", "Python command inside the image (default: python)", metavar="CMD", shapes=True),
+           "'engine: <why>' to keep the engine's defaults", shapes=True, flag=None),
+    # what is collected and compared
+    Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
+           flag=None),
+    Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",
+           flag=None),
+    Option("cell_timeout", "seconds one notebook cell may run (default: 600)", flag=None),
+    Option("kernel_startup_timeout", "seconds a kernel may take to start (default: 60)",
+           flag=None),
+    Option("parameters", "papermill parameters per notebook: GLOB: NAME=VALUE ... (one a line)",
+           "linelist", (), flag=None),
+    Option("profile_parameters", "named parameter sets, PROFILE [GLOB]: NAME=VALUE ...: one "
+           "item per profile (train.ipynb[smoke]), each with its own baseline", "linelist", (),
+           flag=None),
     Option("outputs", "globs of files items write whose content is compared with a baseline, "
            "relative to the rootdir (one a line)", "linelist", (), flag=None),
-    Option("notebooks", "globs of notebooks to collect, relative to the rootdir", "linelist", (),
-           metavar="GLOB"),
-    Option("kernel", "Jupyter kernel for notebooks (default: the notebook's own, else python3)",
-           metavar="NAME"),
     Option("baselines", "folder of baselines, relative to the rootdir (default: baselines)",
-           metavar="DIR", shapes=True),
+           shapes=True, flag=None),
     Option("artifacts", "folder for the expected, obtained and difference images of failed "
-           "comparisons, relative to the rootdir (default: dsrepro-artifacts)", metavar="DIR", shapes=True),
-    Option("report", "write the run's JSON report (schema: report.schema.json) to this file",
-           metavar="PATH"),
-    Option("html", "write the run's self-contained HTML report to this file", metavar="PATH"),
-    Option("markdown", "write a short Markdown summary (for a pull-request comment or "
-           "$GITHUB_STEP_SUMMARY) to this file", metavar="PATH"),
-    Option("variants", "provenance keys that keep one baseline per value, e.g. gpu.name cpu.arch "
-           "(train@NVIDIA-A100.yaml beside train.yaml)", "linelist", (), metavar="KEY"),
-    Option("accept", "accept the outputs a failed run kept in dsrepro-artifacts as the "
-           "baseline of ITEM, or of one cell or value (ITEM::OUTPUT), without rerunning "
-           "(repeatable)", "linelist", (), ini=False, metavar="ITEM"),
-    Option("accept_from", "a file of --dsrepro-accept lines, ITEM or ITEM::OUTPUT, one a line "
-           "(the HTML report's checkboxes write them)", ini=False, metavar="FILE"),
-    Option("prune", "delete baselines no collected item uses; only on a run of the whole suite",
-           "bool", False, ini=False),
+           "comparisons, relative to the rootdir (default: dsrepro-artifacts)", shapes=True,
+           flag=None),
     Option("baseline_source", "compare notebooks with: baselines (default), notebook (the "
            "outputs saved in the notebook, as nbval does) or none (only run them, as nbmake does)",
-           metavar="SOURCE"),
-    Option("repeat", "run each container item N times, fresh each time, and report what moved "
-           "between the runs, with proposals in dsrepro-artifacts/proposals.toml", ini=False,
-           metavar="N"),
-    Option("perturb", "vary between the repeats: threads, hashseed, cpus (comma-separated)",
-           "linelist", (), ini=False, metavar="WHAT"),
-    Option("confirm", "rerun an item that diverged once: nondeterministic if the rerun disagrees "
-           "with the first run, changed if not", "bool", False),
-    Option("retries", "how often a worker, container or kernel that failed to start is started "
-           "again (default: 1); a failing test is never retried", metavar="N"),
+           flag=None),
     Option("check", "which notebook cells are compared: all (default) or marked (only cells "
-           "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", metavar="WHICH"),
+           "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", flag=None),
+    Option("variants", "provenance keys that keep one baseline per value, e.g. gpu.name cpu.arch "
+           "(train@NVIDIA-A100.yaml beside train.yaml)", "linelist", (), flag=None),
+    Option("rtol", f"relative tolerance for numbers (default: {Tolerance.rtol:g})", flag=None),
+    Option("atol", f"absolute tolerance for numbers (default: {Tolerance.atol:g})", flag=None),
     Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
-           "baselines, false with baseline_source = notebook, as nbval)", metavar="BOOL"),
+           "baselines, false with baseline_source = notebook, as nbval)", flag=None),
     Option("compare_timings", "compare what IPython's %timeit and %time print (default: "
            "false: their measurements become <TIMING>)", "bool", False, flag=None),
     Option("sanitize", "regexes for volatile text in outputs: REGEX or REGEX => REPLACEMENT",
            "linelist", (), flag=None),
     Option("sanitize_file", "nbval's sanitize file (regex: / replace: lines), relative to the "
-           "rootdir", metavar="PATH"),
-    Option("parameters", "papermill parameters per notebook: GLOB: NAME=VALUE ... (one a line)",
-           "linelist", (), flag=None),
-    Option("param", "a papermill parameter for every notebook, NAME=VALUE (repeatable; over the "
-           "ini's)", "linelist", (), ini=False, metavar="NAME=VALUE"),
-    Option("profiles", "named parameter sets, PROFILE [GLOB]: NAME=VALUE ...: one item per "
-           "profile (train.ipynb[smoke]), each with its own baseline", "linelist", (), flag=None),
-    Option("profile", "run only these profiles' notebook items (repeatable)", "linelist", (),
-           metavar="NAME"),
-    Option("rtol", f"relative tolerance for numbers (default: {Tolerance.rtol:g})", metavar="R"),
-    Option("atol", f"absolute tolerance for numbers (default: {Tolerance.atol:g})", metavar="A"),
-    Option("keep", "leave the container running after the session, Python, pytest and the "
-           "plugin loaded, for the next session with the same image and settings to fork its "
-           "worker from (the edit-run loop; ignored where CI is set)", "action", False, ini=False),
-    Option("keep_idle", "seconds a kept container waits unused before it goes away (default: "
-           "900)", metavar="SECONDS", shapes=True),
-    Option("cell_timeout", "seconds one notebook cell may run (default: 600)", metavar="SECONDS"),
-    Option("kernel_startup_timeout", "seconds a kernel may take to start (default: 60)",
-           metavar="SECONDS"),
+           "rootdir", flag=None),
+    # actions: the dsrepro command runs pytest with these set
+    Option("rebuild_check", "also rebuild the image without any cache and report the packages "
+           "that differ from the image in use", "action", False, flag=None, ini=False,
+           command="dsrepro rebuild-check"),
+    Option("prune", "delete baselines no collected item uses; only on a run of the whole suite",
+           "action", False, flag=None, ini=False, command="dsrepro prune"),
+    Option("repeat", "run each container item N times, fresh each time, and report what moved "
+           "between the runs, with proposals in dsrepro-artifacts/proposals.toml", flag=None,
+           ini=False, command="dsrepro flaky --repeat N"),
+    Option("perturb", "vary between the repeats: threads, hashseed, cpus (comma-separated)",
+           "linelist", (), flag=None, ini=False, command="dsrepro flaky --perturb WHAT"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
 
 
-REFERENCE_START = "<!-- the option reference: made from settings.OPTIONS by scripts/options.py -->"
-REFERENCE_END = "<!-- end of the option reference -->"
-
+GROUPS = {
+    "gate": "reproducibility in the project's Docker image: the gate run",
+    "image": "reproducibility in the project's Docker image: the image",
+    "engines": "reproducibility in the project's Docker image: where containers run",
+}
 
 def reference() -> str:
-    """The README's option reference, one row an option, made from :data:`OPTIONS`."""
-    rows = ["| ini option | flag | variable | meaning |", "| --- | --- | --- | --- |"]
-    for option in OPTIONS:
+    """The option reference, one row an option, made from :data:`OPTIONS`: the flags of a gate
+    run first, then the ini-only options, then the actions of the ``dsrepro`` command."""
+    rows = ["| ini option | flag or command | variable | meaning |", "| --- | --- | --- | --- |"]
+    order = sorted(OPTIONS, key=lambda o: (0 if o.flag_name else 2 if o.command else 1))
+    for option in order:
         ini = f"`{option.dest}`" if option.ini else ""
-        flag = option.flag_name
-        if flag and option.metavar and option.kind not in ("bool", "action"):
+        flag = option.flag_name or option.command
+        if option.flag_name and option.metavar and option.kind not in ("bool", "action"):
             flag = f"{flag} {option.metavar}"
         meaning = option.help.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| {ini} | {f'`{flag}`' if flag else ''} | `{option.env}` | {meaning} |")
-    return "\n".join([REFERENCE_START, *rows, REFERENCE_END])
+    return "\n".join(rows)
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Register every option's flag and ini twin in the ``dsrepro`` group."""
-    group = parser.getgroup("dsrepro", "reproducibility in the project's Docker image")
+    """Register the flags of a gate run, in their ``--help`` groups, and every ini option."""
     for option in OPTIONS:
         flag = option.flag_name
         if flag is not None:
+            group = parser.getgroup(f"dsrepro-{option.group}", GROUPS[option.group])
             if option.kind in ("bool", "action"):
                 group.addoption(flag, action="store_true", dest=option.dest, default=None,
                                 help=option.help)
@@ -268,7 +278,6 @@ class Settings:
     rebuild: bool = False
     rebuild_check: bool = False
     registry: str | None = None
-    doctor: bool = False
     project: str = "project"
     container_paths: tuple[Path, ...] = ()
     network: str = "none"
@@ -281,8 +290,8 @@ class Settings:
     timeout: float | None = None
     scratch: Path | None = None
     engine: str | None = None
-    engines: tuple[tuple[str, str], ...] = ()  # (label, engine) of --dsrepro-engines
-    engines_mode: str = "matrix"
+    engines: tuple[tuple[str, str], ...] = ()  # (label, engine): several in dsrepro_engine
+    engine_mode: str = "matrix"
     executor: str = "docker"
     privileges: str = "restricted"  # or "engine: <why>"
     slurm_args: tuple[str, ...] = ()
@@ -299,8 +308,6 @@ class Settings:
     markdown: Path | None = None
     prune: bool = False
     variants: tuple[str, ...] = ()  # provenance keys, dotted (dsrepro_variants)
-    accept: tuple[str, ...] = ()  # --dsrepro-accept ITEM[::OUTPUT], with accept_from's lines
-    accept_from: Path | None = None  # --dsrepro-accept-from FILE
     repeat: int = 1
     perturb: tuple[str, ...] = ()
     confirm: bool = False
@@ -311,8 +318,7 @@ class Settings:
     sanitize: tuple[str, ...] = ()
     sanitize_file: tuple[tuple[str, str], ...] = ()  # (regex, replacement) pairs read from it
     parameters: tuple[tuple[str, str], ...] = ()  # (glob, assignments)
-    param: tuple[tuple[str, str], ...] = ()  # (name, value) of --dsrepro-param
-    profiles: tuple[tuple[str, str, str], ...] = ()  # (profile, glob, assignments)
+    profile_parameters: tuple[tuple[str, str, str], ...] = ()  # (profile, glob, assignments)
     profile: tuple[str, ...] = ()  # --dsrepro-profile
     rtol: float = Tolerance.rtol
     atol: float = Tolerance.atol
@@ -323,7 +329,7 @@ class Settings:
 
     @property
     def observing(self) -> bool:
-        """Whether items note what they obtained (``--dsrepro-repeat``, ``--dsrepro-confirm``)."""
+        """Whether items note what they obtained (``dsrepro flaky``, ``--dsrepro-confirm``)."""
         return self.repeat > 1 or self.confirm
 
     @classmethod
@@ -339,7 +345,8 @@ class Settings:
         memory = raw_value(config, "memory")
         paths = raw_value(config, "container_paths") or ()
         scratch = raw_value(config, "scratch")
-        accept_from = _output(config, "accept_from")
+        engine, engines = parse_engines(str(raw_value(config, "engine") or ""))
+        reports = _reports(config)
         settings = cls(
             rootdir=root,
             in_docker=bool(raw_value(config, "in_docker")),
@@ -355,7 +362,6 @@ class Settings:
             rebuild=bool(raw_value(config, "rebuild")),
             rebuild_check=bool(raw_value(config, "rebuild_check")),
             registry=_optional(raw_value(config, "registry"), parse_registry),
-            doctor=bool(raw_value(config, "doctor")),
             project=project_name(raw_value(config, "project") or root.name),
             container_paths=tuple(root / p for p in paths),
             network=raw_value(config, "network") or "none",
@@ -368,10 +374,10 @@ class Settings:
             timeout=_optional(raw_value(config, "timeout"),
                               lambda v: parse_positive(v, "timeout")),
             scratch=Path(scratch).resolve() if scratch else None,
-            engine=raw_value(config, "engine") or None,
-            engines=parse_engines(list(raw_value(config, "engines"))),
-            engines_mode=_choice(raw_value(config, "engines_mode") or "matrix", "engines_mode",
-                                 ("matrix", "spread")),
+            engine=engine,
+            engines=engines,
+            engine_mode=_choice(raw_value(config, "engine_mode") or "matrix", "engine_mode",
+                                ("matrix", "spread")),
             privileges=parse_privileges(raw_value(config, "privileges") or "restricted"),
             executor=_choice(raw_value(config, "executor") or "docker", "executor",
                              ("docker", "slurm")),
@@ -385,13 +391,11 @@ class Settings:
             kernel=raw_value(config, "kernel") or None,
             baselines=path("baselines", "baselines"),
             artifacts=path("artifacts", "dsrepro-artifacts"),
-            report=_output(config, "report"),
-            html=_output(config, "html"),
-            markdown=_output(config, "markdown"),
+            report=reports.get(".json"),
+            html=reports.get(".html"),
+            markdown=reports.get(".md"),
             prune=bool(raw_value(config, "prune")),
             variants=parse_keys(list(raw_value(config, "variants"))),
-            accept=accept_lines(list(raw_value(config, "accept")), accept_from),
-            accept_from=accept_from,
             baseline_source=_choice(raw_value(config, "baseline_source") or "baselines",
                                     "baseline_source", ("baselines", "notebook", "none")),
             repeat=_optional(raw_value(config, "repeat"), lambda v: _count(v, "repeat")) or 1,
@@ -408,9 +412,7 @@ class Settings:
             sanitize_file=_optional(raw_value(config, "sanitize_file"),
                                      lambda v: read_sanitize_file(root / v)) or (),
             parameters=parse_parameter_lines(list(raw_value(config, "parameters"))),
-            param=tuple(parse_assignment(str(entry), "--dsrepro-param")
-                        for entry in raw_value(config, "param")),
-            profiles=parse_profile_lines(list(raw_value(config, "profiles"))),
+            profile_parameters=parse_profile_lines(list(raw_value(config, "profile_parameters"))),
             profile=tuple(p for entry in raw_value(config, "profile")
                           for p in str(entry).replace(",", " ").split()),
             rtol=_number(raw_value(config, "rtol"), "rtol", Tolerance.rtol),
@@ -425,17 +427,17 @@ class Settings:
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
         if settings.perturb and settings.repeat < 2:
-            raise DsreproUsageError("--dsrepro-perturb varies the runs of --dsrepro-repeat: give "
-                                    "--dsrepro-repeat N with N of 2 or more")
+            raise DsreproUsageError("DSREPRO_PERTURB varies the runs of DSREPRO_REPEAT: use "
+                                    "dsrepro flaky --repeat N --perturb WHAT, with N of 2 or more")
         if settings.repeat > 1 and not settings.in_docker:
-            raise DsreproUsageError("--dsrepro-repeat runs container items again, each in a fresh "
-                                    "container: add --in-docker")
-        known = sorted({name for name, _, _ in settings.profiles})
+            raise DsreproUsageError("DSREPRO_REPEAT runs container items again, each in a fresh "
+                                    "container: add --in-docker (dsrepro flaky does)")
+        known = sorted({name for name, _, _ in settings.profile_parameters})
         unknown = [name for name in settings.profile if name not in known]
         if unknown:
             raise DsreproUsageError(
-                f"--dsrepro-profile {', '.join(unknown)}: no such profile (dsrepro_profiles "
-                f"names {', '.join(known) or 'none'})")
+                f"--dsrepro-profile {', '.join(unknown)}: no such profile "
+                f"(dsrepro_profile_parameters names {', '.join(known) or 'none'})")
         return settings
 
 
@@ -481,9 +483,29 @@ def _from_wire(value: Any, annotation: str) -> Any:
 PERTURBATIONS = ("threads", "hashseed", "cpus")
 
 
-def _output(config: pytest.Config, name: str) -> Path | None:
-    """A report file, relative to the folder pytest was started in."""
-    value = raw_value(config, name)
-    if not value:
-        return None
-    return Path(config.invocation_params.dir, value).resolve()
+REPORT_KINDS = {".json": "JSON", ".html": "HTML", ".htm": "HTML", ".md": "Markdown"}
+
+
+def _reports(config: pytest.Config) -> dict[str, Path]:
+    """``--dsrepro-report`` files by kind (``.json``, ``.html``, ``.md``, or ``json:``, ``html:``,
+    ``md:`` before the path), relative to the folder pytest was started in; one of each kind at
+    most."""
+    found: dict[str, Path] = {}
+    for entry in raw_value(config, "report"):
+        for text in str(entry).split(","):
+            if not text.strip():
+                continue
+            named, colon, rest = text.strip().partition(":")
+            given = "." + named.lower() if colon and named.lower() in ("json", "html", "md") \
+                else None
+            path = Path(config.invocation_params.dir, rest if given else text.strip()).resolve()
+            suffix = given or path.suffix.lower()
+            kind = {".htm": ".html"}.get(suffix, suffix)
+            if kind not in (".json", ".html", ".md"):
+                raise DsreproUsageError(f"--dsrepro-report {text.strip()}: name a .json, .html or "
+                                        ".md file, or say the kind: md:PATH")
+            if kind in found:
+                raise DsreproUsageError(f"--dsrepro-report names two {REPORT_KINDS[kind]} files; "
+                                        "give one of each kind")
+            found[kind] = path
+    return found

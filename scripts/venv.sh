@@ -10,8 +10,8 @@ fi
 stamp="$venv/.dsrepro-installed-$extras"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  if [ "$extras" = test ]; then  # the suite's tools are a dependency group, not an extra
-    "$venv/bin/python" -m pip install -q -e "$here" --group "$here/pyproject.toml:test" >&2
+  if [ "$extras" = test ] || [ "$extras" = docs ]; then  # dependency groups, not extras
+    "$venv/bin/python" -m pip install -q -e "$here" --group "$here/pyproject.toml:$extras" >&2
   else
     "$venv/bin/python" -m pip install -q -e "$here[$extras]" >&2
   fi

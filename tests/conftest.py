@@ -121,6 +121,16 @@ def run_with_env(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.Ru
         return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
+def dsrepro_command(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:
+    """``dsrepro ARGS`` in pytester's folder, as a user types it, with these environment
+    variables; the pytest it runs loads no cache plugin (its folder would change images)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider")
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return pytester.run(sys.executable, "-m", "pytest_dsrepro.cli.main", *args, timeout=1500)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):
@@ -304,6 +314,10 @@ class Project:
 
     def run(self, *args: str, **kwargs: Any) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, **kwargs)
+
+    def dsrepro(self, *args: str, **env: str) -> pytest.RunResult:
+        """``dsrepro ARGS`` in the project's folder (:func:`dsrepro_command`)."""
+        return dsrepro_command(self.pytester, *args, **env)
 
     def images(self, client: Any) -> list[Any]:
         return client.images.list(name=f"dsrepro/{self.name}")

@@ -96,4 +96,5 @@ def unnamed_options() -> list[str]:
                      if path.name not in ROUND_TRIPS)
     return [option.name for option in OPTIONS
             if not any(name and name in text
-                       for name in (option.flag_name, option.dest, option.env))]
+                       for name in (option.flag_name, option.dest, option.env,
+                                    option.command and f'"{option.command.split()[1]}"'))]

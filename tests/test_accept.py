@@ -1,4 +1,4 @@
-"""``--dsrepro-accept``: a failed run keeps what it obtained; accepting an item, or one of its
+"""``dsrepro accept``: a failed run keeps what it obtained; accepting an item, or one of its
 cells or values, writes that over the baseline without running anything again. And
 ``dsrepro_variants``: one baseline per kind of machine."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, run_with_env
+from conftest import Project, dsrepro_command, run_with_env
 from notebooks import write_notebook
 
 VALUES = """
@@ -45,12 +45,12 @@ def test_accepting_one_of_two_diverged_items_leaves_only_the_other_failing(
     changed = {"ACCURACY": "0.91", "FIRST": "9.5"}
     failed = run_with_env(recorded.pytester, "--in-docker", **changed)
     failed.assert_outcomes(failed=2)
-    failed.stdout.fnmatch_lines(["accept what this run obtained, without rerunning: pytest "
-                                 "--dsrepro-accept *(and 1 more kept; see the HTML report)"])
+    failed.stdout.fnmatch_lines(["accept what this run obtained, without rerunning: dsrepro "
+                                 "accept *(and 1 more kept; see the HTML report)"])
     kept = recorded.path / "dsrepro-artifacts" / "nb__train.ipynb" / "obtained.yaml"
     assert kept.stat().st_uid == os.getuid()  # written in the container, the user's file
     before = baselines(recorded)
-    accepted = recorded.run("--in-docker", "--dsrepro-accept", "nb/train.ipynb")
+    accepted = recorded.dsrepro("accept", "nb/train.ipynb")
     assert accepted.ret == 0
     accepted.stdout.fnmatch_lines(["dsrepro: accepted nb/train.ipynb: baseline changed: "
                                    "baselines/nb/train.yaml"])
@@ -69,7 +69,7 @@ def test_accepting_one_output_keeps_the_others_recorded(recorded: Project) -> No
     run_with_env(recorded.pytester, "--in-docker", **changed).assert_outcomes(failed=2)
     lines = recorded.path / "accept.txt"
     lines.write_text("# reviewed\nnb/train.ipynb::cell 1\n\ntest_values.py::test_metrics::loss\n")
-    accepted = recorded.run("--in-docker", "--dsrepro-accept-from", "accept.txt")
+    accepted = recorded.dsrepro("accept", "--from", "accept.txt")
     assert accepted.ret == 0, accepted.stdout.str()
     after = baselines(recorded)
     assert "second 8.5" in after["nb/train.yaml"] and "first 1.5" in after["nb/train.yaml"]
@@ -86,8 +86,7 @@ def test_accepting_what_was_not_kept_says_so_and_changes_nothing(recorded: Proje
     run_with_env(recorded.pytester, "--in-docker", ACCURACY="0.91").assert_outcomes(
         passed=1, failed=1)
     before = baselines(recorded)
-    result = recorded.run("--dsrepro-accept", "nb/train.ipynb", "--dsrepro-accept",
-                          "test_values.py::test_metrics::precision")
+    result = recorded.dsrepro("accept", "nb/train.ipynb", "test_values.py::test_metrics::precision")
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "dsrepro: not accepted: nb/train.ipynb: no outputs of a failed run are kept for this "
@@ -97,19 +96,18 @@ def test_accepting_what_was_not_kept_says_so_and_changes_nothing(recorded: Proje
         "dsrepro: 2 of 2 not accepted; nothing else was changed",
     ])
     assert baselines(recorded) == before
-    refused = recorded.run("--dsrepro-accept", "x", "--dsrepro-update")
-    assert refused.ret == 4
-    refused.stdout.fnmatch_lines(["ERROR: --dsrepro-accept writes the outputs a failed run kept; "
-                                  "--dsrepro-update runs everything again*"])
 
 
 def test_a_missing_accept_file_is_one_line(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-accept-from",
-                                           "nowhere.txt")
-    assert result.ret == 4
-    result.stderr.fnmatch_lines(["ERROR: --dsrepro-accept-from: cannot read "
+    result = dsrepro_command(pytester, "accept", "--from", "nowhere.txt")
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["dsrepro: error: dsrepro accept --from: cannot read "
                                  f"{Path(pytester.path, 'nowhere.txt')} (No such file*"])
     assert "Traceback" not in result.stderr.str()
+    nothing = dsrepro_command(pytester, "accept")
+    assert nothing.ret == 2
+    nothing.stderr.fnmatch_lines(["dsrepro: error: dsrepro accept: name an item (ITEM or "
+                                  "ITEM::OUTPUT), or a file of them with --from FILE"])
 
 
 SMI = """#!/bin/sh
@@ -160,7 +158,8 @@ def test_a_gpu_model_variant_is_recorded_and_chosen(project: Project) -> None:
         "baseline created: baselines/test_model/test_model@NVIDIA-A100.yaml"])
     assert sorted(p.name for p in folder.glob("*.yaml")) == ["test_model.yaml",
                                                              "test_model@NVIDIA-A100.yaml"]
-    chosen = run("NVIDIA A100", "0.6", "--dsrepro-report=variant.json", "--dsrepro-prune")
+    chosen = project.dsrepro("prune", "--dsrepro-report=variant.json", GPU_NAME="NVIDIA A100",
+                             LOSS="0.6")
     chosen.assert_outcomes(passed=1)
     [item] = json.loads((project.path / "variant.json").read_text())["items"]
     assert item["status"] == "reproduced" and item["variant"]["used"] == "variant"
@@ -190,7 +189,7 @@ def test_accepting_under_a_fallback_records_this_kinds_variant(project: Project)
     default = (folder / "test_model.yaml").read_text()
     run_with_env(project.pytester, "--in-docker", "-n", "2", GPU_NAME="NVIDIA A100",
                  LOSS="0.6").assert_outcomes(failed=1)
-    accepted = project.run("--dsrepro-accept", "test_model.py::test_model")
+    accepted = project.dsrepro("accept", "test_model.py::test_model")
     accepted.stdout.fnmatch_lines(["dsrepro: accepted test_model.py::test_model: baseline "
                                    "created: baselines/test_model/test_model@NVIDIA-A100.yaml"])
     assert (folder / "test_model.yaml").read_text() == default
@@ -211,8 +210,7 @@ def test_a_part_that_cannot_be_accepted_says_why(pytester: pytest.Pytester) -> N
     recorded, obtained = baseline.read_text(), kept.read_text()
 
     def refused(line: str, why: str) -> None:
-        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-accept",
-                                               line)
+        result = dsrepro_command(pytester, "accept", line)
         assert result.ret == 1, result.stdout.str()
         result.stdout.fnmatch_lines([f"dsrepro: not accepted: {line}: {why}"])
 

@@ -10,35 +10,46 @@ from typing import Any
 
 import pytest
 
+from conftest import dsrepro_command
 from notebooks import write_notebook
 
 PLAIN = "def test_plain():\n    pass\n"
-TWO_ENGINES = "--dsrepro-engines=a=unix:///a.sock,b=unix:///b.sock"
+TWO_ENGINES = "--dsrepro-engine=a=unix:///a.sock,b=unix:///b.sock"
 
 # (arguments, or NAME=VALUE for a DSREPRO_* variable; the error's line)
 OPTIONS = [
-    (["--dsrepro-retries=-1"], "ERROR: retries '-1' must not be negative"),
+    (["-o", "dsrepro_retries=-1"], "ERROR: retries '-1' must not be negative"),
     (["DSREPRO_REQUIRE_GPU=maybe"], "ERROR: *'maybe' is not a boolean (use true or false)"),
-    (["--dsrepro-gpu-env=NOEQUALS"], "ERROR: gpu env 'NOEQUALS' is not KEY=VALUE"),
-    (["--in-docker", "--dsrepro-engines=a!=unix:///a.sock,b=unix:///b.sock"],
-     "ERROR: engine label 'a!' (dsrepro_engines) may hold letters, digits and . _ - + : / only; "
+    (["-o", "dsrepro_gpu_env=NOEQUALS"], "ERROR: gpu env 'NOEQUALS' is not KEY=VALUE"),
+    (["--in-docker", "--dsrepro-engine=a!=unix:///a.sock,b=unix:///b.sock"],
+     "ERROR: engine label 'a!' (dsrepro_engine) may hold letters, digits and . _ - + : / only; "
      "name it with LABEL=ENGINE"),
-    (["--in-docker", "--dsrepro-engines=a=unix:///a.sock,a=unix:///b.sock"],
-     "ERROR: engine label 'a' is given twice in dsrepro_engines"),
-    (["--in-docker", "--dsrepro-engines=a=unix:///a.sock"],
-     "ERROR: dsrepro_engines names one engine; name two or more, or use dsrepro_engine for one"),
+    (["--in-docker", "--dsrepro-engine=a=unix:///a.sock,a=unix:///b.sock"],
+     "ERROR: engine label 'a' is given twice in dsrepro_engine"),
     (["--in-docker", "-n", "2", TWO_ENGINES],
-     "ERROR: --dsrepro-engines and pytest-xdist (-n) do not combine: the engines already run "
+     "ERROR: several engines and pytest-xdist (-n) do not combine: the engines already run "
      "side by side; drop -n"),
-    (["--in-docker", "--dsrepro-repeat=2", "--dsrepro-update"],
-     "ERROR: --dsrepro-repeat and --dsrepro-confirm look at outputs that differ; they record "
+    (["--dsrepro-report=out.txt"],
+     "ERROR: --dsrepro-report out.txt: name a .json, .html or .md file, or say the kind: "
+     "md:PATH"),
+    (["--dsrepro-report=a.json", "--dsrepro-report=b.json"],
+     "ERROR: --dsrepro-report names two JSON files; give one of each kind"),
+    (["DSREPRO_PERTURB=hashseed"],
+     "ERROR: DSREPRO_PERTURB varies the runs of DSREPRO_REPEAT: use dsrepro flaky --repeat N "
+     "--perturb WHAT, with N of 2 or more"),
+]
+
+# (dsrepro's arguments; the error's line): the checks of a session the command runs
+COMMANDS = [
+    (["flaky", "--repeat", "2", "--", "--dsrepro-update"],
+     "ERROR: dsrepro flaky and --dsrepro-confirm look at outputs that differ; they record "
      "nothing: drop --dsrepro-update"),
-    (["--in-docker", "-n", "2", "--dsrepro-repeat=2"],
-     "ERROR: --dsrepro-repeat and --dsrepro-confirm run in one session on one engine: drop -n "
-     "and --dsrepro-engines"),
-    (["--dsrepro-perturb=hashseed"],
-     "ERROR: --dsrepro-perturb varies the runs of --dsrepro-repeat: give --dsrepro-repeat N with "
-     "N of 2 or more"),
+    (["flaky", "--repeat", "2", "--", "-n", "2"],
+     "ERROR: dsrepro flaky and --dsrepro-confirm run in one session on one engine: drop -n "
+     "and name one engine"),
+    (["flaky", "--perturb", "weather"],
+     "ERROR: perturb 'weather' is not one of threads, hashseed, cpus"),
+    (["doctor", "--no-such-flag"], "dsrepro: error: unrecognized arguments: --no-such-flag"),
 ]
 
 
@@ -56,15 +67,26 @@ def test_a_bad_option_is_one_line(pytester: pytest.Pytester, monkeypatch: pytest
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+@pytest.mark.parametrize("args, line", COMMANDS, ids=[" ".join(a) for a, _ in COMMANDS])
+def test_a_bad_dsrepro_command_is_one_line(pytester: pytest.Pytester, args: list[str],
+                                           line: str) -> None:
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    pytester.makepyfile(test_plain=PLAIN)
+    result = dsrepro_command(pytester, *args)
+    assert result.ret in (2, pytest.ExitCode.USAGE_ERROR), result.stdout.str()
+    result.stderr.fnmatch_lines([line])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
 # (ini lines, the error's text)
 PARAMETERS = [
     ('dsrepro_parameters = ["nb.ipynb: 1x=2"]',
      "dsrepro_parameters '1x=2' is not NAME=VALUE (NAME a Python identifier)"),
-    ('dsrepro_profiles = ["a b c: x=1"]',
-     "dsrepro_profiles line 'a b c: x=1' is not 'PROFILE [GLOB]: NAME=VALUE ...' "
+    ('dsrepro_profile_parameters = ["a b c: x=1"]',
+     "dsrepro_profile_parameters line 'a b c: x=1' is not 'PROFILE [GLOB]: NAME=VALUE ...' "
      "(e.g. 'smoke: epochs=1')"),
-    ('dsrepro_profiles = ["sm@ke: x=1"]',
-     "profile name 'sm@ke' (dsrepro_profiles) may hold letters, digits and - _ . only"),
+    ('dsrepro_profile_parameters = ["sm@ke: x=1"]',
+     "profile name 'sm@ke' (dsrepro_profile_parameters) may hold letters, digits and - _ . only"),
 ]
 
 

@@ -67,7 +67,7 @@ print("score", model.fit(rows, params["seed"]) * fakepkg.FACTOR)
 
 def run_at(folder: Path, *args: str) -> tuple[int, str]:
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--in-docker", "--dsrepro-env=DAYS", *args], cwd=folder,
+                             "--in-docker", "-o", "dsrepro_env=DAYS", *args], cwd=folder,
                             capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout + result.stderr
 
@@ -107,7 +107,7 @@ def moved(project: Project, docker_client: Any) -> Any:
 
 
 def test_another_folder_day_and_limit_reproduce(moved: Path) -> None:
-    code, output = run_at(moved, "--dsrepro-cpus=1", "--dsrepro-report=report.json")
+    code, output = run_at(moved, "-o", "dsrepro_cpus=1", "--dsrepro-report=report.json")
     assert code == 0, output
     assert "reproduced 2, diverged 0" in output
     assert "reproduced 2, of which 2 under changed settings: cpus None -> 1.0" in output
@@ -140,7 +140,7 @@ def test_a_changed_input_is_named_first(moved: Path, path: str, old: str, new: s
 
 
 def test_a_changed_package_is_named_first(moved: Path) -> None:
-    code, output = run_at(moved, "--dsrepro-build-arg=FAKEPKG=1.5", "--dsrepro-report=report.json")
+    code, output = run_at(moved, "-o", "dsrepro_build_args=FAKEPKG=1.5", "--dsrepro-report=report.json")
     assert code == pytest.ExitCode.TESTS_FAILED, output
     causes = first_cause(output)
     assert len(causes) >= 2 and set(causes) == {"fakepkg 1.0 -> 1.5"}, output
@@ -159,7 +159,7 @@ def test_an_item_that_errors_says_what_changed(moved: Path) -> None:
     checks: both name the change, in the failure, the summary, the JSON and the HTML report."""
     params = moved / "params.yaml"
     params.write_text("seed: [42\n")
-    code, output = run_at(moved, "--dsrepro-report=report.json", "--dsrepro-html=report.html")
+    code, output = run_at(moved, "--dsrepro-report=report.json", "--dsrepro-report=report.html")
     assert code == pytest.ExitCode.TESTS_FAILED, output
     assert "raised an unexpected exception" in output and "yaml" in output, output
     causes = first_cause(output)

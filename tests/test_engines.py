@@ -84,7 +84,7 @@ def test_a_docker_context_is_honoured(project: Project, remote_engine: Any,
 
 
 def doctor(project: Project, **env: str) -> pytest.RunResult:
-    return run_with_env(project.pytester, "--dsrepro-doctor", **env)
+    return project.dsrepro("doctor", **env)
 
 
 def test_the_doctor_reports_what_the_engine_offers(project: Project, remote_engine: Any,

@@ -70,9 +70,9 @@ def test_timings_reproduce_and_one_unseeded_cell_is_the_one_finding(
     plain = project.run("--in-docker", "nb/draws.ipynb")  # the failure says why it may move
     plain.assert_outcomes(failed=1)
     plain.stdout.fnmatch_lines(["why it may move: np.random.random((3, 3)) draws without a seed "
-                                "(seed it, or check with --dsrepro-repeat)"])
+                                "(seed it, or check with dsrepro flaky)"])
 
-    result = project.run("--in-docker", "--dsrepro-repeat", "3")
+    result = project.dsrepro("flaky", "--repeat", "3")
     output = result.stdout.str()
     assert findings(output) == ["nondeterministic: nb/draws.ipynb: cell 1 output 0 (stdout)"], \
         output
@@ -89,7 +89,7 @@ def test_timings_reproduce_and_one_unseeded_cell_is_the_one_finding(
     before = (project.path / "baselines" / "nb" / "timed.yaml").read_bytes()
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=3)
     assert (project.path / "baselines" / "nb" / "timed.yaml").read_bytes() == before
-    still = project.run("--in-docker", "--dsrepro-repeat", "2", "nb/draws.ipynb")
+    still = project.dsrepro("flaky", "--repeat", "2", "nb/draws.ipynb")
     assert findings(still.stdout.str()) == [], still.stdout.str()
     still.stdout.fnmatch_lines(["deterministic 1, noisy within tolerance 0, nondeterministic 0"])
 
@@ -112,7 +112,7 @@ def test_each_proposal_concerns_its_output_and_fixes_it_and_nothing_else(
     write_notebook(project.path / "nb" / "stable.ipynb", *STABLE)
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=4)
 
-    result = project.run("--in-docker", "--dsrepro-repeat", "3")
+    result = project.dsrepro("flaky", "--repeat", "3")
     output = result.stdout.str()
     assert sorted(findings(output)) == [
         "nondeterministic: nb/pick.ipynb: cell 1 output 0 (stdout)",
@@ -153,7 +153,7 @@ def test_each_proposal_concerns_its_output_and_fixes_it_and_nothing_else(
     changed = {name for name in after if before.get(name) != after[name]}
     assert changed == {"nb/pick.yaml", "nb/scatter.yaml", "nb/scatter.files/cell-0-0.png",
                        "nb/token.yaml"}, changed  # nothing else changed
-    still = project.run("--in-docker", "--dsrepro-repeat", "3")
+    still = project.dsrepro("flaky", "--repeat", "3")
     assert findings(still.stdout.str()) == [], still.stdout.str()
     project.run("--in-docker").assert_outcomes(passed=4)
 
@@ -164,7 +164,7 @@ def test_each_proposal_concerns_its_output_and_fixes_it_and_nothing_else(
     project.ini(dsrepro_notebooks=["nb/*.ipynb"], dsrepro_build_network="host")
     write_notebook(project.path / "nb" / "log.ipynb", "print('run', 'c0ffee12', 'done')")
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=5)
-    refused = project.run("--in-docker", "--dsrepro-repeat", "3", "nb/token.ipynb",
+    refused = project.dsrepro("flaky", "--repeat", "3", "nb/token.ipynb",
                           "nb/log.ipynb")
     refused.stdout.fnmatch_lines([
         "nondeterministic: nb/token.ipynb: cell 1 output 0 (stdout)",

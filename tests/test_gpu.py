@@ -39,7 +39,7 @@ def test_without_gpu_support_gpu_items_are_skipped(project: Project) -> None:
     project.ini(dsrepro_notebooks=["nb/*.ipynb"])
     project.pytester.makepyfile(test_gpu=GPU_TESTS)
     write_notebook(project.path / "nb" / "deep.ipynb", "print(1)", dsrepro={"gpu": True})
-    result = project.run("--in-docker", "-rs", f"--dsrepro-scratch={project.path / 'scratch'}")
+    result = project.run("--in-docker", "-rs", "-o", f"dsrepro_scratch={project.path / 'scratch'}")
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines([
         "dsrepro: GPUs: not available from the engine at unix://*; 2 GPU item(s) are skipped",
@@ -79,7 +79,7 @@ def test_a_gpu_request_reaches_the_engine_for_gpu_items_only(
     project.pytester.makepyfile(test_gpu=GPU_TESTS)
     scratch = project.path / "scratch"
     before = len(gpu_engine.hook_calls())
-    result = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
+    result = project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["dsrepro: GPUs: available from the engine at * (1 GPU item(s))"])
     gpu = json.loads((scratch / "gpu.json").read_text())

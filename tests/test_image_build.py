@@ -57,11 +57,11 @@ def test_cache_hit_and_rebuild_on_change(project: Project, docker_client: Any) -
 def test_build_arg_change_rebuilds(project: Project) -> None:
     project.dockerfile("ARG SEED=0", "RUN echo seed=$SEED")
     project.pytester.makepyfile(test_one=MARKED)
-    project.run("--in-docker", "--dsrepro-build-arg", "SEED=1").stdout.fnmatch_lines(
+    project.run("--in-docker", "-o", "dsrepro_build_args=SEED=1").stdout.fnmatch_lines(
         ["*built in*"])
-    project.run("--in-docker", "--dsrepro-build-arg", "SEED=1").stdout.fnmatch_lines(
+    project.run("--in-docker", "-o", "dsrepro_build_args=SEED=1").stdout.fnmatch_lines(
         ["*(cached)"])
-    result = project.run("--in-docker", "--dsrepro-build-arg", "SEED=2", "-v")
+    result = project.run("--in-docker", "-o", "dsrepro_build_args=SEED=2", "-v")
     result.stdout.fnmatch_lines(["*seed=2*", "*built in*"])
 
 
@@ -124,7 +124,7 @@ def test_progress_is_shown_while_the_build_runs(project: Project, capture: str) 
         project.ini(dsrepro_build_network="host")
         project.pytester.makepyfile(test_one=MARKED)
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
-                   capture, "--dsrepro-build-arg", f"PORT={port}"]
+                   capture, "-o", f"dsrepro_build_args=PORT={port}"]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         proc = subprocess.Popen(command, cwd=project.path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)

@@ -113,8 +113,8 @@ def test_the_next_session_forks_a_fresh_worker_in_the_kept_container(
     write_notebook(project.path / "nb" / "one.ipynb", "print(6 * 7)")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLOW", "1")  # passed in by dsrepro_env: a value that is not in the key
-        third = project.run("--in-docker", "--dsrepro-keep", "--dsrepro-notebooks=nb/*.ipynb",
-                            "--dsrepro-baseline-source=none")
+        third = project.run("--in-docker", "--dsrepro-keep", "-o", "dsrepro_notebooks=nb/*.ipynb",
+                            "-o", "dsrepro_baseline_source=none")
     third.assert_outcomes(passed=3, failed=1)  # the notebook, fresh, added; slow timed out
     third.stdout.fnmatch_lines(["*test_slow*timeout: the item ran longer than 3s*"])
     assert [c.id for c in kept_containers(docker_client, keep)] == [kept[0].id]
@@ -184,7 +184,7 @@ def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
     assert session.returncode == 2, output
     assert len(workers(docker_client, keep)) == 1, output  # the keeper alone
 
-    project.run("--in-docker", "--dsrepro-keep", "--dsrepro-keep-idle=2").assert_outcomes(
+    project.run("--in-docker", "--dsrepro-keep", "-o", "dsrepro_keep_idle=2").assert_outcomes(
         passed=2)
     [container] = kept_containers(docker_client, keep)
     assert gone(docker_client, keep, container.id)

@@ -45,7 +45,7 @@ def test_fresh_kernels_started_ahead(
         write_notebook(project.path / path, REPORT.format(name=name, sleep=sleep))
     scratch = project.path / "scratch"
     before = uptime()
-    project.run("--in-docker", "--dsrepro-update", f"--dsrepro-scratch={scratch}"
+    project.run("--in-docker", "--dsrepro-update", "-o", f"dsrepro_scratch={scratch}"
                 ).assert_outcomes(passed=3)
     found = {name: json.loads((scratch / f"{name}.json").read_text())
              for name in ("first", "second", "third")}
@@ -66,7 +66,7 @@ def test_kernels_start_where_the_scratch_path_is_too_long_for_a_socket(project: 
     write_notebook(project.path / "nb" / "two.ipynb", "print(2)")
     scratch = project.path / ("a-scratch-folder-with-a-long-name-" * 3)
     assert len(str(scratch)) > 110
-    project.run("--in-docker", "--dsrepro-update", f"--dsrepro-scratch={scratch}",
+    project.run("--in-docker", "--dsrepro-update", "-o", f"dsrepro_scratch={scratch}",
                 timeout=120).assert_outcomes(passed=2)
 
 
@@ -107,7 +107,7 @@ def test_kernels_forked_from_a_zygote_are_fresh_and_exit_cleanly(project: Projec
         (project.path / path).with_name("helper.py").write_text(f"WHERE = {path[:4]!r}\n")
     scratch = project.path / "scratch"
     result = run_with_env(project.pytester, "--in-docker", "--dsrepro-update",
-                          f"--dsrepro-scratch={scratch}", PROJECT_SETTING="from the host")
+                          "-o", f"dsrepro_scratch={scratch}", PROJECT_SETTING="from the host")
     result.assert_outcomes(passed=3)
     found = {name: json.loads((scratch / f"{name}.json").read_text())
              for name in ("first", "second", "third")}
@@ -149,7 +149,7 @@ def test_a_zygote_started_before_the_environment_changed_is_replaced(project: Pr
         write_notebook(project.path / "nb" / f"{name}.ipynb",
                        FROM_CONFTEST.format(name=name, sleep=sleep))
     scratch = project.path / "scratch"
-    project.run("--in-docker", "--dsrepro-update", f"--dsrepro-scratch={scratch}"
+    project.run("--in-docker", "--dsrepro-update", "-o", f"dsrepro_scratch={scratch}"
                 ).assert_outcomes(passed=3)
     found = {name: json.loads((scratch / f"{name}.json").read_text()) for name in "abc"}
     assert [entry["setting"] for entry in found.values()] == ["yes"] * 3

@@ -25,8 +25,8 @@ def test_atol_lets_a_small_absolute_move_pass(pytester: pytest.Pytester) -> None
     run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
     moved = run_with_env(pytester, BIAS="0.001")
     moved.assert_outcomes(failed=1)
-    run_with_env(pytester, "--dsrepro-atol=0.01", BIAS="0.001").assert_outcomes(passed=1)
-    run_with_env(pytester, "--dsrepro-atol=0.0001", BIAS="0.001").assert_outcomes(failed=1)
+    run_with_env(pytester, "-o", "dsrepro_atol=0.01", BIAS="0.001").assert_outcomes(passed=1)
+    run_with_env(pytester, "-o", "dsrepro_atol=0.0001", BIAS="0.001").assert_outcomes(failed=1)
     run_with_env(pytester, DSREPRO_ATOL="0.01", BIAS="0.001").assert_outcomes(passed=1)
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_atol = "0.01"\n')
     run_with_env(pytester, BIAS="0.001").assert_outcomes(passed=1)
@@ -67,7 +67,7 @@ def test_timings_are_compared_only_when_asked(pytester: pytest.Pytester) -> None
 
 
 @pytest.mark.parametrize("how, line", [
-    ("--dsrepro-cell-timeout=1", "timed out after 1s"),
+    ("dsrepro_cell_timeout=1", "timed out after 1s"),
     ("metadata", "timed out after 1s"),
     ("metadata, between cells", "slow.ipynb: the notebook ran longer than 1s "
                                 "(metadata.dsrepro.timeout)"),
@@ -81,7 +81,7 @@ def test_a_slow_cell_or_notebook_is_stopped(pytester: pytest.Pytester, how: str,
         cells = ["import time\ntime.sleep(0.6)", "time.sleep(0.6)", "x = 1"]
     write_notebook(pytester.path / "slow.ipynb", *cells,
                    dsrepro={"timeout": 1} if how.startswith("metadata") else None)
-    args = [] if how.startswith("metadata") else [how]
+    args = [] if how.startswith("metadata") else ["-o", how]
     result = run_with_env(pytester, "--dsrepro-update", *args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([line])

@@ -91,8 +91,8 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
     (project.path / "dsrepro-artifacts").mkdir(exist_ok=True)
     (project.path / "dsrepro-artifacts" / "rendezvous").touch()
     engines = f"here={here},second={gpu_engine.url}"
-    result = project.run("--in-docker", "-v", f"--dsrepro-engines={engines}",
-                         "--dsrepro-report=matrix.json", "--dsrepro-html=matrix.html")
+    result = project.run("--in-docker", "-v", f"--dsrepro-engine={engines}",
+                         "--dsrepro-report=matrix.json", "--dsrepro-report=matrix.html")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines_random([
         "dsrepro: container items run in the project's image on 2 engines (matrix)",
@@ -118,7 +118,7 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
     (project.path / "dsrepro-artifacts" / "rendezvous").unlink()
 
     story.value("43")
-    broken = story.run(f"--dsrepro-engines={engines}")
+    broken = story.run(f"--dsrepro-engine={engines}")
     broken.assert_outcomes(passed=2, failed=2)
     broken.stdout.fnmatch_lines(["  nb/show.ipynb * diverged * diverged"])
 
@@ -126,9 +126,9 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
 def test_matrix_mode_refuses_to_record(project: Project) -> None:
     _matrix_project(project)
     result = project.run("--in-docker", "--dsrepro-update",
-                         "--dsrepro-engines=a=unix:///x.sock,b=unix:///y.sock")
+                         "--dsrepro-engine=a=unix:///x.sock,b=unix:///y.sock")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--dsrepro-update with --dsrepro-engines in matrix mode*"])
+    result.stderr.fnmatch_lines(["*--dsrepro-update with several engines in matrix mode*"])
 
 
 def test_a_spread_run_shares_the_groups_out(project: Project, docker_client: Any,
@@ -148,8 +148,8 @@ def test_a_spread_run_shares_the_groups_out(project: Project, docker_client: Any
             time.sleep(1)
     """)
     here = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    result = project.run("--in-docker", "--dsrepro-engines-mode=spread",
-                         f"--dsrepro-engines=here={here},second={gpu_engine.url}",
+    result = project.run("--in-docker", "-o", "dsrepro_engine_mode=spread",
+                         f"--dsrepro-engine=here={here},second={gpu_engine.url}",
                          "--dsrepro-report=spread.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["dsrepro: container items run in the project's image on 2 "

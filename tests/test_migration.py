@@ -91,7 +91,7 @@ def test_images_are_left_out_of_saved_outputs_unless_asked(nbval_project: pytest
     (nbval_project.path / "nb").mkdir()
     nbformat.write(nb, str(nbval_project.path / "nb" / "plot.ipynb"))
     run_with_env(nbval_project).assert_outcomes(passed=1)
-    compared = run_with_env(nbval_project, "--dsrepro-compare-images=true")
+    compared = run_with_env(nbval_project, "-o", "dsrepro_compare_images=true")
     compared.assert_outcomes(failed=1)
     compared.stdout.fnmatch_lines(["*output 0 (image/png)*"])
 
@@ -102,9 +102,9 @@ def test_an_nbval_sanitize_file_is_read(nbval_project: pytest.Pytester) -> None:
     (nbval_project.path / "sanitize.cfg").write_text(
         "[run ids]\nregex: run-id \\d+\nreplace: RUN-ID\n")
     run_with_env(nbval_project).assert_outcomes(failed=1)
-    run_with_env(nbval_project, "--dsrepro-sanitize-file=sanitize.cfg").assert_outcomes(passed=1)
+    run_with_env(nbval_project, "-o", "dsrepro_sanitize_file=sanitize.cfg").assert_outcomes(passed=1)
     (nbval_project.path / "broken.cfg").write_text("regex: (unclosed\nreplace: x\n")
-    broken = run_with_env(nbval_project, "--dsrepro-sanitize-file=broken.cfg")
+    broken = run_with_env(nbval_project, "-o", "dsrepro_sanitize_file=broken.cfg")
     assert broken.ret == pytest.ExitCode.USAGE_ERROR
     broken.stderr.fnmatch_lines(["ERROR: dsrepro_sanitize_file */broken.cfg: regex '(unclosed':*"])
 
@@ -160,7 +160,7 @@ TRAIN = (cell("epochs = 10\nrows = 1000\nmodel = 'big'", "parameters"),
 PAPERMILL_INI = """[tool.pytest.ini_options]
 dsrepro_notebooks = ["notebooks/*.ipynb"]
 dsrepro_parameters = ["notebooks/train.ipynb: rows=50"]
-dsrepro_profiles = ["smoke: epochs=1 model='tiny model'", "full: epochs=4"]
+dsrepro_profile_parameters = ["smoke: epochs=1 model='tiny model'", "full: epochs=4"]
 """
 
 
@@ -200,14 +200,14 @@ def test_papermill_parameters_and_profiles_record_and_verify_their_own_baselines
     by_profile.assert_outcomes(passed=2, deselected=1)
     by_profile.stdout.fnmatch_lines(["*notebooks/train.ipynb[[]full[]] PASSED*"])
 
-    changed = project.run("--in-docker", "--dsrepro-profile", "smoke", "--dsrepro-param",
-                          "epochs=2")
-    changed.assert_outcomes(passed=1, failed=1, deselected=1)
+    changed = project.run("--in-docker", "--dsrepro-profile", "smoke", "-o",
+                          "dsrepro_profile_parameters=smoke: epochs=2 model='tiny model'")
+    changed.assert_outcomes(passed=1, failed=1)  # the one profile the override defines
     changed.stdout.fnmatch_lines(["*since the baseline was recorded: parameter epochs 1 -> 2*"])
     unknown = project.run("--in-docker", "--dsrepro-profile", "nightly")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
     unknown.stderr.fnmatch_lines(["ERROR: --dsrepro-profile nightly: no such profile "
-                                  "(dsrepro_profiles names full, smoke)"])
+                                  "(dsrepro_profile_parameters names full, smoke)"])
 
 
 def test_a_papermill_output_notebook_gets_its_injected_cell_replaced(pytester: pytest.Pytester
@@ -217,11 +217,11 @@ def test_a_papermill_output_notebook_gets_its_injected_cell_replaced(pytester: p
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\ndsrepro_notebooks = ["*.ipynb"]\n')
     write_notebook(pytester.path / "out.ipynb", cell("n = 1", "parameters"),
                    cell("# Parameters\nn = 7\n", "injected-parameters"), "print('n is', n)")
-    run_with_env(pytester, "--dsrepro-update", "--dsrepro-param", "n=3").assert_outcomes(
+    run_with_env(pytester, "--dsrepro-update", "-o", "dsrepro_parameters=*: n=3").assert_outcomes(
         passed=1)
     text = (pytester.path / "baselines" / "out.yaml").read_text()
     assert "n is 3" in text and "index: 2" in text
-    run_with_env(pytester, "--dsrepro-param", "n=3").assert_outcomes(passed=1)
+    run_with_env(pytester, "-o", "dsrepro_parameters=*: n=3").assert_outcomes(passed=1)
 
 
 def test_a_papermill_output_notebook_checks_against_its_saved_outputs(
@@ -242,7 +242,7 @@ def test_a_papermill_output_notebook_checks_against_its_saved_outputs(
     (nbval_project.path / "nb").mkdir()
     nbformat.write(nb, str(nbval_project.path / "nb" / "out.ipynb"))
     run_with_env(nbval_project).assert_outcomes(passed=1)
-    changed = run_with_env(nbval_project, "--dsrepro-param", "n=8")
+    changed = run_with_env(nbval_project, "-o", "dsrepro_parameters=*: n=8")
     changed.assert_outcomes(failed=1)
     changed.stdout.fnmatch_lines(["*-n is 7", "*+n is 8"])
 

@@ -295,7 +295,7 @@ def test_image_mismatch_inside_the_container_leaves_images_owned_by_the_user(
     written = project.path / "dsrepro-artifacts" / "nb__plot.ipynb"
     assert sorted(p.name.rsplit("-", 1)[-1] for p in written.iterdir()) == [
         "executed.ipynb", "expected.png", "obtained.files", "obtained.png", "obtained.yaml"]
-    assert (written / "obtained.yaml").stat().st_uid == os.getuid()  # kept for --dsrepro-accept
+    assert (written / "obtained.yaml").stat().st_uid == os.getuid()  # kept for dsrepro accept
     for image in written.glob("*.png"):
         assert image.stat().st_uid == os.getuid()
         assert image.read_bytes().startswith(b"\x89PNG")

@@ -11,15 +11,27 @@ from pytest_dsrepro.parsing import parse_key_values, parse_memory, split_list
 from pytest_dsrepro.settings import Settings
 
 
-def test_help_shows_the_dsrepro_group(pytester: pytest.Pytester) -> None:
+def test_help_shows_the_flags_of_a_gate_run_in_three_groups(pytester: pytest.Pytester) -> None:
+    """At most about twenty flags, grouped; the rarely changed knobs are ini options only."""
+    from pytest_dsrepro.settings import OPTIONS
+
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines([
-        "reproducibility in the project's Docker image:",
+        "reproducibility in the project's Docker image: the gate run:",
         "*--in-docker*run container items inside the project's image*",
         "*--dsrepro-update*",
-        "*--dsrepro-build-arg=KEY=VALUE*",
+        "*--dsrepro-report=PATH*",
+        "reproducibility in the project's Docker image: the image:",
+        "*--dsrepro-image=IMAGE*",
+        "reproducibility in the project's Docker image: where containers run:",
+        "*--dsrepro-engine=ENGINE*",
         "*dsrepro_container_paths*",
     ])
+    flags = {word.split("=")[0] for line in result.outlines for word in line.split()
+             if word.startswith("--dsrepro-") or word == "--in-docker"}
+    assert flags == {option.flag_name for option in OPTIONS if option.flag_name}
+    assert len(flags) <= 20, sorted(flags)
+    assert "--dsrepro-rtol" not in result.stdout.str()  # ini-only: -o dsrepro_rtol=...
 
 
 def test_markers_lists_the_container_signature(pytester: pytest.Pytester) -> None:
@@ -65,7 +77,7 @@ def test_command_line_over_environment_over_ini(pytester: pytest.Pytester,
     """)
     monkeypatch.setenv("DSREPRO_CPUS", "3")
     monkeypatch.setenv("DSREPRO_TIMEOUT", "40")
-    config = pytester.parseconfigure("--dsrepro-timeout=50", "--dsrepro-build-arg", "B=cli")
+    config = pytester.parseconfigure("--dsrepro-timeout=50", "-o", "dsrepro_build_args=B=cli")
     settings = Settings.from_config(config)
     assert settings.memory == 1024**3  # ini
     assert settings.cpus == 3.0  # environment over ini
@@ -100,12 +112,26 @@ def test_split_list_from_an_environment_variable() -> None:
         "SEED=1", "PIP_EXTRA=a,b", "X=y"]
 
 
-def test_the_readme_option_reference_is_the_option_table() -> None:
-    """The README's table of options is made from the option table (scripts/options.py); a
-    new, renamed or re-described option fails here until the README is made again."""
-    from pytest_dsrepro.settings import OPTIONS, REFERENCE_END, REFERENCE_START, reference
+def test_the_option_reference_is_made_from_the_option_table() -> None:
+    """The docs site's option reference is the option table, put in its page when the site is
+    built (docs/hooks.py): one row an option, each flag, ini option, variable and command named."""
+    import importlib.util
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    start, end = readme.index(REFERENCE_START), readme.index(REFERENCE_END) + len(REFERENCE_END)
-    assert readme[start:end] == reference(), "run: python scripts/options.py"
-    assert len(reference().splitlines()) == len(OPTIONS) + 4
+    from pytest_dsrepro.settings import OPTIONS
+
+    docs = Path(__file__).parents[1] / "docs"
+    spec = importlib.util.spec_from_file_location("docs_hooks", docs / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (docs / "reference" / "options.md").read_text(encoding="utf-8")
+    built = hooks.on_page_markdown(page, page=None)
+    rows = [line for line in built.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == len(OPTIONS) + 1  # the header row, then one an option
+    for option in OPTIONS:
+        row = next(line for line in rows if f"`{option.env}`" in line)
+        for name in (option.flag_name, option.ini and option.dest, option.command):
+            assert not name or name in row, (name, row)
+    assert hooks.on_page_markdown("# another page", page=None) == "# another page"
+
+

@@ -79,7 +79,7 @@ def writer(project: Project) -> Project:
 def test_writes_reach_the_view_never_the_checkout(writer: Project, transfer: str) -> None:
     before = committed(writer)
     tree = {p: p.read_bytes() for p in writer.path.rglob("*") if p.is_file() and ".git" not in p.parts}
-    result = writer.run("--in-docker", "--dsrepro-update", f"--dsrepro-transfer={transfer}",
+    result = writer.run("--in-docker", "--dsrepro-update", "-o", f"dsrepro_transfer={transfer}",
                         "--dsrepro-report=r.json")
     result.assert_outcomes(passed=2)
     report = json.loads((writer.path / "r.json").read_text())
@@ -215,7 +215,7 @@ def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> 
     assert listed == {"nb/figure.ipynb": [], "test_writer.py::test_writes_results": ["data.csv"]}
 
     writer.run("--in-docker").assert_outcomes(passed=2)
-    moved = run_with_env(writer.pytester, "--in-docker", "--dsrepro-html=r.html", SCALE="2")
+    moved = run_with_env(writer.pytester, "--in-docker", "--dsrepro-report=r.html", SCALE="2")
     moved.assert_outcomes(failed=2)
     page = (writer.path / "r.html").read_text()
     assert "file nb/predictions.csv" in page and '<td class="changed"' in page
@@ -223,8 +223,8 @@ def test_declared_outputs_are_recorded_and_compared_by_kind(writer: Project) -> 
                                 "*file results/metrics.json.accuracy*0.9*1.8*"])
     moved.stdout.fnmatch_lines(["*baseline 'file nb/predictions.csv' differs*",
                                 "*file nb/predictions.csv[[]1, 'score'[]]*0.25*0.5*"])
-    accepted = writer.run("--dsrepro-accept",
-                          "test_writer.py::test_writes_results::file results/metrics.json")
+    accepted = writer.dsrepro("accept",
+                              "test_writer.py::test_writes_results::file results/metrics.json")
     assert accepted.ret == 0, accepted.stdout.str()
     again = run_with_env(writer.pytester, "--in-docker", "test_writer.py", SCALE="2")
     again.assert_outcomes(passed=1)  # the accepted file is the baseline now
@@ -293,11 +293,11 @@ def test_draws():
 
 
 def test_the_finder_sees_an_output_file_move(project: Project) -> None:
-    """--dsrepro-repeat observes declared output files as it observes values."""
+    """dsrepro flaky observes declared output files as it observes values."""
     project.ini(dsrepro_outputs=["results/*.json"])
     project.ignore("baselines", "dsrepro-artifacts")
     project.pytester.makepyfile(test_draws=DRAWS)
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
-    found = project.run("--in-docker", "--dsrepro-repeat=2")
+    found = project.dsrepro("flaky", "--repeat", "2")
     assert "file results/draw.json" in found.stdout.str(), found.stdout.str()
     assert "nondeterministic" in found.stdout.str()

@@ -76,7 +76,7 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
     seen = tmp_path_factory.mktemp("seen")
     project.ignore("seen")
     write(project, seen / "out")
-    args = ["--myflag=set", "--epochs", "1", "--dsrepro-rtol", "0.5", "-p", "no:logging", *spread]
+    args = ["--myflag=set", "--epochs", "1", "-o", "dsrepro_rtol=0.5", "-p", "no:logging", *spread]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEEN_DIR", str(seen / "out"))
         # the scratch folder is the container's only writable place beside the baselines: the
@@ -87,7 +87,7 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
         for path in (seen / "out").iterdir():
             path.unlink()
         patch.setenv("DSREPRO_ENV", "SEEN_DIR")
-        inside = project.run("--in-docker", f"--dsrepro-scratch={seen / 'out'}", *args)
+        inside = project.run("--in-docker", "-o", f"dsrepro_scratch={seen / 'out'}", *args)
     inside.assert_outcomes(passed=3)
     found = observed(seen / "out")
     assert set(found) == {"c0-in", "c1-in", "h-host"}, found
@@ -148,7 +148,7 @@ def test_output_of_a_container_item_streams_live_with_s(project: Project) -> Non
     scratch = project.path / "scratch"
     project.ignore("scratch")
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s",
-                             "--in-docker", f"--dsrepro-scratch={scratch}"], cwd=project.path,
+                             "--in-docker", "-o", f"dsrepro_scratch={scratch}"], cwd=project.path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen = []
@@ -160,7 +160,7 @@ def test_output_of_a_container_item_streams_live_with_s(project: Project) -> Non
     output = "".join(seen) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
     assert "1 passed" in output
-    quiet = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
+    quiet = project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}")
     assert "hello from inside" not in quiet.stdout.str()
 
 
@@ -207,8 +207,8 @@ def test_coverage_of_container_tests_and_notebook_kernels_reaches_the_host_repor
     assert bare.stdout.str().count("the image has no coverage package") == 1
     project.dockerfile(f"RUN pip install --no-cache-dir coverage=={coverage.__version__}")
     # mounted, shared among processes, copied in (the paths are the same inside)
-    for spread in ([], ["--dsrepro-workers", "2"], ["--dsrepro-transfer=copy"]):
-        result = project.run("--in-docker", "--dsrepro-build-network=host", "--cov=calc",
+    for spread in ([], ["--dsrepro-workers", "2"], ["-o", "dsrepro_transfer=copy"]):
+        result = project.run("--in-docker", "-o", "dsrepro_build_network=host", "--cov=calc",
                              "--cov-report=json:coverage.json", *spread)
         result.assert_outcomes(passed=2)
         assert "never imported" not in result.stdout.str() + result.stderr.str()

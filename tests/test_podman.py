@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from stories import VALUE_TEST, Story
 
-from conftest import Project, run_with_env
+from conftest import Project
 from notebooks import write_notebook
 from test_example import copy_example
 
@@ -38,7 +38,7 @@ def test_a_project_reproduces_on_podman(project: Project, podman_engine: str) ->
         "baselines/nb/show.yaml", "baselines/test_value/test_value.yaml"]
     story.passes(passed=2, skipped=1)
     story.breaks("0.75", failed=2, skipped=1)
-    doctor = run_with_env(project.pytester, "--dsrepro-doctor", DOCKER_HOST=podman_engine)
+    doctor = project.dsrepro("doctor", DOCKER_HOST=podman_engine)
     assert doctor.ret == 0
     doctor.stdout.fnmatch_lines([f"ok engine: {podman_engine} (Podman *, from DOCKER_HOST)",
                                  "ok files: the engine sees this machine's folders: the "

@@ -129,7 +129,7 @@ def test_the_rebuild_check_names_packages_that_drift(project: Project,
     project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
                                                             "pass"))
     project.run("--in-docker").assert_outcomes(passed=1)  # the image in use
-    checked = project.run("--in-docker", "--dsrepro-rebuild-check")
+    checked = project.dsrepro("rebuild-check")
     checked.assert_outcomes(passed=1)
     assert checked.ret == pytest.ExitCode.TESTS_FAILED  # the items passed; the rebuild drifted
     checked.stdout.fnmatch_lines([
@@ -145,7 +145,7 @@ def test_the_rebuild_check_names_packages_that_drift(project: Project,
 def test_the_rebuild_check_passes_a_pinned_image(project: Project) -> None:
     project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
                                                             "pass"))
-    checked = project.run("--in-docker", "--dsrepro-rebuild-check")
+    checked = project.dsrepro("rebuild-check")
     assert checked.ret == pytest.ExitCode.OK
     checked.stdout.fnmatch_lines(["dsrepro: rebuild check: a rebuild without cache has the "
                                   "packages of dsrepro/*"])

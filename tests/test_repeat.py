@@ -1,5 +1,5 @@
-"""``--dsrepro-repeat N`` finds the outputs that move between runs, and says what would make the
-gate tolerate them, or that they need a seed; ``--dsrepro-perturb`` makes hidden nondeterminism
+"""``dsrepro flaky --repeat N`` finds the outputs that move between runs, and says what would
+make the gate tolerate them, or that they need a seed; ``--perturb`` makes hidden nondeterminism
 show. On the real engine."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import Project, needs, validate
+from conftest import Project, dsrepro_command, needs, run_with_env, validate
 from notebooks import write_notebook
 
 # a Monte Carlo estimate from a generator of its own, never seeded: it moves by about 0.1%
@@ -29,7 +29,7 @@ def test_an_unseeded_cell_among_seeded_ones_is_flagged_with_a_proposal_that_pass
         "print('constant', 42)")
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
 
-    result = project.run("--in-docker", "--dsrepro-repeat", "8")
+    result = project.dsrepro("flaky", "--repeat", "8")
     result.stdout.fnmatch_lines([
         "*= dsrepro repeat (8 runs) =*",
         "deterministic 2, noisy within tolerance 0, nondeterministic 1",
@@ -71,10 +71,10 @@ def test_sum(baseline):
 def test_a_thread_count_sensitive_sum_shows_only_when_threads_vary(project: Project) -> None:
     project.pytester.makepyfile(test_threads=THREAD_SUM)
     project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=1)
-    still = project.run("--in-docker", "--dsrepro-repeat", "3")
+    still = project.dsrepro("flaky", "--repeat", "3")
     still.assert_outcomes(passed=1)
     still.stdout.fnmatch_lines(["deterministic 2, noisy within tolerance 0, nondeterministic 0"])
-    varied = project.run("--in-docker", "--dsrepro-repeat", "3", "--dsrepro-perturb", "threads")
+    varied = project.dsrepro("flaky", "--repeat", "3", "--perturb", "threads")
     varied.stdout.fnmatch_lines([
         "*= dsrepro repeat (3 runs, perturbed: threads) =*",
         "deterministic 1, noisy within tolerance 0, nondeterministic 1",
@@ -85,10 +85,17 @@ def test_a_thread_count_sensitive_sum_shows_only_when_threads_vary(project: Proj
 
 
 def test_repeat_needs_the_container(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dsrepro-repeat", "3")
+    """``dsrepro flaky`` adds ``--in-docker``; its variable alone, without it, is refused."""
+    result = run_with_env(pytester, DSREPRO_REPEAT="3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --dsrepro-repeat runs container items again*add "
-                                 "--in-docker"])
+    result.stderr.fnmatch_lines(["ERROR: DSREPRO_REPEAT runs container items again*add "
+                                 "--in-docker (dsrepro flaky does)"])
+
+
+def test_flaky_wants_two_runs_or_more(pytester: pytest.Pytester) -> None:
+    result = dsrepro_command(pytester, "flaky", "--repeat", "1")
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["dsrepro: error: dsrepro flaky --repeat 1: give 2 or more runs"])
 
 
 def test_moving_text_gets_a_sanitize_proposal() -> None:

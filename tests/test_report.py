@@ -122,7 +122,7 @@ def test_html_report_opens_offline_in_a_real_browser(reproject: pytest.Pytester)
     needs("PIL")
     write_notebook(reproject.path / "nb" / "plot.ipynb", PNG_CELL)
     run(reproject, "--dsrepro-update").assert_outcomes(passed=4, skipped=1)
-    result = run(reproject, "--dsrepro-html=report.html", value="0.9811")
+    result = run(reproject, "--dsrepro-report=report.html", value="0.9811")
     result.stdout.fnmatch_lines(["HTML report: report.html"])
     page = reproject.path / "report.html"
     text = page.read_text()
@@ -199,7 +199,7 @@ def test_html_report_renders_tables_filters_and_builds_the_accept_command(
         'baseline.check("loss", 0.25)', 'baseline.check("loss", float(os.environ.get('
         '"NB_VALUE", "0.25")) / 3.8844)'))
     run(reproject, "--dsrepro-update").assert_outcomes(passed=4, skipped=1)
-    result = run(reproject, "--dsrepro-html=report.html", value="0.9811")
+    result = run(reproject, "--dsrepro-report=report.html", value="0.9811")
     result.assert_outcomes(passed=1, failed=3, skipped=1)
     page = reproject.path / "report.html"
     page.write_text(page.read_text().replace("</body>", REVIEWER + "</body>"))
@@ -220,8 +220,7 @@ def test_html_report_renders_tables_filters_and_builds_the_accept_command(
     shown = re.search(r'data-shown="([^"]*)"', dom).group(1).split(",")
     assert sorted(shown) == ["diverged", "diverged", "diverged", "skipped"]
     command = html.unescape(re.search(r'data-command="([^"]*)"', dom).group(1))
-    assert command == ("pytest --dsrepro-accept 'nb/table.ipynb' "
-                       "--dsrepro-accept 'test_values.py::test_metric::loss'")
+    assert command == "dsrepro accept 'nb/table.ipynb' 'test_values.py::test_metric::loss'"
     assert 'data-fits="true"' in dom  # no sideways scrolling on a laptop screen
     assert 'id="row-item-test_values.py-test_metric"' in dom  # each item linkable
     shot = screenshot(common, page, "html-report-table.png", "1366,2400")
@@ -245,14 +244,14 @@ def test_junit_xml_gets_a_few_short_properties(pytester: pytest.Pytester) -> Non
     """)
     run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=1)
     run_with_env(pytester, "--junitxml=out.xml", "--dsrepro-report=r.json",
-                 "--dsrepro-html=r.html", ACCURACY="0.5").assert_outcomes(failed=1)
+                 "--dsrepro-report=r.html", ACCURACY="0.5").assert_outcomes(failed=1)
     pytester.makepyfile(test_skips="""
         import pytest
 
         def test_later():
             pytest.skip("needs the 2027 data")
     """)
-    run_with_env(pytester, "--dsrepro-html=skips.html", "test_skips.py").assert_outcomes(skipped=1)
+    run_with_env(pytester, "--dsrepro-report=skips.html", "test_skips.py").assert_outcomes(skipped=1)
     assert "needs the 2027 data" in (pytester.path / "skips.html").read_text()  # the reason, shown
     page = (pytester.path / "r.html").read_text()  # a zero count is neutral, not red
     assert '<span class="status none">stale</span> 0' in page

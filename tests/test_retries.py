@@ -45,7 +45,7 @@ def test_a_worker_the_engine_refused_is_started_again_and_said(project: Project)
     assert result.stdout.str().count("test_failing") <= 3  # its failure, its summary line
 
     (project.path / "refused-once").unlink()
-    no_retries = project.run("--in-docker", "--dsrepro-retries", "0")
+    no_retries = project.run("--in-docker", "-o", "dsrepro_retries=0")
     assert no_retries.ret == pytest.ExitCode.USAGE_ERROR
     no_retries.stderr.fnmatch_lines(["ERROR: the engine at * refused to *"])
 
@@ -82,6 +82,6 @@ def test_a_kernel_that_did_not_start_is_started_again_and_said(
     result.stdout.fnmatch_lines(["*RetryWarning: notebooks/run.ipynb: the kernel did not start "
                                  "(*); started it again (retry 1 of 1)"])
 
-    once = project.run("--in-docker", "--dsrepro-retries", "0")
+    once = project.run("--in-docker", "-o", "dsrepro_retries=0")
     once.assert_outcomes(failed=1)
     once.stdout.fnmatch_lines(["*notebooks/run.ipynb: the kernel did not start: *"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_with_env
+from conftest import Project, run_with_env
 
 VALUES = """
 import os, pytest
@@ -23,11 +23,8 @@ def test_plain():
 """
 
 
-@pytest.fixture
-def recorded(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
-    pytester.makepyfile(test_values=VALUES)
-    run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=3)
+def with_orphan(pytester: pytest.Pytester) -> pytest.Pytester:
+    """Baselines recorded, and one whose test is gone."""
     orphan = pytester.path / "baselines" / "test_gone" / "test_removed.yaml"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("dsrepro_baseline: 1\nkind: test\nvalues: {}\n")
@@ -36,39 +33,56 @@ def recorded(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.fixture
+def recorded(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    pytester.makepyfile(test_values=VALUES)
+    run_with_env(pytester, "--dsrepro-update").assert_outcomes(passed=3)
+    return with_orphan(pytester)
+
+
+@pytest.fixture
+def recorded_image(project: Project) -> Project:
+    """As :func:`recorded`, in the image: ``dsrepro prune`` runs the gate."""
+    project.pytester.makepyfile(test_values=VALUES)
+    project.run("--in-docker", "--dsrepro-update").assert_outcomes(passed=3)
+    with_orphan(project.pytester)
+    return project
+
+
 @pytest.mark.parametrize("narrowing, reason", [
     (["-k", "kept"], "-k chose items"),
     (["-m", "container"], "-m chose items"),
     (["test_values.py"], "paths or items were named"),
 ])
-def test_prune_refuses_a_partial_run(recorded: pytest.Pytester, narrowing: list[str],
+def test_prune_refuses_a_partial_run(recorded_image: Project, narrowing: list[str],
                                      reason: str) -> None:
-    result = run_with_env(recorded, "--dsrepro-prune", *narrowing)
-    result.stdout.fnmatch_lines([f"--dsrepro-prune deleted nothing: {reason}; it prunes only on "
+    result = recorded_image.dsrepro("prune", *narrowing)
+    result.stdout.fnmatch_lines([f"dsrepro prune deleted nothing: {reason}; it prunes only on "
                                  "a run of the whole suite"])
-    assert (recorded.path / "baselines/test_gone/test_removed.yaml").exists()
-    assert (recorded.path / "baselines/test_values/test_other.yaml").exists()
+    assert (recorded_image.path / "baselines/test_gone/test_removed.yaml").exists()
+    assert (recorded_image.path / "baselines/test_values/test_other.yaml").exists()
 
 
-def test_prune_deletes_what_no_collected_item_uses_on_a_whole_run(recorded: pytest.Pytester
+def test_prune_deletes_what_no_collected_item_uses_on_a_whole_run(recorded_image: Project
                                                                   ) -> None:
-    result = run_with_env(recorded, "--dsrepro-prune")
+    result = recorded_image.dsrepro("prune")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["baseline deleted: baselines/test_gone/test_removed.yaml "
-                                 "(--dsrepro-prune: no collected item uses it)"])
-    gone = recorded.path / "baselines" / "test_gone"
+                                 "(dsrepro prune: no collected item uses it)"])
+    gone = recorded_image.path / "baselines" / "test_gone"
     assert not (gone / "test_removed.yaml").exists() and not (gone / "test_removed.files").exists()
-    kept = sorted(p.name for p in (recorded.path / "baselines").rglob("*.yaml"))
+    kept = sorted(p.name for p in (recorded_image.path / "baselines").rglob("*.yaml"))
     assert kept == ["test_kept.yaml", "test_other.yaml"]
-    again = run_with_env(recorded, "--dsrepro-prune")
+    again = recorded_image.dsrepro("prune")
     assert "baseline deleted" not in again.stdout.str()
 
 
 def test_the_markdown_summary_of_a_failing_run(recorded: pytest.Pytester) -> None:
-    result = run_with_env(recorded, "--dsrepro-markdown=summary.md", ACCURACY="0.91")
+    result = run_with_env(recorded, "--dsrepro-report=md:summary.txt", ACCURACY="0.91")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["Markdown report: summary.md"])
-    text = (recorded.path / "summary.md").read_text()
+    result.stdout.fnmatch_lines(["Markdown report: summary.txt"])  # a path such as
+    text = (recorded.path / "summary.txt").read_text()  # $GITHUB_STEP_SUMMARY, its kind said
     lines = text.splitlines()
     assert lines[:5] == ["### pytest-dsrepro", "", "**Did not reproduce**: 1 diverged", "",
                          "reproduced 1, diverged 1, missing baseline 0, stale 0, skipped 0, "
@@ -79,9 +93,9 @@ def test_the_markdown_summary_of_a_failing_run(recorded: pytest.Pytester) -> Non
     assert row.count("|") == 4  # no stray cell separators from the content
     assert "test_other" not in text and "test_plain" not in text
 
-    clean = run_with_env(recorded, "--dsrepro-markdown=summary.md")
+    clean = run_with_env(recorded, "--dsrepro-report=summary.md")
     clean.assert_outcomes(passed=3)
     assert (recorded.path / "summary.md").read_text().splitlines()[2] == (
         "**Reproduced**: 2 item(s) as recorded")
-    assert ("- accept what this run obtained, without rerunning: pytest --dsrepro-accept "
+    assert ("- accept what this run obtained, without rerunning: dsrepro accept "
             "test_values.py::test_kept") in lines

@@ -206,7 +206,7 @@ def test_the_container_starts_while_the_host_collects_and_runs_the_items(
     project.run("--in-docker").assert_outcomes(passed=1)  # builds the image
     monkeypatch.setenv("WATCH_COLLECTION", "1")
     scratch = project.path / "scratch"
-    project.run("--in-docker", f"--dsrepro-scratch={scratch}").assert_outcomes(passed=1)
+    project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}").assert_outcomes(passed=1)
     early = json.loads((project.path / "during-collection.json").read_text())
     assert len(early) == 1
     assert early[0].startswith((scratch / "ran-in").read_text())
@@ -255,7 +255,7 @@ def test_an_engine_that_cannot_see_the_repository_is_named(project: Project,
         def test_inside():
             pass
     """)
-    result = run_with_env(project.pytester, "--in-docker", "--dsrepro-transfer=mount",
+    result = run_with_env(project.pytester, "--in-docker", "-o", "dsrepro_transfer=mount",
                           DOCKER_HOST=remote_engine.url)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["dsrepro: image dsrepro/* built in *s"])
@@ -314,7 +314,7 @@ def test_copy_mode_can_be_forced_on_an_engine_that_sees_the_folders(project: Pro
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dsrepro: container items run in the project's image (engine * "
                                  "(*; files copied in (dsrepro_transfer = copy)))"])
-    mounted = project.run("--in-docker", "--dsrepro-transfer=mount")
+    mounted = project.run("--in-docker", "-o", "dsrepro_transfer=mount")
     mounted.assert_outcomes(failed=1)
     mounted.stdout.fnmatch_lines(["*(*; folders mounted (dsrepro_transfer = mount)))"])
 

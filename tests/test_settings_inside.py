@@ -36,7 +36,7 @@ def test_tolerance_and_folders_from_the_host_reach_the_container(project: Projec
     golden = project.path / "golden"
 
     def run(*args: str, **env: str) -> pytest.RunResult:
-        return run_with_env(project.pytester, "--in-docker", "--dsrepro-baselines=golden",
+        return run_with_env(project.pytester, "--in-docker", "-o", "dsrepro_baselines=golden",
                             "nb.ipynb", "test_value.py", *args, DSREPRO_ARTIFACTS="arts", **env)
 
     recorded = run("--dsrepro-update")
@@ -48,7 +48,7 @@ def test_tolerance_and_folders_from_the_host_reach_the_container(project: Projec
 
     write_inputs(project.path, "1.05", 10)  # 5% off: outside the default tolerance
     run().assert_outcomes(passed=1, failed=1)
-    run("--dsrepro-rtol=0.1").assert_outcomes(passed=2)
+    run("-o", "dsrepro_rtol=0.1").assert_outcomes(passed=2)
     run(DSREPRO_RTOL="0.1").assert_outcomes(passed=2)
     run(DSREPRO_RTOL="0.01").assert_outcomes(passed=1, failed=1)
 

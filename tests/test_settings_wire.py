@@ -12,45 +12,53 @@ import pytest
 from conftest import run_with_env
 from pytest_dsrepro.settings import OPTIONS, Settings
 
-# a value for every option that is not its default, by how it is given
+# a value for every option that is not its default, by how it is given: the flags of a gate run,
+# the ini-only options with -o, and the actions of the dsrepro command by their variables
 FLAGS = [
-    "--in-docker", "--dsrepro-update", "--dsrepro-doctor", "--dsrepro-image=img:1", "--dsrepro-dockerfile=D.repro",
-    "--dsrepro-context=ctx", "--dsrepro-build-arg=A=1", "--dsrepro-target=stage",
-    "--dsrepro-build-network=host", "--dsrepro-rebuild", "--dsrepro-rebuild-check",
-    "--dsrepro-registry=127.0.0.1:5000/team/other", "--dsrepro-project=Other",
-    "--dsrepro-network=bridge", "--dsrepro-env=HOME", "--dsrepro-cpus=1.5",
-    "--dsrepro-memory=2g", "--dsrepro-require-gpu", "--dsrepro-gpu-env=K=v,w",
-    "--dsrepro-workers=3", "--dsrepro-timeout=7", "--dsrepro-scratch=/tmp/dsrepro-scr",
-    "--dsrepro-engine=tcp://127.0.0.1:2375", "--dsrepro-engines=a=tcp://127.0.0.1:1,ctx",
-    "--dsrepro-engines-mode=spread", "--dsrepro-executor=slurm", "--dsrepro-slurm-args=-p x",
-    "--dsrepro-privileges=engine: ptrace",
-    "--dsrepro-transfer=copy", "--dsrepro-python=python3",
-    "--dsrepro-notebooks=nb/*.ipynb", "--dsrepro-kernel=k",
-    "--dsrepro-baselines=golden", "--dsrepro-artifacts=arts", "--dsrepro-report=r.json",
-    "--dsrepro-html=r.html", "--dsrepro-baseline-source=notebook", "--dsrepro-rtol=0.25",
-    "--dsrepro-atol=0.5", "--dsrepro-cell-timeout=9", "--dsrepro-kernel-startup-timeout=11",
+    "--in-docker", "--dsrepro-update", "--dsrepro-image=img:1", "--dsrepro-rebuild",
+    "--dsrepro-registry=127.0.0.1:5000/team/other", "--dsrepro-require-gpu",
+    "--dsrepro-workers=3", "--dsrepro-timeout=7",
+    "--dsrepro-engine=a=tcp://127.0.0.1:1,ctx", "--dsrepro-executor=slurm",
+    "--dsrepro-report=r.json", "--dsrepro-report=r.html", "--dsrepro-report=summary.md",
+    "--dsrepro-profile=smoke", "--dsrepro-confirm", "--dsrepro-keep",
+    "-o", "dsrepro_dockerfile=D.repro", "-o", "dsrepro_context=ctx", "-o", "dsrepro_build_args=A=1",
+    "-o", "dsrepro_target=stage", "-o", "dsrepro_build_network=host",
+    "-o", "dsrepro_project=Other", "-o", "dsrepro_network=bridge", "-o", "dsrepro_env=HOME",
+    "-o", "dsrepro_cpus=1.5", "-o", "dsrepro_memory=2g", "-o", "dsrepro_gpu_env=K=v,w",
+    "-o", "dsrepro_scratch=/tmp/dsrepro-scr", "-o", "dsrepro_engine_mode=spread",
+    "-o", "dsrepro_slurm_args=-p x", "-o", "dsrepro_privileges=engine: ptrace",
+    "-o", "dsrepro_transfer=copy", "-o", "dsrepro_python=python3",
+    "-o", "dsrepro_notebooks=nb/*.ipynb", "-o", "dsrepro_kernel=k",
+    "-o", "dsrepro_baselines=golden", "-o", "dsrepro_artifacts=arts",
+    "-o", "dsrepro_baseline_source=notebook", "-o", "dsrepro_rtol=0.25", "-o", "dsrepro_atol=0.5",
+    "-o", "dsrepro_cell_timeout=9", "-o", "dsrepro_kernel_startup_timeout=11",
     "-o", "dsrepro_container_paths=ctests", "-o", "dsrepro_sanitize=secret-\\d+",
-    "--dsrepro-check=marked", "--dsrepro-compare-images=true", "--dsrepro-sanitize-file=san.cfg",
+    "-o", "dsrepro_check=marked", "-o", "dsrepro_compare_images=true",
+    "-o", "dsrepro_sanitize_file=san.cfg",
     "-o", "dsrepro_compare_timings=true", "-o", "dsrepro_outputs=results/*.csv",
-    "-o", "dsrepro_parameters=nb/*.ipynb: rows=10", "--dsrepro-param=seed=1",
-    "-o", "dsrepro_profiles=smoke: epochs=1", "--dsrepro-profile=smoke",
-    "--dsrepro-repeat=3", "--dsrepro-perturb=threads,cpus", "--dsrepro-confirm",
-    "--dsrepro-retries=2", "--dsrepro-markdown=summary.md", "--dsrepro-prune",
-    "--dsrepro-variants=gpu.name", "--dsrepro-accept=nb/a.ipynb", "--dsrepro-accept-from=acc.txt",
-    "--dsrepro-keep", "--dsrepro-keep-idle=30",
+    "-o", "dsrepro_parameters=nb/*.ipynb: rows=10",
+    "-o", "dsrepro_profile_parameters=smoke: epochs=1",
+    "-o", "dsrepro_retries=2", "-o", "dsrepro_variants=gpu.name", "-o", "dsrepro_keep_idle=30",
 ]
+ACTIONS = {"DSREPRO_REPEAT": "3", "DSREPRO_PERTURB": "threads,cpus", "DSREPRO_PRUNE": "1",
+           "DSREPRO_REBUILD_CHECK": "1"}
+# settings made from another option's value: several engines leave the single one unset
+DERIVED = {"engine", "engines", "html", "markdown"}
 
 
-def test_every_option_crosses_the_wire_unchanged(pytester: pytest.Pytester) -> None:
+def test_every_option_crosses_the_wire_unchanged(pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (pytester.path / "san.cfg").write_text("[dates]\nregex: \\d{4}-\\d\\d-\\d\\d\nreplace: DATE\n")
-    (pytester.path / "acc.txt").write_text("# reviewed\nnb/b.ipynb::cell 2\n")
+    for name, value in ACTIONS.items():
+        monkeypatch.setenv(name, value)
     config = pytester.parseconfig(*FLAGS)
     host = Settings.from_config(config)
-    assert host.accept == ("nb/a.ipynb", "nb/b.ipynb::cell 2")
+    assert host.engines == (("a", "tcp://127.0.0.1:1"), ("ctx", "ctx")) and host.engine is None
     default = Settings(rootdir=host.rootdir)
     fields = {field.name for field in dataclasses.fields(Settings)} - {"rootdir"}
-    assert {option.name for option in OPTIONS} == fields  # every option is a setting
-    unchanged = sorted(name for name in fields if getattr(host, name) == getattr(default, name))
+    assert {option.name for option in OPTIONS} == fields - DERIVED | {"engine"}
+    unchanged = sorted(name for name in fields - {"engine"}
+                       if getattr(host, name) == getattr(default, name))
     assert unchanged == []  # each option above is really set
     wire = json.loads(json.dumps(host.to_wire()))
     assert Settings.from_wire(wire) == host
@@ -69,7 +77,7 @@ def test_the_worker_uses_the_hosts_settings_not_its_own(pytester: pytest.Pyteste
     pytester.makeconftest((here / "local_executor.py").read_text())
     pytester.makepyprojecttoml("""
         [tool.pytest.ini_options]
-        addopts = "--dsrepro-baselines=golden"
+        addopts = "-o dsrepro_baselines=golden"
         dsrepro_cell_timeout = "42"
     """)
     inside = pytester.path / "inside.json"
@@ -85,7 +93,7 @@ def test_the_worker_uses_the_hosts_settings_not_its_own(pytester: pytest.Pyteste
     """)
     child_env = {"DSREPRO_RTOL": "0.111", "DSREPRO_ATOL": "0.222", "DSREPRO_BASELINES": "wrong",
                  "DSREPRO_ARTIFACTS": "wrong", "DSREPRO_CELL_TIMEOUT": "1"}
-    result = run_with_env(pytester, "--in-docker", "--dsrepro-rtol=0.9", "-v",
+    result = run_with_env(pytester, "--in-docker", "-o", "dsrepro_rtol=0.9", "-v",
                           DSREPRO_ATOL="0.75", DSREPRO_ARTIFACTS="arts",
                           LOCAL_EXECUTOR_CHILD_ENV=json.dumps(child_env))
     result.assert_outcomes(passed=1)

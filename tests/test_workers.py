@@ -38,7 +38,7 @@ def test_items_run_side_by_side_in_one_container(project: Project) -> None:
     project.pytester.makepyfile(test_a=RENDEZVOUS.format(me="a", other="b"),
                                 test_b=RENDEZVOUS.format(me="b", other="a"))
     scratch = project.path / "scratch"
-    result = project.run("--in-docker", "--dsrepro-workers", "2", f"--dsrepro-scratch={scratch}",
+    result = project.run("--in-docker", "--dsrepro-workers", "2", "-o", f"dsrepro_scratch={scratch}",
                          "-v")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*test_a.py::test_a_again PASSED*"])
@@ -114,7 +114,7 @@ def test_workers_take_the_longest_files_first_by_the_last_report(project: Projec
     project.ignore("scratch", "report.json")
 
     def processes() -> dict[str, str]:
-        project.run("--in-docker", "--dsrepro-workers=2", f"--dsrepro-scratch={scratch}",
+        project.run("--in-docker", "--dsrepro-workers=2", "-o", f"dsrepro_scratch={scratch}",
                     "--dsrepro-report=report.json").assert_outcomes(passed=4)
         return {name: (scratch / name).read_text() for name in "abcd"}
 

@@ -55,7 +55,7 @@ def test_xdist_runs_every_item_once_with_the_same_report(project: Project,
     plain = project.run("--in-docker", "--dsrepro-report=report-plain.json")
     plain.assert_outcomes(passed=5, failed=1)
     spread = project.run("--in-docker", "-n", "2", "--dsrepro-report=report-spread.json",
-                         f"--dsrepro-scratch={scratch}", "-v")
+                         "-o", f"dsrepro_scratch={scratch}", "-v")
     spread.assert_outcomes(passed=5, failed=1)
     spread.stdout.fnmatch_lines(["*image dsrepro/* (cached)*"])
     assert not any("building from" in line for line in spread.outlines)
@@ -65,7 +65,7 @@ def test_xdist_runs_every_item_once_with_the_same_report(project: Project,
         assert "of which" not in result.stdout.str()  # the same image, whoever named it
         assert [line for line in result.outlines if line.startswith("baseline unused")] == [
             "baseline unused: baselines/orphan.yaml (no collected item uses it; delete it if "
-            "it is obsolete, or run the whole suite with --dsrepro-prune)"]
+            "it is obsolete, or run dsrepro prune)"]
     one = json.loads((project.path / "report-plain.json").read_text())
     two = json.loads((project.path / "report-spread.json").read_text())
     assert statuses(one) == statuses(two)
@@ -97,7 +97,7 @@ def test_xdist_and_processes_inside_combine(project: Project) -> None:
     scratch = project.path / "scratch"
     project.ignore("scratch")
     result = project.run("--in-docker", "-n", "2", "--dsrepro-workers", "2", "-v",
-                         "--dsrepro-update", "-k", "metric or host", f"--dsrepro-scratch={scratch}")
+                         "--dsrepro-update", "-k", "metric or host", "-o", f"dsrepro_scratch={scratch}")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["created: 2/2 workers"])
     workers = {line.split("]")[0] for line in result.outlines if line.startswith("[gw")}

@@ -1,4 +1,4 @@
-"""``--dsrepro-accept ITEM[::OUTPUT]``: make what a failed run obtained the baseline, without
+"""``dsrepro accept ITEM[::OUTPUT]``: make what a failed run obtained the baseline, without
 running anything again. A failed item keeps its outputs, as a baseline, in its artifacts folder
 (:data:`artifacts.KEPT`); accepting writes them, or only the named cell or value, over the
 baseline they were compared with."""
@@ -123,14 +123,10 @@ def accept_one(line: str, settings: Settings, store: Store) -> tuple[str, str]:
     return store.display(target), status
 
 
-def run(settings: Settings, store: Store, say: Say) -> int:
-    """Accept every line of ``--dsrepro-accept``; 0 when all were accepted, 1 otherwise."""
-    if settings.update:
-        say("ERROR: --dsrepro-accept writes the outputs a failed run kept; --dsrepro-update runs "
-            "everything again and records it: use one of them")
-        return 4
+def run(lines: tuple[str, ...], settings: Settings, store: Store, say: Say) -> int:
+    """Accept every line (``dsrepro accept``); 0 when all were accepted, 1 otherwise."""
     failed = 0
-    for line in settings.accept:
+    for line in lines:
         try:
             shown, status = accept_one(line, settings, store)
         except (AcceptError, BaselineError) as exc:
@@ -139,5 +135,5 @@ def run(settings: Settings, store: Store, say: Say) -> int:
             continue
         say(f"dsrepro: accepted {line}: baseline {status}: {shown}")
     if failed:
-        say(f"dsrepro: {failed} of {len(settings.accept)} not accepted; nothing else was changed")
+        say(f"dsrepro: {failed} of {len(lines)} not accepted; nothing else was changed")
     return 1 if failed else 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pytest_dsrepro.baselines.store import safe_name, shown
 
-KEPT = "obtained.yaml"  # what a failed item obtained, as a baseline, for --dsrepro-accept
+KEPT = "obtained.yaml"  # what a failed item obtained, as a baseline, for dsrepro accept
 
 
 def extension(data: bytes) -> str:
@@ -30,7 +30,7 @@ class Artifacts:
 
     @property
     def kept(self) -> Path:
-        """Where a failed comparison keeps what the item obtained, for ``--dsrepro-accept``."""
+        """Where a failed comparison keeps what the item obtained, for ``dsrepro accept``."""
         return self.folder / KEPT
 
     def clear(self) -> None:

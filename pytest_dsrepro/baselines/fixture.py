@@ -103,7 +103,7 @@ class Baseline:
         __tracebackhide__ = True
         self.values[name] = encoded
         self.files.update(files)
-        if self.settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs
+        if self.settings.observing:  # dsrepro flaky, --dsrepro-confirm compare the runs
             observe(self.item, name, encoded, [rtol, atol])
         if self.settings.update:
             return
@@ -151,7 +151,7 @@ class Baseline:
             return
         if self.settings.update:
             self.lifecycle.record("test", {"values": self.values}, self.files)
-        elif self.diverged:  # kept whole, for --dsrepro-accept, once every value is known
+        elif self.diverged:  # kept whole, for dsrepro accept, once every value is known
             self.lifecycle.keep("test", {"values": self.values}, self.files)
         elif self._doc is not None:
             self.lifecycle.reproduced()

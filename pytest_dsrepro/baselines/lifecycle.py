@@ -139,7 +139,7 @@ class Lifecycle:
 
     def keep(self, kind: str, body: dict[str, Any], files: dict[str, bytes]) -> None:
         """Keep what this failed run obtained, as a baseline, in the item's artifacts folder:
-        ``--dsrepro-accept`` writes it over the baseline without running the item again."""
+        ``dsrepro accept`` writes it over the baseline without running the item again."""
         into = self.store.display(self.choice.written) if self.choice else self.shown
         doc = {"kind": kind, "node": self.item.nodeid, "accept_into": into,
                "provenance": self.current(), **body}

@@ -5,7 +5,7 @@ Keys: ``baseline`` (its path), ``verdict`` (reproduced, diverged, missing, stale
 recorded), ``status`` (created, changed or unchanged, in update mode), ``provenance`` (the
 baseline's), ``run`` (this run's), ``differences`` (:meth:`Difference.record` dicts) and
 ``changes`` (what changed since the baseline was recorded: ``{"kind", "text"}`` dicts), and
-with ``--dsrepro-repeat`` ``observed`` (what each checked value or cell output was)."""
+with ``dsrepro flaky`` ``observed`` (what each checked value or cell output was)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def annotate(item: pytest.Item, **fields: Any) -> dict[str, Any]:
 
 def observe(item: pytest.Item, where: str, value: Any, tolerance: list[float | None]) -> None:
     """Note what the item obtained at ``where`` (a checked value's name, a cell's output), with
-    the tolerance it is compared under, for ``--dsrepro-repeat``."""
+    the tolerance it is compared under, for ``dsrepro flaky``."""
     entry = annotate(item)
     entry.setdefault("observed", {})[where] = {"value": value, "tolerance": tolerance}
 
@@ -69,7 +69,7 @@ def shorten(report: pytest.TestReport) -> None:
 
 
 def observed_in(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``observed`` part of a serialized report's dsrepro property (``--dsrepro-repeat``)."""
+    """The ``observed`` part of a serialized report's dsrepro property (``dsrepro flaky``)."""
     found = _find([tuple(entry) for entry in data.get("user_properties") or []
                    if isinstance(entry, (list, tuple)) and len(entry) == 2])
     return dict((found or {}).get("observed") or {})

@@ -192,7 +192,7 @@ class Store:
         return "created" if old is None else "changed"
 
     def delete(self, path: Path) -> str:
-        """Remove the baseline at ``path`` and the files beside it (``--dsrepro-prune``); how it
+        """Remove the baseline at ``path`` and the files beside it (``dsrepro prune``); how it
         is shown."""
         path.unlink(missing_ok=True)
         shutil.rmtree(self.files_dir(path), ignore_errors=True)

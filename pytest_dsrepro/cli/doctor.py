@@ -1,4 +1,4 @@
-"""``pytest --dsrepro-doctor``: one screen of what the engine offers and what to fix. Exit status 0
+"""``dsrepro doctor``: one screen of what the engine offers and what to fix. Exit status 0
 only when ``pytest --in-docker`` can run. Builds nothing and pulls nothing."""
 
 from __future__ import annotations

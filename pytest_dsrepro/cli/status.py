@@ -30,15 +30,8 @@ class _Collected:
         self.items = list(session.items)
 
 
-def status(folder: Path, extra: list[str], say: Say) -> int:
-    workspace = Workspace(folder, say, extra)
-    try:
-        return _report(workspace, folder, extra, say)
-    finally:
-        workspace.close()
-
-
-def _report(workspace: Workspace, folder: Path, extra: list[str], say: Say) -> int:
+def report(workspace: Workspace, folder: Path, extra: list[str], say: Say) -> int:
+    """Say the project's status; 0."""
     from pytest_dsrepro.executors import engine
     from pytest_dsrepro.host.images.build import cached_image, tag_for
 

@@ -26,26 +26,12 @@ from pytest_dsrepro.settings import Settings
 Say = Callable[[str], None]
 
 
-def load_config(folder: Path, args: list[str]) -> Any:
-    """The project's pytest configuration, as ``pytest --in-docker`` in ``folder`` reads it
-    (ini file, ``addopts``, conftest hooks), without running a session."""
-    from _pytest.config import _prepareconfig
-
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        # --capture=no: this process's own input and output stay the terminal's
-        return _prepareconfig(["-p", "no:cacheprovider", "--capture=no", "--in-docker", *args])
-    finally:
-        os.chdir(previous)
-
-
 class Workspace:
     """One container setup of the project in ``folder``; :meth:`close` removes what it made."""
 
-    def __init__(self, folder: Path, say: Say, args: list[str] | None = None) -> None:
-        self.config = load_config(folder, list(args or []))
-        self.settings: Settings = Settings.from_config(self.config)
+    def __init__(self, config: Any, settings: Settings, say: Say) -> None:
+        self.config = config
+        self.settings = settings
         self.say = say
         # the checkout itself, writable: people work in it
         self.setup = ContainerSetup(self.config, self.settings, uuid.uuid4().hex[:12], say,

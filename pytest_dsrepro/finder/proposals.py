@@ -83,8 +83,8 @@ def write(settings: Any, findings: list[Finding]) -> Path:
     from pytest_dsrepro.baselines.store import atomic_write
 
     rootdir = Path(settings.rootdir)
-    lines = [f"# pytest-dsrepro --dsrepro-repeat {settings.repeat}"
-             + (f" --dsrepro-perturb {','.join(settings.perturb)}" if settings.perturb else "")
+    lines = [f"# dsrepro flaky --repeat {settings.repeat}"
+             + (f" --perturb {','.join(settings.perturb)}" if settings.perturb else "")
              + f", {datetime.date.today().isoformat()}.",
              "# Proposals to review; nothing here is applied. Copy what you accept.", ""]
     tables: dict[str, dict[str, Any]] = {}

@@ -1,5 +1,5 @@
-"""``--dsrepro-repeat N``: each container item runs N times, each in a fresh worker (so a fresh
-kernel or process), optionally perturbed (``--dsrepro-perturb threads,hashseed,cpus``); what each
+"""``dsrepro flaky --repeat N``: each container item runs N times, each in a fresh worker (so a fresh
+kernel or process), optionally perturbed (``dsrepro flaky --perturb threads,hashseed,cpus``); what each
 cell output and checked value was in each run is compared, and a verdict given per output:
 deterministic, noisy within tolerance, or nondeterministic with a proposal (a tolerance that
 covers the spread with a margin, a sanitize pattern for a moving token, or "seed it"), written
@@ -162,7 +162,7 @@ def judge(nodeid: str, where: str, values: list[Any], tolerance: Tolerance,
           threads: list[int | None] | None = None) -> Finding:
     """The verdict on one output over the runs. ``seeded`` is what two reruns with every
     generator seeded obtained (None: not rerun), ``calls`` the unseeded calls its source shows,
-    ``threads`` each run's thread count where ``--dsrepro-perturb threads`` set one."""
+    ``threads`` each run's thread count where ``dsrepro flaky --perturb threads`` set one."""
     texts = [_text(v) for v in values]
     if len(set(texts)) == 1:
         return Finding(nodeid, where, "deterministic", values)
@@ -264,7 +264,7 @@ def _pattern(text: str, moved: list[str]) -> str:
 
 
 class Repeats:
-    """Registered by the host session with ``--dsrepro-repeat``: notes the first run's
+    """Registered by the host session with ``dsrepro flaky``: notes the first run's
     observations from the reports, runs the rest, judges and writes the proposals."""
 
     def __init__(self, settings: Any) -> None:
@@ -302,7 +302,7 @@ class Repeats:
                 why = self.why(nodeid, where, [_value(first, where), _value(rerun, where)])
                 if why:
                     lines.append(f"    why: {why}")
-            lines.append("  find what moves with --dsrepro-repeat; do not update the baseline "
+            lines.append("  find what moves with dsrepro flaky; do not update the baseline "
                          "for it")
         else:
             verdict = "changed"

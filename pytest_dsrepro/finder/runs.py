@@ -1,5 +1,5 @@
 """The finder's runs, as lanes of the host session's one run loop: ``--dsrepro-confirm`` reruns
-what diverged; ``--dsrepro-repeat N`` runs every group N-1 more times, perturbed, then twice
+what diverged; ``dsrepro flaky --repeat N`` runs every group N-1 more times, perturbed, then twice
 seeded what moved too far. Each rerun is quiet: what items obtained goes to :class:`Repeats`."""
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class FinderRuns:
 
     def _registered(self) -> Repeats:
         if self.host.xdist_controller or self.host.xdist_worker or self.settings.engines:
-            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm run in one session on "
-                                    "one engine: drop -n and --dsrepro-engines")
+            raise DsreproUsageError("dsrepro flaky and --dsrepro-confirm run in one session on "
+                                    "one engine: drop -n and name one engine")
         if self.settings.update:
-            raise DsreproUsageError("--dsrepro-repeat and --dsrepro-confirm look at outputs that "
+            raise DsreproUsageError("dsrepro flaky and --dsrepro-confirm look at outputs that "
                                     "differ; they record nothing: drop --dsrepro-update")
         repeats = Repeats(self.settings)
         self.config.pluginmanager.register(repeats, "dsrepro-repeats")

@@ -1,5 +1,5 @@
 """The executors of one host session: the one ``dsrepro_engine`` (or ``dsrepro_executor``) names,
-or one per label of ``--dsrepro-engines``; what the session header, the summary and the JSON
+or one per label of several engines (``dsrepro_engine``); what the session header, the summary and the JSON
 report say of them, and which groups each one runs (its lane)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker
 
 
 class Engines:
-    """``default`` runs every group unless ``--dsrepro-engines`` gives ``by_label``."""
+    """``default`` runs every group unless several engines (``dsrepro_engine``) gives ``by_label``."""
 
     def __init__(self, config: pytest.Config, settings: Settings, session_id: str,
                  say: Callable[[str], None], xdist_worker: bool, xdist: bool) -> None:
@@ -43,13 +43,13 @@ class Engines:
 
     def _check(self, xdist: bool) -> None:
         if xdist:
-            raise DsreproUsageError("--dsrepro-engines and pytest-xdist (-n) do not combine: the "
+            raise DsreproUsageError("several engines and pytest-xdist (-n) do not combine: the "
                                     "engines already run side by side; drop -n")
-        if self.settings.update and self.settings.engines_mode == "matrix":
+        if self.settings.update and self.settings.engine_mode == "matrix":
             raise DsreproUsageError(
-                "--dsrepro-update with --dsrepro-engines in matrix mode would record every "
-                "baseline once per engine. Record on one engine (--dsrepro-engine), then check "
-                "on all.")
+                "--dsrepro-update with several engines in matrix mode would record every "
+                "baseline once per engine. Record on one engine (--dsrepro-engine NAME), then "
+                "check on all.")
 
     def all(self) -> list[Executor]:
         return list(self.by_label.values()) or [self.default]
@@ -63,7 +63,7 @@ class Engines:
             return [f"dsrepro: container items run in the project's image "
                     f"({self.default.header()})"]
         return [f"dsrepro: container items run in the project's image on "
-                f"{len(self.by_label)} engines ({self.settings.engines_mode})",
+                f"{len(self.by_label)} engines ({self.settings.engine_mode})",
                 *(f"dsrepro:   {label}: {executor.header()}"
                   for label, executor in self.by_label.items())]
 
@@ -99,7 +99,7 @@ class Engines:
         from pytest_dsrepro.host import matrix
 
         labels = list(self.by_label)
-        if self.settings.engines_mode == "spread":
+        if self.settings.engine_mode == "spread":
             shares = matrix.spread(groups, labels, durations())
             return {label: [(dataclasses.replace(spec, engine=label), items)
                             for spec, items in shares[label]] for label in labels}

@@ -1,4 +1,4 @@
-"""Several engines in one run (``--dsrepro-engines``).
+"""Several engines in one run (several engines (``dsrepro_engine``)).
 
 Matrix mode: each container item becomes one item per engine, ``nodeid@label``, run in that
 engine's container and compared with the same baseline; the summary and the reports show a table

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.5
 QUIET_TIMEOUT = 600.0  # seconds an item of a quiet rerun may take where it sets no timeout
 WHERE_ATTRIBUTE = "dsrepro_where"  # set on every report of a container item, travels with it
-ENGINE_ATTRIBUTE = "dsrepro_engine"  # with --dsrepro-engines: the label of the engine
+ENGINE_ATTRIBUTE = "dsrepro_engine"  # with several engines: the label of the engine
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ class Replay:
     def __init__(self, session: pytest.Session, worker: Worker, spec: ContainerSpec,
                  items: list[pytest.Item], quiet: bool = False) -> None:
         self.session = session
-        # quiet (--dsrepro-repeat's and --dsrepro-confirm's reruns): no report reaches pytest's
+        # quiet (dsrepro flaky's and --dsrepro-confirm's reruns): no report reaches pytest's
         # hooks; what each item obtained is gathered in ``observed`` instead
         self.quiet = quiet
         self.observed: dict[str, dict[str, Any]] = {}  # inner node id -> observed outputs

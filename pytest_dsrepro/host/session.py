@@ -49,7 +49,7 @@ class HostSession:
         self.executor = self.engines.default
         self._collection: RemoteCollection | None = None
         self.retried: list[str] = []  # what failed to start and was started again
-        self.finder: FinderRuns | None = None  # --dsrepro-repeat, --dsrepro-confirm
+        self.finder: FinderRuns | None = None  # dsrepro flaky, --dsrepro-confirm
         if settings.observing:
             self.finder = FinderRuns(self)
         # SIGTERM is Ctrl-C from here to the end: collection, builds and runs all clean up

@@ -77,7 +77,7 @@ def longest_first(nodeids: list[str], durations: dict[str, float]) -> list[str]:
 def share(groups: list[T], bins: int, cost: Callable[[T], float]) -> list[list[T]]:
     """The one sharer ("longest first"): the groups, longest first, each to the bin with the
     least to do so far (the first such bin on a tie). ``--dsrepro-workers`` shares a container's
-    files among its processes with it, ``--dsrepro-engines`` (spread) the groups among engines."""
+    files among its processes with it, several engines (``dsrepro_engine``, spread) the groups among engines."""
     shares: list[list[T]] = [[] for _ in range(max(1, bins))]
     loads = [0.0] * len(shares)
     for group in sorted(groups, key=cost, reverse=True):

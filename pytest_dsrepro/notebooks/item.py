@@ -157,17 +157,17 @@ def outside(path: Path, rootdir: Path) -> str | None:
 
 
 def notebook_runs(path: Path, rel: str, settings: Settings) -> list[Run]:
-    """How the notebook runs: once per profile of ``dsrepro_profiles`` that applies to it, else
+    """How the notebook runs: once per profile of ``dsrepro_profile_parameters`` that applies to it, else
     once; with the parameter values of each."""
     import json
 
     has_cell = False
-    if settings.profiles:
+    if settings.profile_parameters:
         try:
             has_cell = has_parameters_cell(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, AttributeError):  # the item says what is wrong with it
             pass
-    return runs_of(rel, has_cell, settings.parameters, settings.profiles, settings.param)
+    return runs_of(rel, has_cell, settings.parameters, settings.profile_parameters)
 
 
 class NotebookFile(pytest.File):
@@ -204,7 +204,7 @@ class NotebookItem(pytest.Item):
     def __init__(self, profile: str | None = None, parameters: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.profile = profile  # of dsrepro_profiles; None: no profile
+        self.profile = profile  # of dsrepro_profile_parameters; None: no profile
         self.parameters = dict(parameters or {})  # papermill's, injected after ``parameters``
         self.parse_error: str | None = None
         self.options: dict[str, Any] = {}
@@ -263,7 +263,7 @@ class NotebookItem(pytest.Item):
             except NotebookError as exc:  # a cell raised: what changed may say why
                 raise NotebookError(f"{exc}{self._attribution(settings)}") from None
             executed = time.perf_counter()
-            if settings.observing:  # --dsrepro-repeat, --dsrepro-confirm compare the runs
+            if settings.observing:  # dsrepro flaky, --dsrepro-confirm compare the runs
                 self._observe(cells, settings)
             if settings.baseline_source != "none":  # "none": running without error is enough
                 self._check(cells, saved, settings)
@@ -386,13 +386,13 @@ class NotebookItem(pytest.Item):
 
     def _why(self, index: int) -> str:
         """Why a cell's output may move by itself, where its source tells: a call that draws
-        random numbers without a seed (``--dsrepro-repeat`` confirms it)."""
+        random numbers without a seed (``dsrepro flaky`` confirms it)."""
         source, earlier = causes.cell_source(Path(self.path), index)
         calls = causes.unseeded_calls(source, earlier)
         if not calls:
             return ""
         return (f"\nwhy it may move: {calls[0]} draws without a seed (seed it, or check with "
-                "--dsrepro-repeat)")
+                "dsrepro flaky)")
 
     def _compare_output(self, what: str, kind: str, expected: Any, obtained: Any,
                         tolerance: Tolerance) -> list[Mismatch]:

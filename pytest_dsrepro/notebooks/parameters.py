@@ -1,6 +1,6 @@
 """papermill's parameters: values for a notebook's cell tagged ``parameters``, injected as a cell
-after it, from the ini (``dsrepro_parameters``), a named profile (``dsrepro_profiles``) or the
-command line (``--dsrepro-param``)."""
+after it, from the ini (``dsrepro_parameters``) and a named profile
+(``dsrepro_profile_parameters``)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def parse_parameter_lines(lines: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def parse_profile_lines(lines: list[str]) -> tuple[tuple[str, str, str], ...]:
-    """``dsrepro_profiles`` lines, ``PROFILE [GLOB]: NAME=VALUE ...``: (profile, glob,
+    """``dsrepro_profile_parameters`` lines, ``PROFILE [GLOB]: NAME=VALUE ...``: (profile, glob,
     assignments); without a glob a profile applies to every notebook with a parameters cell."""
     found = []
     for line in (str(entry).strip() for entry in lines):
@@ -68,12 +68,12 @@ def parse_profile_lines(lines: list[str]) -> tuple[tuple[str, str, str], ...]:
         head, sep, rest = line.partition(":")
         words = head.split()
         if not sep or not 1 <= len(words) <= 2:
-            raise DsreproUsageError(f"dsrepro_profiles line {line!r} is not 'PROFILE [GLOB]: "
+            raise DsreproUsageError(f"dsrepro_profile_parameters line {line!r} is not 'PROFILE [GLOB]: "
                                     "NAME=VALUE ...' (e.g. 'smoke: epochs=1')")
         if not all(c.isalnum() or c in "-_." for c in words[0]):
-            raise DsreproUsageError(f"profile name {words[0]!r} (dsrepro_profiles) may hold "
+            raise DsreproUsageError(f"profile name {words[0]!r} (dsrepro_profile_parameters) may hold "
                                     "letters, digits and - _ . only")
-        parse_assignments(rest, "dsrepro_profiles")
+        parse_assignments(rest, "dsrepro_profile_parameters")
         found.append((words[0], words[1] if len(words) == 2 else "", rest.strip()))
     return tuple(found)
 
@@ -87,16 +87,14 @@ class Run:
 
 
 def runs_of(rel: str, has_parameters_cell: bool, parameters: tuple[tuple[str, str], ...],
-            profiles: tuple[tuple[str, str, str], ...], given: tuple[tuple[str, str], ...]
-            ) -> list[Run]:
+            profiles: tuple[tuple[str, str, str], ...]) -> list[Run]:
     """How the notebook at ``rel`` (relative to the rootdir) runs: once per profile that applies
-    to it, else once. Values: the ini's matching lines in order, then the profile's, then the
-    command line's, each over the one before."""
+    to it, else once. Values: the ini's matching lines in order, then the profile's, each over the
+    one before."""
     base: dict[str, Any] = {}
     for glob, text in parameters:
         if fnmatch.fnmatch(rel, glob):
             base.update({n: parse_value(v) for n, v in parse_assignments(text, "parameters")})
-    command_line = {name: parse_value(value) for name, value in given}
     names: list[str] = []
     chosen: dict[str, dict[str, Any]] = {}
     for profile, glob, text in profiles:
@@ -108,8 +106,8 @@ def runs_of(rel: str, has_parameters_cell: bool, parameters: tuple[tuple[str, st
             chosen[profile] = {}
         chosen[profile].update({n: parse_value(v) for n, v in parse_assignments(text, "profiles")})
     if not names:
-        return [Run(None, {**base, **command_line})]
-    return [Run(name, {**base, **chosen[name], **command_line}) for name in names]
+        return [Run(None, base)]
+    return [Run(name, {**base, **chosen[name]}) for name in names]
 
 
 @dataclasses.dataclass(frozen=True)

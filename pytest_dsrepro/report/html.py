@@ -1,4 +1,4 @@
-"""The HTML report (``--dsrepro-html``): one self-contained file, readable offline. Styles, the
+"""The HTML report (``--dsrepro-report report.html``): one self-contained file, readable offline. Styles, the
 tiny script and every image are inline; nothing is fetched from anywhere."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ window.addEventListener("load", function () {
       if (!box.getAttribute("data-output") || !whole[item]) { picked.push(box.value); }
     });
     command.textContent = picked.length ? command.getAttribute("data-prefix") + " " +
-      picked.map(function (v) { return "--dsrepro-accept " + quote(v); }).join(" ") :
+      picked.map(quote).join(" ") :
       "(tick what to accept)";
   };
   document.querySelectorAll("input.accept").forEach(function (box) {
@@ -337,7 +337,7 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
              "<th>status</th><th>duration</th><th>baseline</th></tr>" + "".join(rows)
              + "</table>")
     if any(item.get("kept") for item in doc["items"]):
-        prefix = "pytest --in-docker" if run.get("in_docker") else "pytest"
+        prefix = "dsrepro accept"
         table += ('<section id="accept"><h2>Accept changes</h2><p>Tick what to accept below, '
                   "then run this: it writes what this run obtained over those baselines, "
                   "without running anything again.</p>"

@@ -1,4 +1,4 @@
-"""``--dsrepro-markdown PATH``: the run in a few lines of Markdown, fit for a pull-request comment
+"""``--dsrepro-report summary.md``: the run in a few lines of Markdown, fit for a pull-request comment
 or ``$GITHUB_STEP_SUMMARY``: the verdict, the counts, each diverged item with where it differs and
 what changed since its baseline was recorded, other failures, drift, variant fallbacks, how to
 accept, the image."""

@@ -46,7 +46,7 @@ class ItemRecord:
     dsrepro: dict[str, Any] = dataclasses.field(default_factory=dict)
     message: str = ""
     finished: bool = False  # its teardown was reported
-    engine: str | None = None  # the label of the engine that ran it (--dsrepro-engines)
+    engine: str | None = None  # the label of the engine that ran it (several engines)
 
     @property
     def final_outcome(self) -> str:
@@ -77,8 +77,8 @@ class Summary:
         self.written: dict[str, str] = {}  # report kind -> path, once written
         self._unused: list[Path] | None = None
         self._xdist_nodes_down = 0
-        self.pruned: list[str] = []  # baselines --dsrepro-prune deleted
-        self.prune_refused = ""  # why --dsrepro-prune deleted nothing
+        self.pruned: list[str] = []  # baselines dsrepro prune deleted
+        self.prune_refused = ""  # why dsrepro prune deleted nothing
 
     # -- gathering ------------------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ class Summary:
                           if n and key not in dict(COUNTED)))
 
     def partial_run(self) -> str | None:
-        """Why this run is not the whole suite, if it is not: what ``--dsrepro-prune`` refuses."""
+        """Why this run is not the whole suite, if it is not: what ``dsrepro prune`` refuses."""
         option = self.config.option
         if self.config.args_source == pytest.Config.ArgsSource.ARGS:
             return "paths or items were named"
@@ -164,7 +164,7 @@ class Summary:
         return None
 
     def _prune(self, exitstatus: int) -> None:
-        """``--dsrepro-prune``: delete the unused baselines, on a whole run that ended."""
+        """``dsrepro prune``: delete the unused baselines, on a whole run that ended."""
         reason = self.partial_run()
         if reason is None and exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             reason = "the run did not finish"
@@ -197,9 +197,9 @@ class Summary:
                     or self.pruned or self.prune_refused)
 
     def matrix(self) -> dict[str, Any] | None:
-        """Item x engine verdicts in matrix mode (``--dsrepro-engines``), else None."""
+        """Item x engine verdicts in matrix mode (several engines (``dsrepro_engine``)), else None."""
         settings = settings_of(self.config)
-        if not settings.in_docker or not settings.engines or settings.engines_mode != "matrix":
+        if not settings.in_docker or not settings.engines or settings.engine_mode != "matrix":
             return None
         from pytest_dsrepro.host.matrix import table
 
@@ -236,8 +236,8 @@ class Summary:
         kept = [r.nodeid for r in self.records.values()
                 if r.dsrepro.get("kept") and r.status in NOT_REPRODUCED]
         if kept:
-            lines.append(f"accept what this run obtained, without rerunning: pytest "
-                         f"--dsrepro-accept {shlex.quote(kept[0])}"
+            lines.append(f"accept what this run obtained, without rerunning: dsrepro "
+                         f"accept {shlex.quote(kept[0])}"
                          + (f" (and {len(kept) - 1} more kept; see the HTML report)"
                             if len(kept) > 1 else ""))
         return lines
@@ -257,7 +257,7 @@ class Summary:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """Prune (``--dsrepro-prune``), then write the reports asked for, whatever the outcome,
+        """Prune (``dsrepro prune``), then write the reports asked for, whatever the outcome,
         interruptions included; under pytest-xdist only the controller does."""
         settings = settings_of(self.config)
         if is_xdist_worker(self.config):

@@ -61,11 +61,11 @@ def section(summary: Summary) -> list[str]:
     store = store_of(summary.config)
     for unused in summary.unused():
         write(f"baseline unused: {store.display(unused)} (no collected item uses it; delete "
-              "it if it is obsolete, or run the whole suite with --dsrepro-prune)")
+              "it if it is obsolete, or run dsrepro prune)")
     for pruned in summary.pruned:
-        write(f"baseline deleted: {pruned} (--dsrepro-prune: no collected item uses it)")
+        write(f"baseline deleted: {pruned} (dsrepro prune: no collected item uses it)")
     if summary.prune_refused:
-        write(f"--dsrepro-prune deleted nothing: {summary.prune_refused}; it prunes only on a "
+        write(f"dsrepro prune deleted nothing: {summary.prune_refused}; it prunes only on a "
               "run of the whole suite")
     for label, shown in summary.written.items():
         write(f"{label} report: {shown}")

@@ -43,11 +43,11 @@ def test_containers_gain_no_privileges_unless_the_project_says_why(project: Proj
             assert int(found["CapBnd"].strip(), 16) == 0
     """)
     project.run("--in-docker").assert_outcomes(passed=1)
-    relaxed = project.run("--in-docker", "--dsrepro-privileges=engine: a profiler needs ptrace")
+    relaxed = project.run("--in-docker", "-o", "dsrepro_privileges=engine: a profiler needs ptrace")
     relaxed.assert_outcomes(failed=1)
     relaxed.stdout.fnmatch_lines(["image *; the engine's default privileges (a profiler needs "
                                   "ptrace)*"])
-    bad = project.run("--in-docker", "--dsrepro-privileges=engine")
+    bad = project.run("--in-docker", "-o", "dsrepro_privileges=engine")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*dsrepro_privileges 'engine': use restricted, or 'engine: <why>'*"])
 
@@ -107,7 +107,7 @@ def test_a_mount_inside_the_repository_is_refused(project: Project) -> None:
                                      "  Move it out of the repository, or set dsrepro_transfer "
                                      "= copy."])
         assert list(data.iterdir()) == []
-        copied = project.run("--in-docker", "--dsrepro-transfer=copy")
+        copied = project.run("--in-docker", "-o", "dsrepro_transfer=copy")
         copied.assert_outcomes(passed=1)  # the copy in the container, not the mount
         assert list(data.iterdir()) == []
     finally:
@@ -201,7 +201,7 @@ def test_scratch_files_belong_to_the_host_user_and_the_checkout_never_changes(
             assert pathlib.Path("written-into-repo.txt").read_text() == "into the view"
     """)
     scratch = tmp_path / "scratch"
-    result = project.run("--in-docker", f"--dsrepro-scratch={scratch}")
+    result = project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}")
     result.assert_outcomes(passed=1)
     written = scratch / "result.txt"
     assert written.read_text() == "42"
@@ -309,7 +309,7 @@ def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
     with engine_proxy() as proxy:
         session = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--in-docker",
-             f"--dsrepro-scratch={scratch}"], cwd=project.path,
+             "-o", f"dsrepro_scratch={scratch}"], cwd=project.path,
             env={**os.environ, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         try:

@@ -205,7 +205,7 @@ def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, mes
 
 def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--dsrepro-cpus=many")
+    result = pytester.runpytest("-o", "dsrepro_cpus=many")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: cpus 'many' is not a number"])
 

@@ -262,7 +262,7 @@ def test_an_interrupted_update_leaves_whole_baselines(project: Project, docker_c
     project.pytester.makepyfile(test_rec=RECORDING)
     scratch = project.path / "scratch"
     project.ignore("scratch")
-    proc = start(project, "--dsrepro-update", f"--dsrepro-scratch={scratch}")
+    proc = start(project, "--dsrepro-update", "-o", f"dsrepro_scratch={scratch}")
     wait_for(lambda: (scratch / "second").exists(), "the second item never ran", proc)
     proc.send_signal(signum)
     output = proc.communicate(timeout=60)[0]
@@ -272,7 +272,7 @@ def test_an_interrupted_update_leaves_whole_baselines(project: Project, docker_c
         docker_client.api.remove_container(leftover, force=True)
     recorded = whole_baselines(project.path / "baselines")
     assert [name.rpartition("test_rec/")[2] for name in recorded] == ["test_first.yaml"], recorded
-    after = project.run("--in-docker", "--dsrepro-scratch", str(scratch))
+    after = project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}")
     after.assert_outcomes(passed=1, failed=1)
     after.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update (expected at "
                                 "baselines/*test_rec/test_second.yaml)*"])
@@ -371,8 +371,8 @@ def test_an_interrupted_update_leaves_only_whole_baselines(project: Project, doc
     scratch = project.path / "scratch"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MOMENT", moment)
-        proc = start(project, "--dsrepro-update", "--dsrepro-env=MOMENT",
-                     f"--dsrepro-scratch={scratch}")
+        proc = start(project, "--dsrepro-update", "-o", "dsrepro_env=MOMENT",
+                     "-o", f"dsrepro_scratch={scratch}")
     wait_for(lambda: (scratch / "paused").exists(), f"no write of {moment} began", proc)
     assert moment in (scratch / "paused").read_text()
     proc.send_signal(signum)
@@ -386,7 +386,7 @@ def test_an_interrupted_update_leaves_only_whole_baselines(project: Project, doc
     stopped(docker_client, proc.pid)  # the worker exits once its host's attachment closes
     assert not_whole(baselines), "a SIGKILL in the middle of a write leaves a temporary file"
     (scratch / "paused").unlink()
-    after = project.run("--in-docker", f"--dsrepro-scratch={scratch}", "test_values.py")
+    after = project.run("--in-docker", "-o", f"dsrepro_scratch={scratch}", "test_values.py")
     after.stdout.fnmatch_lines(["dsrepro: removed * leftover(s) of an interrupted "
                                 "--dsrepro-update from baselines/: *"])
     assert not_whole(baselines) == []

@@ -1,4 +1,4 @@
-"""``--dsrepro-rebuild-check``: build the image again without any cache and name the packages
+"""``dsrepro rebuild-check``: build the image again without any cache and name the packages
 that differ from the image in use, so a rebuild that drifts (an unpinned dependency, a moved
 index) is seen before it changes results."""
 
