@@ -4,11 +4,10 @@ fails with a table; on the host and inside the container."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from conftest import Project, needs, run_with_env
+from conftest import needs, run_with_env
 
 TEST = """
 import os
@@ -127,23 +126,6 @@ def test_numpy_arrays_small_and_large(pytester: pytest.Pytester) -> None:
     result = run(pytester, shift="0.5")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["baseline 'large' differs*", "*large[[]10[]]*1.428571429*"])
-
-
-def test_lifecycle_inside_the_container(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.ini(dsrepro_env=["SHIFT"])
-    project.pytester.makepyfile(test_values=TEST.replace(
-        "def test_metrics(baseline):", "@pytest.mark.container\ndef test_metrics(baseline):"))
-    project.run("--in-docker", "-k", "metrics").assert_outcomes(failed=1, deselected=2)
-    record = project.run("--in-docker", "--dsrepro-update", "-k", "metrics")
-    record.assert_outcomes(passed=1, deselected=2)
-    path = project.path / "baselines/test_values/test_metrics.yaml"
-    assert path.stat().st_uid == os.getuid()
-    assert "image: dsrepro/" in path.read_text()
-    project.run("--in-docker", "-k", "metrics").assert_outcomes(passed=1, deselected=2)
-    monkeypatch.setenv("SHIFT", "0.01")
-    result = project.run("--in-docker", "-k", "metrics")
-    result.assert_outcomes(failed=1, deselected=2)
-    result.stdout.fnmatch_lines(["baseline 'accuracy' differs*"])
 
 
 def test_pandas_frames_and_series(pytester: pytest.Pytester) -> None:

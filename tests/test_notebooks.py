@@ -235,26 +235,22 @@ def test_notebook_named_on_the_command_line_is_collected(pytester: pytest.Pytest
 
 
 def test_lifecycle_inside_the_container(project: object) -> None:
+    """The story on the local engine, for a notebook and a test alike: no baseline fails;
+    recording writes the user's files with the image in their provenance; the next run passes on
+    the cached image (baselines never rebuild it); a moved value fails, naming what moved."""
+    from stories import Story
+
     from conftest import Project
 
     assert isinstance(project, Project)
-    project.ini(dsrepro_notebooks=["nb/*.ipynb"])
-    write_notebook(project.path / "nb" / "train.ipynb",
-                   "import os, platform\nprint('in container', os.environ['DSREPRO_IN_CONTAINER'])",
-                   "print(sum(i * 0.1 for i in range(10)))")
-    missing = project.run("--in-docker")
-    missing.assert_outcomes(failed=1)
+    story = Story(project)
+    missing = story.run()
+    missing.assert_outcomes(failed=2)
     missing.stdout.fnmatch_lines(["*no baseline: run with --dsrepro-update*"])
-    record = project.run("--in-docker", "--dsrepro-update")
-    record.assert_outcomes(passed=1)
-    record.stdout.fnmatch_lines(["baseline created: baselines/nb/train.yaml"])
-    baseline = project.path / "baselines" / "nb" / "train.yaml"
-    assert baseline.stat().st_uid == __import__("os").getuid()
-    text = baseline.read_text()
-    assert "in container 1" in text and "image: dsrepro/" in text
-    again = project.run("--in-docker")
-    again.assert_outcomes(passed=1)
-    again.stdout.fnmatch_lines(["dsrepro: image dsrepro/* (cached)"])  # baselines never rebuild
+    story.record().stdout.fnmatch_lines(["baseline created: baselines/nb/show.yaml"])
+    assert all("image: dsrepro/" in path.read_text() for path in story.baselines())
+    story.passes().stdout.fnmatch_lines(["dsrepro: image dsrepro/* (cached)"])
+    story.breaks("0.75")
 
 
 RAW_PNG_CELL = """
