@@ -190,3 +190,16 @@ def test_init_in_a_folder_that_is_not_there(pytester: pytest.Pytester) -> None:
     result = dsrepro_command(pytester, "-C", "nowhere", "init")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["dsrepro: error: * is not a folder"])
+
+
+def test_packages_named_alike_are_one_package() -> None:
+    """pip's names and the distributions' own spellings (``jupyter_client``,
+    ``jupyter-client``, ``Jupyter.Client``) are one package: a base image's own is left out
+    whatever its spelling, and a pin matches any spelling."""
+    from pytest_dsrepro.host.images import locks
+
+    installed = {"jupyter_client": "8.1", "PyYAML": "6.0", "extra.pkg": "1.0", "six": "1.17"}
+    base = {"jupyter-client": "8.1"}
+    assert locks.unpinned(installed, base, {"pyyaml"}) == ["extra-pkg==1.0", "six==1.17"]
+    assert locks.unpinned(installed, {"jupyter-client": "8.0"}, {"pyyaml", "six"}) == [
+        "extra-pkg==1.0", "jupyter-client==8.1"]

@@ -125,9 +125,10 @@ def _project_name(path: Path) -> str | None:
 def unpinned(installed: dict[str, str], base: dict[str, str], pins: set[str]) -> list[str]:
     """Installed packages (not the base image's own, at the base image's version) that no file
     pins, as ``name==version``, sorted."""
+    own = {canonical(name): version for name, version in base.items()}
     return sorted(f"{name}=={version}" for name, version in
                   ((canonical(n), v) for n, v in installed.items())
-                  if name not in pins and base.get(name) != version)
+                  if name not in pins and own.get(name) != version)
 
 
 def line(loose: list[str], files: list[str]) -> str:
