@@ -184,6 +184,9 @@ OPTIONS: tuple[Option, ...] = (
            "linelist", (), flag=None),
     Option("sanitize_file", "nbval's sanitize file (regex: / replace: lines), relative to the "
            "rootdir", flag=None),
+    Option("signing_key", "a PEM private key (ed25519, ECDSA or RSA) that signs the run's "
+           "attestation, dsrepro-artifacts/reproduction.intoto.jsonl, relative to the rootdir; in "
+           "DSREPRO_SIGNING_KEY the file's path or, from a CI secret, its text", flag=None),
     # actions: the dsrepro command runs pytest with these set
     Option("rebuild_check", "also rebuild the image without any cache and report the packages "
            "that differ from the image in use", "action", False, flag=None, ini=False,
@@ -326,6 +329,7 @@ class Settings:
     keep_idle: float = 900.0
     cell_timeout: float = 600.0
     kernel_startup_timeout: float = 60.0
+    signing_key: str | None = None  # a PEM file, or its text (DSREPRO_SIGNING_KEY)
 
     @property
     def observing(self) -> bool:
@@ -422,10 +426,15 @@ class Settings:
                                 lambda v: parse_positive(v, "keep_idle")) or 900.0,
             cell_timeout=_optional(raw_value(config, "cell_timeout"),
                                    lambda v: parse_positive(v, "cell_timeout")) or 600.0,
+            signing_key=_key(raw_value(config, "signing_key"), root),
             kernel_startup_timeout=_optional(
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
         )
+        if settings.signing_key:  # a key that cannot sign is said now, not after the run
+            from pytest_dsrepro.report import attestation
+
+            attestation.signer(attestation.signing_key_text(settings.signing_key) or b"")
         if settings.perturb and settings.repeat < 2:
             raise DsreproUsageError("DSREPRO_PERTURB varies the runs of DSREPRO_REPEAT: use "
                                     "dsrepro flaky --repeat N --perturb WHAT, with N of 2 or more")
@@ -481,6 +490,14 @@ def _from_wire(value: Any, annotation: str) -> Any:
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")
+
+
+def _key(value: Any, root: Path) -> str | None:
+    """``dsrepro_signing_key``: PEM text as it is, a path relative to the rootdir."""
+    text = str(value or "").strip()
+    if not text or text.startswith("-----BEGIN"):
+        return text or None
+    return str(root / Path(text).expanduser())
 
 
 REPORT_KINDS = {".json": "JSON", ".html": "HTML", ".htm": "HTML", ".md": "Markdown"}

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# imported before pytester's in-process runs, which drop what they import: the signing key's
+# classes stay one set of classes for the whole session
+import securesystemslib.signer  # noqa: F401
+from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from conftest import run_with_env
 from pytest_dsrepro.settings import OPTIONS, Settings
 
@@ -39,6 +45,7 @@ FLAGS = [
     "-o", "dsrepro_parameters=nb/*.ipynb: rows=10",
     "-o", "dsrepro_profile_parameters=smoke: epochs=1",
     "-o", "dsrepro_retries=2", "-o", "dsrepro_variants=gpu.name", "-o", "dsrepro_keep_idle=30",
+    "-o", "dsrepro_signing_key=keys/signing.pem",
 ]
 ACTIONS = {"DSREPRO_REPEAT": "3", "DSREPRO_PERTURB": "threads,cpus", "DSREPRO_PRUNE": "1",
            "DSREPRO_REBUILD_CHECK": "1"}
@@ -51,6 +58,10 @@ def test_every_option_crosses_the_wire_unchanged(pytester: pytest.Pytester,
     (pytester.path / "san.cfg").write_text("[dates]\nregex: \\d{4}-\\d\\d-\\d\\d\nreplace: DATE\n")
     for name, value in ACTIONS.items():
         monkeypatch.setenv(name, value)
+    (pytester.path / "keys").mkdir()
+    (pytester.path / "keys" / "signing.pem").write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8,
+                                                           s.NoEncryption()))
     config = pytester.parseconfig(*FLAGS)
     host = Settings.from_config(config)
     assert host.engines == (("a", "tcp://127.0.0.1:1"), ("ctx", "ctx")) and host.engine is None

@@ -8,6 +8,8 @@ image the gate uses.
     dsrepro prune [PYTEST ARGS]       delete baselines no item of a whole run uses
     dsrepro flaky [--repeat N] [--perturb WHAT] [PYTEST ARGS]   find what moves between runs
     dsrepro rebuild-check [PYTEST ARGS]   rebuild without cache; name the packages that moved
+    dsrepro verify [ATTESTATION...] --key PUBLIC.pem [--summary]   check runs without rerunning
+    dsrepro export --ro-crate DIR [ATTESTATION...]   the runs as an RO-Crate for a repository
     dsrepro lab [NOTEBOOK] [--gpu]    JupyterLab in the image, the repository mounted read-write
     dsrepro shell [--gpu]             an interactive shell there
     dsrepro run [--gpu] -- CMD ...    one command there; its exit status is dsrepro's
@@ -74,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (prune, flaky, check):
         sub.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS",
                          help="passed to pytest (after --)")
+    verify = commands.add_parser("verify", help="check runs' attestations against this checkout, "
+                                 "rerunning nothing")
+    verify.add_argument("attestations", nargs="*", metavar="ATTESTATION",
+                        help="default: dsrepro-artifacts/reproduction.intoto.jsonl")
+    verify.add_argument("--key", metavar="PUBLIC.pem", help="the signer's public key (PEM)")
+    verify.add_argument("--summary", action="store_true", help="write a SLSA verification "
+                        "summary over the runs (of one commit)")
+    verify.add_argument("--output", metavar="FILE", help="where the summary goes (default: "
+                        "dsrepro-artifacts/verification.intoto.jsonl)")
+    verify.add_argument("--signing-key", metavar="PRIVATE.pem", help="signs the summary "
+                        "(default: dsrepro_signing_key)")
+    export = commands.add_parser("export", help="the runs as a Process Run Crate (RO-Crate)")
+    export.add_argument("--ro-crate", required=True, metavar="DIR", help="the crate's folder")
+    export.add_argument("attestations", nargs="*", metavar="ATTESTATION",
+                        help="default: dsrepro-artifacts/reproduction.intoto.jsonl")
     lab = commands.add_parser("lab", help="JupyterLab in the image, on 127.0.0.1")
     lab.add_argument("notebook", nargs="?", help="a notebook, or a failed notebook item of the "
                      "last run (its executed copy opens beside it)")
@@ -155,6 +172,8 @@ def _with_config(args: Any, config: pytest.Config, extra: list[str]) -> int:
         return doctor.run(settings, lambda line: print(line, flush=True))
     if args.command == "accept":
         return _accept(args, config)
+    if args.command in ("verify", "export"):
+        return _attested(args, config, settings)
     from pytest_dsrepro.cli.workspace import Workspace, run_command
 
     workspace = Workspace(config, settings, say)
@@ -197,6 +216,27 @@ def _accept(args: Any, config: pytest.Config) -> int:
                                 "of them with --from FILE")
     return accept.run(lines, settings, Store(settings.baselines, settings.rootdir),
                       lambda line: print(line, flush=True))
+
+
+def _attested(args: Any, config: pytest.Config, settings: Any) -> int:
+    """``verify`` and ``export``: the attestations named, else this checkout's last one."""
+    from pytest_dsrepro.report import attestation
+
+    started_in = Path(config.invocation_params.dir)
+    paths = [started_in / name for name in args.attestations] or \
+        [settings.artifacts / attestation.FILE_NAME]
+    if args.command == "export":
+        from pytest_dsrepro.report import crate
+
+        return crate.export(paths, Path(started_in, args.ro_crate), settings, say)
+    from pytest_dsrepro.cli import verify
+
+    out = Path(started_in, args.output) if args.output else \
+        settings.artifacts / "verification.intoto.jsonl"
+    plain = lambda line: print(line, flush=True)  # noqa: E731
+    return verify.verify(paths, settings.rootdir, args.key, verify.engine_client(settings),
+                         plain, summary=out if args.summary else None,
+                         signing_key=args.signing_key or settings.signing_key)
 
 
 def _session(args: Any, folder: Path, pytest_args: list[str]) -> int:

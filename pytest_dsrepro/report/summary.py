@@ -279,7 +279,9 @@ class Summary:
             atomic_write(settings.markdown, text.encode("utf-8"))
             self.written["Markdown"] = shown(settings.markdown,
                                              Path(self.config.invocation_params.dir))
-        if settings.report is None and settings.html is None:
+        attest = settings.in_docker and not settings.update and not self.config.option.collectonly \
+            and bool(settings.report or settings.html or settings.markdown or settings.signing_key)
+        if settings.report is None and settings.html is None and not attest:
             return
         from pytest_dsrepro.baselines.store import atomic_write, shown
         from pytest_dsrepro.report import document as report
@@ -294,6 +296,23 @@ class Summary:
 
             atomic_write(settings.html, html_report.render(doc, settings.rootdir).encode("utf-8"))
             self.written["HTML"] = shown(settings.html, started_in)
+        if attest:
+            self._attest(doc, started_in)
+
+    def _attest(self, doc: dict[str, Any], started_in: Path) -> None:
+        """The run's attestation, beside the reports; signed where a key is set."""
+        from pytest_dsrepro.baselines.store import shown
+        from pytest_dsrepro.report import attestation
+
+        settings = settings_of(self.config)
+        pem = attestation.signing_key_text(settings.signing_key)
+        reports = [path for path in (settings.report, settings.html, settings.markdown)
+                   if path is not None]
+        body = attestation.statement(doc, settings, reports)
+        path = settings.artifacts / attestation.FILE_NAME
+        attestation.write(path, attestation.envelope(body, pem))
+        how = "signed" if pem is not None else "unsigned: set dsrepro_signing_key to sign it"
+        self.written["Attestation"] = f"{shown(path, started_in)} ({how})"
 
     # -- the terminal section ---------------------------------------------------------------------
 

@@ -68,5 +68,5 @@ def section(summary: Summary) -> list[str]:
         write(f"dsrepro prune deleted nothing: {summary.prune_refused}; it prunes only on a "
               "run of the whole suite")
     for label, shown in summary.written.items():
-        write(f"{label} report: {shown}")
+        write(f"attestation: {shown}" if label == "Attestation" else f"{label} report: {shown}")
     return found
