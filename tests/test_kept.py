@@ -180,7 +180,7 @@ def test_a_kept_container_goes_after_its_idle_time_and_never_in_ci(
     wait_for(lambda: len(workers(docker_client, keep)) >= 2, "the keeper and the worker it forked",
              60, process_alive(session))
     session.send_signal(signal.SIGTERM)
-    output = session.communicate(timeout=60)[0]
+    output = session.communicate(timeout=180)[0]
     assert session.returncode == 2, output
     assert len(workers(docker_client, keep)) == 1, output  # the keeper alone
 

@@ -30,14 +30,17 @@ def test_value(baseline):
 
 
 def test_engines_are_named_by_context_url_or_label() -> None:
-    assert parse_engines(["ci,gpu=ssh://me@gpu-box", "tcp://10.0.0.2:2376"]) == (
-        ("ci", "ci"), ("gpu", "ssh://me@gpu-box"), ("10.0.0.2:2376", "tcp://10.0.0.2:2376"))
-    assert parse_engines(["unix:///run/a.sock", "b=unix:///run/b.sock"])[0] == (
+    """``--dsrepro-engine``: one engine (its label, if any, dropped), or several, comma- or
+    line-separated, each labelled."""
+    assert parse_engines("ci,gpu=ssh://me@gpu-box,tcp://10.0.0.2:2376") == (None, (
+        ("ci", "ci"), ("gpu", "ssh://me@gpu-box"), ("10.0.0.2:2376", "tcp://10.0.0.2:2376")))
+    assert parse_engines("unix:///run/a.sock\nb=unix:///run/b.sock")[1][0] == (
         "/run/a.sock", "unix:///run/a.sock")
     with pytest.raises(DsreproUsageError, match="given twice"):
-        parse_engines(["a=x", "a=y"])
-    with pytest.raises(DsreproUsageError, match="names one engine"):
-        parse_engines(["only"])
+        parse_engines("a=x,a=y")
+    assert parse_engines("only") == ("only", ())
+    assert parse_engines("label=tcp://10.0.0.2:2376") == ("tcp://10.0.0.2:2376", ())
+    assert parse_engines("") == (None, ())
 
 
 class _Item:
@@ -96,9 +99,9 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines_random([
         "dsrepro: container items run in the project's image on 2 engines (matrix)",
-        "dsrepro:   here: engine * (*, from dsrepro_engines; sees this machine's folders: "
+        "dsrepro:   here: engine * (*, from dsrepro_engine; sees this machine's folders: "
         "mounted)",
-        f"dsrepro:   second: engine {gpu_engine.url} (Docker *, from dsrepro_engines; *)",
+        f"dsrepro:   second: engine {gpu_engine.url} (Docker *, from dsrepro_engine; *)",
         "test_m.py::test_value@here PASSED*", "test_m.py::test_value@second PASSED*",
         "nb/show.ipynb@here PASSED*", "nb/show.ipynb@second PASSED*",
         "reproduced 4, diverged 0*",

@@ -35,7 +35,8 @@ def record(request, where):
         "at_configure": config.myflag_at_configure,
         "epochs": config.getoption("epochs"),
         "update": config.getoption("dsrepro_update"),
-        "rtol": config.getoption("dsrepro_rtol"),
+        "timeout": config.getoption("dsrepro_timeout"),
+        "rtol": config.getini("dsrepro_rtol"),
         "in_docker": bool(config.getoption("dsrepro_in_docker")),
         "logging": config.pluginmanager.has_plugin("logging"),
         "ini_markers": any(line.startswith("slow") for line in config.getini("markers")),
@@ -76,7 +77,8 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
     seen = tmp_path_factory.mktemp("seen")
     project.ignore("seen")
     write(project, seen / "out")
-    args = ["--myflag=set", "--epochs", "1", "-o", "dsrepro_rtol=0.5", "-p", "no:logging", *spread]
+    args = ["--myflag=set", "--epochs", "1", "--dsrepro-timeout", "300", "-o", "dsrepro_rtol=0.5",
+            "-p", "no:logging", *spread]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEEN_DIR", str(seen / "out"))
         # the scratch folder is the container's only writable place beside the baselines: the
@@ -91,7 +93,8 @@ def test_options_read_inside_are_the_hosts(project: Project, tmp_path_factory: p
     inside.assert_outcomes(passed=3)
     found = observed(seen / "out")
     assert set(found) == {"c0-in", "c1-in", "h-host"}, found
-    expected = {"myflag": "set", "at_configure": "set", "epochs": 1, "update": None, "rtol": "0.5",
+    expected = {"myflag": "set", "at_configure": "set", "epochs": 1, "update": None,
+                "timeout": "300", "rtol": "0.5",
                 "logging": False, "ini_markers": True, "in_docker": False}
     assert host["c0-host"] == expected
     for name in ("c0-in", "c1-in", "h-host"):  # run with --in-docker: the host's says so inside too
@@ -226,7 +229,7 @@ def test_only_options_the_host_acts_on_stay_behind() -> None:
 
     stay = ["xmlpath", "basetemp", "keyword", "lf", "numprocesses", "dist", "tx", "cov_source",
             "no_cov", "usepdb"]
-    travel = ["myflag", "distance", "txn_size", "coverage_threshold", "dsrepro_rtol",
+    travel = ["myflag", "distance", "txn_size", "coverage_threshold", "dsrepro_timeout",
               "dsrepro_in_docker", "maxfail", "verbose"]
     assert [dest for dest in stay if not host_only(dest)] == []
     assert [dest for dest in travel if host_only(dest)] == []

@@ -108,7 +108,7 @@ def test_lab_serves_the_example_project_and_ctrl_c_removes_it(tmp_path: Path,
         assert container_ids(docker_client, lab.pid)
     finally:
         lab.send_signal(signal.SIGINT)
-        rest, _ = lab.communicate(timeout=60)
+        rest, _ = lab.communicate(timeout=180)
     assert lab.returncode == 0, rest
     assert "stopping JupyterLab; the container is removed" in rest
     assert container_ids(docker_client, lab.pid) == []

@@ -93,7 +93,7 @@ def test_interrupted_build_tags_nothing_and_leaves_no_container(project: Project
 
     wait_for(lambda: processes_with(token), "the build step runs", 120, process_alive(proc))
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=180)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "image build interrupted; nothing was tagged" in output
     assert "Traceback" not in output

@@ -316,7 +316,7 @@ def test_an_engine_that_goes_away_fails_the_running_item_with_its_message(
             wait_for(lambda: (scratch / "running").exists(), "the item runs", 120,
                      process_alive(session))
             proxy.cut()
-            output, _ = session.communicate(timeout=60)
+            output, _ = session.communicate(timeout=180)
         finally:
             if session.poll() is None:
                 session.kill()

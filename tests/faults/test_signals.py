@@ -176,7 +176,7 @@ def test_interrupt_leaves_no_container(project: Project, docker_client: Any, sig
     proc = start(project)
     wait_for(lambda: item_started(project), "the item runs", proc)
     proc.send_signal(signum)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=180)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
     assert container_ids(docker_client, proc.pid) == []
@@ -219,7 +219,7 @@ def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
     proc = start(project, "--dsrepro-report=report.json")
     wait_for(lambda: item_started(project), "the item runs", proc)
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=180)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     doc = json.loads((project.path / "report.json").read_text())
     validate(doc)
@@ -265,7 +265,7 @@ def test_an_interrupted_update_leaves_whole_baselines(project: Project, docker_c
     proc = start(project, "--dsrepro-update", "-o", f"dsrepro_scratch={scratch}")
     wait_for(lambda: (scratch / "second").exists(), "the second item never ran", proc)
     proc.send_signal(signum)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=180)[0]
     assert "Traceback" not in output
     stopped(docker_client, proc.pid)  # after a kill, the worker sees its input close
     for leftover in container_ids(docker_client, proc.pid):  # a killed session's, stopped
@@ -376,7 +376,7 @@ def test_an_interrupted_update_leaves_only_whole_baselines(project: Project, doc
     wait_for(lambda: (scratch / "paused").exists(), f"no write of {moment} began", proc)
     assert moment in (scratch / "paused").read_text()
     proc.send_signal(signum)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=180)[0]
     baselines = project.path / "baselines"
     if signum != signal.SIGKILL:
         assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
