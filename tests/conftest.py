@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -119,6 +120,12 @@ def run_with_env(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.Ru
         for name, value in env.items():
             patch.setenv(name, value)
         return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+# A suite started in the background by a shell (``pytest ... &``) inherits SIGINT ignored, and
+# so would every pytest it starts: the tests that press Ctrl-C on one would wait in vain
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def dsrepro_command(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:

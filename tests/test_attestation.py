@@ -245,80 +245,46 @@ def test_a_summary_over_two_engines_and_an_ro_crate(project: Project, keys: dict
     again.stderr.fnmatch_lines(["dsrepro: error: * is not empty: give a new folder for the crate"])
 
 
+VALIDATE = """
+import io, json, sys
+from pathlib import Path
+import requests, rocrate, urllib3
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from rocrate_validator import models, services
+
+shipped = json.loads((Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld").read_text())
+context = json.dumps({"@context": shipped["@context"]}).encode()
+real = HTTPAdapter.send
+
+def send(adapter, request, **kwargs):
+    if not str(request.url).startswith("https://w3id.org/ro/crate/"):
+        return real(adapter, request, **kwargs)
+    response = requests.Response()
+    response.status_code, response.url, response.request = 200, request.url, request
+    response.headers = CaseInsensitiveDict({"Content-Type": "application/ld+json"})
+    response.raw = urllib3.HTTPResponse(body=io.BytesIO(context), status=200,
+                                        headers={"Content-Type": "application/ld+json"},
+                                        preload_content=False)
+    return response
+
+HTTPAdapter.send = send
+result = services.validate(services.ValidationSettings(
+    rocrate_uri=sys.argv[1], profile_identifier="process-run-crate",
+    requirement_severity=models.Severity.REQUIRED))
+print(json.dumps([str(issue.message) for issue in result.get_issues()]))
+"""
+
+
 def validated(crate: Path) -> list[str]:
-    """The RO-Crate validator's required-level issues for the Process Run Crate profile. No
-    network reaches w3id.org here: the RO-Crate JSON-LD context comes from the copy the rocrate
-    library ships (the 1.3 context, whose terms include 1.1's)."""
+    """The RO-Crate validator's required-level issues for the Process Run Crate profile, from a
+    process of its own (the validator changes its process's state). No network reaches w3id.org
+    here: the RO-Crate JSON-LD context comes from the copy the rocrate library ships (the 1.3
+    context, whose terms include 1.1's)."""
+    import sys
+
     needs("rocrate_validator")
-    import io
-
-    import requests
-    import rocrate
-    import urllib3
-    from requests.adapters import HTTPAdapter
-    from requests.structures import CaseInsensitiveDict
-    from rocrate_validator import models, services
-
-    shipped = json.loads((Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld").read_text())
-    context = json.dumps({"@context": shipped["@context"]}).encode()
-    real = HTTPAdapter.send
-
-    def send(adapter: Any, request: Any, **kwargs: Any) -> Any:
-        if not str(request.url).startswith("https://w3id.org/ro/crate/"):
-            return real(adapter, request, **kwargs)
-        response = requests.Response()
-        response.status_code, response.url, response.request = 200, request.url, request
-        response.headers = CaseInsensitiveDict({"Content-Type": "application/ld+json"})
-        response.raw = urllib3.HTTPResponse(body=io.BytesIO(context), status=200,
-                                            headers={"Content-Type": "application/ld+json"},
-                                            preload_content=False)
-        return response
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(HTTPAdapter, "send", send)
-        result = services.validate(services.ValidationSettings(
-            rocrate_uri=str(crate), profile_identifier="process-run-crate",
-            requirement_severity=models.Severity.REQUIRED))
-    return [str(issue.message) for issue in result.get_issues()]
-
-
-@pytest.mark.parametrize("key, line", [
-    ("nowhere.pem", "ERROR: dsrepro_signing_key: cannot read */nowhere.pem (No such file*"),
-    ("garbage.pem", "ERROR: dsrepro_signing_key is not an unencrypted PEM private key (ed25519, "
-                    "ECDSA or RSA): *"),
-])
-def test_a_key_that_cannot_sign_is_said_before_the_run(pytester: pytest.Pytester, key: str,
-                                                       line: str) -> None:
-    from conftest import run_with_env
-
-    (pytester.path / "garbage.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n")
-    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
-    result = run_with_env(pytester, DSREPRO_SIGNING_KEY=key)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([line])
-    assert "Traceback" not in result.stderr.str()
-
-
-def test_verify_and_export_refuse_what_they_cannot_read(pytester: pytest.Pytester,
-                                                        keys: dict[str, Path]) -> None:
-    """No engine: a key that is no public key, and a summary given to export as a run."""
-    from conftest import dsrepro_command
-    from pytest_dsrepro.report import attestation
-
-    (pytester.path / "garbage.pem").write_text("not a key\n")
-    (pytester.path / "summary.jsonl").write_text(json.dumps(attestation.envelope({
-        "_type": attestation.STATEMENT, "subject": [{"name": "x", "digest": {"sha256": "0" * 64}}],
-        "predicateType": "https://slsa.dev/verification_summary/v1", "predicate": {}}, None)))
-    bad_key = dsrepro_command(pytester, "verify", "summary.jsonl", "--key", "garbage.pem")
-    assert bad_key.ret == 2
-    bad_key.stderr.fnmatch_lines(["dsrepro: error: the key is not a PEM public key"])
-    crate = dsrepro_command(pytester, "export", "--ro-crate", "crate", "summary.jsonl")
-    assert crate.ret == 2
-    crate.stderr.fnmatch_lines(["dsrepro: error: *summary.jsonl attests no gate run (predicate "
-                                "'https://slsa.dev/verification_summary/v1')"])
-    summary = dsrepro_command(pytester, "verify", "summary.jsonl", "--key",
-                              str(keys["public"]))
-    assert summary.ret == 1
-    summary.stdout.fnmatch_lines(["!! signature: the attestation is not signed (*",
-                                  "!! statement: not a valid in-toto test-result statement "
-                                  "(Predicate object required)"])
+    proc = subprocess.run([sys.executable, "-c", VALIDATE, str(crate)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -116,6 +116,23 @@ def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker
         "nb/show.ipynb": {"here": "reproduced", "second": "reproduced"}}
     assert set(report["run"]["engines"]) == {"here", "second"}
     assert 'id="matrix"' in (project.path / "matrix.html").read_text()
+    # one attestation per engine, and a verification summary over them, written by the run
+    from pytest_dsrepro.report import attestation
+
+    artifacts = project.path / "dsrepro-artifacts"
+    result.stdout.fnmatch_lines(["verification summary: dsrepro-artifacts/verification.intoto.jsonl"
+                                 " (PASSED on 2 engines; unsigned: *)"])
+    summary = attestation.payload(attestation.read(artifacts / "verification.intoto.jsonl"))
+    attestation.validate(summary)
+    assert summary["predicate"]["verificationResult"] == "PASSED"
+    assert [entry["uri"] for entry in summary["predicate"]["inputAttestations"]] == [
+        "reproduction-here.intoto.jsonl", "reproduction-second.intoto.jsonl"]
+    second = attestation.payload(attestation.read(artifacts / "reproduction-second.intoto.jsonl"))
+    assert sorted(second["predicate"]["passedTests"]) == ["nb/show.ipynb@second",
+                                                          "test_m.py::test_value@second"]
+    image = next(subject for subject in second["subject"]
+                 if (subject.get("annotations") or {}).get("kind") == "image")
+    assert "sha256:" + image["digest"]["sha256"] == report["run"]["engines"]["second"]["image_id"]
     # each engine's test waited until the other's had started: they ran side by side
     assert len(list((project.path / "dsrepro-artifacts").glob("started-*"))) == 2
     (project.path / "dsrepro-artifacts" / "rendezvous").unlink()

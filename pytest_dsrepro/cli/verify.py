@@ -5,24 +5,12 @@ and writes a SLSA verification summary over them, signed like the runs."""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from pytest_dsrepro.report import attestation
 
 Say = Callable[[str], None]
-VSA = "https://slsa.dev/verification_summary/v1"
-VERIFIER = "https://pypi.org/project/pytest-dsrepro/"
-POLICY_URI = VERIFIER + "#reproduction-policy"
-# what a run must show to count: the policy the summary names by digest
-POLICY = {"signature": "valid for the key given", "statement": "in-toto Statement v1, "
-          "test-result predicate", "subjects": "every file's sha256 and the checkout's commit as "
-          "attested", "verdict": "PASSED or WARNED", "runs": "all of one commit"}
-
-
 class Checks:
     """One line per check; whether any failed."""
 
@@ -186,44 +174,14 @@ def verify(paths: list[Path], rootdir: Path, key_file: str | None, client: Any, 
             checks.fail(f"summary: the runs are of {len(commits)} commits; a summary is over "
                         "runs of one")
         result = "FAILED" if checks.failed else "PASSED"
-        body = summary_statement(paths, bodies, result)
+        body = attestation.summary_statement(paths, bodies, result, attestation.POLICY_TEXT,
+                                             shown)
         pem = attestation.signing_key_text(signing_key)
         attestation.write(summary, attestation.envelope(body, pem))
         signed = "signed" if pem is not None else "unsigned: --signing-key signs it"
         say(f"{'ok' if result == 'PASSED' else '!!'} summary: {result}: reproduced on "
             f"{sum(1 for b in bodies if b)} host run(s); written to {summary} ({signed})")
     return 1 if checks.failed else 0
-
-
-def summary_statement(paths: list[Path], bodies: list[dict[str, Any] | None], result: str
-                      ) -> dict[str, Any]:
-    """A SLSA verification summary (v1) of the runs: their shared subjects, the attestations by
-    digest, the policy by digest, the result."""
-    shared: dict[str, dict[str, Any]] = {}
-    for body in bodies:
-        for subject in (body or {}).get("subject") or []:
-            if subject.get("name") == attestation.CHECKOUT:
-                shared[attestation.CHECKOUT] = {"name": attestation.CHECKOUT,
-                                                "digest": dict(subject["digest"])}
-    commit = shared.get(attestation.CHECKOUT, {}).get("digest", {}).get("gitCommit", "")
-    policy = hashlib.sha256(json.dumps(POLICY, sort_keys=True).encode()).hexdigest()
-    return {
-        "_type": attestation.STATEMENT,
-        "subject": list(shared.values()) or [{"name": "runs", "digest": {"sha256": policy}}],
-        "predicateType": VSA,
-        "predicate": {
-            "verifier": {"id": VERIFIER},
-            "timeVerified": datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"),
-            "resourceUri": f"git+commit:{commit}" if commit else "runs",
-            "policy": {"uri": POLICY_URI, "digest": {"sha256": policy}},
-            "inputAttestations": [{"uri": shown(path),
-                                   "digest": {"sha256": attestation.sha256(path)}}
-                                  for path in paths if path.is_file()],
-            "verificationResult": result,
-            "verifiedLevels": ["SLSA_BUILD_LEVEL_0"] if result == "PASSED" else ["FAILED"],
-        },
-    }
 
 
 def shown(path: Path) -> str:

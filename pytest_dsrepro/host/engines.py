@@ -19,7 +19,7 @@ Group = tuple[ContainerSpec, "list[pytest.Item]"]  # items that share one worker
 
 
 class Engines:
-    """``default`` runs every group unless several engines (``dsrepro_engine``) gives ``by_label``."""
+    """``default`` runs every group unless several engines (``dsrepro_engine``) give ``by_label``."""
 
     def __init__(self, config: pytest.Config, settings: Settings, session_id: str,
                  say: Callable[[str], None], xdist_worker: bool, xdist: bool) -> None:

@@ -11,11 +11,13 @@ cryptography are in-toto's and securesystemslib's own."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pytest_dsrepro.errors import DsreproUsageError
 
@@ -26,6 +28,12 @@ FILE_NAME = "reproduction.intoto.jsonl"
 CHECKOUT = "checkout"
 NOT_REPRODUCED = ("diverged", "missing", "stale", "corrupt", "failed", "error")
 # the settings a verdict depends on: two runs under other values of these are other experiments
+VSA = "https://slsa.dev/verification_summary/v1"
+VERIFIER = "https://pypi.org/project/pytest-dsrepro/"
+# what a run must show to count: the policy a verification summary names by digest
+POLICY_TEXT = {"signature": "valid for the key given", "statement": "in-toto Statement v1, "
+               "test-result predicate", "subjects": "every file's sha256 and the checkout's "
+               "commit as attested", "verdict": "PASSED or WARNED", "runs": "all of one commit"}
 POLICY = ("rtol", "atol", "sanitize", "sanitize_file", "compare_images", "compare_timings",
           "check", "baseline_source", "variants")
 
@@ -272,3 +280,61 @@ def write(path: Path, wrapped: dict[str, Any]) -> None:
 
     atomic_write(path, (json.dumps(wrapped, sort_keys=True) + "\n").encode())
 
+
+def per_engine(doc: dict[str, Any], settings: Any, reports: list[Path], pem: bytes | None
+               ) -> tuple[Path | None, str]:
+    """A matrix run over several engines: one attestation per engine
+    (``reproduction-LABEL.intoto.jsonl``: that engine's items and image, the host items) and a
+    SLSA verification summary over them; the summary's path and result."""
+    engines = dict((doc.get("run") or {}).get("engines") or {})
+    if not engines:
+        return None, ""
+    paths, bodies = [], []
+    for label, facts in engines.items():
+        one = {**doc, "run": {**doc.get("run", {}), **dict(facts or {})},
+               "items": [item for item in doc.get("items") or []
+                         if item.get("engine") in (None, label)]}
+        body = statement(one, settings, reports)
+        path = Path(settings.artifacts) / f"reproduction-{label.replace('/', '_')}.intoto.jsonl"
+        write(path, envelope(body, pem))
+        paths.append(path)
+        bodies.append(body)
+    passed = all((body.get("predicate") or {}).get("result") in ("PASSED", "WARNED")
+                 for body in bodies)
+    result = "PASSED" if passed else "FAILED"
+    target = Path(settings.artifacts) / "verification.intoto.jsonl"
+    write(target, envelope(summary_statement(paths, bodies, result, POLICY_TEXT,
+                                             lambda path: path.name), pem))
+    return target, result
+
+
+def summary_statement(paths: list[Path], bodies: Sequence[dict[str, Any] | None], result: str,
+                      policy_text: dict[str, str], shown: Callable[[Path], str] = str
+                      ) -> dict[str, Any]:
+    """A SLSA verification summary (v1) of the runs: their shared subjects, the attestations by
+    digest, the policy by digest, the result."""
+    shared: dict[str, dict[str, Any]] = {}
+    for body in bodies:
+        for subject in (body or {}).get("subject") or []:
+            if subject.get("name") == CHECKOUT:
+                shared[CHECKOUT] = {"name": CHECKOUT,
+                                                "digest": dict(subject["digest"])}
+    commit = shared.get(CHECKOUT, {}).get("digest", {}).get("gitCommit", "")
+    policy = hashlib.sha256(json.dumps(policy_text, sort_keys=True).encode()).hexdigest()
+    return {
+        "_type": STATEMENT,
+        "subject": list(shared.values()) or [{"name": "runs", "digest": {"sha256": policy}}],
+        "predicateType": VSA,
+        "predicate": {
+            "verifier": {"id": VERIFIER},
+            "timeVerified": datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"),
+            "resourceUri": f"git+commit:{commit}" if commit else "runs",
+            "policy": {"uri": VERIFIER + "#reproduction-policy", "digest": {"sha256": policy}},
+            "inputAttestations": [{"uri": shown(path),
+                                   "digest": {"sha256": sha256(path)}}
+                                  for path in paths if path.is_file()],
+            "verificationResult": result,
+            "verifiedLevels": ["SLSA_BUILD_LEVEL_0"] if result == "PASSED" else ["FAILED"],
+        },
+    }

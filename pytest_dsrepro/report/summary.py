@@ -313,6 +313,11 @@ class Summary:
         attestation.write(path, attestation.envelope(body, pem))
         how = "signed" if pem is not None else "unsigned: set dsrepro_signing_key to sign it"
         self.written["Attestation"] = f"{shown(path, started_in)} ({how})"
+        if settings.engines and settings.engine_mode == "matrix":
+            summary, result = attestation.per_engine(doc, settings, reports, pem)
+            if summary is not None:
+                self.written["Summary"] = (f"{shown(summary, started_in)} ({result} on "
+                                           f"{len(settings.engines)} engines; {how})")
 
     # -- the terminal section ---------------------------------------------------------------------
 

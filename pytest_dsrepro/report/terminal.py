@@ -68,5 +68,6 @@ def section(summary: Summary) -> list[str]:
         write(f"dsrepro prune deleted nothing: {summary.prune_refused}; it prunes only on a "
               "run of the whole suite")
     for label, shown in summary.written.items():
-        write(f"attestation: {shown}" if label == "Attestation" else f"{label} report: {shown}")
+        words = {"Attestation": "attestation", "Summary": "verification summary"}
+        write(f"{words[label]}: {shown}" if label in words else f"{label} report: {shown}")
     return found
