@@ -288,3 +288,45 @@ def validated(crate: Path) -> list[str]:
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("key, line", [
+    ("nowhere.pem", "ERROR: dsrepro_signing_key: cannot read */nowhere.pem (No such file*"),
+    ("garbage.pem", "ERROR: dsrepro_signing_key is not an unencrypted PEM private key (ed25519, "
+                    "ECDSA or RSA): *"),
+])
+def test_a_key_that_cannot_sign_is_said_before_the_run(pytester: pytest.Pytester, key: str,
+                                                       line: str) -> None:
+    from conftest import run_with_env
+
+    (pytester.path / "garbage.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = run_with_env(pytester, DSREPRO_SIGNING_KEY=key)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_verify_and_export_refuse_what_they_cannot_read(pytester: pytest.Pytester,
+                                                        keys: dict[str, Path]) -> None:
+    """No engine: a key that is no public key, and a summary given to export as a run."""
+    from conftest import dsrepro_command
+    from pytest_dsrepro.report import attestation
+
+    (pytester.path / "garbage.pem").write_text("not a key\n")
+    (pytester.path / "summary.jsonl").write_text(json.dumps(attestation.envelope({
+        "_type": attestation.STATEMENT, "subject": [{"name": "x", "digest": {"sha256": "0" * 64}}],
+        "predicateType": "https://slsa.dev/verification_summary/v1", "predicate": {}}, None)))
+    bad_key = dsrepro_command(pytester, "verify", "summary.jsonl", "--key", "garbage.pem")
+    assert bad_key.ret == 2
+    bad_key.stderr.fnmatch_lines(["dsrepro: error: the key is not a PEM public key"])
+    crate = dsrepro_command(pytester, "export", "--ro-crate", "crate", "summary.jsonl")
+    assert crate.ret == 2
+    crate.stderr.fnmatch_lines(["dsrepro: error: *summary.jsonl attests no gate run (predicate "
+                                "'https://slsa.dev/verification_summary/v1')"])
+    summary = dsrepro_command(pytester, "verify", "summary.jsonl", "--key",
+                              str(keys["public"]))
+    assert summary.ret == 1
+    summary.stdout.fnmatch_lines(["!! signature: the attestation is not signed (*",
+                                  "!! statement: not a valid in-toto test-result statement "
+                                  "(Predicate object required)"])

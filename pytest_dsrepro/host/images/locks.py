@@ -168,16 +168,48 @@ def base_image(dockerfile: Path, target: str | None, build_args: dict[str, str])
 
 
 def check(client: Any, image_id: str, settings: Any, options: dict[str, Any]) -> str:
-    """The line for the image just built: its packages against the context's pins."""
-    from pytest_dsrepro.host.images.rebuild_check import packages
-
+    """The line for the image just built: its packages against the context's pins. An image
+    whose file system is its base image's (a Dockerfile that only sets metadata) installed
+    nothing; a base image's packages are listed once per image id (ids name content)."""
     pins, files = pinned(settings.context)
-    installed = packages(client, image_id, settings.python, options)
-    base: dict[str, str] = {}
     parent = base_image(settings.dockerfile, settings.target, dict(settings.build_args))
+    base: dict[str, str] = {}
     if parent:
         try:
-            base = packages(client, parent, settings.python, options)
+            if _layers(client, parent) == _layers(client, image_id):
+                return ""
+            base = cached_packages(client, parent, settings.python, options)
         except Exception:  # no Python there, or not in the engine: nothing to leave out
             base = {}
+    installed = cached_packages(client, image_id, settings.python, options)
     return line(unpinned(installed, base, pins), files)
+
+
+def _layers(client: Any, image: str) -> list[str]:
+    return list(((client.images.get(image).attrs or {}).get("RootFS") or {}).get("Layers") or [])
+
+
+def cached_packages(client: Any, image: str, python: str, options: dict[str, Any]
+                    ) -> dict[str, str]:
+    """:func:`~pytest_dsrepro.host.images.rebuild_check.packages`, kept by image id in this
+    user's temporary folder: an image's content never changes under its id."""
+    import os
+    import tempfile
+
+    from pytest_dsrepro.baselines.store import atomic_write
+    from pytest_dsrepro.host.images.rebuild_check import packages
+
+    image_id = str(client.images.get(image).id).replace(":", "-")
+    folder = Path(tempfile.gettempdir()) / f"dsrepro-packages-{os.getuid()}"
+    cached = folder / f"{image_id}.json"
+    try:
+        return dict(json.loads(cached.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    found = packages(client, image, python, options)
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(cached, json.dumps(found, sort_keys=True).encode())
+    except OSError:  # a cache that cannot be written costs a probe next time, nothing else
+        pass
+    return found
