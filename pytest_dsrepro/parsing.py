@@ -184,3 +184,36 @@ def project_name(text: str) -> str:
     """A name usable as a Docker repository component."""
     name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
     return name or "project"
+
+
+def parse_signing_key(value: Any, root: Path) -> str | None:
+    """``dsrepro_signing_key``: PEM text as it is, a path relative to the rootdir."""
+    text = str(value or "").strip()
+    if not text or text.startswith("-----BEGIN"):
+        return text or None
+    return str(root / Path(text).expanduser())
+
+
+REPORT_KINDS = {".json": "JSON", ".html": "HTML", ".md": "Markdown"}
+
+
+def parse_reports(entries: list[Any], started_in: Path) -> dict[str, Path]:
+    """``--dsrepro-report`` files by kind (``.json``, ``.html``, ``.md``, or ``json:``, ``html:``,
+    ``md:`` before the path), relative to the folder pytest was started in; one of each kind at
+    most."""
+    found: dict[str, Path] = {}
+    for text in (part.strip() for entry in entries for part in str(entry).split(",")):
+        if not text:
+            continue
+        named, colon, rest = text.partition(":")
+        given = "." + named.lower() if colon and named.lower() in ("json", "html", "md") else None
+        path = Path(started_in, rest if given else text).resolve()
+        kind = {".htm": ".html"}.get(given or path.suffix.lower(), given or path.suffix.lower())
+        if kind not in REPORT_KINDS:
+            raise DsreproUsageError(f"--dsrepro-report {text}: name a .json, .html or .md file, "
+                                    "or say the kind: md:PATH")
+        if kind in found:
+            raise DsreproUsageError(f"--dsrepro-report names two {REPORT_KINDS[kind]} files; give "
+                                    "one of each kind")
+        found[kind] = path
+    return found

@@ -32,6 +32,8 @@ from pytest_dsrepro.parsing import (
     parse_positive,
     parse_privileges,
     parse_registry,
+    parse_reports,
+    parse_signing_key,
     project_name,
     split_list,
 )
@@ -350,7 +352,8 @@ class Settings:
         paths = raw_value(config, "container_paths") or ()
         scratch = raw_value(config, "scratch")
         engine, engines = parse_engines(str(raw_value(config, "engine") or ""))
-        reports = _reports(config)
+        reports = parse_reports(list(raw_value(config, "report")),
+                                Path(config.invocation_params.dir))
         settings = cls(
             rootdir=root,
             in_docker=bool(raw_value(config, "in_docker")),
@@ -426,7 +429,7 @@ class Settings:
                                 lambda v: parse_positive(v, "keep_idle")) or 900.0,
             cell_timeout=_optional(raw_value(config, "cell_timeout"),
                                    lambda v: parse_positive(v, "cell_timeout")) or 600.0,
-            signing_key=_key(raw_value(config, "signing_key"), root),
+            signing_key=parse_signing_key(raw_value(config, "signing_key"), root),
             kernel_startup_timeout=_optional(
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
@@ -490,39 +493,3 @@ def _from_wire(value: Any, annotation: str) -> Any:
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")
-
-
-def _key(value: Any, root: Path) -> str | None:
-    """``dsrepro_signing_key``: PEM text as it is, a path relative to the rootdir."""
-    text = str(value or "").strip()
-    if not text or text.startswith("-----BEGIN"):
-        return text or None
-    return str(root / Path(text).expanduser())
-
-
-REPORT_KINDS = {".json": "JSON", ".html": "HTML", ".htm": "HTML", ".md": "Markdown"}
-
-
-def _reports(config: pytest.Config) -> dict[str, Path]:
-    """``--dsrepro-report`` files by kind (``.json``, ``.html``, ``.md``, or ``json:``, ``html:``,
-    ``md:`` before the path), relative to the folder pytest was started in; one of each kind at
-    most."""
-    found: dict[str, Path] = {}
-    for entry in raw_value(config, "report"):
-        for text in str(entry).split(","):
-            if not text.strip():
-                continue
-            named, colon, rest = text.strip().partition(":")
-            given = "." + named.lower() if colon and named.lower() in ("json", "html", "md") \
-                else None
-            path = Path(config.invocation_params.dir, rest if given else text.strip()).resolve()
-            suffix = given or path.suffix.lower()
-            kind = {".htm": ".html"}.get(suffix, suffix)
-            if kind not in (".json", ".html", ".md"):
-                raise DsreproUsageError(f"--dsrepro-report {text.strip()}: name a .json, .html or "
-                                        ".md file, or say the kind: md:PATH")
-            if kind in found:
-                raise DsreproUsageError(f"--dsrepro-report names two {REPORT_KINDS[kind]} files; "
-                                        "give one of each kind")
-            found[kind] = path
-    return found

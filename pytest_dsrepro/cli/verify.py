@@ -136,9 +136,7 @@ def _image(tag: str, digest: str, client: Any, checks: Checks) -> None:
 def _verdict(body: dict[str, Any], checks: Checks) -> None:
     predicate = body.get("predicate") or {}
     result = str(predicate.get("result"))
-    counts = ", ".join(f"{len(predicate.get(key) or [])} {word}" for key, word in
-                       (("passedTests", "passed"), ("warnedTests", "warned"),
-                        ("failedTests", "failed")))
+    counts = attestation.counts(predicate)
     if result in ("PASSED", "WARNED"):
         checks.ok(f"verdict: {result} ({counts})")
     else:

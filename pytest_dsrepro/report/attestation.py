@@ -29,7 +29,7 @@ CHECKOUT = "checkout"
 NOT_REPRODUCED = ("diverged", "missing", "stale", "corrupt", "failed", "error")
 # the settings a verdict depends on: two runs under other values of these are other experiments
 VSA = "https://slsa.dev/verification_summary/v1"
-VERIFIER = "https://pypi.org/project/pytest-dsrepro/"
+VERIFIER = "pkg:pypi/pytest-dsrepro"  # the package URL of the tool that verifies
 # what a run must show to count: the policy a verification summary names by digest
 POLICY_TEXT = {"signature": "valid for the key given", "statement": "in-toto Statement v1, "
                "test-result predicate", "subjects": "every file's sha256 and the checkout's "
@@ -338,3 +338,10 @@ def summary_statement(paths: list[Path], bodies: Sequence[dict[str, Any] | None]
             "verifiedLevels": ["SLSA_BUILD_LEVEL_0"] if result == "PASSED" else ["FAILED"],
         },
     }
+
+
+def counts(predicate: dict[str, Any]) -> str:
+    """``7 passed, 1 warned, 0 failed``: a test-result predicate's items by outcome."""
+    return ", ".join(f"{len(predicate.get(key) or [])} {word}" for key, word in
+                     (("passedTests", "passed"), ("warnedTests", "warned"),
+                      ("failedTests", "failed")))

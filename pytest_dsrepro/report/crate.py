@@ -21,7 +21,7 @@ FORMATS = {".ipynb": "application/x-ipynb+json", ".py": "text/x-python", ".yaml"
            ".yml": "application/yaml", ".json": "application/json", ".jsonl": "application/jsonl",
            ".html": "text/html", ".md": "text/markdown", ".png": "image/png", ".svg": "image/svg+xml",
            ".csv": "text/csv", ".txt": "text/plain"}
-TOOL = "https://pypi.org/project/pytest-dsrepro/"
+TOOL = attestation.VERIFIER
 DOCKER_IMAGE = "https://w3id.org/ro/terms/workflow-run#DockerImage"
 
 
@@ -53,7 +53,7 @@ def export(paths: list[Path], folder: Path, settings: Any, say: Callable[[str], 
     crate.root_dataset["conformsTo"] = profile
     tool = crate.add(ContextEntity(crate, TOOL, properties={
         "@type": "SoftwareApplication", "name": "pytest-dsrepro",
-        "version": pytest_dsrepro.__version__, "url": TOOL}))
+        "version": pytest_dsrepro.__version__}))
     files: dict[str, Any] = {}
     actions: list[Any] = []
 
@@ -91,7 +91,7 @@ def export(paths: list[Path], folder: Path, settings: Any, say: Callable[[str], 
         properties: dict[str, Any] = {
             "name": f"Gate run {number}: {predicate.get('result')}",
             "actionStatus": {"@id": f"http://schema.org/{status}"},
-            "description": _counts(predicate)}
+            "description": attestation.counts(predicate)}
         if image is not None:
             properties["containerImage"] = image
         finished = next((entry.get("annotations", {}).get("finished") for entry in
@@ -105,9 +105,3 @@ def export(paths: list[Path], folder: Path, settings: Any, say: Callable[[str], 
     crate.write(folder)
     say(f"RO-Crate written to {folder}: {len(runs)} run(s), {len(files)} file(s)")
     return 0
-
-
-def _counts(predicate: dict[str, Any]) -> str:
-    return ", ".join(f"{len(predicate.get(key) or [])} {word}" for key, word in
-                     (("passedTests", "passed"), ("warnedTests", "warned"),
-                      ("failedTests", "failed")))
