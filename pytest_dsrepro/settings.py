@@ -95,6 +95,8 @@ OPTIONS: tuple[Option, ...] = (
            "a pull-request comment); KIND:PATH for a path without one (md:$GITHUB_STEP_SUMMARY); "
            "repeatable (ini: one a line)",
            "linelist", (), metavar="PATH", group="gate"),
+    Option("refresh", "run every container item even where the result cache verified it "
+           "earlier; what reproduces is kept anew", "bool", False, ini=False, group="gate"),
     # the image
     Option("image", "use this image as it is; build nothing", metavar="IMAGE", shapes=True,
            group="image"),
@@ -176,6 +178,10 @@ OPTIONS: tuple[Option, ...] = (
            "marked NBVAL_CHECK_OUTPUT, as --nbval-lax)", flag=None),
     Option("variants", "provenance keys that keep one baseline per value, e.g. gpu.name cpu.arch "
            "(train@NVIDIA-A100.yaml beside train.yaml)", "linelist", (), flag=None),
+    Option("cache", "the result cache: off (default), local (pytest's cache folder) or registry "
+           "(beside the image in dsrepro_registry, shared): an item whose image, source, "
+           "baseline, settings and read files are unchanged since it reproduced is reported "
+           "from that run, not run", flag=None),
     Option("rtol", f"relative tolerance for numbers (default: {Tolerance.rtol:g})", flag=None),
     Option("atol", f"absolute tolerance for numbers (default: {Tolerance.atol:g})", flag=None),
     Option("compare_images", "compare image outputs of notebooks (default: true with recorded "
@@ -332,6 +338,8 @@ class Settings:
     cell_timeout: float = 600.0
     kernel_startup_timeout: float = 60.0
     signing_key: str | None = None  # a PEM file, or its text (DSREPRO_SIGNING_KEY)
+    cache: str = "off"  # the result cache: off, local or registry
+    refresh: bool = False  # --dsrepro-refresh: run everything, keep what reproduces
 
     @property
     def observing(self) -> bool:
@@ -430,6 +438,9 @@ class Settings:
             cell_timeout=_optional(raw_value(config, "cell_timeout"),
                                    lambda v: parse_positive(v, "cell_timeout")) or 600.0,
             signing_key=parse_signing_key(raw_value(config, "signing_key"), root),
+            cache=_choice(str(raw_value(config, "cache") or "off"), "cache",
+                          ("off", "local", "registry")),
+            refresh=bool(raw_value(config, "refresh")),
             kernel_startup_timeout=_optional(
                 raw_value(config, "kernel_startup_timeout"),
                 lambda v: parse_positive(v, "kernel_startup_timeout")) or 60.0,
@@ -444,6 +455,9 @@ class Settings:
         if settings.repeat > 1 and not settings.in_docker:
             raise DsreproUsageError("DSREPRO_REPEAT runs container items again, each in a fresh "
                                     "container: add --in-docker (dsrepro flaky does)")
+        if settings.cache == "registry" and not settings.registry:
+            raise DsreproUsageError("dsrepro_cache = registry keeps results beside the image in "
+                                    "dsrepro_registry, which is not set: set it, or use local")
         known = sorted({name for name, _, _ in settings.profile_parameters})
         unknown = [name for name in settings.profile if name not in known]
         if unknown:

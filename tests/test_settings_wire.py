@@ -26,7 +26,7 @@ FLAGS = [
     "--dsrepro-workers=3", "--dsrepro-timeout=7",
     "--dsrepro-engine=a=tcp://127.0.0.1:1,ctx", "--dsrepro-executor=slurm",
     "--dsrepro-report=r.json", "--dsrepro-report=r.html", "--dsrepro-report=summary.md",
-    "--dsrepro-profile=smoke", "--dsrepro-confirm", "--dsrepro-keep",
+    "--dsrepro-profile=smoke", "--dsrepro-confirm", "--dsrepro-keep", "--dsrepro-refresh",
     "-o", "dsrepro_dockerfile=D.repro", "-o", "dsrepro_context=ctx", "-o", "dsrepro_build_args=A=1",
     "-o", "dsrepro_target=stage", "-o", "dsrepro_build_network=host",
     "-o", "dsrepro_project=Other", "-o", "dsrepro_network=bridge", "-o", "dsrepro_env=HOME",
@@ -45,7 +45,7 @@ FLAGS = [
     "-o", "dsrepro_parameters=nb/*.ipynb: rows=10",
     "-o", "dsrepro_profile_parameters=smoke: epochs=1",
     "-o", "dsrepro_retries=2", "-o", "dsrepro_variants=gpu.name", "-o", "dsrepro_keep_idle=30",
-    "-o", "dsrepro_signing_key=keys/signing.pem",
+    "-o", "dsrepro_signing_key=keys/signing.pem", "-o", "dsrepro_cache=registry",
 ]
 ACTIONS = {"DSREPRO_REPEAT": "3", "DSREPRO_PERTURB": "threads,cpus", "DSREPRO_PRUNE": "1",
            "DSREPRO_REBUILD_CHECK": "1"}

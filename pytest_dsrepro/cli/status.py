@@ -102,9 +102,12 @@ def _baselines(workspace: Workspace, folder: Path, extra: list[str]) -> list[str
     present = sorted(s.baselines.rglob("*.yaml")) if s.baselines.is_dir() else []
     lines = [f"baselines: {len(present)} in {store.display(s.baselines)}"]
     collected = _Collected()
+    cache = _CacheStatus() if s.cache != "off" and "--in-docker" in extra else None
+    # the result cache's local store is pytest's cache: read, never written by a collection
+    keep_cache = [] if cache is not None else ["-p", "no:cacheprovider"]
     with contextlib.redirect_stdout(io.StringIO()), _inside(folder):
-        pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *extra],
-                    plugins=[collected])
+        pytest.main(["--collect-only", "-q", *keep_cache, *extra],
+                    plugins=[collected, *([cache] if cache is not None else [])])
     used = baselines_used(collected.items, store, s)
     if collected.errors:
         how = "in the image" if "--in-docker" in extra else \
@@ -117,7 +120,39 @@ def _baselines(workspace: Workspace, folder: Path, extra: list[str]) -> list[str
                                                         for p in unused))
     stale = [f"{store.display(path)} ({why})" for path, why in _stale(collected.items, store)]
     lines.append(f"stale: {len(stale)}" + "".join(f"\n  {entry}" for entry in stale))
+    if cache is not None:
+        lines += cache.lines
+    elif s.cache != "off":
+        lines.append("result cache: what a run would execute is known once the image is built")
     return lines
+
+
+class _CacheStatus:
+    """What ``pytest --in-docker`` would run, and why, and what the result cache verified
+    earlier (:meth:`ResultCache.decide`)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        from pytest_dsrepro.cache.origin import origin_line
+        from pytest_dsrepro.markers import SPEC_KEY
+        from pytest_dsrepro.state import host_session_of
+
+        host = host_session_of(session.config)
+        cache = getattr(host, "cache", None)
+        if host is None or cache is None:
+            return
+        items = [item for item in session.items if SPEC_KEY in item.stash]
+        host.executor.prepare()
+        left = cache.decide(items)
+        self.lines.append(f"result cache ({cache.settings.cache}): {len(left)} of {len(items)} "
+                          "container item(s) would run")
+        for item in left:
+            self.lines.append(f"  run {item.nodeid}: {cache.reasons.get(item.nodeid, '')}")
+        for nodeid, entry in cache.hits.items():
+            self.lines.append(f"  verified earlier {nodeid}: "
+                              f"{origin_line(entry.get('origin') or {})}")
 
 
 @contextlib.contextmanager

@@ -58,6 +58,12 @@ class HostSession:
         if self.xdist_controller or self.xdist_worker:
             config.pluginmanager.register(XdistRoles(self), "dsrepro-xdist")
         self._said: set[str] = set()  # lines said once
+        self.cache: Any = None  # the result cache (dsrepro_cache), where one is on
+        if settings.cache != "off" and not (self.xdist_controller or self.xdist_worker):
+            from pytest_dsrepro.cache.results import ResultCache
+
+            self.cache = ResultCache(config, settings, self)
+            config.pluginmanager.register(self.cache, "dsrepro-cache")
 
     def start(self, executor: Executor, spec: ContainerSpec, request: Request) -> Any:
         """A started worker. One the engine refused to start is started again,
@@ -186,6 +192,10 @@ class HostSession:
             nextitem = on_host[index + 1] if index + 1 < len(on_host) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             raise_if_stopping(session)
+        if self.cache is not None and in_container:
+            in_container = self.cache.plan(in_container)
+            raise_if_stopping(session)
+            self.cache.begin(in_container)
         groups: dict[tuple[Any, ...], Group] = {}
         for item in in_container:
             spec = item.stash[SPEC_KEY]
@@ -197,6 +207,8 @@ class HostSession:
                 self.finder.run(session, list(groups.values()))
         finally:
             restore_terminate(previous)
+            if self.cache is not None:
+                self.cache.end()
             self.collect_coverage()
         raise_if_stopping(session)
         return True

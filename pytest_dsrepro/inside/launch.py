@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pytest_dsrepro import protocol
 from pytest_dsrepro.host.sharing import by_file, cost_of, share
 from pytest_dsrepro.inside import coverage as code_coverage
+from pytest_dsrepro.inside import marks as worker_marks
 from pytest_dsrepro.inside.forking import fork_child
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ def _run_here(channel: IO[str], request: protocol.Request, entry_point: bool) ->
     stream = EventStream(channel, settings)
     plugins: list[Any] = [stream, HostOptions(request.options),
                           *([KeepProfiles(profiled)] if profiled else [])]
+    marks = worker_marks.found(str(settings.rootdir))
+    if marks is not None:  # the host watches what items read (its result cache)
+        plugins.append(worker_marks.plugin(marks))
     measuring = code_coverage.started(request.coverage)  # before the zygote: kernels measure
     _start_kernel_zygote(request.nodeids, settings)
     try:
@@ -306,6 +310,10 @@ def main(argv: list[str]) -> int:
           pid=os.getpid(), without=without)
     if missing:
         return 3
+    marks = worker_marks.found(str(request.settings.get("rootdir", "")))
+    if marks is not None:
+        marks.mark("w0")
+        marks.canary()
     shares = split(request.nodeids, request.processes, request.durations)
     if entry_point is None:
         entry_point = _has_entry_point()
@@ -314,6 +322,8 @@ def main(argv: list[str]) -> int:
         code = _run_children(channel, request, shares, entry_point)
     else:
         code = _run_here(channel, request, entry_point)
+    if marks is not None:
+        marks.mark("w1")
     _send(channel, protocol.EXIT, code=code)
     return code
 

@@ -39,6 +39,7 @@ def _item(record: ItemRecord) -> dict[str, Any]:
         "kept": entry.get("kept"),
         "undeclared_writes": list(entry.get("undeclared_writes") or []),
         "timings": dict(entry.get("timings") or {}),
+        "verified_earlier": entry.get("verified_earlier") or None,
         "message": record.message,
     }
 

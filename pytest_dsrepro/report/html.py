@@ -11,6 +11,7 @@ from typing import Any
 
 from pytest_dsrepro.baselines.artifacts import extension
 from pytest_dsrepro.baselines.compare import SPLITTER
+from pytest_dsrepro.cache.origin import origin_line
 from pytest_dsrepro.executors import gpu_words
 
 STYLE = """
@@ -264,6 +265,14 @@ def _matrix(matrix: dict[str, Any] | None, engines: dict[str, Any]) -> str:
                + "</table>" if facts else ""))
 
 
+def _earlier(item: dict[str, Any]) -> str:
+    """A cached item's origin, under its place in the table."""
+    origin = item.get("verified_earlier")
+    if not origin:
+        return ""
+    return f'<br><span class="muted">verified earlier: {_e(origin_line(origin))}</span>'
+
+
 def render(doc: dict[str, Any], rootdir: Path) -> str:
     """The page for one report document (see :mod:`pytest_dsrepro.report.document`)."""
     run, counts = doc["run"], doc["counts"]
@@ -298,7 +307,7 @@ def render(doc: dict[str, Any], rootdir: Path) -> str:
         rows.append(
             f'<tr id="row-{anchor}" data-status="{status}"><td>{name}<a class="anchor" '
             f'href="#row-{anchor}" title="link to this item">#</a></td>'
-            f"<td>{_e(item['kind'])}</td><td>{_e(item['where'])}</td>"
+            f"<td>{_e(item['kind'])}</td><td>{_e(item['where'])}{_earlier(item)}</td>"
             f'<td><span class="status {status}">{status}</span></td>'
             f"<td>{item['duration']:.2f} s</td><td>{_e(item['baseline'] or '-')}</td></tr>")
         if not has_details:

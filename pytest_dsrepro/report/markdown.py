@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pytest_dsrepro.baselines.lifecycle import NOT_REPRODUCED, Verdict, where_it_differs
 from pytest_dsrepro.baselines.provenance import texts
+from pytest_dsrepro.cache.origin import origin_line
 
 if TYPE_CHECKING:
     from pytest_dsrepro.report.summary import Summary
@@ -55,6 +56,15 @@ def render(summary: Summary, describe: list[str]) -> str:
             lines.append(f"| `{_cell(record.nodeid)}` | {record.status} | {_cell(message[:160])} |")
         if len(problems) > SHOWN:
             lines.append(f"| and {len(problems) - SHOWN} more | | |")
+        lines.append("")
+    earlier = [r for r in records if r.dsrepro.get("verified_earlier")]
+    if earlier:
+        lines += ["| verified earlier, not run | from the run of |", "| --- | --- |"]
+        for record in earlier[:SHOWN]:
+            lines.append(f"| `{_cell(record.nodeid)}` | "
+                         f"{_cell(origin_line(record.dsrepro['verified_earlier']))} |")
+        if len(earlier) > SHOWN:
+            lines.append(f"| and {len(earlier) - SHOWN} more | |")
         lines.append("")
     lines += [f"- {line}" for line in summary.drift_lines()]
     lines += [f"- {line}" for line in summary.review_lines()]
