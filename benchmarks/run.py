@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venv"
 ANCHORS = ["nbmake", "nbval", "pytest-xdist", "numpy", "pandas", "pillow", "ipykernel"]
-BENCHES = ("notebooks", "warm_start", "image_cache", "compare")
+BENCHES = ("notebooks", "warm_start", "image_cache", "compare", "result_cache")
 
 
 def say(line: str) -> None:
@@ -95,7 +95,8 @@ def run_bench(name: str, python: str, runs: int, base: str) -> list[dict[str, ob
     args = {"notebooks": ["--python", python, "--runs", str(runs)],
             "compare": ["--python", python, "--runs", str(runs)],
             "warm_start": ["--base", base, "--runs", str(max(runs, 5))],
-            "image_cache": ["--runs", str(runs)]}[name]
+            "image_cache": ["--runs", str(runs)],
+            "result_cache": ["--python", python, "--runs", str(runs)]}[name]
     say(f"running {script.name}")
     env = {**os.environ, "PYTHONPATH": str(HERE), "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
     subprocess.run([python, str(script), *args, "--rows", str(rows_file)], check=True, env=env,

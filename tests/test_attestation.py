@@ -164,6 +164,14 @@ def test_an_unsigned_run_and_a_failed_one_do_not_verify(project: Project,
     result = verify(project, "--key", str(keys["public"]))
     assert result.ret == 1
     result.stdout.fnmatch_lines(["!! signature: the attestation is not signed (*"])
+    # signed keyless outside (Sigstore): everything but the envelope's signature is checked
+    keyless = verify(project, "--keyless")
+    assert keyless.ret == 0, keyless.stdout.str()
+    keyless.stdout.fnmatch_lines(["-- signature: not checked here (--keyless): *",
+                                  "ok verdict: PASSED*"])
+    both = verify(project, "--keyless", "--key", str(keys["public"]))
+    assert both.ret == 2
+    both.stderr.fnmatch_lines(["dsrepro: error: --keyless and --key: *"])
     story.value("0.75")
     gate(project, keys["private"]).assert_outcomes(failed=1)
     failed = verify(project, "--key", str(keys["public"]))

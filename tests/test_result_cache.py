@@ -3,6 +3,7 @@ run that verified it; exactly what changed runs again; what cannot be watched is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stories import wait_for
 
 from conftest import Project, run_with_env
 from notebooks import cell, write_notebook
-from stories import wait_for
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -68,7 +69,7 @@ def _run(project: Project, *args: str) -> pytest.RunResult:
 def _lines(result: pytest.RunResult, word: str) -> set[str]:
     """The items a verbose run shows with ``word`` (PASSED, FAILED, VERIFIED EARLIER)."""
     return {line.split(" ")[0] for line in result.outlines
-            if f" {word} " in f"{line} " and "::" in line or f".ipynb {word}" in line}
+            if (f" {word} " in f"{line} " and "::" in line) or f".ipynb {word}" in line}
 
 
 ALL = {"nb/plain.ipynb", "nb/read_a.ipynb", "nb/read_b.ipynb", "nb/uses_calc.ipynb",
@@ -85,13 +86,15 @@ def test_unchanged_items_are_verified_earlier_and_exactly_what_changed_runs(
     project.pytester.runpytest_subprocess("--in-docker", "--dsrepro-update").assert_outcomes(
         passed=5)
 
-    first = _run(project)
+    first = _run(project, "--dsrepro-report=reports/first.json")
     first.assert_outcomes(passed=5)
+    attested = hashlib.sha256((project.path / "dsrepro-artifacts" /
+                               "reproduction.intoto.jsonl").read_bytes()).hexdigest()
     first.stdout.fnmatch_lines(["dsrepro: result cache (local, *): 0 verified earlier, 5 run, "
                                 "5 kept"])
 
     same = _run(project, "--dsrepro-report=reports/same.json",
-                "--dsrepro-report=reports/same.md")
+                "--dsrepro-report=reports/same.md", "--dsrepro-report=reports/same.html")
     same.stdout.fnmatch_lines(["*== 5 verified earlier in *"])
     assert _lines(same, "VERIFIED EARLIER") == ALL
     same.stdout.fnmatch_lines(["dsrepro: result cache (local, *): 5 verified earlier, 0 run, "
@@ -102,9 +105,11 @@ def test_unchanged_items_are_verified_earlier_and_exactly_what_changed_runs(
     for item in doc["items"]:
         origin = item["verified_earlier"]
         assert origin["host"] and origin["time"].startswith("20") and origin["image_id"]
+        assert origin["attestation"] == {"sha256": attested}  # the run that verified it
         assert origin["commit"].startswith(commit[:12]) if commit else True
     assert "| verified earlier, not run | from the run of |" in \
         (project.path / "reports" / "same.md").read_text()
+    assert "verified earlier: commit" in (project.path / "reports" / "same.html").read_text()
 
     # a CSV read only by pandas' C parser: the notebook that read it runs, nothing else
     (project.path / "data" / "a.csv").write_text("x\n2\n1\n")

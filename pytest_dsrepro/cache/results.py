@@ -18,7 +18,7 @@ from pytest_dsrepro.baselines.results import PROPERTY, of_report
 from pytest_dsrepro.cache import key as keys
 from pytest_dsrepro.cache import lineage
 from pytest_dsrepro.cache.origin import origin_line
-from pytest_dsrepro.cache.store import StoreError, stores
+from pytest_dsrepro.cache.store import Store, StoreError, stores
 from pytest_dsrepro.cache.watch import Watch, WatchError
 from pytest_dsrepro.host.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
 from pytest_dsrepro.inside.marks import FOLDER
@@ -124,11 +124,11 @@ class ResultCache:
         """The entry that verifies ``nodeid`` now, or why none does."""
         key = keys.static_key(nodeid, parts)
         why = "no earlier result"
-        for store in self.stores:
+        for store in list(self.stores):
             try:
                 entry = store.get(nodeid, key)
             except StoreError as exc:
-                self._error(f"{store.where}: {exc}")
+                self._lost(store, exc)
                 continue
             if entry is None:
                 latest = store.latest(nodeid)
@@ -145,6 +145,8 @@ class ResultCache:
     def _replay(self, item: pytest.Item, entry: dict[str, Any]) -> None:
         """The item's reports, made from the entry: passed, as it did then."""
         origin = dict(entry.get("origin") or {})
+        if isinstance(origin.get("attestation"), dict):  # the envelope stays in the store
+            origin["attestation"] = {"sha256": origin["attestation"].get("sha256")}
         detail = {**(entry.get("detail") or {}), "verified_earlier": origin}
         hook = item.config.hook
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -249,11 +251,11 @@ class ResultCache:
                      "reads": lineage.digests(reads[nodeid], self.settings.rootdir, skips),
                      "detail": {k: v for k, v in state["detail"].items() if k != "observed"}}
             key = keys.static_key(nodeid, parts)
-            for store in self.stores:
+            for store in list(self.stores):
                 try:
                     store.put(key, entry)
                 except StoreError as exc:
-                    self._error(f"{store.where}: {exc}")
+                    self._lost(store, exc)
             self.kept += 1
 
     def listing_skips(self) -> set[str]:
@@ -287,6 +289,13 @@ class ResultCache:
                 "sha256": hashlib.sha256(signed.read_bytes()).hexdigest(),
                 "envelope": signed.read_text(encoding="utf-8").strip()}
         return origin
+
+    def _lost(self, store: Store, exc: StoreError) -> None:
+        """A store that failed once is not asked again this session (a registry that cannot
+        be reached would cost its timeout for every item)."""
+        self._error(f"{store.where}: {exc}; not used for the rest of this run")
+        if store in self.stores:
+            self.stores.remove(store)
 
     def _error(self, line: str) -> None:
         if line not in self.errors:

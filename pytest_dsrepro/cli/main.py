@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("attestations", nargs="*", metavar="ATTESTATION",
                         help="default: dsrepro-artifacts/reproduction.intoto.jsonl")
     verify.add_argument("--key", metavar="PUBLIC.pem", help="the signer's public key (PEM)")
+    verify.add_argument("--keyless", action="store_true", help="the file was signed keyless with "
+                        "Sigstore, which sigstore verify checks: check everything else")
     verify.add_argument("--summary", action="store_true", help="write a SLSA verification "
                         "summary over the runs (of one commit)")
     verify.add_argument("--output", metavar="FILE", help="where the summary goes (default: "
@@ -236,7 +238,8 @@ def _attested(args: Any, config: pytest.Config, settings: Any) -> int:
     plain = lambda line: print(line, flush=True)  # noqa: E731
     return verify.verify(paths, settings.rootdir, args.key, verify.engine_client(settings),
                          plain, summary=out if args.summary else None,
-                         signing_key=args.signing_key or settings.signing_key)
+                         signing_key=args.signing_key or settings.signing_key,
+                         keyless=args.keyless)
 
 
 def _session(args: Any, folder: Path, pytest_args: list[str]) -> int:

@@ -30,8 +30,8 @@ class Checks:
         self.say(f"!! {self.prefix}{text}")
 
 
-def check_run(path: Path, rootdir: Path, key: Any, client: Any, checks: Checks
-              ) -> dict[str, Any] | None:
+def check_run(path: Path, rootdir: Path, key: Any, client: Any, checks: Checks,
+              keyless: bool = False) -> dict[str, Any] | None:
     """Check one attestation; its Statement, or None where it cannot be read."""
     from pytest_dsrepro.errors import DsreproUsageError
 
@@ -40,7 +40,11 @@ def check_run(path: Path, rootdir: Path, key: Any, client: Any, checks: Checks
     except DsreproUsageError as exc:
         checks.fail(str(exc))
         return None
-    _signature(wrapped, key, checks)
+    if keyless:
+        checks.note("signature: not checked here (--keyless): the file's Sigstore bundle is, "
+                    "by sigstore verify")
+    else:
+        _signature(wrapped, key, checks)
     body = attestation.payload(wrapped)
     try:
         attestation.validate(body)
@@ -146,12 +150,16 @@ def _verdict(body: dict[str, Any], checks: Checks) -> None:
 
 
 def verify(paths: list[Path], rootdir: Path, key_file: str | None, client: Any, say: Say,
-           summary: Path | None = None, signing_key: str | None = None) -> int:
+           summary: Path | None = None, signing_key: str | None = None,
+           keyless: bool = False) -> int:
     """Check each attestation; with ``summary``, write the verification summary of them all.
     0 when every check passed."""
     from pytest_dsrepro.errors import DsreproUsageError
 
     key = None
+    if keyless and key_file:
+        raise DsreproUsageError("--keyless and --key: a Sigstore-signed run has no key to check; "
+                                "give one of them")
     if key_file:
         try:
             key = attestation.public_key(Path(key_file).read_bytes())
@@ -162,7 +170,7 @@ def verify(paths: list[Path], rootdir: Path, key_file: str | None, client: Any, 
     for path in paths:
         if len(paths) > 1:
             checks.prefix = f"{shown(path)}: "
-        bodies.append(check_run(path, rootdir, key, client, checks))
+        bodies.append(check_run(path, rootdir, key, client, checks, keyless))
     checks.prefix = ""
     if summary is not None:
         commits = {str(dict(subject.get("digest") or {}).get("gitCommit"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -33,6 +33,9 @@ from pytest_dsrepro.markers import SPEC_KEY, ContainerSpec
 from pytest_dsrepro.protocol import Request
 from pytest_dsrepro.settings import Settings
 from pytest_dsrepro.state import is_xdist_controller, is_xdist_worker
+
+if TYPE_CHECKING:
+    from pytest_dsrepro.cache.results import ResultCache
 
 
 class HostSession:
@@ -58,7 +61,7 @@ class HostSession:
         if self.xdist_controller or self.xdist_worker:
             config.pluginmanager.register(XdistRoles(self), "dsrepro-xdist")
         self._said: set[str] = set()  # lines said once
-        self.cache: Any = None  # the result cache (dsrepro_cache), where one is on
+        self.cache: ResultCache | None = None  # the result cache (dsrepro_cache), where on
         if settings.cache != "off" and not (self.xdist_controller or self.xdist_worker):
             from pytest_dsrepro.cache.results import ResultCache
 
@@ -193,9 +196,7 @@ class HostSession:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             raise_if_stopping(session)
         if self.cache is not None and in_container:
-            in_container = self.cache.plan(in_container)
-            raise_if_stopping(session)
-            self.cache.begin(in_container)
+            in_container = self.cache_plan(session, in_container)
         groups: dict[tuple[Any, ...], Group] = {}
         for item in in_container:
             spec = item.stash[SPEC_KEY]
@@ -212,6 +213,21 @@ class HostSession:
             self.collect_coverage()
         raise_if_stopping(session)
         return True
+
+    def cache_plan(self, session: pytest.Session, items: list[pytest.Item]) -> list[pytest.Item]:
+        """The result cache's plan: the items left to run, watched while they run. A cache that
+        fails says so and runs everything."""
+        assert self.cache is not None
+        try:
+            left = self.cache.plan(items)
+        except (OSError, ValueError, EngineError) as exc:
+            self.say(f"result cache: not used this run ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+            self.cache.not_recorded = "the cache could not be read"
+            return items
+        raise_if_stopping(session)
+        self.cache.begin(left)
+        return left
 
     def run_lanes(self, session: pytest.Session, lanes: dict[str, list[Group]],
                   quiet_env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
