@@ -223,6 +223,19 @@ def test_two_checkouts_share_results_through_the_registry(
     assert "s3cret" not in second.stdout.str() + first.stdout.str()
 
 
+def test_a_registry_cache_needs_a_registry(pytester: pytest.Pytester) -> None:
+    """``dsrepro_cache = registry`` without ``dsrepro_registry`` is a usage error before the run,
+    as is a mode that does not exist."""
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    missing = pytester.runpytest_subprocess("-o", "dsrepro_cache=registry")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["*dsrepro_cache = registry keeps results beside the image in "
+                                  "dsrepro_registry, which is not set: set it, or use local"])
+    odd = pytester.runpytest_subprocess("-o", "dsrepro_cache=remote")
+    assert odd.ret == pytest.ExitCode.USAGE_ERROR
+    odd.stderr.fnmatch_lines(["*cache 'remote' is not one of off, local, registry"])
+
+
 def _mark(kind: str, arg: str = "", pid: str = "7") -> Any:
     from pytest_dsrepro.cache.watch import Event
 
