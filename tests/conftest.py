@@ -128,11 +128,22 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Every pytest the suite starts would load hypothesis's plugin (installed for test_compare), whose
+# terminal summary imports hypothesis: 0.3 to 0.6 s each, for no test of theirs. Blocked for them.
+QUIET_PLUGINS = "-p no:hypothesispytest"
+os.environ["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} {QUIET_PLUGINS}".strip()
+
+
+def addopts(*options: str) -> str:
+    """``PYTEST_ADDOPTS`` for a pytest the suite starts with ``options``."""
+    return " ".join([*options, QUIET_PLUGINS])
+
+
 def dsrepro_command(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:
     """``dsrepro ARGS`` in pytester's folder, as a user types it, with these environment
     variables; the pytest it runs loads no cache plugin (its folder would change images)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider")
+        patch.setenv("PYTEST_ADDOPTS", addopts("-p no:cacheprovider"))
         for name, value in env.items():
             patch.setenv(name, value)
         return pytester.run(sys.executable, "-m", "pytest_dsrepro.cli.main", *args, timeout=1500)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import dsrepro_command, unavailable
+from conftest import addopts, dsrepro_command, unavailable
 from notebooks import write_notebook
 from pytest_dsrepro.parsing import project_name
 
@@ -31,7 +31,7 @@ def gate(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """``pytest --in-docker ARGS`` as a user runs it in the project (no basetemp of pytester's
     in the build context, no cache folder)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider")
+        patch.setenv("PYTEST_ADDOPTS", addopts("-p no:cacheprovider"))
         return pytester.run(sys.executable, "-m", "pytest", "--in-docker", *args, timeout=1500)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from stories import wait_for
 
-from conftest import Project, run_with_env
+from conftest import Project, run_with_env, validate
 from notebooks import cell, write_notebook
 
 pytestmark = pytest.mark.usefixtures("docker_client")
@@ -100,6 +100,10 @@ def test_unchanged_items_are_verified_earlier_and_exactly_what_changed_runs(
     same.stdout.fnmatch_lines(["dsrepro: result cache (local, *): 5 verified earlier, 0 run, "
                                "0 kept", "reproduced 5, *"])
     doc = json.loads((project.path / "reports" / "same.json").read_text())
+    validate(doc)
+    assert doc["result_cache"] == {"mode": "local", "stores": ["this checkout's pytest cache"],
+                                   "verified_earlier": 5, "run": 0, "kept": 0,
+                                   "not_kept": None, "items_not_kept": {}, "why_run": {}}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project.path, capture_output=True,
                             text=True).stdout.strip()
     for item in doc["items"]:

@@ -46,7 +46,8 @@ class ResultCache:
         self.watch: Watch | None = None
         self.not_recorded = self._refused()  # why nothing of this run is kept
         self.unkept: dict[str, str] = {}  # node id -> why its result is not kept
-        self.kept = 0
+        self.reads: dict[str, set[str]] = {}  # node id -> what it read, as the watch saw
+        self.keep: list[str] = []  # the node ids whose results are kept at the session's end
         self.errors: list[str] = []
 
     # -- what may be cached at all -------------------------------------------------------------
@@ -203,7 +204,6 @@ class ResultCache:
             self.not_recorded = f"{incomplete}: no result is kept"
             return
         runs = lineage.runs(events, self.settings.rootdir)
-        self.reads: dict[str, set[str]] = {}
         from pytest_dsrepro.host.matrix import inner_nodeid
         from pytest_dsrepro.inside.marks import tag
 
@@ -217,6 +217,7 @@ class ResultCache:
                                             "mount of the checkout")
             else:
                 self.reads[item.nodeid] = run.inputs(inner)
+        self.keep = [item.nodeid for item in self.ran if self._keepable(item)]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if getattr(report, CACHED_ATTRIBUTE, None) is not None:
@@ -228,35 +229,46 @@ class ResultCache:
         if found:
             state["detail"].update(found)
 
+    @property
+    def kept(self) -> int:
+        return len(self.keep)
+
+    def _keepable(self, item: pytest.Item) -> bool:
+        """Whether the item's result is kept: it reproduced, and what it read is known."""
+        nodeid = item.nodeid
+        state = self.outcomes.get(nodeid)
+        if nodeid in self.unkept or nodeid not in self.reads or nodeid not in self.parts:
+            return False
+        if state is None or not state["passed"]:
+            return False
+        return state["detail"].get("verdict") not in NOT_CACHEABLE_VERDICTS
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Keep what reproduced (after the reports and the attestation are written)."""
-        reads = getattr(self, "reads", None)
-        if self.not_recorded or reads is None:
+        if self.not_recorded or not self.keep:
             return
         origin = self._origin()
         skips = self.listing_skips()
-        for item in self.ran:
-            nodeid = item.nodeid
-            state = self.outcomes.get(nodeid)
-            parts = self.parts.get(nodeid)
-            if nodeid in self.unkept or nodeid not in reads or parts is None:
-                continue
-            if state is None or not state["passed"]:
-                continue
-            verdict = state["detail"].get("verdict")
-            if verdict in NOT_CACHEABLE_VERDICTS:
-                continue
+        for nodeid in self.keep:
+            parts = self.parts[nodeid]
+            detail = self.outcomes[nodeid]["detail"]
             entry = {"nodeid": nodeid, "parts": parts, "origin": origin,
-                     "reads": lineage.digests(reads[nodeid], self.settings.rootdir, skips),
-                     "detail": {k: v for k, v in state["detail"].items() if k != "observed"}}
+                     "reads": lineage.digests(self.reads[nodeid], self.settings.rootdir, skips),
+                     "detail": {k: v for k, v in detail.items() if k != "observed"}}
             key = keys.static_key(nodeid, parts)
             for store in list(self.stores):
                 try:
                     store.put(key, entry)
                 except StoreError as exc:
                     self._lost(store, exc)
-            self.kept += 1
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON report's ``result_cache``."""
+        return {"mode": self.settings.cache, "stores": [store.where for store in self.stores],
+                "verified_earlier": len(self.hits), "run": len(self.ran), "kept": self.kept,
+                "not_kept": self.not_recorded or None, "items_not_kept": dict(self.unkept),
+                "why_run": dict(self.reasons)}
 
     def listing_skips(self) -> set[str]:
         """Names left out of a folder's listing: what the plugin and pytest write."""

@@ -86,6 +86,9 @@ class HostSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.retried:
             terminalreporter.line(f"dsrepro: retried: {line}")
+        if self.settings.cache != "off" and self.xdist_controller:
+            terminalreporter.line("dsrepro: result cache: not used under pytest-xdist (-n): "
+                                  "every item ran")
 
     # -- talking to the user ----------------------------------------------------------------------
 

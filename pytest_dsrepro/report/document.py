@@ -73,6 +73,7 @@ def document(summary: Summary, exitstatus: int) -> dict[str, Any]:
         "drift": summary.drift(),
         "matrix": summary.matrix(),
         "unused_baselines": [store.display(path) for path in summary.unused()],
+        "result_cache": host.cache.summary() if host is not None and host.cache else None,
         "items": [_item(record) for record in summary.records.values()],
     }
 
