@@ -35,10 +35,18 @@ READ_CSV = ("import pandas as pd\n"
             "print(int(frame.x.sum()))")
 
 
+def _pandas_layers() -> list[str]:
+    """The image's pandas, at this machine's versions (numpy's layer is test_finder's too)."""
+    from importlib.metadata import version  # not pandas itself: pytester's runs cannot import it twice
+
+    return [f"RUN pip install --no-cache-dir numpy=={version('numpy')}",
+            f"RUN pip install --no-cache-dir pandas=={version('pandas')}"]
+
+
 def _pandas_project(project: Project) -> None:
     """Notebooks that read CSVs through pandas' C parser, one that imports a project module, one
     with a parameter, and a test that imports the module."""
-    project.dockerfile("RUN pip install --no-cache-dir pandas")
+    project.dockerfile(*_pandas_layers())
     project.ini(dsrepro_notebooks="nb/*.ipynb", dsrepro_cache="local", pythonpath=".",
                 dsrepro_build_network="host")
     project.ignore(".pytest_cache", "baselines", "dsrepro-artifacts", "reports", "data", "nb",
@@ -149,7 +157,7 @@ def test_unchanged_items_are_verified_earlier_and_exactly_what_changed_runs(
     assert _lines(_run(project), "VERIFIED EARLIER") == ALL
 
     # another image: everything runs, and says why
-    project.dockerfile("RUN pip install --no-cache-dir pandas", "ENV DSREPRO_TEST_CHANGE=1")
+    project.dockerfile(*_pandas_layers(), "ENV DSREPRO_TEST_CHANGE=1")
     image = _run(project)
     assert _lines(image, "PASSED") == ALL
     image.stdout.fnmatch_lines(["dsrepro: result cache: nb/plain.ipynb ran: the image changed"])
