@@ -324,3 +324,22 @@ def test_the_watch_sees_compiled_code_read_files(tmp_path: Path) -> None:
         < kinds.index(("mark", "i1-1-1-a"))
     assert ("open", "late.txt") in kinds
     assert not watch.incomplete
+
+
+def test_a_registry_that_cannot_be_reached_is_a_store_error() -> None:
+    """Pure logic over a closed loopback port: reading or keeping a result raises StoreError (the
+    run goes on without the store), never a traceback of the HTTP library."""
+    import socket
+
+    from pytest_dsrepro.cache.store import RegistryStore, StoreError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    store = RegistryStore(f"127.0.0.1:{port}/team/project", timeout=2)
+    assert store.base == f"http://127.0.0.1:{port}/v2/team/project"
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:\d+ could not be reached"):
+        store.get("t.py::test_x", "0" * 64)
+    with pytest.raises(StoreError, match="could not be reached"):
+        store.put("0" * 64, {"nodeid": "t.py::test_x"})
+    assert RegistryStore.tag_of("ab" * 40) == "dsrepro-result-" + "ab" * 32
