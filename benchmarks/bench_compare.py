@@ -12,13 +12,12 @@ memory is the host pytest process's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 from pathlib import Path
 
-from common import Row, run_pytest, save_rows
+from common import Row, python_runs_parser, run_pytest, save_rows
 
 TEXT_CELL = """
 import os
@@ -92,10 +91,7 @@ def measure(python: str, runs: int) -> tuple[list[Row], dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--python", required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
+    parser = python_runs_parser(__doc__)
     args = parser.parse_args()
     rows, raw = measure(args.python, args.runs)
     for row in rows:

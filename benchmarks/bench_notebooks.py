@@ -10,14 +10,13 @@ BENCH_VENV_PYTHON must have this plugin, nbmake, nbval, pytest-xdist, numpy and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
-from common import Row, remove_project_images, save_rows, timed_pytest
+from common import Row, python_runs_parser, remove_project_images, save_rows, timed_pytest
 from notebook_suite import write
 
 DOCKERFILE = """FROM python:3.11-slim
@@ -97,10 +96,7 @@ def measure(python: str, runs: int, workers: int = 2) -> tuple[list[Row], dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--python", required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
+    parser = python_runs_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     rows, raw = measure(args.python, args.runs, args.workers)

@@ -10,7 +10,6 @@ BENCH_VENV_PYTHON must have this plugin, numpy, pandas, nbclient and nbformat.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, Row, remove_project_images, save_rows
+from common import HERE, Row, python_runs_parser, remove_project_images, save_rows
 from notebook_suite import write
 
 DOCKERFILE = """FROM python:3.11-slim
@@ -121,10 +120,7 @@ def measure(python: str, runs: int) -> tuple[list[Row], dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--python", required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
+    parser = python_runs_parser(__doc__)
     args = parser.parse_args()
     rows, raw = measure(args.python, args.runs)
     for row in rows:

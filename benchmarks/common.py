@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import statistics
@@ -99,6 +100,16 @@ def _remove(client: Any, tag: str, wait: float = 20.0) -> None:
             if exc.status_code != 409 or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def python_runs_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a benchmark the harness runs in its environment: ``--python``,
+    ``--runs`` and ``--rows``."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--python", required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", help="write the result rows here as JSON (for run.py)")
+    return parser
 
 
 def save_rows(rows: list[Row], path: str | None) -> None:

@@ -217,3 +217,28 @@ def parse_reports(entries: list[Any], started_in: Path) -> dict[str, Path]:
                                     "one of each kind")
         found[kind] = path
     return found
+
+
+def to_wire_value(value: Any) -> Any:
+    """A setting's value, JSON-ready: paths as text, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [to_wire_value(entry) for entry in value]
+    return value
+
+
+def from_wire_value(value: Any, annotation: str) -> Any:
+    """``value`` as the field's type, read from its annotation (``Path | None``,
+    ``tuple[Path, ...]``, ``tuple[tuple[str, str], ...]``)."""
+    if value is None:
+        return None
+    if annotation.startswith("tuple[tuple"):
+        return tuple(tuple(entry) for entry in value)
+    if annotation.startswith("tuple[Path"):
+        return tuple(Path(entry) for entry in value)
+    if annotation.startswith("tuple"):
+        return tuple(value)
+    if annotation.startswith("Path"):
+        return Path(value)
+    return value

@@ -25,6 +25,7 @@ from pytest_dsrepro.parsing import (
     _number,
     _optional,
     _retries,
+    from_wire_value,
     parse_bool,
     parse_engines,
     parse_key_values,
@@ -36,6 +37,7 @@ from pytest_dsrepro.parsing import (
     parse_signing_key,
     project_name,
     split_list,
+    to_wire_value,
 )
 
 
@@ -469,7 +471,7 @@ class Settings:
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready values for the launch request: paths as text, tuples as lists."""
-        return {field.name: _to_wire(getattr(self, field.name))
+        return {field.name: to_wire_value(getattr(self, field.name))
                 for field in dataclasses.fields(self)}
 
     @classmethod
@@ -479,31 +481,7 @@ class Settings:
         if set(data) != set(fields):
             odd = sorted(set(data) ^ set(fields))
             raise ValueError(f"settings from the host do not match this plugin: {', '.join(odd)}")
-        return cls(**{name: _from_wire(value, fields[name]) for name, value in data.items()})
-
-
-def _to_wire(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_to_wire(entry) for entry in value]
-    return value
-
-
-def _from_wire(value: Any, annotation: str) -> Any:
-    """``value`` as the field's type, read from its annotation (``Path | None``,
-    ``tuple[Path, ...]``, ``tuple[tuple[str, str], ...]``)."""
-    if value is None:
-        return None
-    if annotation.startswith("tuple[tuple"):
-        return tuple(tuple(entry) for entry in value)
-    if annotation.startswith("tuple[Path"):
-        return tuple(Path(entry) for entry in value)
-    if annotation.startswith("tuple"):
-        return tuple(value)
-    if annotation.startswith("Path"):
-        return Path(value)
-    return value
+        return cls(**{name: from_wire_value(value, fields[name]) for name, value in data.items()})
 
 
 PERTURBATIONS = ("threads", "hashseed", "cpus")

@@ -105,20 +105,28 @@ def settings_part(config: pytest.Config, settings: Settings) -> str:
     return _digest(text.replace(root + "/", "").replace(root, "."))
 
 
-def baseline_part(item: pytest.Item, settings: Settings) -> str:
+def _listing(folder: Path, listings: dict[Path, list[Path]]) -> list[Path]:
+    """A baseline folder's entries, listed once per ``listings`` (one plan's keys share it)."""
+    if folder not in listings:
+        try:
+            listings[folder] = sorted(folder.iterdir())
+        except OSError:
+            listings[folder] = []
+    return listings[folder]
+
+
+def baseline_part(item: pytest.Item, settings: Settings,
+                  listings: dict[Path, list[Path]] | None = None) -> str:
     """The item's baselines: its files and their variants (``name*`` beside them), with the
-    files they hold."""
+    files they hold; ``listings`` keeps the folders listed for the next item's."""
     from pytest_dsrepro.report.summary import baselines_used
     from pytest_dsrepro.state import store_of
 
     store = store_of(item.config)
     found: dict[str, str] = {}
     for path in baselines_used([item], store, settings):
-        folder, stem = path.parent, path.stem
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir()):
-            if not entry.name.startswith(stem):
+        for entry in _listing(path.parent, {} if listings is None else listings):
+            if not entry.name.startswith(path.stem):
                 continue
             files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
             for file in files:
@@ -182,14 +190,16 @@ def parameters(item: pytest.Item) -> str:
 
 
 def components(item: pytest.Item, settings: Settings, image: str, settings_digest: str,
-               engine_kind: str) -> dict[str, str]:
-    """Every part of the item's key but the files it read, by :data:`PARTS` name."""
+               engine_kind: str, listings: dict[Path, list[Path]] | None = None
+               ) -> dict[str, str]:
+    """Every part of the item's key but the files it read, by :data:`PARTS` name (``listings``:
+    see :func:`baseline_part`)."""
     path = Path(str(item.path))
     source = notebook_source(path) if path.suffix == ".ipynb" else _file(path)
     return {
         "image": image,
         "source": source,
-        "baseline": baseline_part(item, settings),
+        "baseline": baseline_part(item, settings, listings),
         "settings": settings_digest,
         "parameters": parameters(item),
         "plugin": plugin_code(),

@@ -6,9 +6,9 @@ read. Registered as ``dsrepro-cache``."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pytest_dsrepro.cache import lineage
 from pytest_dsrepro.cache.origin import origin_line
 from pytest_dsrepro.cache.store import Store, StoreError, stores
 from pytest_dsrepro.cache.watch import Watch, WatchError
-from pytest_dsrepro.host.replay import ENGINE_ATTRIBUTE, WHERE_ATTRIBUTE
+from pytest_dsrepro.host.replay import made_report
 from pytest_dsrepro.inside.marks import FOLDER
 from pytest_dsrepro.markers import SPEC_KEY
 from pytest_dsrepro.settings import Settings
@@ -101,6 +101,7 @@ class ResultCache:
         image = self._image()
         settings_digest = keys.settings_part(self.config, self.settings)
         kind = str(getattr(self.host.executor, "kind", ""))
+        listings: dict[Path, list[Path]] = {}  # baseline folders, listed once for all items
         left = []
         for item in items:
             spec = item.stash.get(SPEC_KEY, None)
@@ -110,7 +111,7 @@ class ResultCache:
                 self.reasons[item.nodeid] = f"network {spec.network}: never cached"
                 left.append(item)
                 continue
-            parts = keys.components(item, self.settings, image, settings_digest, kind)
+            parts = keys.components(item, self.settings, image, settings_digest, kind, listings)
             self.parts[item.nodeid] = parts
             found, why = self._lookup(item.nodeid, parts) if self.reuses else \
                 (None, "--dsrepro-refresh" if self.settings.refresh else self.not_recorded)
@@ -137,7 +138,7 @@ class ResultCache:
                     why = changed_part(latest.get("parts") or {}, parts)
                 continue
             changed = lineage.changed(entry.get("reads") or {}, self.settings.rootdir,
-                                      self.listing_skips())
+                                      self.listing_skips)
             if changed is None:
                 return entry, ""
             why = f"{changed} changed"
@@ -152,16 +153,10 @@ class ResultCache:
         hook = item.config.hook
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         for when in ("setup", "call", "teardown"):
-            now = time.time()
-            report = pytest.TestReport(
-                nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
-                outcome="passed", longrepr=None, when=when,  # type: ignore[arg-type]
-                duration=0.0, start=now, stop=now,
-                user_properties=[(PROPERTY, detail)] if when == "call" else [],
-                sections=[("dsrepro", f"verified earlier: {origin_line(origin)}")]
-                if when == "call" else [])
-            setattr(report, WHERE_ATTRIBUTE, "container")
-            setattr(report, ENGINE_ATTRIBUTE, None)
+            call = when == "call"
+            report = made_report(
+                item, when, "passed", user_properties=[(PROPERTY, detail)] if call else [],
+                sections=[("dsrepro", f"verified earlier: {origin_line(origin)}")] if call else [])
             setattr(report, CACHED_ATTRIBUTE, origin)
             hook.pytest_runtest_logreport(report=report)
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -249,7 +244,7 @@ class ResultCache:
         if self.not_recorded or not self.keep:
             return
         origin = self._origin()
-        skips = self.listing_skips()
+        skips = self.listing_skips
         for nodeid in self.keep:
             parts = self.parts[nodeid]
             detail = self.outcomes[nodeid]["detail"]
@@ -270,6 +265,7 @@ class ResultCache:
                 "not_kept": self.not_recorded or None, "items_not_kept": dict(self.unkept),
                 "why_run": dict(self.reasons)}
 
+    @functools.cached_property
     def listing_skips(self) -> set[str]:
         """Names left out of a folder's listing: what the plugin and pytest write."""
         s = self.settings
@@ -347,13 +343,3 @@ def changed_part(recorded: dict[str, str], now: dict[str, str]) -> str:
         if recorded.get(name) != now.get(name):
             return f"{words} changed"
     return "its key changed"
-
-
-def cached_origin(report: Any) -> dict[str, Any] | None:
-    """The run a replayed report came from, if it is one."""
-    value = getattr(report, CACHED_ATTRIBUTE, None)
-    return value if isinstance(value, dict) else None
-
-
-def relative(path: str, rootdir: Path) -> str:
-    return os.path.relpath(path, rootdir)

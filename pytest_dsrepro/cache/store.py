@@ -72,9 +72,9 @@ class RegistryStore:
 
         self.host, _, self.name = repository.partition("/")
         self.where = f"the registry ({repository})"
-        from pytest_dsrepro.host.images.registry import _loopback
+        from pytest_dsrepro.host.images.registry import loopback
 
-        self.base = f"{'http' if _loopback(self.host) else 'https'}://{self.host}/v2/{self.name}"
+        self.base = f"{'http' if loopback(self.host) else 'https'}://{self.host}/v2/{self.name}"
         self.session = requests.Session()
         self.timeout = timeout
         self._token: str | None = None
@@ -212,9 +212,6 @@ def stores(config: pytest.Config, mode: str, registry: str | None) -> tuple[list
         found.append(LocalStore(cache))
     else:
         why = "pytest's cache is off (-p no:cacheprovider): results are not kept here"
-    if mode == "registry":
-        if registry:
-            found.append(RegistryStore(registry))
-        else:
-            why = "dsrepro_cache = registry needs dsrepro_registry: results are kept here only"
+    if mode == "registry" and registry:  # the settings refuse the one without the other
+        found.append(RegistryStore(registry))
     return found, why

@@ -46,6 +46,23 @@ class MissingPackages(Exception):
         self.packages = packages
 
 
+def made_report(item: pytest.Item, when: str, outcome: str, longrepr: Any = None,
+                duration: float = 0.0, **extra: Any) -> pytest.TestReport:
+    """A report the host makes up for a container item (``extra``: user properties, sections),
+    marked as the container's, as a replayed one is."""
+    now = time.time()
+    report = pytest.TestReport(
+        nodeid=item.nodeid, location=item.location,
+        keywords={k: 1 for k in item.keywords}, outcome=outcome,  # type: ignore[arg-type]
+        longrepr=longrepr, when=when,  # type: ignore[arg-type]
+        duration=duration, start=now - duration, stop=now, **extra,
+    )
+    setattr(report, WHERE_ATTRIBUTE, "container")
+    spec = item.stash.get(SPEC_KEY, None)
+    setattr(report, ENGINE_ATTRIBUTE, spec.engine if spec is not None else None)
+    return report
+
+
 def host_report(item: pytest.Item, when: str, outcome: str, longrepr: Any,
                 duration: float) -> None:
     """Replay a report the host makes up for ``item`` (with its logstart, for ``setup``, and its
@@ -53,17 +70,7 @@ def host_report(item: pytest.Item, when: str, outcome: str, longrepr: Any,
     hook = item.config.hook
     if when == "setup":
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    now = time.time()
-    report = pytest.TestReport(
-        nodeid=item.nodeid, location=item.location,
-        keywords={k: 1 for k in item.keywords}, outcome=outcome,  # type: ignore[arg-type]
-        longrepr=longrepr, when=when,  # type: ignore[arg-type]
-        duration=duration, start=now - duration, stop=now,
-    )
-    setattr(report, WHERE_ATTRIBUTE, "container")
-    spec = item.stash.get(SPEC_KEY, None)
-    setattr(report, ENGINE_ATTRIBUTE, spec.engine if spec is not None else None)
-    hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logreport(report=made_report(item, when, outcome, longrepr, duration))
     hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 

@@ -14,6 +14,7 @@ The host makes the marks folder, in the scratch folder, only when it watches."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -44,13 +45,21 @@ class Marks:
         except OSError:
             pass  # a missing mark leaves the item's reads unknown: the host caches nothing then
 
-    def canary(self) -> None:
-        self.mark("c0")
+    @contextlib.contextmanager
+    def around(self, kind: str, arg: str = "") -> Iterator[None]:
+        """The marks ``KIND0`` and ``KIND1`` around what the block does."""
+        self.mark(f"{kind}0", arg)
         try:
-            os.listdir(self.rootdir)  # an overlay opens the folder below only to list it
-        except OSError:
-            pass
-        self.mark("c1")
+            yield
+        finally:
+            self.mark(f"{kind}1", arg)
+
+    def canary(self) -> None:
+        with self.around("c"):
+            try:
+                os.listdir(self.rootdir)  # an overlay opens the folder below only to list it
+            except OSError:
+                pass
 
 
 def found(rootdir: str) -> Marks | None:
@@ -71,30 +80,19 @@ def plugin(marks: Marks) -> Any:
         def pytest_make_collect_report(self, collector: pytest.Collector) -> Iterator[Any]:
             if not isinstance(collector, pytest.Module):
                 return (yield)
-            arg = tag(os.path.relpath(str(collector.path), marks.rootdir))
-            marks.mark("m0", arg)
-            try:
+            with marks.around("m", tag(os.path.relpath(str(collector.path), marks.rootdir))):
                 return (yield)
-            finally:
-                marks.mark("m1", arg)
 
         @pytest.hookimpl(wrapper=True, tryfirst=True)
         def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[Any]:
-            arg = tag(item.nodeid)
-            marks.mark("i0", arg)
-            try:
+            with marks.around("i", tag(item.nodeid)):
                 return (yield)
-            finally:
-                marks.mark("i1", arg)
 
         @pytest.hookimpl(wrapper=True, tryfirst=True)
         def pytest_fixture_setup(self, fixturedef: Any) -> Iterator[Any]:
             if getattr(fixturedef, "scope", "function") == "function":
                 return (yield)
-            marks.mark("f0")
-            try:
+            with marks.around("f"):
                 return (yield)
-            finally:
-                marks.mark("f1")
 
     return MarkingPlugin()

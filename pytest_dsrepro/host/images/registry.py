@@ -33,7 +33,7 @@ def _stream(client: Any, action: str, registry: str, tag: str, podman: bool) -> 
     header = auth.get_config_header(api, host) or auth.encode_header({})
     headers = {"X-Registry-Auth": header}
     reference = f"{registry}:{tag}"
-    if _loopback(host) and podman:
+    if loopback(host) and podman:
         libpod = f"{api.base_url}/v4.0.0/libpod/images"
         url, params = ((f"{libpod}/pull", {"reference": reference}) if action == "pull" else
                        (f"{libpod}/{quote(reference, safe='')}/push",
@@ -64,7 +64,8 @@ def _chunks(response: Any) -> Any:
         yield chunk if isinstance(chunk, dict) else {"stream": text}
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``) is this machine: spoken to without TLS."""
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name in ("localhost", "::1", "[::1]") or name.startswith("127.")
 
