@@ -203,6 +203,9 @@ class ResultCache:
         from pytest_dsrepro.inside.marks import tag
 
         for item in self.ran:
+            state = self.outcomes.get(item.nodeid)
+            if state is None or not state["passed"]:
+                continue  # never kept (a skipped GPU item never reached a worker)
             inner = inner_nodeid(item)
             run = next((r for r in runs if tag(inner) in r.finished), None)
             if run is None:
