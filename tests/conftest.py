@@ -3,6 +3,7 @@ projects written with pytester."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -129,9 +130,41 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 # Every pytest the suite starts would load hypothesis's plugin (installed for test_compare), whose
-# terminal summary imports hypothesis: 0.3 to 0.6 s each, for no test of theirs. Blocked for them.
+# terminal summary imports hypothesis: 0.3 to 0.6 s each, for no test of theirs. Blocked for them
+# (set once tests run: xdist's workers, started earlier, keep the plugin for the suite's own use).
 QUIET_PLUGINS = "-p no:hypothesispytest"
-os.environ["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} {QUIET_PLUGINS}".strip()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_plugins() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS",
+                     f"{os.environ.get('PYTEST_ADDOPTS', '')} {QUIET_PLUGINS}".strip())
+        yield
+
+
+# Under pytest-xdist (scripts/test.sh runs the suite in two processes) each worker has these in
+# its environment; a pytest the suite starts would inherit them and size its kernels for them
+XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+FAULT_FIGURES = "dsrepro fault figures"  # each xdist worker's, in its workeroutput
+TOTALS: dict[str, int] = {}  # the workers' fault figures, summed by the controller
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in XDIST_VARIABLES:
+        os.environ.pop(name, None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for name, count in getattr(node, "workeroutput", {}).get(FAULT_FIGURES, {}).items():
+        TOTALS[name] = TOTALS.get(name, 0) + count
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TOTALS.get("faults"):
+        terminalreporter.section("fault suite")
+        terminalreporter.line(", ".join(f"{name} {count}" for name, count in TOTALS.items()))
 
 
 def addopts(*options: str) -> str:
@@ -182,16 +215,19 @@ def base_image(docker_client: Any) -> str:
         RUN pip install --no-cache-dir {worker_requirements()}
         """)
     tag = "dsrepro-test/base:" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12]
-    try:
-        docker_client.images.get(tag)
-        return tag
-    except Exception:
-        pass
-    try:
-        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag,
-                                   network_mode="host", rm=True, forcerm=True)
-    except Exception as exc:
-        pytest.fail(f"building {tag} failed: {exc}", pytrace=False)
+    # the suite's xdist workers build it once between them: the second waits for the first
+    with open(Path(tempfile.gettempdir()) / "dsrepro-test-base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            docker_client.images.get(tag)
+            return tag
+        except Exception:
+            pass
+        try:
+            docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag,
+                                       network_mode="host", rm=True, forcerm=True)
+        except Exception as exc:
+            pytest.fail(f"building {tag} failed: {exc}", pytrace=False)
     return tag
 
 

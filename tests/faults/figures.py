@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import FAULT_FIGURES, TOTALS
 from pytest_dsrepro.executors.engine import alive
 
 FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-written": 0,
@@ -64,10 +65,14 @@ class Totals:
             FIGURES["survived"] += 1
         return report
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if FIGURES["faults"]:
-            terminalreporter.section("fault suite")
-            terminalreporter.line(", ".join(f"{name} {count}" for name, count in FIGURES.items()))
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Hand the figures to the suite's conftest, which prints them: at once, or (in an xdist
+        worker) through the controller, which sums the workers'."""
+        output = getattr(session.config, "workeroutput", None)
+        if output is not None:
+            output[FAULT_FIGURES] = dict(FIGURES)
+        else:
+            TOTALS.update(FIGURES)
 
 
 @pytest.fixture(autouse=True)
@@ -79,14 +84,14 @@ def fault_figures(request: pytest.FixtureRequest,
     folder = _folder(request)
     before = _session_containers(folder)
     outputs: list[str] = []
-    original = pytest.Pytester.runpytest_subprocess
+    original = pytest.Pytester.run  # what runpytest_subprocess and dsrepro_command call
 
     def recording(self: pytest.Pytester, *args: Any, **kwargs: Any) -> pytest.RunResult:
         result = original(self, *args, **kwargs)
         outputs.append(result.stdout.str() + result.stderr.str())
         return result
 
-    monkeypatch.setattr(pytest.Pytester, "runpytest_subprocess", recording)
+    monkeypatch.setattr(pytest.Pytester, "run", recording)
     yield
     # left behind: new, and their session has ended (other sessions may run meanwhile)
     leaked = [cid for cid, pid in _session_containers(folder).items()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +21,34 @@ from stories import wait_for as waiting
 from conftest import Project, container_ids, processes_with, unavailable, validate
 from pytest_dsrepro.executors.engine import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
-HOSTNAME = socket.gethostname()
+
+class OwnHost:
+    """Sessions that sweep only what this test left: every session sweeps the containers and
+    scratch folders of killed sessions of its host, so these run under a host name of their own
+    (a UTS namespace) with a temporary folder of their own, where concurrent sessions (the
+    suite's other xdist worker, another project) neither take nor leave anything."""
+
+    def __init__(self, project: Project) -> None:
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            unavailable("a host name of its own needs root and unshare")
+        self.name = f"dsrepro-{uuid.uuid4().hex[:12]}"
+        self.tmp = project.path.parent / f"{project.path.name}-tmp"
+        self.tmp.mkdir()
+        self.env = {**os.environ, "TMPDIR": str(self.tmp)}
+
+    def command(self, *args: str) -> list[str]:
+        """``pytest ARGS`` (no cache plugin) as a session of this host."""
+        return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name,
+                sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+    def start(self, project: Project, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), cwd=project.path, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def run(self, project: Project, *args: str) -> pytest.RunResult:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TMPDIR", str(self.tmp))
+            return project.pytester.run(*self.command(*args))
 
 SLOW = """
 import time, pytest
@@ -66,24 +93,26 @@ def test_a_killed_host_stops_its_containers_within_seconds(project: Project,
     """SIGKILL leaves no handler to run: the worker sees its standard input close and exits;
     the next session removes the container and the scratch folder."""
     project.pytester.makepyfile(test_slow=SLOW)
-    proc = start(project)
+    host = OwnHost(project)
+    proc = host.start(project, "--in-docker")
     wait_for(lambda: running(docker_client, proc.pid), "no container started", proc)
     proc.kill()
     proc.wait()
     stopped(docker_client, proc.pid)
-    scratch = scratch_of(proc.pid)
+    scratch = scratch_of(proc.pid, host.tmp)
     assert scratch, "the killed session's scratch folder"
     project.pytester.makepyfile(test_slow="def test_fast():\n    pass\n")
-    after = project.run("--in-docker")
+    after = host.run(project, "--in-docker")
     after.assert_outcomes(passed=1)
     after.stdout.fnmatch_lines(["dsrepro: removed * scratch folder(s) left by killed sessions"])
     assert container_ids(docker_client, proc.pid) == []
     assert not any(p.exists() for p in scratch)
 
 
-def scratch_of(pid: int) -> list[Path]:
-    """The scratch folders of the session ``pid`` (its owner file names it)."""
-    return [p for p in Path(tempfile.gettempdir()).glob("dsrepro-scratch-*")
+def scratch_of(pid: int, folder: Path | None = None) -> list[Path]:
+    """The scratch folders of the session ``pid`` (its owner file names it) in ``folder`` (the
+    temporary folder by default)."""
+    return [p for p in (folder or Path(tempfile.gettempdir())).glob("dsrepro-scratch-*")
             if (p / ".dsrepro-owner").is_file()
             and (p / ".dsrepro-owner").read_text().endswith(f":{pid}")]
 
@@ -184,11 +213,12 @@ def test_interrupt_leaves_no_container(project: Project, docker_client: Any, sig
 
 def test_containers_of_killed_sessions_are_swept(project: Project, docker_client: Any,
                                                  base_image: str) -> None:
+    host = OwnHost(project)
     dead = subprocess.Popen(["true"])
     dead.wait()
     left = docker_client.containers.create(
         base_image, ["sleep", "600"],
-        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: HOSTNAME})
+        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: host.name})
     project.pytester.makepyfile(test_one="""
         import pytest
 
@@ -196,7 +226,7 @@ def test_containers_of_killed_sessions_are_swept(project: Project, docker_client
         def test_inside():
             pass
     """)
-    result = project.run("--in-docker")
+    result = host.run(project, "--in-docker")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
     assert container_ids(docker_client, dead.pid) == []
