@@ -14,7 +14,8 @@ from pytest_dsrepro.errors import DsreproUsageError
 from pytest_dsrepro.host.matrix import lines, spread, table
 from pytest_dsrepro.parsing import parse_engines
 
-VALUE_TEST = """
+# the value test (stories.VALUE_TEST), which can wait until the other engine runs it too
+RENDEZVOUS_TEST = """
 import glob, os, time, pytest
 
 @pytest.mark.container
@@ -80,7 +81,7 @@ def test_the_table_shows_verdicts_and_what_differs_between_engines() -> None:
 
 def _matrix_project(project: Project) -> Story:
     project.ignore("*.json", "*.html")
-    return Story(project, test=VALUE_TEST, value="42", module="test_m")
+    return Story(project, test=RENDEZVOUS_TEST, value="42", module="test_m")
 
 
 def test_a_matrix_run_checks_every_item_on_every_engine(project: Project, docker_client: Any,

@@ -4,14 +4,14 @@ settings; the stricter checks come after."""
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from stories import png
 
-from conftest import Project, needs, run_with_env
+from conftest import Project, run_with_env
 from notebooks import cell, write_notebook
 
 
@@ -35,13 +35,9 @@ def saved_notebook(path: Path, *cells: tuple[str, str | None], count: int | None
     return path
 
 
-def png(colour: tuple[int, int, int]) -> str:
-    needs("PIL")
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+def png64(shade: int) -> str:
+    """An 8x8 PNG of one red ``shade`` (:func:`stories.png`), as a notebook stores it."""
+    return base64.b64encode(png(shade, 8)).decode()
 
 
 # -- nbval ---------------------------------------------------------------------------------------
@@ -80,13 +76,13 @@ def test_images_are_left_out_of_saved_outputs_unless_asked(nbval_project: pytest
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    red, blue = png((200, 0, 0)), png((0, 0, 200))
+    bright, dark = png64(200), png64(20)
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    code = new_code_cell(f"display({{'image/png': {blue!r}, 'text/plain': '<Figure>'}}, raw=True)",
+    code = new_code_cell(f"display({{'image/png': {dark!r}, 'text/plain': '<Figure>'}}, raw=True)",
                          execution_count=1)
-    code.outputs = [new_output("display_data", data={"image/png": red, "text/plain": "<Figure>"})]
+    code.outputs = [new_output("display_data", data={"image/png": bright, "text/plain": "<Figure>"})]
     nb.cells.append(code)
     (nbval_project.path / "nb").mkdir()
     nbformat.write(nb, str(nbval_project.path / "nb" / "plot.ipynb"))

@@ -14,7 +14,8 @@ from pytest_dsrepro.baselines import provenance
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
-VALUE_TEST = """
+# one container test whose value is a constant: what moves between engines is the image only
+CONSTANT_TEST = """
 import pytest
 
 @pytest.mark.container
@@ -44,7 +45,7 @@ def test_an_image_pushed_by_one_engine_is_pulled_by_the_other(
     repo = f"{registry.address}/dsrepro-test/{project.name}"
     project.ini(dsrepro_registry=repo)
     project.ignore("baselines", "*.json")
-    project.pytester.makepyfile(test_shared=VALUE_TEST)
+    project.pytester.makepyfile(test_shared=CONSTANT_TEST)
     env = {"DOCKER_CONFIG": str(registry.docker_config)}
     first = run_with_env(project.pytester, "--in-docker", "--dsrepro-update",
                          "--dsrepro-report=first.json", **env)
@@ -81,7 +82,7 @@ def test_a_registry_without_credentials_serves_docker_and_podman(
     repo = f"{open_registry.address}/dsrepro-test/{project.name}"
     project.ini(dsrepro_registry=repo)
     project.ignore("baselines")
-    project.pytester.makepyfile(test_shared=VALUE_TEST)
+    project.pytester.makepyfile(test_shared=CONSTANT_TEST)
     env = {"DOCKER_CONFIG": str(open_registry.docker_config)}
     for builder, puller in ((None, podman_engine), (podman_engine, None)):
         (project.path / "change.txt").write_text(str(builder))  # a new image each round
@@ -100,7 +101,7 @@ def test_a_registry_without_credentials_serves_docker_and_podman(
 def test_a_registry_that_cannot_be_reached_is_said_and_the_image_built_here(
         project: Project) -> None:
     project.ini(dsrepro_registry="127.0.0.1:9/nobody/here")
-    project.pytester.makepyfile(test_shared=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+    project.pytester.makepyfile(test_shared=CONSTANT_TEST.replace("baseline.check(\"value\", 0.5)",
                                                                "pass"))
     result = project.run("--in-docker")
     result.assert_outcomes(passed=1)
@@ -126,7 +127,7 @@ def test_the_rebuild_check_names_packages_that_drift(project: Project,
                                                      docker_client: Any) -> None:
     (project.path / "drift.py").write_text(DRIFT)
     project.dockerfile("COPY drift.py /drift.py", "RUN python /drift.py")
-    project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+    project.pytester.makepyfile(test_one=CONSTANT_TEST.replace("baseline.check(\"value\", 0.5)",
                                                             "pass"))
     project.run("--in-docker").assert_outcomes(passed=1)  # the image in use
     checked = project.dsrepro("rebuild-check")
@@ -143,7 +144,7 @@ def test_the_rebuild_check_names_packages_that_drift(project: Project,
 
 
 def test_the_rebuild_check_passes_a_pinned_image(project: Project) -> None:
-    project.pytester.makepyfile(test_one=VALUE_TEST.replace("baseline.check(\"value\", 0.5)",
+    project.pytester.makepyfile(test_one=CONSTANT_TEST.replace("baseline.check(\"value\", 0.5)",
                                                             "pass"))
     checked = project.dsrepro("rebuild-check")
     assert checked.ret == pytest.ExitCode.OK
