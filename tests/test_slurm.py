@@ -20,18 +20,23 @@ from pytest_dsrepro.markers import ContainerSpec
 from test_example import copy_example
 
 
-def jobs(name_prefix: str) -> dict[str, str]:
-    """Job name -> state, from SLURM's job completion records (``sacct -c``)."""
-    out = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobName,State"],
+def jobs(folder: Path) -> dict[str, str]:
+    """Job name -> state of the plugin's jobs started from ``folder`` (the test's project, so no
+    concurrent session's), from SLURM's job completion records (``sacct -c``), which keep the
+    jobs of earlier runs of the suite from the same folder too."""
+    out = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobName,State,WorkDir"],
                          capture_output=True, text=True, timeout=30).stdout
-    return {name: state for name, _, state in (line.partition("|") for line in out.splitlines())
-            if name.startswith(name_prefix)}
+    return {name: state for name, state, workdir in
+            (line.split("|", 2) for line in out.splitlines() if line.count("|") >= 2)
+            if name.startswith("dsrepro-") and workdir == str(folder)}
 
 
-def queued(prefix: str = "dsrepro-") -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True,
+def queued(folder: Path) -> list[str]:
+    """The plugin's jobs in the queue that were started from ``folder``."""
+    out = subprocess.run(["squeue", "-h", "-o", "%j|%Z"], capture_output=True, text=True,
                          timeout=30).stdout
-    return [name for name in out.split() if name.startswith(prefix)]
+    return [name for name, _, workdir in (line.partition("|") for line in out.splitlines())
+            if name.startswith("dsrepro-") and workdir == str(folder)]
 
 
 def test_marker_keywords_become_srun_resources() -> None:
@@ -72,7 +77,7 @@ def test_the_tiny_project_runs_as_job_steps(project: Project) -> None:
         def test_value(baseline):
             baseline.check("value", 0.5)
     """)
-    before = set(jobs("dsrepro-"))
+    before = set(jobs(project.path))
     recorded = project.run("--in-docker", "--dsrepro-update", "-k", "value")
     recorded.assert_outcomes(passed=1, deselected=1)
     recorded.stdout.fnmatch_lines(["dsrepro: container items run in the project's image "
@@ -81,8 +86,9 @@ def test_the_tiny_project_runs_as_job_steps(project: Project) -> None:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["reproduced 1, diverged 0*", "*assert 1 == 2*"])
     assert 'name="test_fails"' in (project.path / "out.xml").read_text()
-    ran = {name: state for name, state in jobs("dsrepro-").items() if name not in before}
-    # one step per group; the failing test's step ends with pytest's exit status 1
+    ran = {name: state for name, state in jobs(project.path).items() if name not in before}
+    # one step for the recording, then one per group; the failing test's step ends with pytest's
+    # exit status 1
     assert sorted(ran.values()) == ["COMPLETED", "COMPLETED", "FAILED"], ran
     first = project.pytester.runpytest_subprocess("--in-docker", "-x")  # the cache for --lf
     first.assert_outcomes(failed=1)  # -x: the other group's step never starts
@@ -106,11 +112,10 @@ def test_the_example_reproduces_under_slurm(tmp_path: Path) -> None:
 def _start_slow(project: Project) -> tuple[subprocess.Popen[str], list[str]]:
     project.ini(dsrepro_executor="slurm")
     project.pytester.makepyfile(test_slow=SLOW)
-    before = set(queued())
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--in-docker"], cwd=project.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    mine = wait_for(lambda: [name for name in queued() if name not in before],
+    mine = wait_for(lambda: queued(project.path),
                     "the job step appears in squeue", 120, process_alive(proc))
     wait_for(lambda: (project.path / "dsrepro-artifacts" / "started").exists(),
              "the item runs in the step's container", 120, process_alive(proc))
@@ -124,8 +129,8 @@ def test_ctrl_c_cancels_the_job(project: Project, docker_client: Any) -> None:
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output
-    wait_for(lambda: not set(mine) & set(queued()), "the job leaves the queue", 60)
-    assert jobs(mine[0]) == {mine[0]: "CANCELLED"}
+    wait_for(lambda: not queued(project.path), "the job leaves the queue", 60)
+    assert jobs(project.path).get(mine[0]) == "CANCELLED"
     assert container_ids(docker_client, proc.pid) == []
 
 
