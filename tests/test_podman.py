@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from stories import VALUE_TEST, Story
 
-from conftest import Project
+from conftest import Project, containers_mounting
 from notebooks import write_notebook
 from test_example import copy_example
 
@@ -47,8 +47,7 @@ def test_a_project_reproduces_on_podman(project: Project, podman_engine: str) ->
                                  "   --in-docker can run"])
     client = docker.DockerClient(base_url=podman_engine)
     try:
-        labelled = client.api.containers(all=True, filters={"label": "dsrepro.session"})
-        assert labelled == []
+        assert containers_mounting(client, project.path) == {}
     finally:
         client.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAULT_FIGURES, TOTALS
+from conftest import FAULT_FIGURES, TOTALS, containers_mounting
 from pytest_dsrepro.executors.engine import alive
 
 FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-written": 0,
@@ -26,7 +26,7 @@ def _session_containers(folder: Path | None) -> dict[str, int]:
     try:
         import docker
 
-        from pytest_dsrepro.executors.engine import LABEL_PID, LABEL_SESSION, connect
+        from pytest_dsrepro.executors.engine import connect
 
         client = connect()
     except Exception as exc:  # no engine: the Docker faults fail on their own
@@ -34,17 +34,13 @@ def _session_containers(folder: Path | None) -> dict[str, int]:
             pytest.fail(f"the leak check cannot reach the engine: {exc}", pytrace=False)
         return {}
     try:
-        entries = client.api.containers(all=True, filters={"label": LABEL_SESSION})
+        return containers_mounting(client, folder)
     except docker.errors.DockerException as exc:
         if os.environ.get("DSREPRO_REQUIRE_DOCKER"):
             pytest.fail(f"the leak check cannot list containers: {exc}", pytrace=False)
         return {}
     finally:
         client.close()
-    mine = str(folder) if folder is not None else ""
-    return {entry["Id"]: int((entry.get("Labels") or {}).get(LABEL_PID) or 0) for entry in entries
-            if any(str(mount.get("Source", "")).startswith(mine)
-                   for mount in entry.get("Mounts") or [])}
 
 
 def _folder(request: pytest.FixtureRequest) -> Path | None:
