@@ -121,8 +121,7 @@ def test_workers_take_the_longest_files_first_by_the_last_report(project: Projec
     first = processes()
     assert first["a"] == first["c"]  # no durations yet: by count
     timed = json.loads((project.path / "report.json").read_text())
-    assert {item["nodeid"]: item["duration"] > 1.5 for item in timed["items"]} == {
-        "test_a.py::test_it": True, "test_b.py::test_it": False,
-        "test_c.py::test_it": True, "test_d.py::test_it": False}
+    took = {item["nodeid"].split(".")[0]: item["duration"] for item in timed["items"]}
+    assert min(took["test_a"], took["test_c"]) > max(took["test_b"], took["test_d"]), took
     second = processes()
     assert second["a"] != second["c"]
