@@ -3,6 +3,7 @@ projects written with pytester."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -219,6 +220,15 @@ def worker_requirements() -> str:
     return f"pytest=={pytest.__version__} pyyaml nbclient nbformat ipykernel"
 
 
+@contextlib.contextmanager
+def one_at_a_time(what: str) -> Iterator[None]:
+    """Held by one process of this machine at a time (a file lock): the suite's xdist workers
+    set up what they share (an image in an engine) once, the second after the first."""
+    with open(Path(tempfile.gettempdir()) / f"dsrepro-test-{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def base_image(docker_client: Any) -> str:
     """``dsrepro-test/base``: the Python base image with the worker's packages, built once."""
@@ -227,9 +237,7 @@ def base_image(docker_client: Any) -> str:
         RUN pip install --no-cache-dir {worker_requirements()}
         """)
     tag = "dsrepro-test/base:" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12]
-    # the suite's xdist workers build it once between them: the second waits for the first
-    with open(Path(tempfile.gettempdir()) / "dsrepro-test-base.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with one_at_a_time("base"):  # the suite's xdist workers build it once between them
         try:
             docker_client.images.get(tag)
             return tag
@@ -328,10 +336,11 @@ def podman_engine(docker_client: Any, base_image: str) -> Iterator[str]:
         client.ping()
     except Exception as exc:
         unavailable(f"no Podman answers at {url} (bash scripts/provision.sh --podman): {exc}")
-    try:
-        client.images.get(base_image)
-    except docker.errors.ImageNotFound:
-        client.api.load_image(docker_client.api.get_image(base_image))
+    with one_at_a_time("podman-base"):
+        try:
+            client.images.get(base_image)
+        except docker.errors.ImageNotFound:
+            client.api.load_image(docker_client.api.get_image(base_image))
     yield url
     client.close()
 
