@@ -31,7 +31,7 @@ def test_an_unseeded_cell_among_seeded_ones_is_flagged_with_a_proposal_that_pass
 
     result = project.dsrepro("flaky", "--repeat", "8")
     result.stdout.fnmatch_lines([
-        "*= dsrepro repeat (8 runs) =*",
+        "*= dsrepro flaky (8 runs) =*",
         "deterministic 2, noisy within tolerance 0, nondeterministic 1",
         "nondeterministic: notebooks/mc.ipynb: cell 1 output 0 (stdout)",
         "  moved by up to *",
@@ -76,7 +76,7 @@ def test_a_thread_count_sensitive_sum_shows_only_when_threads_vary(project: Proj
     still.stdout.fnmatch_lines(["deterministic 2, noisy within tolerance 0, nondeterministic 0"])
     varied = project.dsrepro("flaky", "--repeat", "3", "--perturb", "threads")
     varied.stdout.fnmatch_lines([
-        "*= dsrepro repeat (3 runs, perturbed: threads) =*",
+        "*= dsrepro flaky (3 runs, perturbed: threads) =*",
         "deterministic 1, noisy within tolerance 0, nondeterministic 1",
         "nondeterministic: test_threads.py::test_sum: total",
     ])

@@ -400,7 +400,7 @@ class Repeats:
                   for verdict in ("deterministic", "noisy", "nondeterministic")}
         perturbed = f", perturbed: {', '.join(self.settings.perturb)}" \
             if self.settings.perturb else ""
-        terminalreporter.section(f"dsrepro repeat ({self.settings.repeat} runs{perturbed})")
+        terminalreporter.section(f"dsrepro flaky ({self.settings.repeat} runs{perturbed})")
         terminalreporter.line(f"deterministic {counts['deterministic']}, noisy within tolerance "
                               f"{counts['noisy']}, nondeterministic {counts['nondeterministic']}")
         verbose = terminalreporter.config.get_verbosity() > 0  # -v lists the still ones too
