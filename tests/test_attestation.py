@@ -191,6 +191,26 @@ def test_an_unsigned_run_and_a_failed_one_do_not_verify(project: Project,
     bad.stderr.fnmatch_lines(["dsrepro: error: --key: cannot read nowhere.pem (No such file*"])
 
 
+def test_a_run_under_xdist_writes_one_attestation_that_verifies(project: Project,
+                                                                keys: dict[str, Path]) -> None:
+    """``pytest -n 2 --in-docker``: the controller writes the attestation, over every item the
+    workers ran, and it verifies."""
+    from stories import Story
+
+    story = Story(project)
+    project.ignore("value.txt", "baselines", "dsrepro-artifacts", ".git", ".gitignore", "*.jsonl")
+    story.record()
+    committed(project)
+    run = gate(project, keys["private"], "-n", "2")
+    run.assert_outcomes(passed=2)
+    run.stdout.fnmatch_lines([f"attestation: {FILE} (signed)"])
+    assert len((project.path / FILE).read_text().splitlines()) == 1
+    result = verify(project, "--key", str(keys["public"]))
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["ok signature: valid, key *",
+                                 "ok verdict: PASSED (2 passed, 0 warned, 0 failed)*"])
+
+
 def test_a_summary_over_two_engines_and_an_ro_crate(project: Project, keys: dict[str, Path],
                                                     remote_engine: Any, tmp_path: Path) -> None:
     """Runs of one commit on two engines (the second one sees none of this machine's folders:
