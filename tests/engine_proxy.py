@@ -22,6 +22,8 @@ class EngineProxy:
         self.listener.listen(64)
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.doomed: str | None = None
+        self.removed: list[str] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -34,13 +36,28 @@ class EngineProxy:
             upstream.connect(ENGINE_SOCKET)
             with self.lock:
                 self.connections += [client, upstream]
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            for source, target, inbound in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, target, inbound),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def remove_when_asked(self, container: str) -> None:
+        """Another session's sweep at the worst moment: the container ``container`` (its full id)
+        is removed just before the first request that names it (an inspect, a removal) goes on
+        to the engine, so that request finds it gone."""
+        self.doomed = container
+
+    def _pump(self, source: socket.socket, target: socket.socket, inbound: bool) -> None:
         try:
             while data := source.recv(65536):
+                doomed = self.doomed
+                if inbound and doomed is not None and doomed.encode() in data:
+                    self.doomed = None
+                    import docker
+
+                    engine = docker.APIClient(base_url=f"unix://{ENGINE_SOCKET}")
+                    engine.remove_container(doomed, force=True)
+                    engine.close()
+                    self.removed.append(doomed)
                 target.sendall(data)
         except OSError:
             pass

@@ -209,11 +209,13 @@ def sweep_scratch(folder: Path) -> int:
 
 
 def sweep(client: Any) -> list[str]:
-    """Remove containers whose pytest process on this host is gone; return their names."""
+    """Remove containers whose pytest process on this host is gone; return their names. One
+    list call, its labels, no inspect: another session of the host may sweep the same container
+    meanwhile, and one already gone is skipped."""
     removed: list[str] = []
     hostname = socket.gethostname()
-    for container in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
-        labels = container.labels or {}
+    for entry in client.api.containers(all=True, filters={"label": LABEL_SESSION}):
+        labels = entry.get("Labels") or {}
         if labels.get(LABEL_HOST) != hostname:
             continue
         try:
@@ -223,8 +225,8 @@ def sweep(client: Any) -> list[str]:
         if pid == os.getpid() or alive(pid):
             continue
         try:
-            container.remove(force=True)
-            removed.append(container.name)
+            client.api.remove_container(entry["Id"], force=True)
         except Exception:  # already gone: nothing to sweep
-            pass
+            continue
+        removed.append(next(iter(entry.get("Names") or []), entry["Id"][:12]).lstrip("/"))
     return removed

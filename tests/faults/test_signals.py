@@ -36,19 +36,22 @@ class OwnHost:
         self.tmp.mkdir()
         self.env = {**os.environ, "TMPDIR": str(self.tmp)}
 
-    def command(self, *args: str) -> list[str]:
-        """``pytest ARGS`` (no cache plugin) as a session of this host."""
+    def command(self, *args: str, module: str = "pytest") -> list[str]:
+        """``pytest ARGS`` (no cache plugin), or another ``module``'s, as a session of this host."""
+        options = ["-p", "no:cacheprovider"] if module == "pytest" else []
         return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name,
-                sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+                sys.executable, "-m", module, *options, *args]
 
     def start(self, project: Project, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(*args), cwd=project.path, env=self.env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-    def run(self, project: Project, *args: str) -> pytest.RunResult:
+    def run(self, project: Project, *args: str, module: str = "pytest",
+            **env: str) -> pytest.RunResult:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("TMPDIR", str(self.tmp))
-            return project.pytester.run(*self.command(*args))
+            for name, value in {"TMPDIR": str(self.tmp), **env}.items():
+                patch.setenv(name, value)
+            return project.pytester.run(*self.command(*args, module=module))
 
 SLOW = """
 import time, pytest
@@ -231,6 +234,32 @@ def test_containers_of_killed_sessions_are_swept(project: Project, docker_client
     result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
     assert container_ids(docker_client, dead.pid) == []
     assert left.id not in container_ids(docker_client)
+
+
+def test_a_container_another_session_sweeps_meanwhile_is_skipped(project: Project,
+                                                                  docker_client: Any,
+                                                                  base_image: str) -> None:
+    """Two sessions of one host sweep at once: a killed session's container that the other
+    removes between this one listing it and removing it is skipped, not a traceback, by the
+    gate and by ``dsrepro status`` (where it was seen)."""
+    from engine_proxy import engine_proxy
+
+    host = OwnHost(project)
+    project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
+                                         "def test_inside():\n    pass\n")
+    for module, args in (("pytest_dsrepro.cli.main", ["status"]), ("pytest", ["--in-docker"])):
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        left = docker_client.containers.create(
+            base_image, ["sleep", "600"],
+            labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: host.name})
+        with engine_proxy() as proxy:
+            proxy.remove_when_asked(left.id)
+            result = host.run(project, *args, module=module, DOCKER_HOST=proxy.url)
+        assert result.ret == 0, result.stdout.str() + result.stderr.str()
+        assert proxy.removed == [left.id], "the session never asked for the container"
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+        assert left.id not in container_ids(docker_client)
 
 
 def test_json_report_is_written_when_the_run_is_interrupted(project: Project,
