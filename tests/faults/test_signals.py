@@ -34,7 +34,6 @@ class OwnHost:
         self.name = f"dsrepro-{uuid.uuid4().hex[:12]}"
         self.tmp = project.path.parent / f"{project.path.name}-tmp"
         self.tmp.mkdir()
-        self.env = {**os.environ, "TMPDIR": str(self.tmp)}
 
     def command(self, *args: str, module: str = "pytest") -> list[str]:
         """``pytest ARGS`` (no cache plugin), or another ``module``'s, as a session of this host."""
@@ -42,8 +41,17 @@ class OwnHost:
         return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name,
                 sys.executable, "-m", module, *options, *args]
 
+    def leftover(self, client: Any, image: str) -> Any:
+        """A container of a killed session of this host, as the sweep finds it."""
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        return client.containers.create(
+            image, ["sleep", "600"],
+            labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: self.name})
+
     def start(self, project: Project, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args), cwd=project.path, env=self.env, text=True,
+        return subprocess.Popen(self.command(*args), cwd=project.path, text=True,
+                                env={**os.environ, "TMPDIR": str(self.tmp)},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def run(self, project: Project, *args: str, module: str = "pytest",
@@ -217,11 +225,7 @@ def test_interrupt_leaves_no_container(project: Project, docker_client: Any, sig
 def test_containers_of_killed_sessions_are_swept(project: Project, docker_client: Any,
                                                  base_image: str) -> None:
     host = OwnHost(project)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    left = docker_client.containers.create(
-        base_image, ["sleep", "600"],
-        labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: host.name})
+    left = host.leftover(docker_client, base_image)
     project.pytester.makepyfile(test_one="""
         import pytest
 
@@ -232,7 +236,7 @@ def test_containers_of_killed_sessions_are_swept(project: Project, docker_client
     result = host.run(project, "--in-docker")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dsrepro: removed 1 container(s) left by killed sessions"])
-    assert container_ids(docker_client, dead.pid) == []
+    assert container_ids(docker_client, int(left.labels[LABEL_PID])) == []
     assert left.id not in container_ids(docker_client)
 
 
@@ -248,11 +252,7 @@ def test_a_container_another_session_sweeps_meanwhile_is_skipped(project: Projec
     project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
                                          "def test_inside():\n    pass\n")
     for module, args in (("pytest_dsrepro.cli.main", ["status"]), ("pytest", ["--in-docker"])):
-        dead = subprocess.Popen(["true"])
-        dead.wait()
-        left = docker_client.containers.create(
-            base_image, ["sleep", "600"],
-            labels={LABEL_SESSION: "old", LABEL_PID: str(dead.pid), LABEL_HOST: host.name})
+        left = host.leftover(docker_client, base_image)
         with engine_proxy() as proxy:
             proxy.remove_when_asked(left.id)
             result = host.run(project, *args, module=module, DOCKER_HOST=proxy.url)
