@@ -10,8 +10,11 @@ protocol error."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+from collections.abc import Iterator
 from typing import Any
 
 # events a worker sends, in the order one item's life produces them
@@ -46,6 +49,22 @@ CHILD_ONLY = frozenset({START, FINISH, EXIT, COLLECTED})
 KEEPER_RUN, KEEPER_PING, KEEPER_QUIT = "run", "ping", "quit"
 KEEPER_KILL = b"kill"
 KEEPER_EXIT = "kept_exit"
+SHORT_SOCKET_PATH = 100  # a Unix socket's path holds 107 bytes on Linux
+
+
+@contextlib.contextmanager
+def socket_path(path: str) -> Iterator[str]:
+    """``path`` as a Unix socket can be bound or reached by: itself where it is short, else
+    through a descriptor of its folder (``/proc/self/fd/N/NAME``), so a deep scratch folder
+    keeps a kept container's socket working."""
+    if len(os.fsencode(path)) <= SHORT_SOCKET_PATH:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
 
 # the kernel zygote's control socket (inside/forking.py run as a script, notebooks/kernel_forks.py): ZYGOTE_READY
 # (bare bytes) once it has imported ipykernel; then per kernel a message {"args", "env", "cwd"}

@@ -46,11 +46,15 @@ def test_slow():
 @pytest.fixture
 def keep(project: Project, docker_client: Any, tmp_path_factory: pytest.TempPathFactory,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A scratch folder outside the project for the kept containers' folders; CI unset (where
-    it is set nothing is kept); every kept container of the test removed at the end."""
+    """A scratch folder outside the project for the kept containers' folders, deep enough that
+    a kept container's socket path is longer than a Unix socket's address holds, wherever the
+    suite runs; CI unset (where it is set nothing is kept); every kept container of the test
+    removed at the end."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("DSREPRO_ROOT", str(project.path))
-    scratch = tmp_path_factory.mktemp("keep")
+    scratch = tmp_path_factory.mktemp("keep") / ("a-deep-scratch-folder-" * 5)
+    scratch.mkdir()
+    assert len(str(scratch)) > 108
     project.ini(dsrepro_scratch=str(scratch), dsrepro_env=["DSREPRO_ROOT", "SLOW"])
     (project.path / "helper.py").write_text("RUNS = []\n")
     (project.path / "test_kept.py").write_text(TEST)

@@ -114,9 +114,9 @@ class Keeping:
         run = self.setup.run_config()
         folder = self.key().folder(self.settings)
         keeper = kept.Kept(folder, group)
-        if run.copy or len(str(keeper.socket)) > 100:
+        if run.copy:
             self.off("--dsrepro-keep: nothing is kept, as a kept container needs an engine that "
-                     "sees this machine's folders (and a scratch path under 100 characters)")
+                     "sees this machine's folders")
             return None
         with kept.creating(keeper):  # one session at a time (pytest -n: several at once)
             if self.settings.rebuild and keeper.socket.exists():

@@ -183,7 +183,8 @@ class Kept:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 connection.settimeout(timeout)
-                connection.connect(str(self.socket))
+                with protocol.socket_path(str(self.socket)) as address:
+                    connection.connect(address)
                 connection.sendall(json.dumps({"op": op}).encode() + b"\n")
                 answer = connection.makefile("rb").readline()
             data = json.loads(answer)
@@ -283,7 +284,8 @@ class KeptWorker:
         self._exit_code: int | None = None
         self._ended: int | None = None  # the keeper's word on how the process ended
         self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.connection.connect(str(kept.socket))
+        with protocol.socket_path(str(kept.socket)) as address:
+            self.connection.connect(address)
         message = {"op": protocol.KEEPER_RUN, "request": request.to_json(), "env": env, "cwd": str(cwd),
                    "log": str(log)}
         self.connection.sendall(json.dumps(message).encode() + b"\n")

@@ -109,7 +109,8 @@ class Keeper(Server):
             os.unlink(self.path)
         old = os.umask(0o077)
         try:
-            self.listener.bind(self.path)
+            with protocol.socket_path(self.path) as address:
+                self.listener.bind(address)
         finally:
             os.umask(old)
         own = os.stat(self.path).st_ino  # a keeper started after this one may take the path
