@@ -55,15 +55,15 @@ def container_ids(client: Any, pid: int | None = None) -> list[str]:
     return [entry["Id"] for entry in client.api.containers(all=True, filters=filters)]
 
 
-def containers_mounting(client: Any, folder: Path | None) -> dict[str, int]:
-    """The engine's pytest-dsrepro containers that mount something in ``folder`` (a test's
-    project, so none of another session's), with the pid of the session that started each."""
+def containers_mounting(client: Any, folder: Path) -> dict[str, int]:
+    """The engine's pytest-dsrepro containers that mount ``folder`` or something in it (a
+    test's project, so none of another session's), with the pid of the session that started
+    each."""
     from pytest_dsrepro.executors.engine import LABEL_PID, LABEL_SESSION
 
     entries = client.api.containers(all=True, filters={"label": LABEL_SESSION})
-    mine = str(folder) if folder is not None else ""
     return {entry["Id"]: int((entry.get("Labels") or {}).get(LABEL_PID) or 0) for entry in entries
-            if any(str(mount.get("Source", "")).startswith(mine)
+            if any(Path(str(mount.get("Source", ""))).is_relative_to(folder)
                    for mount in entry.get("Mounts") or [])}
 
 

@@ -19,14 +19,16 @@ FIGURES = {"faults": 0, "survived": 0, "containers leaked": 0, "baselines half-w
            "files not the user's": 0, "tracebacks shown": 0}
 
 
-def _session_containers(folder: Path | None) -> dict[str, int]:
-    """The engine's pytest-dsrepro containers that mount something in the test's ``folder``
-    (none of another project's), with the pid of the session that started each. Without an
-    engine: none, or (DSREPRO_REQUIRE_DOCKER set) a failure, so the check never passes empty."""
+def _session_containers(folder: Path | None, started: set[int]) -> dict[str, int]:
+    """The engine's pytest-dsrepro containers of the test's sessions, with the pid of the
+    session that started each: those that mount something in the test's ``folder``, and those
+    of the sessions it ``started`` (a copy-mode container mounts nothing); none of another
+    test's or project's. Without an engine: none, or (DSREPRO_REQUIRE_DOCKER set) a failure,
+    so the check never passes empty."""
     try:
         import docker
 
-        from pytest_dsrepro.executors.engine import connect
+        from pytest_dsrepro.executors.engine import LABEL_PID, LABEL_SESSION, connect
 
         client = connect()
     except Exception as exc:  # no engine: the Docker faults fail on their own
@@ -34,7 +36,10 @@ def _session_containers(folder: Path | None) -> dict[str, int]:
             pytest.fail(f"the leak check cannot reach the engine: {exc}", pytrace=False)
         return {}
     try:
-        return containers_mounting(client, folder)
+        mounting = containers_mounting(client, folder) if folder is not None else {}
+        labelled = client.api.containers(all=True, filters={"label": LABEL_SESSION})
+        return mounting | {entry["Id"]: int(entry["Labels"][LABEL_PID]) for entry in labelled
+                           if int((entry.get("Labels") or {}).get(LABEL_PID) or 0) in started}
     except docker.errors.DockerException as exc:
         if os.environ.get("DSREPRO_REQUIRE_DOCKER"):
             pytest.fail(f"the leak check cannot list containers: {exc}", pytrace=False)
@@ -44,10 +49,11 @@ def _session_containers(folder: Path | None) -> dict[str, int]:
 
 
 def _folder(request: pytest.FixtureRequest) -> Path | None:
+    """The test's project folder: its ``pytester``, ``nbproject`` or ``project``, set up now
+    (an autouse fixture is set up before the fixtures the test names)."""
     for name in ("pytester", "nbproject", "project"):
-        value = request.node.funcargs.get(name)
-        if value is not None:
-            return Path(value.path)
+        if name in request.fixturenames:
+            return Path(request.getfixturevalue(name).path)
     return None
 
 
@@ -77,20 +83,27 @@ def fault_figures(request: pytest.FixtureRequest,
     manager = request.config.pluginmanager
     if manager.get_plugin("dsrepro-fault-figures") is None:
         manager.register(Totals(), "dsrepro-fault-figures")
-    folder = _folder(request)
-    before = _session_containers(folder)
+    folder = _folder(request)  # None: a fault of pure logic, which starts no session
     outputs: list[str] = []
-    original = pytest.Pytester.run  # what runpytest_subprocess and dsrepro_command call
+    started: set[int] = set()  # the sessions the test started through pytester
+    run, popen = pytest.Pytester.run, pytest.Pytester.popen  # runpytest_subprocess, dsrepro_command
 
     def recording(self: pytest.Pytester, *args: Any, **kwargs: Any) -> pytest.RunResult:
-        result = original(self, *args, **kwargs)
+        result = run(self, *args, **kwargs)
         outputs.append(result.stdout.str() + result.stderr.str())
         return result
 
+    def starting(self: pytest.Pytester, *args: Any, **kwargs: Any) -> Any:
+        process = popen(self, *args, **kwargs)
+        started.add(process.pid)
+        return process
+
     monkeypatch.setattr(pytest.Pytester, "run", recording)
+    monkeypatch.setattr(pytest.Pytester, "popen", starting)
+    before = _session_containers(folder, started)
     yield
-    # left behind: new, and their session has ended (other sessions may run meanwhile)
-    leaked = [cid for cid, pid in _session_containers(folder).items()
+    # left behind by the test's sessions: new, and their session has ended
+    leaked = [cid for cid, pid in _session_containers(folder, started).items()
               if cid not in before and not alive(pid)]
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] \
         if folder is not None and folder.exists() else []
