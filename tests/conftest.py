@@ -35,6 +35,13 @@ if sys.version_info < (3, 10):
     except ImportError:
         pass
 
+# The docker SDK (and requests under it) imported up front, as importlib_metadata above: a module
+# first imported during a test that uses pytester is dropped from sys.modules when the test ends,
+# and imported again by the next. A pytest-xdist worker of the whole suite was once left with
+# requests' classes from two imports ("You can only merge into CookieJar" on every engine call,
+# 168 tests errored) after the fault suite's leak check first imported docker after a pytester.
+import docker  # noqa: E402
+
 REQUIRE_DOCKER = os.environ.get("DSREPRO_REQUIRE_DOCKER", "") not in ("", "0", "false")
 BASE_FROM = os.environ.get("DSREPRO_TEST_FROM", "python:3.11-slim")
 
@@ -204,7 +211,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
     """A client of the real engine; without one, a skip, or a failure under DSREPRO_REQUIRE_DOCKER."""
-    import docker
 
     try:
         client = docker.from_env()
@@ -328,7 +334,6 @@ PODMAN_SOCKET = os.environ.get("DSREPRO_PODMAN_SOCKET", "/run/dsrepro-podman.soc
 def podman_engine(docker_client: Any, base_image: str) -> Iterator[str]:
     """The URL of rootful Podman's Docker API (``scripts/provision.sh --podman`` starts it), with
     the base image loaded from the Docker engine."""
-    import docker
 
     url = f"unix://{PODMAN_SOCKET}"
     try:
