@@ -151,6 +151,9 @@ def group_name(spec: ContainerSpec) -> str:
     return _digest(spec.group, 10)
 
 
+Connection = socket.socket  # named apart: Kept.socket is the socket's path
+
+
 @dataclasses.dataclass
 class Kept:
     """One kept container's socket and facts, in its key's folder."""
@@ -181,16 +184,25 @@ class Kept:
     def ask(self, op: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """The keeper's answer to ``ping`` or ``quit``; None when nobody answers."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-                connection.settimeout(timeout)
-                with protocol.socket_path(str(self.socket)) as address:
-                    connection.connect(address)
+            with self.connect(timeout) as connection:
                 connection.sendall(json.dumps({"op": op}).encode() + b"\n")
                 answer = connection.makefile("rb").readline()
             data = json.loads(answer)
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def connect(self, timeout: float | None = None) -> Connection:
+        """A connection to the keeper's socket (a long path is reached through its folder)."""
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.settimeout(timeout)
+            with protocol.socket_path(str(self.socket)) as address:
+                connection.connect(address)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def alive(self) -> bool:
         return self.socket.exists() and bool((self.ask(protocol.KEEPER_PING) or {}).get("ok"))
@@ -283,9 +295,7 @@ class KeptWorker:
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
         self._exit_code: int | None = None
         self._ended: int | None = None  # the keeper's word on how the process ended
-        self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with protocol.socket_path(str(kept.socket)) as address:
-            self.connection.connect(address)
+        self.connection = kept.connect()
         message = {"op": protocol.KEEPER_RUN, "request": request.to_json(), "env": env, "cwd": str(cwd),
                    "log": str(log)}
         self.connection.sendall(json.dumps(message).encode() + b"\n")
