@@ -66,17 +66,21 @@ class WorkerContainer:
         self._exit_code = code
 
     def start(self) -> None:
+        """Attach to the output, then start. An attach after the start misses what the worker
+        wrote in between, or waits for ever, when the worker ends at once (an image without
+        pytest: its only event, then exit)."""
+        stream = self.client.api.attach(
+            self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+        )
         self.container.start()
         self._started = True
-        self._reader = threading.Thread(target=self._pump, name="dsrepro-events", daemon=True)
+        self._reader = threading.Thread(target=self._pump, args=(stream,), name="dsrepro-events",
+                                        daemon=True)
         self._reader.start()
 
-    def _pump(self) -> None:
+    def _pump(self, stream: Any) -> None:
         out_lines, err_lines = LineBuffer(), LineBuffer()
         try:
-            stream = self.client.api.attach(
-                self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
             for out, err in stream:
                 if err:
                     for line in err_lines.feed(err):
