@@ -24,6 +24,9 @@ class EngineProxy:
         self.lock = threading.Lock()
         self.doomed: str | None = None
         self.removed: list[str] = []
+        self._hold_create = False
+        self.held = threading.Event()  # a container's creation has been answered, and held
+        self.release = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -36,8 +39,9 @@ class EngineProxy:
             upstream.connect(ENGINE_SOCKET)
             with self.lock:
                 self.connections += [client, upstream]
+            pair = {"hold": False}  # this connection's answer waits for release
             for source, target, inbound in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(source, target, inbound),
+                threading.Thread(target=self._pump, args=(source, target, inbound, pair),
                                  daemon=True).start()
 
     def remove_when_asked(self, container: str) -> None:
@@ -46,9 +50,21 @@ class EngineProxy:
         to the engine, so that request finds it gone."""
         self.doomed = container
 
-    def _pump(self, source: socket.socket, target: socket.socket, inbound: bool) -> None:
+    def hold_next_create(self) -> None:
+        """The engine's answer to the next container creation is held until ``release`` is set:
+        the container exists, and the session that asked has not heard so (``held`` says when)."""
+        self._hold_create = True
+
+    def _pump(self, source: socket.socket, target: socket.socket, inbound: bool,
+              pair: dict[str, bool]) -> None:
         try:
             while data := source.recv(65536):
+                if inbound and self._hold_create and b"/containers/create" in data:
+                    self._hold_create = False
+                    pair["hold"] = True
+                if not inbound and pair["hold"]:
+                    self.held.set()
+                    self.release.wait()
                 doomed = self.doomed
                 if inbound and doomed is not None and doomed.encode() in data:
                     self.doomed = None
@@ -66,6 +82,7 @@ class EngineProxy:
 
     def cut(self) -> None:
         """The engine goes away: no new connection, every open one closed."""
+        self.release.set()
         self.listener.close()
         self.path.unlink(missing_ok=True)
         with self.lock:

@@ -173,6 +173,21 @@ def session_labels(session_id: str) -> dict[str, str]:
     return {LABEL_SESSION: session_id, LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
 
 
+
+def remove_session(client: Any, session_id: str) -> None:
+    """Remove every container of session ``session_id`` still on the engine, as the session
+    ends: one whose creation an interrupt cut short exists there though the session never
+    heard its id. The engine gone or refusing: the next session's sweep takes them."""
+    try:
+        found = client.api.containers(all=True, filters={"label": f"{LABEL_SESSION}={session_id}"})
+    except Exception:
+        return
+    for entry in found:
+        try:
+            client.api.remove_container(entry["Id"], force=True)
+        except Exception:  # removed meanwhile
+            continue
+
 def alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine."""
     try:

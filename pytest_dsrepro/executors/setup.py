@@ -294,7 +294,10 @@ class ContainerSetup:
         return invocation if invocation.is_relative_to(s.rootdir) else s.rootdir
 
     def close(self) -> None:
-        """Remove the scratch folder this session made and close the engine's connection."""
+        """Remove what is left of this session's containers and the scratch folder it made,
+        and close the engine's connection."""
+        if self._client is not None:
+            engine.remove_session(self._client, self.session_id)
         if self._tree is not None:
             self._tree.close()
         if self._view is not None and self._client is not None:

@@ -170,6 +170,38 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
     assert scratch_of(proc.pid) == []
 
 
+
+def test_sigterm_while_the_engine_creates_a_container_removes_it(project: Project,
+                                                                 docker_client: Any) -> None:
+    """SIGTERM arrives after the engine has made a container and before the session has heard
+    its id (a proxy holds the engine's answer): the session still removes it on the way out."""
+    from engine_proxy import engine_proxy
+
+    project.pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.container\n"
+                                         "def test_one():\n    pass\n")
+    with engine_proxy() as proxy:
+        proxy.hold_next_create()
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                 "--in-docker", "-o", "dsrepro_transfer=copy"],
+                                cwd=project.path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "DOCKER_HOST": proxy.url})
+        try:
+            wait_for(proxy.held.is_set, "the engine answers the creation", proc)
+            assert container_ids(docker_client, proc.pid), "the held container exists"
+            proc.send_signal(signal.SIGTERM)
+            output = proc.communicate(timeout=90)[0]
+        finally:
+            proxy.release.set()
+            if proc.poll() is None:
+                proc.kill()
+            left = container_ids(docker_client, proc.pid)
+            for container in left:
+                docker_client.api.remove_container(container, force=True)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output
+    assert left == []
+
 def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: Any,
                                                base_image: str) -> None:
     """The engine is stopped while an item runs: the item fails saying the engine went away
