@@ -173,7 +173,6 @@ def session_labels(session_id: str) -> dict[str, str]:
     return {LABEL_SESSION: session_id, LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
 
 
-
 def remove_session(client: Any, session_id: str) -> None:
     """Remove every container of session ``session_id`` still on the engine, as the session
     ends: one whose creation an interrupt cut short exists there though the session never
@@ -183,10 +182,17 @@ def remove_session(client: Any, session_id: str) -> None:
     except Exception:
         return
     for entry in found:
-        try:
-            client.api.remove_container(entry["Id"], force=True)
-        except Exception:  # removed meanwhile
-            continue
+        _remove(client, entry["Id"])
+
+
+def _remove(client: Any, container: str) -> bool:
+    """Remove ``container`` by force; False where it is gone already or the engine refused."""
+    try:
+        client.api.remove_container(container, force=True)
+    except Exception:
+        return False
+    return True
+
 
 def alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine."""
@@ -239,9 +245,7 @@ def sweep(client: Any) -> list[str]:
             continue
         if pid == os.getpid() or alive(pid):
             continue
-        try:
-            client.api.remove_container(entry["Id"], force=True)
-        except Exception:  # already gone: nothing to sweep
+        if not _remove(client, entry["Id"]):  # already gone: nothing to sweep
             continue
         removed.append(next(iter(entry.get("Names") or []), entry["Id"][:12]).lstrip("/"))
     return removed

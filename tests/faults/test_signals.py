@@ -170,7 +170,6 @@ def test_sigterm_before_the_items_run_cleans_up(project: Project, docker_client:
     assert scratch_of(proc.pid) == []
 
 
-
 def test_sigterm_while_the_engine_creates_a_container_removes_it(project: Project,
                                                                  docker_client: Any) -> None:
     """SIGTERM arrives after the engine has made a container and before the session has heard
@@ -201,6 +200,7 @@ def test_sigterm_while_the_engine_creates_a_container_removes_it(project: Projec
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output
     assert left == []
+
 
 def test_an_engine_that_stops_mid_run_is_named(project: Project, docker_client: Any,
                                                base_image: str) -> None:
